@@ -1,0 +1,71 @@
+// The process-wide side of the native fault engine: installing the SIGSEGV handler once, the mapping
+// budget kept under vm.max_map_count, and turning libpagelab status codes into exceptions.
+using PageLab.Native;
+using Lib = PageLab.Native.Interop.PageLab;
+
+namespace PageLab.Core.Faults;
+
+public static class FaultEngine
+{
+    private static readonly Lock Gate = new();
+
+    /// <summary>Mappings kept free under vm.max_map_count for the runtime, thread stacks and libraries.</summary>
+    public const long Headroom = 4096;
+
+    /// <summary>Installs the handler (after the runtime's own, which it chains to) and sets the budget.</summary>
+    public static void EnsureInstalled()
+    {
+        if (Lib.Installed() != 0) return;
+        lock (Gate)
+        {
+            if (Lib.Installed() != 0) return;
+            int rc = Lib.Install();
+            if (rc != 0) throw new ErrnoException("sigaction(SIGSEGV)", -rc);
+            HostSystemInfo info = IHostOs.Current.Describe();
+            MaxMapCount = info.MaxMapCount;
+            Lib.SetMapBudget(DefaultBudget(info));
+        }
+    }
+
+    /// <summary>The budget for PageLab's own mappings: vm.max_map_count less what the process already
+    /// uses and <see cref="Headroom"/>.</summary>
+    public static long DefaultBudget(HostSystemInfo info) =>
+        Math.Max(1024, (info.MaxMapCount ?? 65530) - info.CurrentMappings - Headroom);
+
+    public static bool Installed => Lib.Installed() != 0;
+    public static long? MaxMapCount { get; private set; }
+
+    /// <summary>Flags of the runtime handler PageLab chains to (null before install).</summary>
+    public static long? PreviousHandlerFlags => Lib.PreviousFlags() is var f and >= 0 ? f : null;
+
+    public static long MapBudget
+    {
+        get => Lib.MapBudget();
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value);
+            Lib.SetMapBudget(value);
+        }
+    }
+
+    public static long MapsInUse => Lib.MapsInUse();
+
+    /// <summary>Faults the handler passed on to the runtime (addresses PageLab does not own, or fatal ones).</summary>
+    public static ulong ChainedFaults => Lib.ChainedFaults();
+
+    internal static void Check(int rc, string operation)
+    {
+        if (rc >= 0) return;
+        throw rc switch
+        {
+            Lib.EMAPLIMIT => new MapLimitException(operation, MapsInUse, MapBudget, MaxMapCount),
+            Lib.EINVAL => new ArgumentException($"{operation}: rejected by the fault engine (bad page or frame)"),
+            Lib.ENOREGION => new ObjectDisposedException(operation, "the VM's region no longer exists"),
+            Lib.EFULL => new InvalidOperationException($"{operation}: the fault engine's region table is full"),
+            _ => new ErrnoException(operation, -rc),
+        };
+    }
+}
+
+/// <summary>Per-VM fault counters kept by the native handler.</summary>
+public readonly record struct FaultCounters(ulong DemandFaults, ulong SampleTouches, ulong PoolEmpty, ulong MapFailures);

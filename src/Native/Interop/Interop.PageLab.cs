@@ -1,0 +1,60 @@
+// Declarations of libpagelab, the C fault engine in c/pagelab_fault.c (its protocol is written there).
+// Every call runs in preemptive mode, so the GC never stops one half way while it holds a region lock.
+using System.Runtime.InteropServices;
+
+namespace PageLab.Native;
+
+internal static unsafe partial class Interop
+{
+    internal static partial class PageLab
+    {
+        private const string Lib = "pagelab";
+
+        public const int EINVAL = -100000;
+        public const int EMAPLIMIT = -100001;
+        public const int ENOREGION = -100002;
+        public const int EFULL = -100003;
+        public const uint NoFrame = 0xFFFFFFFF;
+
+        [LibraryImport(Lib, EntryPoint = "pl_install")] public static partial int Install();
+        [LibraryImport(Lib, EntryPoint = "pl_installed")] public static partial int Installed();
+        [LibraryImport(Lib, EntryPoint = "pl_previous_flags")] public static partial long PreviousFlags();
+        [LibraryImport(Lib, EntryPoint = "pl_set_map_budget")] public static partial void SetMapBudget(long budget);
+        [LibraryImport(Lib, EntryPoint = "pl_map_budget")] public static partial long MapBudget();
+        [LibraryImport(Lib, EntryPoint = "pl_maps_in_use")] public static partial long MapsInUse();
+        [LibraryImport(Lib, EntryPoint = "pl_chained_faults")] public static partial ulong ChainedFaults();
+
+        [LibraryImport(Lib, EntryPoint = "pl_region_create")]
+        public static partial int RegionCreate(int fd, ulong arenaFrames, ulong pages, uint poolCapacity, out int id, out nint @base);
+
+        [LibraryImport(Lib, EntryPoint = "pl_region_destroy")] public static partial int RegionDestroy(int id);
+
+        [LibraryImport(Lib, EntryPoint = "pl_region_tables")]
+        public static partial int RegionTables(int id, out uint* state, out uint* p2m);
+
+        [LibraryImport(Lib, EntryPoint = "pl_region_maps")] public static partial long RegionMaps(int id);
+
+        [LibraryImport(Lib, EntryPoint = "pl_region_counters")]
+        public static partial int RegionCounters(int id, ulong* counters, int n);
+
+        [LibraryImport(Lib, EntryPoint = "pl_map")]
+        public static partial int Map(int id, ulong first, ulong count, uint* frames, uint* oldFrames);
+
+        [LibraryImport(Lib, EntryPoint = "pl_unmap")]
+        public static partial int Unmap(int id, ulong first, ulong count, uint* oldFrames);
+
+        [LibraryImport(Lib, EntryPoint = "pl_pool_push")]
+        public static partial int PoolPush(int id, uint* frames, uint n);
+
+        [LibraryImport(Lib, EntryPoint = "pl_pool_take")]
+        public static partial int PoolTake(int id, uint* frames, uint cap);
+
+        [LibraryImport(Lib, EntryPoint = "pl_pool_count")] public static partial int PoolCount(int id);
+
+        [LibraryImport(Lib, EntryPoint = "pl_sample")]
+        public static partial int Sample(int id, ulong* pages, uint n);
+
+        [LibraryImport(Lib, EntryPoint = "pl_sample_collect")]
+        public static partial int SampleCollect(int id, ulong* pages, uint n, byte* touched);
+    }
+}
