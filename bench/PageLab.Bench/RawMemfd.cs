@@ -1,0 +1,88 @@
+// The baselines' own memory: a memfd and a reserved range, remapped with one direct libc mmap per call
+// (Linux x86-64/arm64 constants), so a baseline pays what libpagelab's own mmap pays and nothing else.
+using System.Runtime.InteropServices;
+using PageLab.Native;
+
+namespace PageLab.Bench;
+
+internal sealed partial class RawMemfd : IDisposable
+{
+    private const int ProtNone = 0;
+    private const int ProtRead = 1;
+    private const int ProtWrite = 2;
+    private const int MapShared = 0x01;
+    private const int MapPrivate = 0x02;
+    private const int MapFixed = 0x10;
+    private const int MapAnonymous = 0x20;
+    private const int MapNoReserve = 0x4000;
+    private const nint MapFailed = -1;
+
+    private readonly int _fd;
+    private readonly long _rangePages;
+    private int _disposed;
+
+    /// <summary>A memfd of <paramref name="frames"/> zero pages and a PROT_NONE range of
+    /// <paramref name="rangePages"/> pages to map them into.</summary>
+    public RawMemfd(long frames, long rangePages)
+    {
+        PageSize = Environment.SystemPageSize;
+        _rangePages = rangePages;
+        _fd = Interop.Libc.MemfdCreate("pagelab-bench-raw", Interop.Libc.MFD_CLOEXEC);
+        if (_fd < 0) throw ErrnoException.FromLastError("memfd_create");
+        if (Ftruncate(_fd, frames * PageSize) != 0)
+        {
+            var e = ErrnoException.FromLastError($"ftruncate(memfd, {frames * PageSize})");
+            _ = Close(_fd); // already failing; the ftruncate error is the one to report
+            throw e;
+        }
+        Base = Mmap(0, (nuint)(rangePages * PageSize), ProtNone, MapPrivate | MapAnonymous | MapNoReserve, -1, 0);
+        if (Base == MapFailed)
+        {
+            int errno = Marshal.GetLastSystemError();
+            _ = Close(_fd); // already failing; the mmap error is the one to report
+            throw new ErrnoException($"mmap(reserve {rangePages} pages)", errno);
+        }
+    }
+
+    public int PageSize { get; }
+
+    /// <summary>Start of the reserved range. Valid until <see cref="Dispose"/>.</summary>
+    public nint Base { get; }
+
+    /// <summary>mmap(MAP_SHARED|MAP_FIXED, RW) of frames [frame, frame+count) over pages [page, page+count).</summary>
+    public void Map(long page, long count, long frame)
+    {
+        nint got = Mmap(Base + (nint)(page * PageSize), (nuint)(count * PageSize), ProtRead | ProtWrite,
+            MapShared | MapFixed, _fd, frame * PageSize);
+        // No SetLastError: the measured call carries no marshalling that libpagelab's mmap lacks, so errno
+        // is read straight after the call instead (best effort, on the failure path only).
+        if (got == MapFailed) throw new ErrnoException($"mmap(page {page}, {count} pages, frame {frame})", Marshal.GetLastSystemError());
+    }
+
+    /// <summary>fallocate(PUNCH_HOLE|KEEP_SIZE) of frames [frame, frame+count): they read as zero after.</summary>
+    public void Punch(long frame, long count)
+    {
+        int mode = Interop.Libc.FALLOC_FL_PUNCH_HOLE | Interop.Libc.FALLOC_FL_KEEP_SIZE;
+        if (Interop.Libc.Fallocate(_fd, mode, frame * PageSize, count * PageSize) != 0)
+            throw ErrnoException.FromLastError($"fallocate(PUNCH_HOLE, frame {frame}, {count} frames)");
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        _ = Munmap(Base, (nuint)(_rangePages * PageSize)); // teardown: nothing useful to do on failure
+        _ = Close(_fd);
+    }
+
+    [LibraryImport("libc.so.6", EntryPoint = "mmap")]
+    private static partial nint Mmap(nint addr, nuint length, int prot, int flags, int fd, long offset);
+
+    [LibraryImport("libc.so.6", EntryPoint = "munmap")]
+    private static partial int Munmap(nint addr, nuint length);
+
+    [LibraryImport("libc.so.6", EntryPoint = "ftruncate", SetLastError = true)]
+    private static partial int Ftruncate(int fd, long length);
+
+    [LibraryImport("libc.so.6", EntryPoint = "close")]
+    private static partial int Close(int fd);
+}
