@@ -21,7 +21,7 @@ public sealed unsafe class GuestVm : IDisposable
     private static int _nextId;
 
     private readonly HostArena _arena;
-    private readonly int _region;
+    private readonly int _region; // use Region, which refuses once disposed (slots are reused)
     private readonly uint* _state;
     private readonly uint* _p2m;
     private readonly Lock _gate = new();
@@ -94,6 +94,7 @@ public sealed unsafe class GuestVm : IDisposable
     /// <summary>The p2m map as maximal runs of pages on consecutive frames (unbacked pages left out).</summary>
     public List<(PageRun Pages, FrameRun Frames)> Mappings()
     {
+        _ = Region; // refuse once disposed: the table is gone
         var result = new List<(PageRun, FrameRun)>();
         ulong g = 0;
         while (g < PageCount)
@@ -109,19 +110,35 @@ public sealed unsafe class GuestVm : IDisposable
     }
 
     /// <summary>VMAs this VM's guest memory needs now (the engine's model of the kernel's merging).</summary>
-    public long MappingCount => Lib.RegionMaps(_region);
+    public long MappingCount
+    {
+        get
+        {
+            long n = Lib.RegionMaps(Region);
+            if (n < 0) FaultEngine.Check((int)n, "pl_region_maps");
+            return n;
+        }
+    }
 
     public FaultCounters Counters
     {
         get
         {
             ulong* c = stackalloc ulong[4];
-            FaultEngine.Check(Lib.RegionCounters(_region, c, 4), "pl_region_counters");
+            FaultEngine.Check(Lib.RegionCounters(Region, c, 4), "pl_region_counters");
             return new FaultCounters(c[0], c[1], c[2], c[3]);
         }
     }
 
-    public int PoolCount => Lib.PoolCount(_region);
+    public int PoolCount
+    {
+        get
+        {
+            int n = Lib.PoolCount(Region);
+            FaultEngine.Check(n, "pl_pool_count");
+            return n;
+        }
+    }
 
     /// <summary>Backs unbacked pages with newly allocated zero frames (one contiguous run if the arena has one).</summary>
     public void Back(GuestPage first, ulong count)
@@ -171,7 +188,7 @@ public sealed unsafe class GuestVm : IDisposable
             CheckRange(first, count);
             var old = new uint[count];
             fixed (uint* o = old)
-                FaultEngine.Check(Lib.Unmap(_region, first.Value, count, o), $"{Name}: unmapping {new PageRun(first, count)}");
+                FaultEngine.Check(Lib.Unmap(Region, first.Value, count, o), $"{Name}: unmapping {new PageRun(first, count)}");
             HostFrame[] frames = old.Where(f => f != Lib.NoFrame).Select(f => new HostFrame(f)).ToArray();
             _arena.Transition(frames, FrameState.Guest, Id, FrameState.Held, 0);
             return frames;
@@ -191,7 +208,7 @@ public sealed unsafe class GuestVm : IDisposable
             _arena.Transition(frames, FrameState.Held, null, FrameState.Guest, Id);
             int pushed;
             fixed (HostFrame* p = frames)
-                pushed = Lib.PoolPush(_region, (uint*)p, (uint)frames.Length);
+                pushed = Lib.PoolPush(Region, (uint*)p, (uint)frames.Length);
             FaultEngine.Check(pushed, $"{Name}: filling the demand pool");
             if (pushed < frames.Length)
             {
@@ -209,7 +226,7 @@ public sealed unsafe class GuestVm : IDisposable
         foreach (GuestPage g in pages) CheckRange(g, 1);
         fixed (GuestPage* p = pages)
         {
-            int rc = Lib.Sample(_region, (ulong*)p, (uint)pages.Length);
+            int rc = Lib.Sample(Region, (ulong*)p, (uint)pages.Length);
             FaultEngine.Check(rc, $"{Name}: sampling {pages.Length} pages");
             return rc;
         }
@@ -224,7 +241,7 @@ public sealed unsafe class GuestVm : IDisposable
         fixed (GuestPage* p = pages)
         fixed (bool* t = touched)
         {
-            int rc = Lib.SampleCollect(_region, (ulong*)p, (uint)pages.Length, (byte*)t);
+            int rc = Lib.SampleCollect(Region, (ulong*)p, (uint)pages.Length, (byte*)t);
             FaultEngine.Check(rc, $"{Name}: collecting a sample");
             return rc;
         }
@@ -235,6 +252,7 @@ public sealed unsafe class GuestVm : IDisposable
     {
         get
         {
+            _ = Region; // refuse once disposed: the table is gone
             long mapped = 0;
             for (ulong g = 0; g < PageCount; g++)
                 if (Volatile.Read(ref _p2m[g]) != Lib.NoFrame) mapped++;
@@ -268,7 +286,7 @@ public sealed unsafe class GuestVm : IDisposable
         int rc;
         fixed (HostFrame* f = frames)
         fixed (uint* o = old)
-            rc = Lib.Map(_region, first.Value, (ulong)frames.Length, (uint*)f, o);
+            rc = Lib.Map(Region, first.Value, (ulong)frames.Length, (uint*)f, o);
         if (rc != 0)
         {
             _arena.Transition(frames, FrameState.Guest, Id, FrameState.Held, 0);
@@ -277,6 +295,15 @@ public sealed unsafe class GuestVm : IDisposable
         HostFrame[] previous = old.Where(f => f != Lib.NoFrame).Select(f => new HostFrame(f)).ToArray();
         _arena.Transition(previous, FrameState.Guest, Id, FrameState.Held, 0);
         return previous;
+    }
+
+    private int Region
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+            return _region;
+        }
     }
 
     private void CheckRange(GuestPage first, ulong count)
