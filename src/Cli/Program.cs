@@ -11,6 +11,7 @@ internal static class Program
         var root = new RootCommand("PageLab: hypervisor memory management on real process memory.");
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
+        root.Subcommands.Add(RunCommand.Create());
         return root.Parse(args).Invoke();
     }
 

@@ -195,12 +195,13 @@ public sealed unsafe class GuestVm : IDisposable
         }
     }
 
-    /// <summary>Tops the demand pool up to its capacity with zero frames. Returns how many were added.</summary>
-    public int RefillPool()
+    /// <summary>Tops the demand pool up (to its capacity, or by at most <paramref name="maxFrames"/>)
+    /// with zero frames. Returns how many were added.</summary>
+    public int RefillPool(int maxFrames = int.MaxValue)
     {
         lock (_gate)
         {
-            int room = (int)PoolCapacity - PoolCount;
+            int room = Math.Min((int)PoolCapacity - PoolCount, maxFrames);
             long free = _arena.Counts.Free;
             int want = (int)Math.Min(room, free);
             if (want <= 0) return 0;
@@ -252,11 +253,8 @@ public sealed unsafe class GuestVm : IDisposable
     {
         get
         {
-            _ = Region; // refuse once disposed: the table is gone
-            long mapped = 0;
-            for (ulong g = 0; g < PageCount; g++)
-                if (Volatile.Read(ref _p2m[g]) != Lib.NoFrame) mapped++;
-            return mapped + PoolCount;
+            _ = Region; // refuse once disposed
+            return _arena.OwnedBy(Id);
         }
     }
 

@@ -12,6 +12,7 @@ public sealed unsafe class HostArena : IDisposable
     private readonly FrameState[] _state;
     private readonly int[] _owner; // VM id for Guest frames, 0 otherwise
     private readonly long[] _counts = new long[Enum.GetValues<FrameState>().Length];
+    private readonly Dictionary<int, long> _ownedBy = new(); // Guest frames per VM id
     private readonly Lock _gate = new();
     private int _liveVms;
 
@@ -69,6 +70,12 @@ public sealed unsafe class HostArena : IDisposable
     {
         CheckFrame(frame);
         lock (_gate) return _state[frame.Value] == FrameState.Guest ? _owner[frame.Value] : null;
+    }
+
+    /// <summary>Frames a VM holds (mapped at its pages or waiting in its demand pool).</summary>
+    public long OwnedBy(int vmId)
+    {
+        lock (_gate) return _ownedBy.GetValueOrDefault(vmId);
     }
 
     /// <summary>Allocates zero frames in state Held, preferring one contiguous run.</summary>
@@ -166,6 +173,8 @@ public sealed unsafe class HostArena : IDisposable
 
     private void SetState(HostFrame f, FrameState s, int owner)
     {
+        if (_state[f.Value] == FrameState.Guest) _ownedBy[_owner[f.Value]]--;
+        if (s == FrameState.Guest) _ownedBy[owner] = _ownedBy.GetValueOrDefault(owner) + 1;
         _counts[(int)_state[f.Value]]--;
         _counts[(int)s]++;
         _state[f.Value] = s;

@@ -1,0 +1,134 @@
+// The balloon application: an ordinary guest process that, on the scheduler's allocation parameters,
+// reserves guest virtual pages and writes the agreed value into each, releases them to deflate,
+// touches them to notice guest page-outs, and backs off when its guest cannot give memory.
+using PageLab.Core.GuestOs;
+
+namespace PageLab.Core.Balloon;
+
+/// <summary>What the balloon application tells the hypervisor about one page it reserved.</summary>
+/// <param name="Vpn">The virtual page in the balloon process.</param>
+/// <param name="ClaimedPage">The guest physical page the guest says backs it.</param>
+/// <param name="Sequence">The sequence number written into the page's value.</param>
+public readonly record struct BalloonReport(ulong Vpn, GuestPage ClaimedPage, uint Sequence);
+
+/// <summary>How a balloon application behaves; everything but Honest is for testing a hostile guest.</summary>
+public enum BalloonBehaviour { Honest, StopsResponding, NeverWritesValue, ReportsTwice, ReportsForeignPages }
+
+public sealed class BalloonApplication
+{
+    private readonly GuestOperatingSystem _os;
+    private readonly Dictionary<ulong, uint> _reserved = new();   // vpn -> sequence written
+    private readonly Stack<ulong> _freeVpns = new();
+    private uint _sequence;
+    private int _backoffTicks;
+
+    public BalloonApplication(GuestOperatingSystem os, int vmId, BalloonBehaviour behaviour = BalloonBehaviour.Honest)
+    {
+        _os = os;
+        VmId = vmId;
+        Behaviour = behaviour;
+        Process = os.Spawn("balloon", os.Vm.PageCount);
+        for (ulong v = os.Vm.PageCount; v-- > 0;) _freeVpns.Push(v);
+        os.SeverePressure = DeflateOnOom;
+    }
+
+    public int VmId { get; }
+    public BalloonBehaviour Behaviour { get; set; }
+    public GuestProcess Process { get; }
+    /// <summary>Pages the scheduler asked for (the allocation parameter).</summary>
+    public ulong TargetPages { get; private set; }
+    public ulong ReservedPages => (ulong)_reserved.Count;
+    /// <summary>Balloon pages the guest OS paged out, noticed by the periodic touch.</summary>
+    public ulong PageOutsSeen { get; private set; }
+    public ulong DeflatedOnOom { get; private set; }
+    public ulong BackOffs { get; private set; }
+    public bool BackingOff => _backoffTicks > 0;
+
+    public void SetTarget(ulong pages)
+    {
+        if (pages > _os.Vm.PageCount)
+            throw new ArgumentOutOfRangeException(nameof(pages), pages, $"balloon target passes the VM's {_os.Vm.PageCount} pages");
+        TargetPages = pages;
+    }
+
+    /// <summary>Reserves up to <paramref name="maxPages"/> more pages towards the target, writes the value
+    /// into each and returns the reports. Returns nothing while backing off or not responding.</summary>
+    public List<BalloonReport> Inflate(int maxPages)
+    {
+        var reports = new List<BalloonReport>();
+        if (Behaviour == BalloonBehaviour.StopsResponding) return reports;
+        if (_backoffTicks > 0) { _backoffTicks--; return reports; }
+        ulong swapOutsBefore = _os.Stats.SwapOuts;
+        while (reports.Count < maxPages && ReservedPages < TargetPages && _freeVpns.Count > 0)
+        {
+            ulong vpn = _freeVpns.Pop();
+            Span<byte> page;
+            try { page = Process.Page(vpn); }
+            catch (GuestProcessKilledException) { return reports; }
+            uint seq = ++_sequence;
+            if (Behaviour != BalloonBehaviour.NeverWritesValue) BalloonTag.Write(page, VmId, vpn, seq);
+            _reserved[vpn] = seq;
+            GuestPage claimed = _os.Translate(Process, vpn)!.Value;
+            if (Behaviour == BalloonBehaviour.ReportsForeignPages) claimed = ForeignPage() ?? claimed;
+            reports.Add(new BalloonReport(vpn, claimed, seq));
+            if (Behaviour == BalloonBehaviour.ReportsTwice) reports.Add(new BalloonReport(vpn, claimed, seq));
+        }
+        // Out of puff: reserving made the guest page out more than a batch worth; let it settle.
+        if (_os.Stats.SwapOuts - swapOutsBefore > (ulong)Math.Max(maxPages, 1) * 2)
+        {
+            _backoffTicks = 4;
+            BackOffs++;
+        }
+        return reports;
+    }
+
+    /// <summary>Picks up to <paramref name="maxPages"/> reserved pages to give back (deflate). The
+    /// hypervisor backs them, then calls <see cref="Release"/>.</summary>
+    public List<ulong> ChooseDeflate(int maxPages)
+    {
+        if (Behaviour == BalloonBehaviour.StopsResponding) return [];
+        ulong excess = ReservedPages > TargetPages ? ReservedPages - TargetPages : 0;
+        return _reserved.Keys.Take((int)Math.Min((ulong)maxPages, excess)).ToList();
+    }
+
+    public void Release(IEnumerable<ulong> vpns)
+    {
+        foreach (ulong vpn in vpns)
+        {
+            if (!_reserved.Remove(vpn)) continue;
+            Process.Release(vpn);
+            _freeVpns.Push(vpn);
+        }
+    }
+
+    /// <summary>The periodic touch: keeps resident balloon pages warm and forgets pages the guest paged
+    /// out (freeing their swap slots), so they are re-reserved by later inflation. Returns page-outs seen.</summary>
+    public int TouchAll()
+    {
+        if (Behaviour == BalloonBehaviour.StopsResponding) return 0;
+        var lost = new List<ulong>();
+        foreach (ulong vpn in _reserved.Keys)
+            if (!Process.Touch(vpn)) lost.Add(vpn);
+        Release(lost);
+        PageOutsSeen += (ulong)lost.Count;
+        return lost.Count;
+    }
+
+    // Deflate-on-OOM: the guest is out of pages; give back what it asks for without the hypervisor.
+    private ulong DeflateOnOom(ulong wanted)
+    {
+        List<ulong> give = _reserved.Keys.Take((int)Math.Min(wanted, (ulong)_reserved.Count)).ToList();
+        Release(give);
+        DeflatedOnOom += (ulong)give.Count;
+        return (ulong)give.Count;
+    }
+
+    private GuestPage? ForeignPage()
+    {
+        foreach (GuestProcess p in _os.Processes)
+            if (p != Process)
+                for (ulong v = 0; v < p.VirtualPages; v++)
+                    if (_os.Translate(p, v) is GuestPage g) return g;
+        return null;
+    }
+}

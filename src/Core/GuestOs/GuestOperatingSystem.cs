@@ -1,0 +1,295 @@
+// The guest OS model of one VM: a guest physical page allocator, processes with page tables
+// (guest virtual -> guest physical, in software), and clock page-out to a real swap file.
+// Every access ends in a real load or store on the VM's guest physical view.
+using PageLab.Core.Guest;
+
+namespace PageLab.Core.GuestOs;
+
+public sealed record GuestOsOptions
+{
+    /// <summary>Reclaim starts when free guest pages fall to this many...</summary>
+    public ulong LowWaterPages { get; init; } = 32;
+    /// <summary>...and stops when this many are free.</summary>
+    public ulong HighWaterPages { get; init; } = 96;
+    /// <summary>Directory for the guest's swap file (a temp directory when null).</summary>
+    public string? SwapDirectory { get; init; }
+}
+
+/// <summary>Counters a guest OS keeps about its memory, as a balloon driver would report them.</summary>
+public readonly record struct GuestMemoryStats(
+    ulong TotalPages, ulong FreePages, ulong SwapOuts, ulong SwapIns, ulong MajorFaults, ulong MinorFaults, ulong OomKills);
+
+public sealed class GuestOperatingSystem : IDisposable
+{
+    private const int NoOwner = -1;
+
+    private readonly Stack<ulong> _free = new();        // LIFO: recently freed (backed) pages first
+    private readonly bool[] _isFree;
+    private readonly int[] _ownerPid;                  // per guest physical page
+    private readonly ulong[] _ownerVpn;
+    private readonly List<GuestProcess> _processes = new();
+    private readonly GuestSwapFile _swap;
+    private readonly byte[] _zeroPage;
+    private readonly byte[] _ioBuffer;
+    private ulong _clockHand;
+    private ulong _swapOuts, _swapIns, _majorFaults, _minorFaults, _oomKills;
+
+    public GuestOperatingSystem(GuestVm vm, GuestOsOptions? options = null)
+    {
+        Vm = vm;
+        Options = options ?? new GuestOsOptions();
+        if (Options.HighWaterPages <= Options.LowWaterPages || Options.HighWaterPages >= vm.PageCount)
+            throw new ArgumentOutOfRangeException(nameof(options), Options,
+                $"{vm.Name}: need LowWaterPages < HighWaterPages < the VM's {vm.PageCount} pages");
+        _zeroPage = new byte[vm.Arena.PageSize];
+        _ioBuffer = new byte[vm.Arena.PageSize];
+        _isFree = new bool[vm.PageCount];
+        _ownerPid = new int[vm.PageCount];
+        _ownerVpn = new ulong[vm.PageCount];
+        Array.Fill(_ownerPid, NoOwner);
+        for (ulong g = vm.PageCount; g-- > 0;)
+        {
+            _free.Push(g);
+            _isFree[g] = true;
+        }
+        string dir = Options.SwapDirectory ?? Path.GetTempPath();
+        _swap = new GuestSwapFile(Path.Combine(dir, $"pagelab-swap-{vm.Name}-{Environment.ProcessId}-{vm.Id}"), vm.Arena.PageSize);
+    }
+
+    public GuestVm Vm { get; }
+    public GuestOsOptions Options { get; }
+    public IReadOnlyList<GuestProcess> Processes => _processes;
+    public ulong FreePages => (ulong)_free.Count;
+    public GuestSwapFile Swap => _swap;
+
+    /// <summary>Called when reclaim cannot free enough: the balloon application's chance to deflate
+    /// (deflate-on-OOM). Gets the pages wanted, returns how many it released.</summary>
+    public Func<ulong, ulong>? SeverePressure { get; set; }
+
+    /// <summary>The hypervisor's hook for a guest page that has no frame behind it: returns true when
+    /// the VM's demand pool can take the fault. Without it, such a page is used as is.</summary>
+    public Func<bool>? EnsureDemandFrame { get; set; }
+
+    public GuestMemoryStats Stats => new(Vm.PageCount, FreePages, _swapOuts, _swapIns, _majorFaults, _minorFaults, _oomKills);
+
+    public GuestProcess Spawn(string name, ulong virtualPages, bool pinned = false)
+    {
+        if (virtualPages == 0) throw new ArgumentOutOfRangeException(nameof(virtualPages), virtualPages, $"process '{name}' needs at least one page");
+        var p = new GuestProcess(this, _processes.Count, name, virtualPages, pinned);
+        _processes.Add(p);
+        return p;
+    }
+
+    /// <summary>The guest physical page behind a resident virtual page (a walk of the guest page table).</summary>
+    public GuestPage? Translate(GuestProcess p, ulong vpn) => p.ResidentPage(vpn) is ulong g ? new GuestPage(g) : null;
+
+    /// <summary>Makes a virtual page resident (minor fault: a zeroed page; major fault: read back from
+    /// swap) and marks it accessed. Returns its guest physical page.</summary>
+    internal ulong EnsureResident(GuestProcess p, ulong vpn)
+    {
+        if (p.Killed) throw new GuestProcessKilledException(p);
+        long pte = p.Pte[vpn];
+        if (pte > 0)
+        {
+            p.Accessed[vpn] = true;
+            return (ulong)(pte - 1);
+        }
+        ulong g = AllocatePhysical(p);
+        if (p.Killed) throw new GuestProcessKilledException(p); // the OOM killer chose p itself
+        Span<byte> page = Vm.Page(new GuestPage(g));
+        if (pte < 0)
+        {
+            // Read into a buffer, then store through the guest view: a kernel read() straight into a page
+            // the host has not backed yet would fail with EFAULT instead of taking the demand fault.
+            _swap.ReadAndFree(-pte - 1, _ioBuffer);
+            _ioBuffer.CopyTo(page);
+            _swapIns++;
+            _majorFaults++;
+        }
+        else
+        {
+            page.Clear();                      // never hand a process another's bytes
+            _minorFaults++;
+        }
+        p.Pte[vpn] = (long)g + 1;
+        p.Accessed[vpn] = true;
+        _ownerPid[g] = p.Pid;
+        _ownerVpn[g] = vpn;
+        p.Resident++;
+        return g;
+    }
+
+    /// <summary>Unmaps a virtual page, freeing its guest page or swap slot.</summary>
+    internal void Release(GuestProcess p, ulong vpn)
+    {
+        long pte = p.Pte[vpn];
+        if (pte > 0) FreePhysical((ulong)(pte - 1), p);
+        else if (pte < 0) _swap.Free(-pte - 1);
+        p.Pte[vpn] = 0;
+        p.Accessed[vpn] = false;
+    }
+
+    /// <summary>Terminates one process (its pages and swap slots are freed); the rest of the VM runs on.</summary>
+    public void Kill(GuestProcess p)
+    {
+        if (p.Killed) return;
+        for (ulong v = 0; v < p.VirtualPages; v++) Release(p, v);
+        p.Killed = true;
+    }
+
+    private ulong AllocatePhysical(GuestProcess requester)
+    {
+        if ((ulong)_free.Count <= Options.LowWaterPages) Reclaim(Options.HighWaterPages);
+        if (_free.Count == 0 && SeverePressure is { } deflate) deflate(Options.HighWaterPages);
+        if (_free.Count == 0) OomKill(requester);
+        if (_free.Count == 0) throw new InvalidOperationException($"{Vm.Name}: no guest page left after reclaim and the OOM killer");
+        ulong g = _free.Pop();
+        _isFree[g] = false;
+        if (Vm.StateOf(new GuestPage(g)) == GuestPageState.Unbacked && EnsureDemandFrame is { } ensure && !ensure())
+        {
+            // The host has no frame for this page right now: take a page the guest already has instead.
+            _free.Push(g);
+            _isFree[g] = true;
+            ulong? backed = PageOutOne(requireBacked: true);
+            if (backed is null) throw new InvalidOperationException($"{Vm.Name}: host has no frame and the guest nothing to page out");
+            _free.Pop();
+            g = backed.Value;
+            _isFree[g] = false;
+        }
+        return g;
+    }
+
+    private void FreePhysical(ulong g, GuestProcess p)
+    {
+        _ownerPid[g] = NoOwner;
+        _isFree[g] = true;
+        _free.Push(g);
+        p.Resident--;
+    }
+
+    /// <summary>Clock page-out until <paramref name="target"/> pages are free (two sweeps at most).</summary>
+    public void Reclaim(ulong target)
+    {
+        for (ulong scanned = 0; (ulong)_free.Count < target && scanned < 2 * Vm.PageCount; scanned++)
+            ClockStep(requireBacked: false);
+    }
+
+    private ulong? PageOutOne(bool requireBacked)
+    {
+        for (ulong scanned = 0; scanned < 2 * Vm.PageCount; scanned++)
+            if (ClockStep(requireBacked) is ulong g) return g;
+        return null;
+    }
+
+    // One step of the clock hand: clears an accessed bit, or pages out a cold page and returns it.
+    private ulong? ClockStep(bool requireBacked)
+    {
+        ulong g = _clockHand;
+        _clockHand = (_clockHand + 1) % Vm.PageCount;
+        int pid = _ownerPid[g];
+        if (pid == NoOwner) return null;
+        GuestProcess p = _processes[pid];
+        ulong vpn = _ownerVpn[g];
+        if (p.Pinned) return null;
+        if (p.Accessed[vpn])
+        {
+            p.Accessed[vpn] = false;
+            return null;
+        }
+        bool unbacked = Vm.StateOf(new GuestPage(g)) == GuestPageState.Unbacked;
+        if (requireBacked && unbacked) return null;
+        // Page-out is device I/O: it reads the frame (DMA), not the guest mapping, so it neither counts as
+        // a guest access nor trips over a page the sampler made inaccessible. A page the host took back
+        // (a reclaimed balloon page) reads as zeros, as ESX's shared zero page would.
+        long slot = _swap.Write(Vm.Translate(new GuestPage(g)) is HostFrame f ? Vm.Arena.FrameBytes(f) : _zeroPage);
+        _swapOuts++;
+        p.Pte[vpn] = -(slot + 1);
+        p.SwappedOut++;
+        FreePhysical(g, p);
+        return g;
+    }
+
+    private void OomKill(GuestProcess requester)
+    {
+        GuestProcess? victim = _processes.Where(p => !p.Killed && !p.Pinned).MaxBy(p => p.Resident) ?? requester;
+        Kill(victim);
+        _oomKills++;
+    }
+
+    public void Dispose() => _swap.Dispose();
+}
+
+/// <summary>A guest process: a virtual address space translated in software by its page table.</summary>
+public sealed class GuestProcess
+{
+    internal GuestProcess(GuestOperatingSystem os, int pid, string name, ulong virtualPages, bool pinned)
+    {
+        Os = os;
+        Pid = pid;
+        Name = name;
+        VirtualPages = virtualPages;
+        Pinned = pinned;
+        Pte = new long[virtualPages];
+        Accessed = new bool[virtualPages];
+    }
+
+    public GuestOperatingSystem Os { get; }
+    public int Pid { get; }
+    public string Name { get; }
+    public ulong VirtualPages { get; }
+    /// <summary>Pinned pages are never paged out (kernel-like memory).</summary>
+    public bool Pinned { get; }
+    public bool Killed { get; internal set; }
+    public ulong Resident { get; internal set; }
+    /// <summary>How many of this process's pages the guest OS has paged out so far.</summary>
+    public ulong SwappedOut { get; internal set; }
+
+    /// <summary>0 = never used; g+1 = resident at guest page g; -(slot+1) = in swap slot.</summary>
+    internal long[] Pte { get; }
+    internal bool[] Accessed { get; }
+
+    internal ulong? ResidentPage(ulong vpn)
+    {
+        CheckVpn(vpn);
+        return Pte[vpn] > 0 ? (ulong)(Pte[vpn] - 1) : null;
+    }
+
+    public bool IsResident(ulong vpn) => ResidentPage(vpn) is not null;
+    public bool IsSwapped(ulong vpn) { CheckVpn(vpn); return Pte[vpn] < 0; }
+
+    /// <summary>The bytes of a virtual page, made resident first. Loads and stores on the span are real
+    /// accesses to guest physical memory (and take a demand-zero fault where the host has no frame yet).</summary>
+    public Span<byte> Page(ulong vpn)
+    {
+        CheckVpn(vpn);
+        return Os.Vm.Page(new GuestPage(Os.EnsureResident(this, vpn)));
+    }
+
+    /// <summary>Marks a resident page accessed without reading it (what a periodic touch does to the
+    /// accessed bit). Returns false if the page is not resident.</summary>
+    public bool Touch(ulong vpn)
+    {
+        CheckVpn(vpn);
+        if (Pte[vpn] <= 0) return false;
+        Accessed[vpn] = true;
+        return true;
+    }
+
+    public void Release(ulong vpn)
+    {
+        CheckVpn(vpn);
+        Os.Release(this, vpn);
+    }
+
+    private void CheckVpn(ulong vpn)
+    {
+        if (vpn >= VirtualPages)
+            throw new ArgumentOutOfRangeException(nameof(vpn), vpn, $"process '{Name}' has virtual pages 0..{VirtualPages - 1}");
+    }
+}
+
+public sealed class GuestProcessKilledException(GuestProcess p)
+    : InvalidOperationException($"guest process '{p.Name}' (pid {p.Pid}) of {p.Os.Vm.Name} was terminated")
+{
+    public GuestProcess Process { get; } = p;
+}

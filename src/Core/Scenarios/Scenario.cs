@@ -1,0 +1,130 @@
+// Scenario files (JSON): the host, its VMs and their workloads. Loading rejects unknown keys and
+// impossible values with the file, key and value named; a built-in default runs when none is given.
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace PageLab.Core.Scenarios;
+
+public sealed record WorkloadSpec
+{
+    /// <summary>idle | active | growing</summary>
+    public string Kind { get; init; } = "active";
+    /// <summary>idle: pages allocated once; active: working set; growing: working set at the start.</summary>
+    public ulong Pages { get; init; }
+    /// <summary>growing: working set at the end of the run.</summary>
+    public ulong? EndPages { get; init; }
+    public int TouchesPerTick { get; init; } = 400;
+}
+
+public sealed record VmSpec
+{
+    public string Name { get; init; } = "";
+    public ulong Pages { get; init; }
+    public int Shares { get; init; } = 1000;
+    public ulong MinPages { get; init; }
+    public ulong? MaxPages { get; init; }
+    /// <summary>Host pages at start (default: the host shared equally).</summary>
+    public ulong? InitialPages { get; init; }
+    public WorkloadSpec Workload { get; init; } = new();
+}
+
+public sealed record Scenario
+{
+    public string Name { get; init; } = "scenario";
+    /// <summary>Host pages the scheduler shares out.</summary>
+    public ulong HostPages { get; init; }
+    public int Ticks { get; init; } = 300;
+    public int SamplePeriodTicks { get; init; } = 10;
+    public int BatchPages { get; init; } = 256;
+    public double IdleTax { get; init; } = 0.75;
+    public bool Adaptive { get; init; } = true;
+    public int Seed { get; init; } = 1;
+    public List<VmSpec> Vms { get; init; } = [];
+
+    /// <summary>An idle VM that allocated a lot, a VM with a large active working set and a VM whose
+    /// demand grows, on a host with half the memory their guests think they have.</summary>
+    public static Scenario Default => new()
+    {
+        Name = "default",
+        HostPages = 6144,
+        Vms =
+        [
+            new VmSpec { Name = "idle", Pages = 4096, Workload = new WorkloadSpec { Kind = "idle", Pages = 3000, TouchesPerTick = 10 } },
+            new VmSpec { Name = "active", Pages = 4096, Workload = new WorkloadSpec { Kind = "active", Pages = 3200 } },
+            new VmSpec { Name = "growing", Pages = 4096, Workload = new WorkloadSpec { Kind = "growing", Pages = 400, EndPages = 2600 } },
+        ],
+    };
+
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        ReadCommentHandling = JsonCommentHandling.Skip,
+        AllowTrailingCommas = true,
+    };
+
+    public static Scenario Load(string path)
+    {
+        Scenario s;
+        try
+        {
+            s = JsonSerializer.Deserialize<Scenario>(File.ReadAllText(path), Json)
+                ?? throw new ScenarioException(path, "$", "the file holds no scenario");
+        }
+        catch (JsonException e)
+        {
+            throw new ScenarioException(path, e.Path ?? "$", e.Message);
+        }
+        s.Validate(path);
+        return s;
+    }
+
+    public string ToJson() => JsonSerializer.Serialize(this, new JsonSerializerOptions(Json) { WriteIndented = true });
+
+    public void Validate(string source = "built-in scenario")
+    {
+        void Fail(string key, string why) => throw new ScenarioException(source, key, why);
+        if (HostPages == 0) Fail("hostPages", "must be at least 1");
+        if (Ticks < 1) Fail("ticks", $"must be at least 1, got {Ticks}");
+        if (SamplePeriodTicks < 1) Fail("samplePeriodTicks", $"must be at least 1, got {SamplePeriodTicks}");
+        if (BatchPages < 1) Fail("batchPages", $"must be at least 1, got {BatchPages}");
+        if (IdleTax is < 0 or >= 1) Fail("idleTax", $"must be in [0, 1), got {IdleTax}");
+        if (Vms.Count == 0) Fail("vms", "needs at least one VM");
+        var names = new HashSet<string>();
+        ulong initial = 0;
+        for (int i = 0; i < Vms.Count; i++)
+        {
+            VmSpec v = Vms[i];
+            string at = $"vms[{i}]";
+            if (string.IsNullOrWhiteSpace(v.Name)) Fail($"{at}.name", "must not be empty");
+            if (!names.Add(v.Name)) Fail($"{at}.name", $"'{v.Name}' is used twice");
+            if (v.Pages < 256 || v.Pages > 1 << 24) Fail($"{at}.pages", $"must be between 256 and {1 << 24}, got {v.Pages}");
+            if (v.Shares < 1) Fail($"{at}.shares", $"must be at least 1, got {v.Shares}");
+            ulong max = v.MaxPages ?? v.Pages;
+            if (max > v.Pages) Fail($"{at}.maxPages", $"{max} is more than the VM's {v.Pages} pages");
+            if (v.MinPages > max) Fail($"{at}.minPages", $"min {v.MinPages} > max {max}");
+            ulong init = InitialOf(v);
+            if (init < v.MinPages || init > max) Fail($"{at}.initialPages", $"{init} is outside [{v.MinPages}, {max}]");
+            initial += init;
+            WorkloadSpec w = v.Workload;
+            if (w.Kind is not ("idle" or "active" or "growing")) Fail($"{at}.workload.kind", $"'{w.Kind}' is not idle, active or growing");
+            if (w.Pages == 0 || w.Pages >= v.Pages) Fail($"{at}.workload.pages", $"must be between 1 and the VM's pages - 1, got {w.Pages}");
+            if (w.Kind == "growing" && (w.EndPages is not ulong e || e == 0 || e >= v.Pages))
+                Fail($"{at}.workload.endPages", $"a growing workload needs endPages between 1 and {v.Pages - 1}");
+            if (w.TouchesPerTick < 0) Fail($"{at}.workload.touchesPerTick", $"must not be negative, got {w.TouchesPerTick}");
+        }
+        ulong mins = Vms.Aggregate(0UL, (s, v) => s + v.MinPages);
+        if (mins > HostPages) Fail("vms[*].minPages", $"the VMs' minimums total {mins} pages, more than hostPages {HostPages}");
+        if (initial > HostPages) Fail("vms[*].initialPages", $"initial allocations total {initial} pages, more than hostPages {HostPages}");
+    }
+
+    public ulong InitialOf(VmSpec v) =>
+        v.InitialPages ?? Math.Clamp(HostPages / (ulong)Vms.Count, v.MinPages, v.MaxPages ?? v.Pages);
+}
+
+public sealed class ScenarioException(string source, string key, string why)
+    : Exception($"{source}: {key}: {why}")
+{
+    public string Origin { get; } = source;
+    public string Key { get; } = key;
+}

@@ -1,0 +1,156 @@
+// The cooperative memory scheduler: watches each VM's use of its guest physical memory (working-set
+// sampling), decides each VM's share of host memory (shares + idle tax, min/max), and moves memory
+// by driving balloon applications: frames reclaimed from one VM's balloon are mapped into another's.
+using PageLab.Core.Balloon;
+using PageLab.Core.Guest;
+using PageLab.Core.GuestOs;
+using PageLab.Core.Host;
+
+namespace PageLab.Core.Scheduling;
+
+public sealed record SchedulerOptions
+{
+    /// <summary>Host pages the scheduler shares out among VMs.</summary>
+    public required ulong HostPages { get; init; }
+    public double IdleTax { get; init; } = AllocationPolicy.DefaultIdleTax;
+    /// <summary>Most pages one balloon step inflates or deflates per VM.</summary>
+    public int BatchPages { get; init; } = 256;
+    public int SamplePages { get; init; } = 100;
+    /// <summary>False: allocations stay as configured (a static partition, for comparison).</summary>
+    public bool Adaptive { get; init; } = true;
+    public int Seed { get; init; } = 1;
+}
+
+/// <summary>One VM under the scheduler, with its guest OS, balloon application and backend.</summary>
+public sealed class ScheduledVm
+{
+    internal ScheduledVm(GuestOperatingSystem os, BalloonApplication app, int shares, ulong min, ulong max, ulong allocation, Random rng, int samplePages)
+    {
+        Os = os;
+        Balloon = app;
+        Backend = new BalloonBackend(os, app);
+        WorkingSet = new WorkingSetEstimator(os.Vm, rng, samplePages);
+        Shares = shares;
+        MinPages = min;
+        MaxPages = max;
+        AllocationPages = allocation;
+    }
+
+    public GuestOperatingSystem Os { get; }
+    public GuestVm Vm => Os.Vm;
+    public BalloonApplication Balloon { get; }
+    public BalloonBackend Backend { get; }
+    public WorkingSetEstimator WorkingSet { get; }
+    public int Shares { get; }
+    public ulong MinPages { get; }
+    public ulong MaxPages { get; }
+    /// <summary>Host pages the scheduler gives this VM now.</summary>
+    public ulong AllocationPages { get; internal set; }
+    /// <summary>Guest pages the balloon should hold so the VM fits its allocation.</summary>
+    public ulong BalloonTargetPages => Vm.PageCount > AllocationPages ? Vm.PageCount - AllocationPages : 0;
+    /// <summary>Demand faults the host could not give a frame for (the guest paged out instead).</summary>
+    public ulong HostPressureStalls { get; internal set; }
+}
+
+/// <summary>Pages moved by one scheduler step.</summary>
+public sealed record StepReport(IReadOnlyDictionary<string, int> Inflated, IReadOnlyDictionary<string, int> Deflated,
+    int TransferredFrames, int RefusedReports);
+
+public sealed class MemoryScheduler
+{
+    private readonly List<ScheduledVm> _vms = new();
+    private readonly Random _rng;
+
+    public MemoryScheduler(HostArena arena, SchedulerOptions options)
+    {
+        if (options.HostPages > arena.FrameCount)
+            throw new ArgumentOutOfRangeException(nameof(options), options.HostPages,
+                $"host pages {options.HostPages} pass the arena's {arena.FrameCount} frames");
+        Arena = arena;
+        Options = options;
+        _rng = new Random(options.Seed);
+    }
+
+    public HostArena Arena { get; }
+    public SchedulerOptions Options { get; }
+    public IReadOnlyList<ScheduledVm> Vms => _vms;
+    public long TransferredFrames { get; private set; }
+
+    public ScheduledVm Add(GuestOperatingSystem os, BalloonApplication app, int shares, ulong minPages, ulong maxPages, ulong allocationPages)
+    {
+        string name = os.Vm.Name;
+        if (minPages > maxPages) throw new ArgumentException($"VM '{name}': min {minPages} pages > max {maxPages}");
+        if (maxPages > os.Vm.PageCount) throw new ArgumentException($"VM '{name}': max {maxPages} pages > its {os.Vm.PageCount} guest pages");
+        if (allocationPages < minPages || allocationPages > maxPages)
+            throw new ArgumentException($"VM '{name}': initial allocation {allocationPages} outside [{minPages}, {maxPages}]");
+        ulong committed = _vms.Aggregate(0UL, (s, v) => s + v.AllocationPages) + allocationPages;
+        if (committed > Options.HostPages)
+            throw new ArgumentException($"VM '{name}': allocations would total {committed} pages, more than the host's {Options.HostPages}");
+        var vm = new ScheduledVm(os, app, shares, minPages, maxPages, allocationPages, _rng, Options.SamplePages);
+        os.EnsureDemandFrame = () => ProvideDemandFrame(vm);
+        _vms.Add(vm);
+        return vm;
+    }
+
+    /// <summary>Ends a sampling period for every VM and, when adaptive, recomputes allocations.</summary>
+    public void SamplePeriod()
+    {
+        foreach (ScheduledVm v in _vms) v.WorkingSet.NextPeriod();
+        if (!Options.Adaptive) return;
+        ulong[] targets = AllocationPolicy.Targets(
+            _vms.Select(v => new VmDemand(v.Shares, v.WorkingSet.ActiveFraction, v.MinPages, v.MaxPages)).ToList(),
+            Options.HostPages, Options.IdleTax);
+        for (int i = 0; i < _vms.Count; i++) _vms[i].AllocationPages = targets[i];
+    }
+
+    /// <summary>One bounded step of every balloon towards its target. Frames reclaimed from inflating
+    /// VMs are mapped straight into deflating VMs; what is left returns to the arena.</summary>
+    public StepReport Step()
+    {
+        var inflated = new Dictionary<string, int>();
+        var deflated = new Dictionary<string, int>();
+        var frames = new List<HostFrame>();
+        int refused = 0;
+        foreach (ScheduledVm v in _vms)
+        {
+            v.Balloon.TouchAll();
+            v.Balloon.SetTarget(v.BalloonTargetPages);
+            if (v.Backend.ActualPages < v.BalloonTargetPages)
+            {
+                ReclaimResult r = v.Backend.Inflate((int)Math.Min((ulong)Options.BatchPages, v.BalloonTargetPages - v.Backend.ActualPages));
+                frames.AddRange(r.Frames);
+                refused += r.RefusedCount;
+                inflated[v.Vm.Name] = r.Frames.Length;
+            }
+        }
+        int reclaimed = frames.Count;
+        foreach (ScheduledVm v in _vms)
+        {
+            if (v.Backend.ActualPages <= v.BalloonTargetPages) continue;
+            int want = (int)Math.Min((ulong)Options.BatchPages, v.Backend.ActualPages - v.BalloonTargetPages);
+            long room = (long)v.AllocationPages - v.Vm.HeldFrames;
+            want = (int)Math.Min(want, Math.Max(0, room));
+            if (want > frames.Count && Arena.Counts.Free > 0)
+                frames.AddRange(Arena.Allocate((uint)Math.Min(want - frames.Count, Arena.Counts.Free)));
+            int take = Math.Min(want, frames.Count);
+            int used = v.Backend.Deflate(take, frames.Take(take).ToArray());
+            frames.RemoveRange(0, used);
+            deflated[v.Vm.Name] = used;
+            TransferredFrames += Math.Min(used, reclaimed);
+            reclaimed = Math.Max(0, reclaimed - used);
+        }
+        if (frames.Count > 0) Arena.Release(frames.ToArray());
+        return new StepReport(inflated, deflated, deflated.Values.Sum(), refused);
+    }
+
+    // The vCPU's exit to the host when the guest is about to use a page with no frame behind it:
+    // the host gives a frame only within the VM's allocation.
+    private bool ProvideDemandFrame(ScheduledVm v)
+    {
+        if (v.Vm.PoolCount > 0) return true;
+        long room = (long)v.AllocationPages - v.Vm.HeldFrames;
+        if (room > 0 && Arena.Counts.Free > 0 && v.Vm.RefillPool((int)Math.Min(room, 64)) > 0) return true;
+        v.HostPressureStalls++;
+        return false;
+    }
+}
