@@ -152,17 +152,21 @@ public class DemandFaultTests
         using var t = new TestArena(64);
         GuestVm vm = t.Vm("ws", 32);
         vm.Back(new GuestPage(0), 32);
-        GuestPage[] sample = [new(3), new(9), new(20)];
-        long maps = vm.MappingCount;
+        GuestPage[] sample = [new(3), new(9), new(10), new(11), new(20)];
+        long maps = vm.MappingCount, inUse = FaultEngine.MapsInUse;
 
-        Assert.Equal(3, vm.Sample(sample));
+        Assert.Equal(5, vm.Sample(sample));
         Assert.Equal(GuestPageState.Sampled, vm.StateOf(new GuestPage(9)));
-        Assert.Equal(maps + 6, vm.MappingCount);
-        vm.Page(new GuestPage(9))[0] = 1;                           // real fault on a PROT_NONE page
-        var touched = new bool[3];
+        Assert.Equal(maps + 6, vm.MappingCount);                   // 3, 9..11 and 20 split the run
+        Assert.Equal(inUse + 6, FaultEngine.MapsInUse);
+        vm.Page(new GuestPage(10))[0] = 1;                          // real fault on a PROT_NONE page
+        Assert.Equal(maps + 8, vm.MappingCount);                   // 9 | 10 | 11 now
+        Assert.Equal(GuestMemoryTests.KernelMappings(vm), vm.MappingCount);
+        var touched = new bool[5];
         Assert.Equal(1, vm.CollectSample(sample, touched));
 
-        Assert.Equal([false, true, false], touched);
+        Assert.Equal([false, false, true, false, false], touched);
+        Assert.Equal(inUse, FaultEngine.MapsInUse);
         Assert.Equal(1UL, vm.Counters.SampleTouches);
         Assert.All(sample, g => Assert.Equal(GuestPageState.Backed, vm.StateOf(g)));
         Assert.Equal(maps, vm.MappingCount);

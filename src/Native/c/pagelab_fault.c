@@ -561,8 +561,10 @@ PL_EXPORT int pl_sample_collect(int id, const uint64_t *pages, uint32_t n, uint8
         if (atomic_load_explicit(&r->state[g], memory_order_relaxed) == PL_SAMPLED) {
             uint32_t nst = PL_BACKED;
             int64_t delta = maps_delta(r, g, 1, &nst, 0, NULL);
-            /* Restoring merges VMAs back, so delta <= 0 and needs no budget. */
+            /* Restoring usually merges VMAs back, but between two still-sampled neighbours it splits
+             * one more. It must not fail for want of budget, so a positive delta is charged as is. */
             if (mprotect(r->base + g * page_size, page_size, PROT_READ | PROT_WRITE) == 0) {
+                if (delta > 0) atomic_fetch_add(&maps_in_use, delta);
                 settle_budget(r, delta);
                 atomic_store_explicit(&r->state[g], PL_BACKED, memory_order_release);
             }
