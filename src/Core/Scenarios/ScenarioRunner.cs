@@ -22,6 +22,7 @@ public sealed class ScenarioRunner : IDisposable
     private readonly List<IWorkload> _workloads = new();
     private readonly Random _rng;
     private int _tick;
+    private GuestVm? _unscheduled; // created but not yet owned by the scheduler (for cleanup on failure)
 
     public ScenarioRunner(Scenario scenario, string? swapDirectory = null)
     {
@@ -42,9 +43,11 @@ public sealed class ScenarioRunner : IDisposable
             foreach (VmSpec spec in scenario.Vms)
             {
                 GuestVm vm = GuestVm.Create(Arena, spec.Name, spec.Pages, pool);
+                _unscheduled = vm;
                 var os = new GuestOperatingSystem(vm, new GuestOsOptions { SwapDirectory = swapDirectory });
                 var app = new BalloonApplication(os, vm.Id);
                 Scheduler.Add(os, app, spec.Shares, spec.MinPages, spec.MaxPages ?? spec.Pages, scenario.InitialOf(spec));
+                _unscheduled = null;
                 _workloads.Add(MakeWorkload(os, spec.Workload, scenario.Ticks));
             }
         }
@@ -126,6 +129,7 @@ public sealed class ScenarioRunner : IDisposable
             v.Os.Dispose();
             v.Vm.Dispose();
         }
+        _unscheduled?.Dispose();
         Arena?.Dispose();
     }
 }
