@@ -8,6 +8,7 @@ using PageLab.Core.Host;
 namespace PageLab.Bench;
 
 [MemoryDiagnoser]
+[MedianColumn]
 public unsafe class DemandFaultBenchmarks
 {
     private const int Pages = 256;

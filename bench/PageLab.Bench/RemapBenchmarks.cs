@@ -7,6 +7,7 @@ using PageLab.Core.Host;
 namespace PageLab.Bench;
 
 [MemoryDiagnoser]
+[MedianColumn]
 public class RemapBenchmarks
 {
     private const int RangePages = 16; // page 0 is remapped; the other pages stay unmapped on both sides

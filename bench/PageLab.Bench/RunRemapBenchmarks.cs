@@ -8,6 +8,7 @@ using PageLab.Core.Host;
 namespace PageLab.Bench;
 
 [MemoryDiagnoser]
+[MedianColumn]
 public class RunRemapBenchmarks
 {
     private const int Run = 64;
