@@ -67,6 +67,13 @@ internal sealed partial class RawMemfd : IDisposable
             throw ErrnoException.FromLastError($"fallocate(PUNCH_HOLE, frame {frame}, {count} frames)");
     }
 
+    /// <summary>mprotect of mapped pages of the range (prot: 0 = none, 3 = read/write).</summary>
+    public void Protect(long page, long count, int prot)
+    {
+        if (Mprotect(Base + (nint)(page * PageSize), (nuint)(count * PageSize), prot) != 0)
+            throw new InvalidOperationException($"mprotect(page {page}, {count} pages, prot {prot}) failed");
+    }
+
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
@@ -76,6 +83,9 @@ internal sealed partial class RawMemfd : IDisposable
 
     [LibraryImport("libc.so.6", EntryPoint = "mmap")]
     private static partial nint Mmap(nint addr, nuint length, int prot, int flags, int fd, long offset);
+
+    [LibraryImport("libc.so.6", EntryPoint = "mprotect")]
+    private static partial int Mprotect(nint addr, nuint length, int prot);
 
     [LibraryImport("libc.so.6", EntryPoint = "munmap")]
     private static partial int Munmap(nint addr, nuint length);

@@ -12,6 +12,7 @@ internal static class Program
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(RunCommand.Create());
+        root.Subcommands.Add(ConditionCommand.Create());
         return root.Parse(args).Invoke();
     }
 

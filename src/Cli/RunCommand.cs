@@ -94,11 +94,12 @@ internal static class RunCommand
     private static Table Table(TickSnapshot t, Scenario s)
     {
         var table = new Table().Title($"tick {t.Tick}/{s.Ticks} · free host frames {t.FreeFrames} · moved {t.TransferredFrames}");
-        foreach (string c in new[] { "VM", "alloc", "held", "balloon tgt/act", "active est", "true WS", "guest free", "swap out", "swap in", "demand faults", "host stalls", "balloon page-outs" })
+        foreach (string c in new[] { "VM", "alloc", "held", "balloon", "active est", "true WS", "guest free", "swap out", "swap in", "demand flt", "host stall", "bal. out", "condition", "avail" })
             table.AddColumn(new TableColumn(c).RightAligned());
         foreach (VmSnapshot v in t.Vms)
             table.AddRow(v.Name, $"{v.AllocationPages}", $"{v.HeldFrames}", $"{v.BalloonTarget}/{v.BalloonActual}", $"{v.ActiveEstimatePages}",
-                $"{v.WorkingSetPages}", $"{v.FreePages}", $"{v.SwapOuts}", $"{v.SwapIns}", $"{v.DemandFaults}", $"{v.HostStalls}", $"{v.BalloonPageOuts}");
+                $"{v.WorkingSetPages}", $"{v.FreePages}", $"{v.SwapOuts}", $"{v.SwapIns}", $"{v.DemandFaults}", $"{v.HostStalls}", $"{v.BalloonPageOuts}",
+                $"{v.Condition}", $"{v.TrueAvailablePages}");
         return table;
     }
 

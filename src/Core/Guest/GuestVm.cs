@@ -166,9 +166,14 @@ public sealed unsafe class GuestVm : IDisposable
         lock (_gate)
         {
             CheckRange(first, (ulong)frames.Length);
-            var seen = new HashSet<uint>();
-            foreach (HostFrame f in frames)
-                if (!seen.Add(f.Value)) throw new ArgumentException($"{f} appears twice; a frame backs at most one page", nameof(frames));
+            if (frames.Length > 1)
+            {
+                HostFrame[] sorted = frames.ToArray();
+                Array.Sort(sorted);
+                for (int i = 1; i < sorted.Length; i++)
+                    if (sorted[i] == sorted[i - 1])
+                        throw new ArgumentException($"{sorted[i]} appears twice; a frame backs at most one page", nameof(frames));
+            }
             return MapLocked(first, frames);
         }
     }
@@ -189,7 +194,7 @@ public sealed unsafe class GuestVm : IDisposable
             var old = new uint[count];
             fixed (uint* o = old)
                 FaultEngine.Check(Lib.Unmap(Region, first.Value, count, o), $"{Name}: unmapping {new PageRun(first, count)}");
-            HostFrame[] frames = old.Where(f => f != Lib.NoFrame).Select(f => new HostFrame(f)).ToArray();
+            HostFrame[] frames = FramesIn(old);
             _arena.Transition(frames, FrameState.Guest, Id, FrameState.Held, 0);
             return frames;
         }
@@ -280,7 +285,7 @@ public sealed unsafe class GuestVm : IDisposable
     private HostFrame[] MapLocked(GuestPage first, ReadOnlySpan<HostFrame> frames)
     {
         _arena.Transition(frames, FrameState.Held, null, FrameState.Guest, Id);
-        var old = new uint[frames.Length];
+        Span<uint> old = frames.Length <= 256 ? stackalloc uint[frames.Length] : new uint[frames.Length];
         int rc;
         fixed (HostFrame* f = frames)
         fixed (uint* o = old)
@@ -290,9 +295,21 @@ public sealed unsafe class GuestVm : IDisposable
             _arena.Transition(frames, FrameState.Guest, Id, FrameState.Held, 0);
             FaultEngine.Check(rc, $"{Name}: mapping {new PageRun(first, (ulong)frames.Length)}");
         }
-        HostFrame[] previous = old.Where(f => f != Lib.NoFrame).Select(f => new HostFrame(f)).ToArray();
+        HostFrame[] previous = FramesIn(old);
         _arena.Transition(previous, FrameState.Guest, Id, FrameState.Held, 0);
         return previous;
+    }
+
+    // The frames a p2m slice held, leaving out unbacked pages.
+    private static HostFrame[] FramesIn(ReadOnlySpan<uint> p2m)
+    {
+        int n = 0;
+        foreach (uint f in p2m) if (f != Lib.NoFrame) n++;
+        if (n == 0) return [];
+        var frames = new HostFrame[n];
+        n = 0;
+        foreach (uint f in p2m) if (f != Lib.NoFrame) frames[n++] = new HostFrame(f);
+        return frames;
     }
 
     private int Region

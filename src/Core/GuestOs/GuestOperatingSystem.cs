@@ -60,6 +60,16 @@ public sealed class GuestOperatingSystem : IDisposable
     public GuestOsOptions Options { get; }
     public IReadOnlyList<GuestProcess> Processes => _processes;
     public ulong FreePages => (ulong)_free.Count;
+
+    /// <summary>Free guest pages that still have a host frame behind them (the hypervisor's view:
+    /// the guest cannot tell these from free pages the host has taken back).</summary>
+    public ulong FreeBackedPages()
+    {
+        ulong n = 0;
+        foreach (ulong g in _free)
+            if (Vm.StateOf(new GuestPage(g)) != GuestPageState.Unbacked) n++;
+        return n;
+    }
     public GuestSwapFile Swap => _swap;
 
     /// <summary>Called when reclaim cannot free enough: the balloon application's chance to deflate

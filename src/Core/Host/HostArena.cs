@@ -114,14 +114,16 @@ public sealed unsafe class HostArena : IDisposable
         }
     }
 
-    /// <summary>Discards the content of Held frames (they read as zero) without freeing them.</summary>
+    /// <summary>Zeroes Held frames through the host view without freeing them. Zeroing in place (rather
+    /// than punching) keeps the pages resident, so the VM that gets them next does not fault them in again.</summary>
     public void Scrub(ReadOnlySpan<HostFrame> frames)
     {
         lock (_gate)
         {
             Require(frames, FrameState.Held, owner: null);
             foreach (FrameRun run in PageRuns.Coalesce(frames))
-                _os.Discard((long)run.Start.Value * PageSize, (long)run.Length * PageSize);
+                // SAFETY: the run lies inside the host view (checked by Require), which lives as long as the arena.
+                new Span<byte>((byte*)_os.HostView + (long)run.Start.Value * PageSize, checked((int)((long)run.Length * PageSize))).Clear();
         }
     }
 

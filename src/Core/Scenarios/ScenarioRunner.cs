@@ -1,6 +1,7 @@
 // Runs a scenario: builds the arena, VMs, guest OSes, balloon applications and the scheduler, then
 // advances time tick by tick (workloads, balloon steps, sampling periods) and reports every VM's memory.
 using PageLab.Core.Balloon;
+using PageLab.Core.Condition;
 using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
@@ -13,7 +14,7 @@ public sealed record VmSnapshot(
     string Name, ulong Pages, ulong AllocationPages, long HeldFrames, ulong BalloonTarget, ulong BalloonActual,
     ulong ActiveEstimatePages, ulong WorkingSetPages, ulong FreePages, ulong AvailablePages,
     ulong SwapIns, ulong SwapOuts, ulong MajorFaults, ulong MinorFaults, ulong DemandFaults, ulong HostStalls,
-    ulong BalloonPageOuts, ulong OomKills);
+    ulong BalloonPageOuts, ulong OomKills, MemoryLevel Condition, ulong TrueAvailablePages);
 
 public sealed record TickSnapshot(int Tick, IReadOnlyList<VmSnapshot> Vms, long FreeFrames, long TransferredFrames, StepReport Step);
 
@@ -56,11 +57,14 @@ public sealed class ScenarioRunner : IDisposable
             Dispose();
             throw;
         }
+        Condition = new ConditionService(Scheduler);
     }
 
     public Scenario Scenario { get; }
     public HostArena Arena { get; }
     public MemoryScheduler Scheduler { get; }
+    /// <summary>The hypercall service guest applications query for their VM's memory condition.</summary>
+    public ConditionService Condition { get; }
     public int Tick => _tick;
 
     /// <summary>Inflates every balloon to its starting target so each VM fits its initial allocation.</summary>
@@ -82,6 +86,7 @@ public sealed class ScenarioRunner : IDisposable
         for (int i = 0; i < _workloads.Count; i++) _workloads[i].Step(_tick, _rng);
         if (_tick % Scenario.SamplePeriodTicks == 0) Scheduler.SamplePeriod();
         StepReport step = Scheduler.Step();
+        Condition.Tick(_tick);
         return new TickSnapshot(_tick, Snapshot(), Arena.Counts.Free, Scheduler.TransferredFrames, step);
     }
 
@@ -100,10 +105,11 @@ public sealed class ScenarioRunner : IDisposable
             GuestMemoryStats s = v.Os.Stats;
             long held = v.Vm.HeldFrames;
             ulong active = (ulong)Math.Round(v.WorkingSet.ActiveFraction * Math.Max(0, held - v.Vm.PoolCount));
+            MemoryConditionReport c = Condition.Query(v.Vm.Name);
             list.Add(new VmSnapshot(v.Vm.Name, v.Vm.PageCount, v.AllocationPages, held, v.BalloonTargetPages,
                 v.Backend.ActualPages, active, _workloads[i].WorkingSetPages(_tick), s.FreePages, s.FreePages,
                 s.SwapIns, s.SwapOuts, s.MajorFaults, s.MinorFaults, v.Vm.Counters.DemandFaults, v.HostPressureStalls,
-                v.Balloon.PageOutsSeen, s.OomKills));
+                v.Balloon.PageOutsSeen, s.OomKills, c.Level, c.TrueAvailablePages));
         }
         return list;
     }
