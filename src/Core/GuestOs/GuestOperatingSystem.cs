@@ -77,8 +77,9 @@ public sealed class GuestOperatingSystem : IDisposable
     public Func<ulong, ulong>? SeverePressure { get; set; }
 
     /// <summary>The hypervisor's hook for a guest page that has no frame behind it: returns true when
-    /// the VM's demand pool can take the fault. Without it, such a page is used as is.</summary>
-    public Func<bool>? EnsureDemandFrame { get; set; }
+    /// the VM's demand pool can take the fault. The argument is true when the guest has nothing left to
+    /// page out (the host may then overcommit). Without a hook, such a page is used as is.</summary>
+    public Func<bool, bool>? EnsureDemandFrame { get; set; }
 
     public GuestMemoryStats Stats => new(Vm.PageCount, FreePages, _swapOuts, _swapIns, _majorFaults, _minorFaults, _oomKills);
 
@@ -155,15 +156,17 @@ public sealed class GuestOperatingSystem : IDisposable
         if (_free.Count == 0) throw new InvalidOperationException($"{Vm.Name}: no guest page left after reclaim and the OOM killer");
         ulong g = _free.Pop();
         _isFree[g] = false;
-        if (Vm.StateOf(new GuestPage(g)) == GuestPageState.Unbacked && EnsureDemandFrame is { } ensure && !ensure())
+        if (Vm.StateOf(new GuestPage(g)) == GuestPageState.Unbacked && EnsureDemandFrame is { } ensure && !ensure(false))
         {
             // The host has no frame for this page right now: take a page the guest already has instead.
             _free.Push(g);
             _isFree[g] = true;
-            ulong? backed = PageOutOne(requireBacked: true);
-            if (backed is null) throw new InvalidOperationException($"{Vm.Name}: host has no frame and the guest nothing to page out");
-            _free.Pop();
-            g = backed.Value;
+            if (PageOutOne(requireBacked: true) is null && !ensure(true))
+            {
+                OomKill(requester);
+                throw new GuestProcessKilledException(requester);
+            }
+            g = _free.Pop();
             _isFree[g] = false;
         }
         return g;

@@ -50,6 +50,8 @@ public sealed class ScheduledVm
     public ulong BalloonTargetPages => Vm.PageCount > AllocationPages ? Vm.PageCount - AllocationPages : 0;
     /// <summary>Demand faults the host could not give a frame for (the guest paged out instead).</summary>
     public ulong HostPressureStalls { get; internal set; }
+    /// <summary>Frames given beyond the allocation because the guest had nothing left to page out.</summary>
+    public ulong Overcommitted { get; internal set; }
 }
 
 /// <summary>Pages moved by one scheduler step.</summary>
@@ -87,7 +89,7 @@ public sealed class MemoryScheduler
         if (committed > Options.HostPages)
             throw new ArgumentException($"VM '{name}': allocations would total {committed} pages, more than the host's {Options.HostPages}");
         var vm = new ScheduledVm(os, app, shares, minPages, maxPages, allocationPages, _rng, Options.SamplePages);
-        os.EnsureDemandFrame = () => ProvideDemandFrame(vm);
+        os.EnsureDemandFrame = urgent => ProvideDemandFrame(vm, urgent);
         _vms.Add(vm);
         return vm;
     }
@@ -144,13 +146,18 @@ public sealed class MemoryScheduler
     }
 
     // The vCPU's exit to the host when the guest is about to use a page with no frame behind it:
-    // the host gives a frame only within the VM's allocation.
-    private bool ProvideDemandFrame(ScheduledVm v)
+    // the host gives a frame within the VM's allocation, or beyond it (overcommit) only when the guest
+    // has nothing left to page out, so a guest is never stuck while the host has frames.
+    private bool ProvideDemandFrame(ScheduledVm v, bool urgent)
     {
         if (v.Vm.PoolCount > 0) return true;
-        long room = (long)v.AllocationPages - v.Vm.HeldFrames;
-        if (room > 0 && Arena.Counts.Free > 0 && v.Vm.RefillPool((int)Math.Min(room, 64)) > 0) return true;
-        v.HostPressureStalls++;
+        long room = urgent ? 1 : (long)v.AllocationPages - v.Vm.HeldFrames;
+        if (room > 0 && Arena.Counts.Free > 0 && v.Vm.RefillPool((int)Math.Min(room, 64)) > 0)
+        {
+            if (urgent) v.Overcommitted++;
+            return true;
+        }
+        if (!urgent) v.HostPressureStalls++;
         return false;
     }
 }
