@@ -8,6 +8,8 @@ internal static class Program
 {
     public static int Main(string[] args)
     {
+        // Redirected output (CI, logs) gets a width that fits the tables instead of 80 columns.
+        if (Console.IsOutputRedirected) Spectre.Console.AnsiConsole.Profile.Width = 160;
         var root = new RootCommand("PageLab: hypervisor memory management on real process memory.");
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());

@@ -24,8 +24,6 @@ internal static class RunCommand
         command.Options.Add(print);
         command.SetAction(parse => Program.Guarded(() =>
         {
-            // Redirected output (CI, logs) gets a width that fits the table instead of 80 columns.
-            if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 160;
             if (parse.GetValue(print))
             {
                 Console.WriteLine(Scenario.Default.ToJson());
