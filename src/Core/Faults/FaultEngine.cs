@@ -61,11 +61,14 @@ public static class FaultEngine
             Lib.EMAPLIMIT => new MapLimitException(operation, MapsInUse, MapBudget, MaxMapCount),
             Lib.EINVAL => new ArgumentException($"{operation}: rejected by the fault engine (bad page or frame)"),
             Lib.ENOREGION => new ObjectDisposedException(operation, "the VM's region no longer exists"),
-            Lib.EFULL => new InvalidOperationException($"{operation}: the fault engine's region table is full"),
+            Lib.EFULL => new InvalidOperationException($"{operation}: the fault engine's region or group table is full"),
+            Lib.ESTATE => new InvalidOperationException($"{operation}: a page is not in the state this needs"),
+            Lib.ELOST => new InvalidOperationException($"{operation}: no good copy (parity and disk both failed the hash check)"),
             _ => new ErrnoException(operation, -rc),
         };
     }
 }
 
 /// <summary>Per-VM fault counters kept by the native handler.</summary>
-public readonly record struct FaultCounters(ulong DemandFaults, ulong SampleTouches, ulong PoolEmpty, ulong MapFailures);
+public readonly record struct FaultCounters(
+    ulong DemandFaults, ulong SampleTouches, ulong PoolEmpty, ulong MapFailures, ulong TrackedWrites, ulong HandlerRecoveries);

@@ -14,9 +14,13 @@ public enum GuestPageState : uint
     Backed = 1,
     /// <summary>Backed but inaccessible until its first touch (working-set sampling).</summary>
     Sampled = 2,
+    /// <summary>Backed read-only and protected (parity and/or a disk copy); a write takes a fault.</summary>
+    Tracked = 3,
+    /// <summary>Its frame holds an uncorrected error; inaccessible until recovered.</summary>
+    Poisoned = 4,
 }
 
-public sealed unsafe class GuestVm : IDisposable
+public sealed unsafe partial class GuestVm : IDisposable
 {
     private static int _nextId;
 
@@ -49,7 +53,7 @@ public sealed unsafe class GuestVm : IDisposable
         if (poolCapacity == 0)
             throw new ArgumentOutOfRangeException(nameof(poolCapacity), poolCapacity, "the demand pool needs room for at least one frame");
         FaultEngine.EnsureInstalled();
-        FaultEngine.Check(Lib.RegionCreate((int)arena.OsHandle, arena.FrameCount, pages, poolCapacity, out int region, out nint b),
+        FaultEngine.Check(Lib.RegionCreate((int)arena.OsHandle, arena.HostView, arena.FrameCount, pages, poolCapacity, out int region, out nint b),
             $"reserving {pages} guest pages for VM '{name}'");
         arena.VmCreated();
         return new GuestVm(arena, name, pages, poolCapacity, region, b);
@@ -124,9 +128,9 @@ public sealed unsafe class GuestVm : IDisposable
     {
         get
         {
-            ulong* c = stackalloc ulong[4];
-            FaultEngine.Check(Lib.RegionCounters(Region, c, 4), "pl_region_counters");
-            return new FaultCounters(c[0], c[1], c[2], c[3]);
+            ulong* c = stackalloc ulong[6];
+            FaultEngine.Check(Lib.RegionCounters(Region, c, 6), "pl_region_counters");
+            return new FaultCounters(c[0], c[1], c[2], c[3], c[4], c[5]);
         }
     }
 

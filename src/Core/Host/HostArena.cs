@@ -40,6 +40,7 @@ public sealed unsafe class HostArena : IDisposable
     public uint FrameCount { get; }
     public int PageSize { get; }
     internal nint OsHandle => _os.Handle;
+    internal nint HostView => _os.HostView;
 
     public FrameCounts Counts
     {
@@ -137,6 +138,8 @@ public sealed unsafe class HostArena : IDisposable
             if (s == FrameState.Free) _allocator.TryTake(frame);
             else if (s != FrameState.Held) throw new FrameStateException(frame, s, "Free or Held");
             SetState(frame, FrameState.Retired, 0);
+            // Its content is garbage and it is never used again: give the memory back.
+            _os.Discard((long)frame.Value * PageSize, PageSize);
         }
     }
 

@@ -14,6 +14,8 @@ internal static unsafe partial class Interop
         public const int EMAPLIMIT = -100001;
         public const int ENOREGION = -100002;
         public const int EFULL = -100003;
+        public const int ESTATE = -100004;
+        public const int ELOST = -100005;
         public const uint NoFrame = 0xFFFFFFFF;
 
         [LibraryImport(Lib, EntryPoint = "pl_install")] public static partial int Install();
@@ -25,7 +27,7 @@ internal static unsafe partial class Interop
         [LibraryImport(Lib, EntryPoint = "pl_chained_faults")] public static partial ulong ChainedFaults();
 
         [LibraryImport(Lib, EntryPoint = "pl_region_create")]
-        public static partial int RegionCreate(int fd, ulong arenaFrames, ulong pages, uint poolCapacity, out int id, out nint @base);
+        public static partial int RegionCreate(int fd, nint hostView, ulong arenaFrames, ulong pages, uint poolCapacity, out int id, out nint @base);
 
         [LibraryImport(Lib, EntryPoint = "pl_region_destroy")] public static partial int RegionDestroy(int id);
 
@@ -56,5 +58,35 @@ internal static unsafe partial class Interop
 
         [LibraryImport(Lib, EntryPoint = "pl_sample_collect")]
         public static partial int SampleCollect(int id, ulong* pages, uint n, byte* touched);
+    
+
+        [LibraryImport(Lib, EntryPoint = "pl_page_hash")] public static partial ulong PageHash(byte* page, ulong bytes);
+        [LibraryImport(Lib, EntryPoint = "pl_set_disk_fd")] public static partial int SetDiskFd(int id, int fd);
+
+        [LibraryImport(Lib, EntryPoint = "pl_group_create")]
+        public static partial int GroupCreate(int id, ulong* pages, uint k, uint parityFrame);
+
+        [LibraryImport(Lib, EntryPoint = "pl_protect")]
+        public static partial int Protect(int id, ulong* pages, uint n, long* diskOffsets);
+
+        [LibraryImport(Lib, EntryPoint = "pl_inject")]
+        public static partial int Inject(int id, ulong page, uint offset, byte* mask, uint len, int requireTracked);
+
+        [LibraryImport(Lib, EntryPoint = "pl_recover")]
+        public static partial int Recover(int id, ulong page, uint fresh, out uint old);
+
+        [LibraryImport(Lib, EntryPoint = "pl_parity_rebuild")]
+        public static partial int ParityRebuild(int id, uint group, uint fresh, out uint old);
+
+        [LibraryImport(Lib, EntryPoint = "pl_scrub")]
+        public static partial int Scrub(int id, ulong first, ulong count, ulong* bad, uint cap);
+
+        [LibraryImport(Lib, EntryPoint = "pl_scrub_parity")]
+        public static partial int ScrubParity(int id, uint* bad, uint cap);
+
+        [LibraryImport(Lib, EntryPoint = "pl_group_of")] public static partial int GroupOf(int id, ulong page);
+
+        [LibraryImport(Lib, EntryPoint = "pl_retired_take")]
+        public static partial int RetiredTake(int id, uint* frames, uint cap);
     }
 }

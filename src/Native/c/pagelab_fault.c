@@ -18,7 +18,21 @@
  *   BACKED    p2m[page] mapped RW (MAP_SHARED|MAP_FIXED view of the arena).
  *   SAMPLED   p2m[page] mapped PROT_NONE for working-set sampling. The first touch counts one
  *             sample_touch, restores RW and marks the page BACKED.
- *   Further states are added here, with their handler case, by the mechanisms that need them.
+ *   TRACKED   p2m[page] mapped read-only and protected: its content hash is recorded, and it is covered
+ *             by its parity group's parity frame and/or has a clean copy on disk. A write faults; the
+ *             handler checks the hash (a corrupt page is recovered first, never written over), XORs
+ *             the old content out of the parity, forgets the disk copy, makes the page RW and BACKED.
+ *   POISONED  the frame holds an uncorrected error (injected through the host view); mapped PROT_NONE
+ *             so no access sees the bad bytes. A touch before the host handles the report is
+ *             recovered in the handler (frame from the pool) if the page is protected; else chained.
+ *
+ * RECOVERY (all inside one pl_* call or the handler, under the region lock, so a guest thread that
+ * touches the page meanwhile waits on the lock in its handler, never on a managed thread):
+ *   parity: new = parity XOR every other covered member; disk: pread of the recorded copy. Either
+ *   result must match the recorded hash before it is mapped (read-only, TRACKED) in place of the bad
+ *   frame; the bad frame goes back to C# to be retired.
+ *   PARITY INVARIANT: parity[grp] == XOR of the content of every member whose covered bit is set,
+ *   and a covered member is TRACKED (read-only), so its content cannot change unseen.
  *
  * WHO MAY CHANGE WHAT, AND IN WHICH ORDER
  *   - state[], p2m[], the pool and the region's mapping count change only while holding the region's
@@ -47,11 +61,14 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #define PL_EXPORT __attribute__((visibility("default")))
 
-enum { PL_UNBACKED = 0, PL_BACKED = 1, PL_SAMPLED = 2 };
+enum { PL_UNBACKED = 0, PL_BACKED = 1, PL_SAMPLED = 2, PL_TRACKED = 3, PL_POISONED = 4 };
+#define PL_MAX_K 32
+#define PL_NO_GROUP 0xFFFFFFFFu
 #define PL_NO_FRAME 0xFFFFFFFFu
 #define PL_MAX_REGIONS 256
 
@@ -60,12 +77,23 @@ enum { PL_UNBACKED = 0, PL_BACKED = 1, PL_SAMPLED = 2 };
 #define PL_EMAPLIMIT (-100001)  /* would pass the mapping budget */
 #define PL_ENOREGION (-100002)  /* no such region */
 #define PL_EFULL (-100003)      /* region table full */
+#define PL_ESTATE (-100004)     /* a page is not in the state the call needs */
+#define PL_ELOST (-100005)      /* no good copy: parity and disk both failed the hash check */
 
 struct pl_counters {
     _Atomic uint64_t demand_faults;   /* demand-zero faults resolved */
     _Atomic uint64_t sample_touches;  /* first touches of SAMPLED pages */
     _Atomic uint64_t pool_empty;      /* demand faults that found no frame (fatal, chained) */
     _Atomic uint64_t map_failures;    /* handler mmap/mprotect failures or budget hits (fatal) */
+    _Atomic uint64_t tracked_writes;  /* write faults on TRACKED pages (parity kept true) */
+    _Atomic uint64_t handler_recoveries; /* corrupt pages recovered inside the handler */
+};
+
+struct pl_group {
+    uint32_t parity_frame;
+    uint32_t n;
+    uint32_t covered; /* bit i: members[i] is in the parity */
+    uint32_t members[PL_MAX_K];
 };
 
 struct pl_region {
@@ -78,6 +106,15 @@ struct pl_region {
     uint32_t *pool;
     uint32_t pool_capacity, pool_head, pool_count; /* ring, under lock */
     int64_t maps;                                  /* VMAs this region needs, under lock */
+    uint8_t *host_view;                            /* the whole arena, for parity and rebuilds */
+    uint32_t *group_of;                            /* page -> group or PL_NO_GROUP */
+    struct pl_group *groups;
+    uint32_t group_capacity, group_count;
+    int64_t *disk_off;                             /* page -> offset of its clean copy, or -1 */
+    int disk_fd;
+    uint64_t *hash;                                /* page -> content hash while TRACKED */
+    uint32_t *retired;                             /* bad frames the handler replaced, for C# */
+    uint32_t retired_count;
     atomic_flag lock;
     struct pl_counters counters;
     size_t tables_bytes;
@@ -133,7 +170,10 @@ static struct pl_region *region_of(int id)
 /* ---- mapping-count model ---- */
 
 /* The protection a page's VMA has; UNBACKED pages share one anonymous VMA. */
-static int prot_of(uint32_t st) { return st == PL_BACKED ? PROT_READ | PROT_WRITE : PROT_NONE; }
+static int prot_of(uint32_t st)
+{
+    return st == PL_BACKED ? PROT_READ | PROT_WRITE : st == PL_TRACKED ? PROT_READ : PROT_NONE;
+}
 
 /* Is there a VMA boundary between pages i and i+1, given their states and frames? */
 static int splits(uint32_t s0, uint32_t f0, uint32_t s1, uint32_t f1)
@@ -202,6 +242,134 @@ static int map_anonymous(struct pl_region *r, uint64_t page, uint64_t count)
     return got == MAP_FAILED ? -errno : 0;
 }
 
+
+/* ---- protection: hashes, parity, rebuilds (callers hold the lock) ---- */
+
+static uint8_t *frame_bytes(struct pl_region *r, uint32_t f) { return r->host_view + (size_t)f * page_size; }
+
+/* The content hash recorded for protected pages (four independent FNV-style lanes, so it runs at
+ * memory speed). Exported so C# hashes with the very same function. */
+PL_EXPORT uint64_t pl_page_hash(const void *p, uint64_t bytes)
+{
+    const uint64_t *w = (const uint64_t *)p;
+    uint64_t h[4] = {0xcbf29ce484222325ull, 0x84222325cbf29ce4ull, 0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full};
+    for (uint64_t i = 0; i + 4 <= bytes / 8; i += 4)
+        for (int l = 0; l < 4; l++) h[l] = (h[l] ^ w[i + l]) * 0x100000001b3ull;
+    uint64_t x = h[0] ^ (h[1] << 1 | h[1] >> 63) ^ (h[2] << 2 | h[2] >> 62) ^ (h[3] << 3 | h[3] >> 61);
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33;
+    return x;
+}
+
+static void xor_into(uint8_t *dst, const uint8_t *src)
+{
+    uint64_t *d = (uint64_t *)dst;
+    const uint64_t *s = (const uint64_t *)src;
+    for (size_t i = 0; i < page_size / 8; i++) d[i] ^= s[i];
+}
+
+static int member_index(const struct pl_group *grp, uint64_t g)
+{
+    for (uint32_t i = 0; i < grp->n; i++)
+        if (grp->members[i] == g) return (int)i;
+    return -1;
+}
+
+/* parity := XOR of every covered member's frame. */
+static void recompute_parity(struct pl_region *r, struct pl_group *grp, uint8_t *dst)
+{
+    memset(dst, 0, page_size);
+    for (uint32_t i = 0; i < grp->n; i++)
+        if (grp->covered & (1u << i))
+            xor_into(dst, frame_bytes(r, atomic_load_explicit(&r->p2m[grp->members[i]], memory_order_relaxed)));
+}
+
+/* Rebuilds covered page g from its group's parity and the other covered members; -1 if g is not covered. */
+static int rebuild_from_parity(struct pl_region *r, uint64_t g, uint8_t *dst)
+{
+    uint32_t gi = r->group_of[g];
+    if (gi == PL_NO_GROUP) return -1;
+    struct pl_group *grp = &r->groups[gi];
+    int self = member_index(grp, g);
+    if (self < 0 || !(grp->covered & (1u << self))) return -1;
+    memcpy(dst, frame_bytes(r, grp->parity_frame), page_size);
+    for (uint32_t i = 0; i < grp->n; i++)
+        if ((int)i != self && (grp->covered & (1u << i)))
+            xor_into(dst, frame_bytes(r, atomic_load_explicit(&r->p2m[grp->members[i]], memory_order_relaxed)));
+    return 0;
+}
+
+/* Takes page g out of its parity: XOR its (good) content out, or, if its content is not trustworthy
+ * (poisoned), recompute the parity from the other covered members. */
+static void uncover(struct pl_region *r, uint64_t g, int content_good)
+{
+    uint32_t gi = r->group_of[g];
+    if (gi == PL_NO_GROUP) return;
+    struct pl_group *grp = &r->groups[gi];
+    int i = member_index(grp, g);
+    if (i < 0 || !(grp->covered & (1u << i))) return;
+    grp->covered &= ~(1u << i);
+    if (content_good)
+        xor_into(frame_bytes(r, grp->parity_frame), frame_bytes(r, atomic_load_explicit(&r->p2m[g], memory_order_relaxed)));
+    else
+        recompute_parity(r, grp, frame_bytes(r, grp->parity_frame));
+}
+
+/* Removes page g from its group for good (it is being unmapped or remapped). */
+static void leave_group(struct pl_region *r, uint64_t g)
+{
+    uint32_t gi = r->group_of[g];
+    if (gi == PL_NO_GROUP) return;
+    uint32_t st = atomic_load_explicit(&r->state[g], memory_order_relaxed);
+    uncover(r, g, st == PL_TRACKED);
+    struct pl_group *grp = &r->groups[gi];
+    int i = member_index(grp, g);
+    uint32_t last = grp->n - 1;
+    grp->members[i] = grp->members[last];
+    if (grp->covered & (1u << last)) grp->covered = (grp->covered & ~(1u << last)) | (1u << i);
+    else grp->covered &= ~(1u << i);
+    grp->n = last;
+    r->group_of[g] = PL_NO_GROUP;
+}
+
+/* Replaces page g's frame with `fresh` holding its recovered content (parity first, then the disk
+ * copy), verified against the recorded hash, mapped read-only (TRACKED). The bad frame goes to *old. */
+static int recover_locked(struct pl_region *r, uint64_t g, uint32_t fresh, uint32_t *old)
+{
+    uint8_t *dst = frame_bytes(r, fresh);
+    int ok = rebuild_from_parity(r, g, dst) == 0 && pl_page_hash(dst, page_size) == r->hash[g];
+    if (!ok && r->disk_off[g] >= 0) {
+        ssize_t n = pread(r->disk_fd, dst, page_size, (off_t)r->disk_off[g]);
+        ok = n == (ssize_t)page_size && pl_page_hash(dst, page_size) == r->hash[g];
+    }
+    if (!ok) return PL_ELOST;
+    uint32_t nst = PL_TRACKED;
+    int64_t delta = maps_delta(r, g, 1, &nst, 0, &fresh);
+    if (take_budget(delta) != 0) return PL_EMAPLIMIT;
+    int rc = map_frames(r, g, 1, fresh, PROT_READ);
+    if (rc != 0) {
+        if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
+        return rc;
+    }
+    settle_budget(r, delta);
+    *old = atomic_load_explicit(&r->p2m[g], memory_order_relaxed);
+    atomic_store_explicit(&r->p2m[g], fresh, memory_order_relaxed);
+    atomic_store_explicit(&r->state[g], PL_TRACKED, memory_order_release);
+    return 0;
+}
+
+/* In the handler: recover page g into a pool frame; the bad frame waits in `retired` for C#. */
+static int recover_in_handler(struct pl_region *r, uint64_t g)
+{
+    if (r->pool_count == 0 || r->retired_count >= r->pool_capacity) return 0;
+    uint32_t fresh = r->pool[r->pool_head], old;
+    if (recover_locked(r, g, fresh, &old) != 0) return 0;
+    r->pool_head = (r->pool_head + 1) % r->pool_capacity;
+    r->pool_count--;
+    r->retired[r->retired_count++] = old;
+    atomic_fetch_add_explicit(&r->counters.handler_recoveries, 1, memory_order_relaxed);
+    return 1;
+}
+
 /* ---- the handler ---- */
 
 static void chain(int sig, siginfo_t *info, void *ctx)
@@ -222,7 +390,7 @@ static void chain(int sig, siginfo_t *info, void *ctx)
 }
 
 /* Resolve a fault on page g of region r. Returns 1 if resolved (the access re-runs), 0 to chain. */
-static int resolve(struct pl_region *r, int id, uint64_t g)
+static int resolve(struct pl_region *r, int id, uint64_t g, int is_write)
 {
     lock(r);
     uint32_t st = atomic_load_explicit(&r->state[g], memory_order_relaxed);
@@ -267,6 +435,38 @@ static int resolve(struct pl_region *r, int id, uint64_t g)
         atomic_store_explicit(&r->state[g], PL_BACKED, memory_order_release);
         atomic_fetch_add_explicit(&r->counters.sample_touches, 1, memory_order_relaxed);
         done = 1;
+    } else if (st == PL_TRACKED && !is_write) {
+        done = 1; /* a read raced with a recovery that has just mapped the page again */
+    } else if (st == PL_TRACKED) {
+        uint32_t f = atomic_load_explicit(&r->p2m[g], memory_order_relaxed);
+        /* Never XOR a corrupt page out of the parity: recover it first, then take the write. */
+        if (pl_page_hash(frame_bytes(r, f), page_size) != r->hash[g] && !recover_in_handler(r, g)) {
+            unlock(r);
+            say("write to a corrupt protected page that could not be recovered", (uint64_t)id, g);
+            return 0;
+        }
+        uint32_t nst = PL_BACKED;
+        int64_t delta = maps_delta(r, g, 1, &nst, 0, NULL);
+        if (take_budget(delta) != 0 || mprotect(r->base + g * page_size, page_size, PROT_READ | PROT_WRITE) != 0) {
+            if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
+            atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
+            unlock(r);
+            say("protected page could not be made writable", (uint64_t)id, g);
+            return 0;
+        }
+        settle_budget(r, delta);
+        uncover(r, g, 1);
+        r->disk_off[g] = -1;
+        atomic_store_explicit(&r->state[g], PL_BACKED, memory_order_release);
+        atomic_fetch_add_explicit(&r->counters.tracked_writes, 1, memory_order_relaxed);
+        done = 1;
+    } else if (st == PL_POISONED) {
+        done = recover_in_handler(r, g);
+        if (!done) {
+            unlock(r);
+            say("access to a poisoned page with no good copy", (uint64_t)id, g);
+            return 0;
+        }
     }
     unlock(r);
     return done;
@@ -279,7 +479,12 @@ static void on_segv(int sig, siginfo_t *info, void *ctx)
     for (int id = 0; id < PL_MAX_REGIONS; id++) {
         struct pl_region *r = atomic_load_explicit(&regions[id], memory_order_acquire);
         if (!r || addr < r->base || addr >= r->base + r->pages * page_size) continue;
-        int ok = resolve(r, id, (uint64_t)(addr - r->base) / page_size);
+#if defined(__x86_64__)
+        int is_write = (((ucontext_t *)ctx)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+#else
+        int is_write = 1; /* unknown here: treat as a write, which is always safe for TRACKED pages */
+#endif
+        int ok = resolve(r, id, (uint64_t)(addr - r->base) / page_size, is_write);
         errno = saved_errno;
         if (!ok) chain(sig, info, ctx);
         return;
@@ -317,14 +522,17 @@ PL_EXPORT int64_t pl_maps_in_use(void) { return atomic_load(&maps_in_use); }
 PL_EXPORT uint64_t pl_chained_faults(void) { return atomic_load(&chained_faults); }
 
 /* Reserve a region of `pages` guest pages backed by frames of the arena `fd`. */
-PL_EXPORT int pl_region_create(int fd, uint64_t arena_frames, uint64_t pages, uint32_t pool_capacity,
+PL_EXPORT int pl_region_create(int fd, void *host_view, uint64_t arena_frames, uint64_t pages, uint32_t pool_capacity,
                                int *out_id, void **out_base)
 {
-    if (!atomic_load(&installed) || pages == 0 || pool_capacity == 0 || arena_frames == 0 ||
+    if (!atomic_load(&installed) || !host_view || pages == 0 || pool_capacity == 0 || arena_frames == 0 ||
         arena_frames > PL_NO_FRAME)
         return PL_EINVAL;
     if (take_budget(1) != 0) return PL_EMAPLIMIT;
-    size_t tables = sizeof(struct pl_region) + pages * 2 * sizeof(uint32_t) + pool_capacity * sizeof(uint32_t);
+    /* One anonymous mapping for every table; pages of it cost memory only once touched. */
+    uint32_t group_capacity = (uint32_t)(pages / 2 + 1);
+    size_t tables = sizeof(struct pl_region) + pages * (3 * sizeof(uint32_t) + 2 * sizeof(uint64_t)) +
+                    2 * (size_t)pool_capacity * sizeof(uint32_t) + (size_t)group_capacity * sizeof(struct pl_group) + 64;
     tables = (tables + page_size - 1) / page_size * page_size;
     uint8_t *mem = mmap(NULL, tables, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) { atomic_fetch_sub(&maps_in_use, 1); return -errno; }
@@ -342,12 +550,25 @@ PL_EXPORT int pl_region_create(int fd, uint64_t arena_frames, uint64_t pages, ui
     r->fd = fd;
     r->state = (_Atomic uint32_t *)(mem + sizeof *r);
     r->p2m = r->state + pages;
-    r->pool = (uint32_t *)(r->p2m + pages);
+    r->group_of = (uint32_t *)(r->p2m + pages);
+    r->pool = r->group_of + pages;
+    r->retired = r->pool + pool_capacity;
+    uint8_t *aligned = (uint8_t *)(((uintptr_t)(r->retired + pool_capacity) + 7) & ~(uintptr_t)7);
+    r->disk_off = (int64_t *)aligned;
+    r->hash = (uint64_t *)(r->disk_off + pages);
+    r->groups = (struct pl_group *)(r->hash + pages);
+    r->group_capacity = group_capacity;
+    r->host_view = host_view;
+    r->disk_fd = -1;
     r->pool_capacity = pool_capacity;
     r->maps = 1;
     r->tables_bytes = tables;
     atomic_flag_clear(&r->lock);
-    for (uint64_t i = 0; i < pages; i++) atomic_store_explicit(&r->p2m[i], PL_NO_FRAME, memory_order_relaxed);
+    for (uint64_t i = 0; i < pages; i++) {
+        atomic_store_explicit(&r->p2m[i], PL_NO_FRAME, memory_order_relaxed);
+        r->group_of[i] = PL_NO_GROUP;
+        r->disk_off[i] = -1;
+    }
     for (int id = 0; id < PL_MAX_REGIONS; id++) {
         struct pl_region *expected = NULL;
         if (atomic_compare_exchange_strong(&regions[id], &expected, r)) {
@@ -395,14 +616,14 @@ PL_EXPORT int64_t pl_region_maps(int id)
     return m;
 }
 
-/* counters[0..3] = demand_faults, sample_touches, pool_empty, map_failures */
+/* counters[0..5] = demand_faults, sample_touches, pool_empty, map_failures, tracked_writes, handler_recoveries */
 PL_EXPORT int pl_region_counters(int id, uint64_t *out, int n)
 {
     struct pl_region *r = region_of(id);
     if (!r) return PL_ENOREGION;
     _Atomic uint64_t *c[] = {&r->counters.demand_faults, &r->counters.sample_touches, &r->counters.pool_empty,
-                             &r->counters.map_failures};
-    for (int i = 0; i < n && i < 4; i++) out[i] = atomic_load_explicit(c[i], memory_order_relaxed);
+                             &r->counters.map_failures, &r->counters.tracked_writes, &r->counters.handler_recoveries};
+    for (int i = 0; i < n && i < 6; i++) out[i] = atomic_load_explicit(c[i], memory_order_relaxed);
     return 0;
 }
 
@@ -440,6 +661,8 @@ PL_EXPORT int pl_map(int id, uint64_t first, uint64_t count, const uint32_t *fra
     settle_budget(r, delta);
     for (uint64_t i = 0; i < count; i++) {
         uint64_t g = first + i;
+        leave_group(r, g); /* the old frame's content leaves the parity with it */
+        r->disk_off[g] = -1;
         if (old_out) old_out[i] = atomic_load_explicit(&r->p2m[g], memory_order_relaxed);
         atomic_store_explicit(&r->p2m[g], frames[i], memory_order_relaxed);
         atomic_store_explicit(&r->state[g], PL_BACKED, memory_order_release);
@@ -467,6 +690,8 @@ PL_EXPORT int pl_unmap(int id, uint64_t first, uint64_t count, uint32_t *old_out
     settle_budget(r, delta);
     for (uint64_t i = 0; i < count; i++) {
         uint64_t g = first + i;
+        leave_group(r, g);
+        r->disk_off[g] = -1;
         if (old_out) old_out[i] = atomic_load_explicit(&r->p2m[g], memory_order_relaxed);
         atomic_store_explicit(&r->p2m[g], PL_NO_FRAME, memory_order_relaxed);
         atomic_store_explicit(&r->state[g], PL_UNBACKED, memory_order_release);
@@ -574,4 +799,216 @@ PL_EXPORT int pl_sample_collect(int id, const uint64_t *pages, uint32_t n, uint8
     }
     unlock(r);
     return count;
+}
+
+/* ---- protection API ---- */
+
+/* The fd that disk offsets given to pl_protect refer to (the guest's swap file). */
+PL_EXPORT int pl_set_disk_fd(int id, int fd)
+{
+    struct pl_region *r = region_of(id);
+    if (!r) return PL_ENOREGION;
+    lock(r);
+    r->disk_fd = fd;
+    unlock(r);
+    return 0;
+}
+
+/* Makes pages[0..k) a parity group over `parity_frame` (zeroed here). Members join uncovered unless
+ * already TRACKED, in which case their content goes into the parity now. Returns the group index. */
+PL_EXPORT int pl_group_create(int id, const uint64_t *pages, uint32_t k, uint32_t parity_frame)
+{
+    struct pl_region *r = region_of(id);
+    if (!r) return PL_ENOREGION;
+    if (k == 0 || k > PL_MAX_K || parity_frame >= r->arena_frames) return PL_EINVAL;
+    for (uint32_t i = 0; i < k; i++) {
+        if (pages[i] >= r->pages) return PL_EINVAL;
+        for (uint32_t j = 0; j < i; j++)
+            if (pages[j] == pages[i]) return PL_EINVAL;
+    }
+    lock(r);
+    int rc = r->group_count < r->group_capacity ? 0 : PL_EFULL;
+    for (uint32_t i = 0; i < k && rc == 0; i++)
+        if (r->group_of[pages[i]] != PL_NO_GROUP) rc = PL_ESTATE;
+    if (rc != 0) { unlock(r); return rc; }
+    uint32_t gi = r->group_count++;
+    struct pl_group *grp = &r->groups[gi];
+    grp->parity_frame = parity_frame;
+    grp->n = k;
+    grp->covered = 0;
+    memset(frame_bytes(r, parity_frame), 0, page_size);
+    for (uint32_t i = 0; i < k; i++) {
+        grp->members[i] = (uint32_t)pages[i];
+        r->group_of[pages[i]] = gi;
+        if (atomic_load_explicit(&r->state[pages[i]], memory_order_relaxed) == PL_TRACKED) {
+            xor_into(frame_bytes(r, parity_frame), frame_bytes(r, atomic_load_explicit(&r->p2m[pages[i]], memory_order_relaxed)));
+            grp->covered |= 1u << i;
+        }
+    }
+    unlock(r);
+    return (int)gi;
+}
+
+/* The protector: makes BACKED pages read-only and protected (TRACKED): hash recorded, content into
+ * the group's parity, disk_offsets[i] (if not NULL and >= 0) recorded as the clean copy. Pages with
+ * neither a group nor a disk copy are left alone. Returns how many pages were protected. */
+PL_EXPORT int pl_protect(int id, const uint64_t *pages, uint32_t n, const int64_t *disk_offsets)
+{
+    struct pl_region *r = region_of(id);
+    if (!r) return PL_ENOREGION;
+    for (uint32_t i = 0; i < n; i++)
+        if (pages[i] >= r->pages) return PL_EINVAL;
+    lock(r);
+    int done = 0, rc = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t g = pages[i];
+        int64_t off = disk_offsets ? disk_offsets[i] : -1;
+        if (atomic_load_explicit(&r->state[g], memory_order_relaxed) != PL_BACKED) continue;
+        if (r->group_of[g] == PL_NO_GROUP && (off < 0 || r->disk_fd < 0)) continue;
+        uint32_t nst = PL_TRACKED;
+        int64_t delta = maps_delta(r, g, 1, &nst, 0, NULL);
+        rc = take_budget(delta);
+        /* Read-only first: once mprotect returns no CPU can still write the page, so the hash and
+         * the parity below see its final content. */
+        if (rc == 0 && mprotect(r->base + g * page_size, page_size, PROT_READ) != 0) {
+            rc = -errno;
+            if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
+        }
+        if (rc != 0) break;
+        settle_budget(r, delta);
+        uint8_t *content = frame_bytes(r, atomic_load_explicit(&r->p2m[g], memory_order_relaxed));
+        r->hash[g] = pl_page_hash(content, page_size);
+        r->disk_off[g] = off;
+        uint32_t gi = r->group_of[g];
+        if (gi != PL_NO_GROUP) {
+            struct pl_group *grp = &r->groups[gi];
+            xor_into(frame_bytes(r, grp->parity_frame), content);
+            grp->covered |= 1u << member_index(grp, g);
+        }
+        atomic_store_explicit(&r->state[g], PL_TRACKED, memory_order_release);
+        done++;
+    }
+    unlock(r);
+    return rc != 0 && done == 0 ? rc : done;
+}
+
+/* Error injection, as memory hardware would do it: XOR mask[0..len) into the page's frame at
+ * `offset` and poison the page (PROT_NONE) so no access sees the bad bytes until it is handled.
+ * With require_tracked, only a protected page is hit (checked under the lock; PL_ESTATE otherwise). */
+PL_EXPORT int pl_inject(int id, uint64_t page, uint32_t offset, const uint8_t *mask, uint32_t len, int require_tracked)
+{
+    struct pl_region *r = region_of(id);
+    if (!r) return PL_ENOREGION;
+    if (page >= r->pages || len == 0 || offset >= page_size || len > page_size - offset) return PL_EINVAL;
+    lock(r);
+    uint32_t st = atomic_load_explicit(&r->state[page], memory_order_relaxed);
+    if ((st != PL_BACKED && st != PL_TRACKED && st != PL_SAMPLED) || (require_tracked && st != PL_TRACKED)) {
+        unlock(r);
+        return PL_ESTATE;
+    }
+    uint32_t nst = PL_POISONED;
+    int64_t delta = maps_delta(r, page, 1, &nst, 0, NULL);
+    int rc = take_budget(delta);
+    if (rc == 0 && mprotect(r->base + page * page_size, page_size, PROT_NONE) != 0) {
+        rc = -errno;
+        if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
+    }
+    if (rc != 0) { unlock(r); return rc; }
+    settle_budget(r, delta);
+    if (st != PL_TRACKED) r->hash[page] = 0; /* an unprotected page has no good copy to check against */
+    uint8_t *bytes = frame_bytes(r, atomic_load_explicit(&r->p2m[page], memory_order_relaxed)) + offset;
+    for (uint32_t i = 0; i < len; i++) bytes[i] ^= mask[i];
+    atomic_store_explicit(&r->state[page], PL_POISONED, memory_order_release);
+    unlock(r);
+    return 0;
+}
+
+/* The report handler: recovers a POISONED (or silently corrupt TRACKED) page into `fresh`. On success
+ * the bad frame is in *old and the page is TRACKED again; PL_ELOST leaves it POISONED. */
+PL_EXPORT int pl_recover(int id, uint64_t page, uint32_t fresh, uint32_t *old)
+{
+    struct pl_region *r = region_of(id);
+    if (!r) return PL_ENOREGION;
+    if (page >= r->pages || fresh >= r->arena_frames) return PL_EINVAL;
+    lock(r);
+    uint32_t st = atomic_load_explicit(&r->state[page], memory_order_relaxed);
+    int rc = st == PL_POISONED || st == PL_TRACKED ? recover_locked(r, page, fresh, old) : PL_ESTATE;
+    unlock(r);
+    return rc;
+}
+
+/* Rebuilds a group's parity into `fresh` from its covered members; the old parity frame goes to *old. */
+PL_EXPORT int pl_parity_rebuild(int id, uint32_t group, uint32_t fresh, uint32_t *old)
+{
+    struct pl_region *r = region_of(id);
+    if (!r) return PL_ENOREGION;
+    if (fresh >= r->arena_frames) return PL_EINVAL;
+    lock(r);
+    if (group >= r->group_count) { unlock(r); return PL_EINVAL; }
+    struct pl_group *grp = &r->groups[group];
+    recompute_parity(r, grp, frame_bytes(r, fresh));
+    *old = grp->parity_frame;
+    grp->parity_frame = fresh;
+    unlock(r);
+    return 0;
+}
+
+/* The scrubber: pages in [first, first+count) that are TRACKED but whose content no longer matches
+ * their hash (silent corruption) go to bad[] (up to cap). Returns how many were found. */
+PL_EXPORT int pl_scrub(int id, uint64_t first, uint64_t count, uint64_t *bad, uint32_t cap)
+{
+    struct pl_region *r = region_of(id);
+    if (!r) return PL_ENOREGION;
+    if (first >= r->pages || count > r->pages - first) return PL_EINVAL;
+    int found = 0;
+    for (uint64_t g = first; g < first + count && (uint32_t)found < cap; g++) {
+        lock(r); /* page by page, so guest faults wait at most one hash */
+        if (atomic_load_explicit(&r->state[g], memory_order_relaxed) == PL_TRACKED &&
+            pl_page_hash(frame_bytes(r, atomic_load_explicit(&r->p2m[g], memory_order_relaxed)), page_size) != r->hash[g])
+            bad[found++] = g;
+        unlock(r);
+    }
+    return found;
+}
+
+/* Groups whose parity frame no longer equals the XOR of their covered members (up to cap). */
+PL_EXPORT int pl_scrub_parity(int id, uint32_t *bad, uint32_t cap)
+{
+    struct pl_region *r = region_of(id);
+    if (!r) return PL_ENOREGION;
+    uint8_t scratch[65536];
+    if (page_size > sizeof scratch) return PL_EINVAL;
+    int found = 0;
+    lock(r);
+    uint32_t groups = r->group_count;
+    unlock(r);
+    for (uint32_t gi = 0; gi < groups && (uint32_t)found < cap; gi++) {
+        lock(r);
+        struct pl_group *grp = &r->groups[gi];
+        recompute_parity(r, grp, scratch);
+        if (memcmp(scratch, frame_bytes(r, grp->parity_frame), page_size) != 0) bad[found++] = gi;
+        unlock(r);
+    }
+    return found;
+}
+
+/* Group membership of a page: its group index, or -1. */
+PL_EXPORT int pl_group_of(int id, uint64_t page)
+{
+    struct pl_region *r = region_of(id);
+    if (!r) return PL_ENOREGION;
+    if (page >= r->pages) return PL_EINVAL;
+    return r->group_of[page] == PL_NO_GROUP ? -1 : (int)r->group_of[page];
+}
+
+/* Frames the handler took out of service while recovering; C# retires them. */
+PL_EXPORT int pl_retired_take(int id, uint32_t *out, uint32_t cap)
+{
+    struct pl_region *r = region_of(id);
+    if (!r) return PL_ENOREGION;
+    lock(r);
+    uint32_t n = 0;
+    while (n < cap && r->retired_count > 0) out[n++] = r->retired[--r->retired_count];
+    unlock(r);
+    return (int)n;
 }
