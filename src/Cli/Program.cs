@@ -15,6 +15,8 @@ internal static class Program
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(RunCommand.Create());
         root.Subcommands.Add(ConditionCommand.Create());
+        root.Subcommands.Add(CampaignCommand.Create());
+        root.Subcommands.Add(CampaignCommand.CreateInject());
         return root.Parse(args).Invoke();
     }
 

@@ -6,6 +6,8 @@ using Lib = PageLab.Native.Interop.PageLab;
 
 namespace PageLab.Core.Guest;
 
+internal enum RecoverResult { Recovered, NoGoodCopy, AlreadyReplaced }
+
 public sealed unsafe partial class GuestVm
 {
     /// <summary>The file descriptor disk offsets given to <see cref="Protect"/> refer to.</summary>
@@ -53,24 +55,24 @@ public sealed unsafe partial class GuestVm
         }
     }
 
-    /// <summary>Recovers a poisoned or corrupt protected page into <paramref name="fresh"/> (a Held frame,
-    /// which becomes this VM's). Returns the bad frame (Held), or null when no good copy exists.</summary>
-    internal HostFrame? Recover(GuestPage page, HostFrame fresh)
+    /// <summary>Recovers a poisoned or corrupt protected page, backed by <paramref name="bad"/>, into
+    /// <paramref name="fresh"/> (a Held frame, which becomes this VM's). The bad frame becomes Held.</summary>
+    internal RecoverResult Recover(GuestPage page, HostFrame bad, HostFrame fresh)
     {
         CheckRange(page, 1);
         lock (_gate)
         {
             _arena.Transition([fresh], FrameState.Held, null, FrameState.Guest, Id);
-            int rc = Lib.Recover(Region, page.Value, fresh.Value, out uint old);
+            int rc = Lib.Recover(Region, page.Value, bad.Value, fresh.Value, out uint old);
             if (rc != 0)
             {
                 _arena.Transition([fresh], FrameState.Guest, Id, FrameState.Held, 0);
-                if (rc == Lib.ELOST) return null;
+                if (rc == Lib.ELOST) return RecoverResult.NoGoodCopy;
+                if (rc == Lib.ESTATE) return RecoverResult.AlreadyReplaced;
                 FaultEngine.Check(rc, $"{Name}: recovering {page}");
             }
-            var bad = new HostFrame(old);
-            _arena.Transition([bad], FrameState.Guest, Id, FrameState.Held, 0);
-            return bad;
+            _arena.Transition([new HostFrame(old)], FrameState.Guest, Id, FrameState.Held, 0);
+            return RecoverResult.Recovered;
         }
     }
 

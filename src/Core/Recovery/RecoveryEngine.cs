@@ -116,8 +116,17 @@ public sealed class RecoveryEngine
                 outcome = ErrorOutcome.Recovered;    // the handler already replaced it on a guest access
                 break;
             case FrameState.Guest when Arena.OwnerOf(frame) == Vm.Id:
-                page = PageOf(frame) ?? throw new InvalidOperationException($"{frame} belongs to {Vm.Name} but backs none of its pages (a pool frame)");
-                outcome = RecoverPage(page.Value);
+                page = PageOf(frame);
+                if (page is null)
+                {
+                    // A guest access had the handler replace it between our look-ups; collect it.
+                    RetireHandlerReplaced();
+                    if (Arena.StateOf(frame) != FrameState.Retired)
+                        throw new InvalidOperationException($"{frame} belongs to {Vm.Name} but backs none of its pages (a pool frame)");
+                    outcome = ErrorOutcome.Recovered;
+                    break;
+                }
+                outcome = RecoverPage(page.Value, frame);
                 break;
             default:
                 throw new InvalidOperationException($"{frame} is {state}; this engine handles {Vm.Name}'s frames, parity and free frames");
@@ -133,7 +142,7 @@ public sealed class RecoveryEngine
         foreach (GuestPage g in Vm.ScrubPages(new GuestPage(0), Vm.PageCount))
         {
             HostFrame bad = Vm.Translate(g)!.Value;
-            repaired.Add(new ErrorReport(bad, RecoverPage(g), g, TimeSpan.Zero));
+            repaired.Add(new ErrorReport(bad, RecoverPage(g, bad), g, TimeSpan.Zero));
         }
         foreach (int group in Vm.ScrubParity())
         {
@@ -143,14 +152,18 @@ public sealed class RecoveryEngine
         return repaired;
     }
 
-    private ErrorOutcome RecoverPage(GuestPage page)
+    private ErrorOutcome RecoverPage(GuestPage page, HostFrame bad)
     {
         HostFrame fresh = Arena.Allocate(1)[0];
-        HostFrame? bad = Vm.Recover(page, fresh);
-        if (bad is HostFrame old)
+        switch (Vm.Recover(page, bad, fresh))
         {
-            Retire(old);
-            return ErrorOutcome.Recovered;
+            case RecoverResult.Recovered:
+                Retire(bad);
+                return ErrorOutcome.Recovered;
+            case RecoverResult.AlreadyReplaced:
+                Arena.Release([fresh]);
+                RetireHandlerReplaced();
+                return ErrorOutcome.Recovered;
         }
         // No good copy: contain the error to the guest context using the page, then take the page away.
         Arena.Release([fresh]);
@@ -159,7 +172,8 @@ public sealed class RecoveryEngine
         return ErrorOutcome.Contained;
     }
 
-    private void RetireHandlerReplaced()
+    /// <summary>Retires the bad frames the fault handler replaced on guest accesses since the last call.</summary>
+    public void RetireHandlerReplaced()
     {
         foreach (HostFrame f in Vm.TakeHandlerRetired()) Retire(f);
     }

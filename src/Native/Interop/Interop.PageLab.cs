@@ -73,7 +73,7 @@ internal static unsafe partial class Interop
         public static partial int Inject(int id, ulong page, uint offset, byte* mask, uint len, int requireTracked);
 
         [LibraryImport(Lib, EntryPoint = "pl_recover")]
-        public static partial int Recover(int id, ulong page, uint fresh, out uint old);
+        public static partial int Recover(int id, ulong page, uint bad, uint fresh, out uint old);
 
         [LibraryImport(Lib, EntryPoint = "pl_parity_rebuild")]
         public static partial int ParityRebuild(int id, uint group, uint fresh, out uint old);

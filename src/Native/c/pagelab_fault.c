@@ -924,15 +924,18 @@ PL_EXPORT int pl_inject(int id, uint64_t page, uint32_t offset, const uint8_t *m
 }
 
 /* The report handler: recovers a POISONED (or silently corrupt TRACKED) page into `fresh`. On success
- * the bad frame is in *old and the page is TRACKED again; PL_ELOST leaves it POISONED. */
-PL_EXPORT int pl_recover(int id, uint64_t page, uint32_t fresh, uint32_t *old)
+ * the bad frame is in *old and the page is TRACKED again; PL_ELOST leaves it POISONED. PL_ESTATE if
+ * the page is no longer backed by `bad` (a guest access already had the handler recover it). */
+PL_EXPORT int pl_recover(int id, uint64_t page, uint32_t bad, uint32_t fresh, uint32_t *old)
 {
     struct pl_region *r = region_of(id);
     if (!r) return PL_ENOREGION;
     if (page >= r->pages || fresh >= r->arena_frames) return PL_EINVAL;
     lock(r);
     uint32_t st = atomic_load_explicit(&r->state[page], memory_order_relaxed);
-    int rc = st == PL_POISONED || st == PL_TRACKED ? recover_locked(r, page, fresh, old) : PL_ESTATE;
+    int rc = (st == PL_POISONED || st == PL_TRACKED) && atomic_load_explicit(&r->p2m[page], memory_order_relaxed) == bad
+                 ? recover_locked(r, page, fresh, old)
+                 : PL_ESTATE;
     unlock(r);
     return rc;
 }

@@ -1,0 +1,236 @@
+// Why: the costs of transparent recovery. A write fault on a parity-covered page against the plain C
+// SIGSEGV + mprotect round trip (goal <= 1.3x); recovering one page for k = 4, 8, 16 (goal <= 8 us
+// p50 at k = 8) and from disk, against the syscalls a recovery cannot avoid.
+using System.Runtime.InteropServices;
+using BenchmarkDotNet.Attributes;
+using PageLab.Core;
+using PageLab.Core.Guest;
+using PageLab.Core.Host;
+using PageLab.Core.Recovery;
+
+namespace PageLab.Bench;
+
+internal static unsafe partial class Baseline
+{
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_install")] public static partial int Install(nint @base, nuint len);
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_round_trip")] public static partial void RoundTrip(byte* page);
+}
+
+[MemoryDiagnoser]
+[MedianColumn]
+public unsafe class WriteFaultBenchmarks
+{
+    private HostArena _arena = null!;
+    private GuestVm _vm = null!;
+    private RecoveryEngine _engine = null!;
+    private RawMemfd _raw = null!;
+    private readonly GuestPage[] _page = [new(3)];
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _arena = HostArena.Create(256, "pagelab-bench-writefault");
+        _vm = GuestVm.Create(_arena, "wf", 64, 16);
+        _vm.Back(new GuestPage(0), 64);
+        _engine = new RecoveryEngine(_vm);
+        _engine.Protect(Enumerable.Range(0, 8).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
+        _raw = new RawMemfd(frames: 4, rangePages: 4);
+        _raw.Map(page: 0, count: 4, frame: 0);
+        if (Baseline.Install(_raw.Base, (nuint)(4 * _raw.PageSize)) != 0) throw new InvalidOperationException("bl_install failed");
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _vm.Dispose();
+        _arena.Dispose();
+        _raw.Dispose();
+    }
+
+    /// <summary>C: mprotect read-only, then a write that faults into a C handler that mprotects it back.</summary>
+    [Benchmark(Baseline = true, Description = "C: mprotect RO + write fault + mprotect RW")]
+    public void C() => Baseline.RoundTrip((byte*)_raw.Base + _raw.PageSize);
+
+    /// <summary>PageLab: re-cover the page (mprotect RO, hash, XOR into parity), then a managed write that
+    /// faults into the engine (hash check, XOR out of parity, mprotect RW).</summary>
+    [Benchmark(Description = "PageLab: protect + write fault on a parity page")]
+    public void PageLab()
+    {
+        _vm.Protect(_page, []);
+        _vm.Page(_page[0])[0]++;
+    }
+}
+
+[MemoryDiagnoser]
+[MedianColumn]
+public class RecoveryLatencyBenchmarks
+{
+    [Params(4, 8, 16)]
+    public int K { get; set; }
+
+    private HostArena _arena = null!;
+    private GuestVm _vm = null!;
+    private HostFrame _spare;
+    private readonly GuestPage _page = new(1);
+    private readonly byte[] _mask = [0x81, 0x42];
+    private RawMemfd _raw = null!;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _arena = HostArena.Create(256, "pagelab-bench-recovery");
+        _vm = GuestVm.Create(_arena, "rec", 64, 16);
+        _vm.Back(new GuestPage(0), 64);
+        for (ulong g = 0; g < 64; g++) _vm.Page(new GuestPage(g)).Fill((byte)g);
+        var engine = new RecoveryEngine(_vm, new ProtectionPolicy { GroupSize = K });
+        engine.Protect(Enumerable.Range(0, K).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
+        _spare = _arena.Allocate(1)[0];
+        _raw = new RawMemfd(frames: 2, rangePages: 1);
+        _raw.Map(page: 0, count: 1, frame: 0);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _vm.Dispose();
+        _arena.Dispose();
+        _raw.Dispose();
+    }
+
+    /// <summary>The syscalls a recovery cannot avoid: poison (mprotect NONE) and map the new frame.</summary>
+    [Benchmark(Baseline = true, Description = "raw: mprotect NONE + mmap new frame")]
+    public void Raw()
+    {
+        _raw.Protect(0, 1, 0);
+        _raw.Map(page: 0, count: 1, frame: 1);
+        _raw.Map(page: 0, count: 1, frame: 0);
+    }
+
+    /// <summary>Inject (poison) then recover: rebuild from parity into a fresh frame, hash-check, remap.
+    /// The replaced frame is reused as the next fresh one.</summary>
+    [Benchmark(Description = "inject + recover from parity")]
+    public void Recover()
+    {
+        HostFrame bad = _vm.Translate(_page)!.Value;
+        _vm.Inject(_page, 64, _mask, onlyIfProtected: false);
+        if (_vm.Recover(_page, bad, _spare) != RecoverResult.Recovered) throw new InvalidOperationException("not recovered");
+        _spare = bad;
+    }
+}
+
+[MemoryDiagnoser]
+[MedianColumn]
+public class DiskRefillBenchmarks
+{
+    private HostArena _arena = null!;
+    private GuestVm _vm = null!;
+    private HostFrame _spare;
+    private readonly GuestPage _page = new(2);
+    private readonly byte[] _mask = [0xFF];
+    private FileStream _disk = null!;
+    private readonly byte[] _buffer = new byte[4096];
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _arena = HostArena.Create(128, "pagelab-bench-disk");
+        _vm = GuestVm.Create(_arena, "disk", 8, 8);
+        _vm.Back(new GuestPage(0), 8);
+        string path = Path.Combine(Path.GetTempPath(), $"pagelab-bench-disk-{Environment.ProcessId}");
+        _disk = new FileStream(path, FileMode.Create, FileAccess.ReadWrite, FileShare.Read, 4096, FileOptions.DeleteOnClose);
+        for (ulong g = 0; g < 8; g++)
+        {
+            _vm.Page(new GuestPage(g)).Fill((byte)(g + 7));
+            _disk.Write(_vm.Page(new GuestPage(g)));
+        }
+        _disk.Flush();
+        var engine = new RecoveryEngine(_vm);
+        engine.UseDiskFile((int)_disk.SafeFileHandle.DangerousGetHandle());
+        engine.Protect(Enumerable.Range(0, 8).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.CleanWithDiskCopy,
+            g => (long)g.Value * _arena.PageSize);
+        _spare = _arena.Allocate(1)[0];
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _vm.Dispose();
+        _arena.Dispose();
+        _disk.Dispose();
+    }
+
+    [Benchmark(Baseline = true, Description = "raw: pread of one page")]
+    public int Raw() => RandomAccess.Read(_disk.SafeFileHandle, _buffer, 2 * 4096);
+
+    [Benchmark(Description = "inject + refill from disk")]
+    public void Refill()
+    {
+        HostFrame bad = _vm.Translate(_page)!.Value;
+        _vm.Inject(_page, 0, _mask, onlyIfProtected: false);
+        if (_vm.Recover(_page, bad, _spare) != RecoverResult.Recovered) throw new InvalidOperationException("not recovered");
+        _spare = bad;
+    }
+}
+
+/// <summary>Why: what parity costs a running guest: the same workload with parity off (baseline) and on;
+/// read-mostly (1 write in 1000 accesses) and write-heavy (1 in 10). Goal: read-mostly <= 3% slower.</summary>
+[MedianColumn]
+public class ParityOverheadBenchmarks
+{
+    private const int Pages = 512;
+    private const int Accesses = 20_000;
+
+    [Params(1000, 10)]
+    public int OneWriteIn { get; set; }
+
+    private HostArena _arena = null!;
+    private GuestVm _plain = null!, _covered = null!;
+    private RecoveryEngine _engine = null!;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _arena = HostArena.Create(2 * Pages + 256, "pagelab-bench-parity-overhead");
+        _plain = GuestVm.Create(_arena, "plain", Pages, 8);
+        _covered = GuestVm.Create(_arena, "covered", Pages, 8);
+        _plain.Back(new GuestPage(0), Pages);
+        _covered.Back(new GuestPage(0), Pages);
+        _engine = new RecoveryEngine(_covered);
+        _engine.Protect(Enumerable.Range(0, Pages).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _plain.Dispose();
+        _covered.Dispose();
+        _arena.Dispose();
+    }
+
+    [Benchmark(Baseline = true, Description = "parity off")]
+    public long Off() => Workload(_plain);
+
+    /// <summary>Includes the background protector re-covering written pages once per run.</summary>
+    [Benchmark(Description = "parity on")]
+    public long On()
+    {
+        long sum = Workload(_covered);
+        _engine.Reprotect();
+        return sum;
+    }
+
+    private long Workload(GuestVm vm)
+    {
+        long sum = 0;
+        uint x = 12345;
+        for (int i = 0; i < Accesses; i++)
+        {
+            x = x * 1664525 + 1013904223;
+            Span<byte> page = vm.Page(new GuestPage(x % Pages));
+            ReadOnlySpan<long> words = MemoryMarshal.Cast<byte, long>(page);
+            for (int w = 0; w < words.Length; w += 8) sum += words[w];       // read the page
+            if (i % OneWriteIn == 0) page[(int)(x >> 20) % page.Length]++;
+        }
+        return sum;
+    }
+}

@@ -1,0 +1,113 @@
+// `pagelab campaign` and `pagelab inject`: memory errors injected into a VM whose guests keep running,
+// with recovered / contained / lost counts and latency percentiles.
+using System.CommandLine;
+using PageLab.Core;
+using PageLab.Core.Guest;
+using PageLab.Core.Host;
+using PageLab.Core.Recovery;
+using Spectre.Console;
+
+namespace PageLab.Cli;
+
+internal static class CampaignCommand
+{
+    public static Command Create()
+    {
+        var injections = new Option<int>("--injections") { Description = "Errors to inject", DefaultValueFactory = _ => 20_000 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the campaign", DefaultValueFactory = _ => 1 };
+        var k = new Option<int>("--group-size") { Description = "Pages per parity group (2..32)", DefaultValueFactory = _ => 8 };
+        var gc = new Option<bool>("--gc-stress") { Description = "Run a thread that forces full GCs meanwhile" };
+        var command = new Command("campaign", "Inject many memory errors of every kind while guest threads run; print what was recovered, contained or lost.");
+        command.Options.Add(injections);
+        command.Options.Add(seed);
+        command.Options.Add(k);
+        command.Options.Add(gc);
+        command.SetAction(parse => Program.Guarded(() =>
+        {
+            var options = new CampaignOptions
+            {
+                Injections = parse.GetValue(injections), Seed = parse.GetValue(seed), GroupSize = parse.GetValue(k), GcStress = parse.GetValue(gc),
+            };
+            options.Validate();
+            CampaignResult r = null!;
+            AnsiConsole.Progress().Start(ctx =>
+            {
+                ProgressTask task = ctx.AddTask("injecting", maxValue: options.Injections);
+                r = RecoveryCampaign.Run(options, new Progress<int>(n => task.Value = n));
+                task.Value = options.Injections;
+            });
+            var table = new Table().Title($"campaign: {r.Injected} errors, seed {options.Seed}, k = {options.GroupSize}, {r.Elapsed.TotalSeconds:0.0} s");
+            table.AddColumns("", "count");
+            table.AddRow("recovered (pages, parity frames, free frames)", $"{r.Recovered}");
+            table.AddRow("contained (unprotected page: its context terminated)", $"{r.Contained}");
+            table.AddRow("lost", $"{r.Lost}");
+            table.AddRow("silent corruptions found by the scrubber", $"{r.SilentFound}");
+            table.AddRow("recovered inside the fault handler on a guest access", $"{r.HandlerRecoveries}");
+            table.AddRow("write faults on covered pages", $"{r.TrackedWrites}");
+            table.AddRow("guest reads checked / mismatches", $"{r.ReaderChecks} / {r.ReaderMismatches}");
+            table.AddRow("frames retired", $"{r.Retired}");
+            table.AddRow("report -> handled latency p50 / p90 / p99", $"{r.P50Micros:0.0} / {r.P90Micros:0.0} / {r.P99Micros:0.0} µs");
+            foreach ((CampaignTarget t, long n) in r.Targets.OrderBy(kv => kv.Key)) table.AddRow($"  injected into {t}", $"{n}");
+            AnsiConsole.Write(table);
+            foreach (string p in r.Problems) AnsiConsole.MarkupLine($"[red]{Markup.Escape(p)}[/]");
+            return r.Lost == 0 && r.Problems.Count == 0 && r.ReaderMismatches == 0 ? 0 : 1;
+        }));
+        return command;
+    }
+
+    public static Command CreateInject()
+    {
+        var kind = new Option<ErrorKind>("--kind") { Description = "SingleBit, MultiBit, ByteRange or WholePage", DefaultValueFactory = _ => ErrorKind.MultiBit };
+        var target = new Option<string>("--target") { Description = "parity-page, disk-page, unprotected-page, parity-frame or free-frame", DefaultValueFactory = _ => "parity-page" };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1, Description = "Seed of the error pattern" };
+        var command = new Command("inject", "Inject one memory error into a small protected VM and show how it is handled.");
+        command.Options.Add(kind);
+        command.Options.Add(target);
+        command.Options.Add(seed);
+        command.SetAction(parse => Program.Guarded(() =>
+        {
+            string where = parse.GetValue(target)!;
+            string[] known = ["parity-page", "disk-page", "unprotected-page", "parity-frame", "free-frame"];
+            if (!known.Contains(where)) return Program.Fail($"--target must be one of {string.Join(", ", known)}, got '{where}'");
+            using var arena = HostArena.Create(256, "pagelab-inject");
+            using var vm = GuestVm.Create(arena, "vm", 48, 16);
+            vm.RefillPool();
+            vm.Back(new GuestPage(0), 48);
+            for (ulong g = 0; g < 48; g++) vm.Page(new GuestPage(g)).Fill((byte)(g + 1));
+            string path = Path.Combine(Path.GetTempPath(), $"pagelab-inject-{Environment.ProcessId}");
+            using var disk = new FileStream(path, FileMode.Create, FileAccess.ReadWrite, FileShare.Read, 4096, FileOptions.DeleteOnClose);
+            for (ulong g = 16; g < 32; g++) disk.Write(vm.Page(new GuestPage(g)));
+            disk.Flush();
+            var engine = new RecoveryEngine(vm);
+            engine.UseDiskFile((int)disk.SafeFileHandle.DangerousGetHandle());
+            engine.Unrecoverable = g => $"the context using {g}";
+            engine.Protect(Enumerable.Range(0, 16).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
+            engine.Protect(Enumerable.Range(16, 16).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.CleanWithDiskCopy,
+                g => ((long)g.Value - 16) * arena.PageSize);
+            (int offset, byte[] mask) = FaultInjector.Pattern(parse.GetValue(kind), arena.PageSize, new Random(parse.GetValue(seed)));
+            GuestPage? page = where switch { "parity-page" => new GuestPage(5), "disk-page" => new GuestPage(20), "unprotected-page" => new GuestPage(40), _ => null };
+            HostFrame frame = where switch
+            {
+                "parity-frame" => new HostFrame(engine.ParityFrames.Keys.First()),
+                "free-frame" => arena.Allocate(1) is var f ? Release(arena, f[0]) : default,
+                _ => FaultInjector.IntoPage(vm, page!.Value, offset, mask)!.Value,
+            };
+            if (page is null) FaultInjector.IntoFrame(arena, frame, offset, mask);
+            ErrorReport r = engine.Report(frame);
+            bool intact = page is not GuestPage p || r.Outcome != ErrorOutcome.Recovered || vm.Page(p).IndexOfAnyExcept((byte)(p.Value + 1)) < 0;
+            AnsiConsole.MarkupLine($"{parse.GetValue(kind)} error ({mask.Length} mask bytes at offset {offset}) in {where} {frame}" +
+                                   (page is GuestPage pg ? $" (guest {pg})" : ""));
+            AnsiConsole.MarkupLine($"outcome: [bold]{r.Outcome}[/] in {r.Latency.TotalMicroseconds:0.0} µs; " +
+                                   $"{(r.Outcome == ErrorOutcome.Recovered ? (intact ? "content bit-exact" : "[red]content differs[/]") : "")}; " +
+                                   $"frame now {arena.StateOf(frame)}");
+            return intact ? 0 : 1;
+        }));
+        return command;
+    }
+
+    private static HostFrame Release(HostArena arena, HostFrame f)
+    {
+        arena.Release([f]);
+        return f;
+    }
+}
