@@ -1,27 +1,32 @@
 // `pagelab run [scenario.json]`: PageLab's main job. Runs a scenario (the built-in default when no file
-// is given) with a live table of every VM's memory, then a summary and the frame-accounting check.
+// is given) with a live table of every VM's memory, then a summary, a PNG timeline and an optional trace.
 using System.CommandLine;
 using System.Diagnostics;
 using PageLab.Core.Scenarios;
+using PageLab.Report;
 using Spectre.Console;
 
 namespace PageLab.Cli;
 
 internal static class RunCommand
 {
+    /// <summary>Where outputs go when no path is given: the repository's ignored artifacts folder.</summary>
+    internal const string DefaultOutputDirectory = "artifacts";
+
     public static Command Create()
     {
-        var file = new Argument<FileInfo?>("scenario") { Description = "Scenario JSON file (default: the built-in scenario)", Arity = ArgumentArity.ZeroOrOne };
+        var file = new Argument<FileInfo?>("scenario") { Description = "Scenario JSON file (default: the built-in scenario; schema: docs/scenario-schema.md)", Arity = ArgumentArity.ZeroOrOne };
         var ticks = new Option<int?>("--ticks") { Description = "Override the scenario's tick count" };
+        var seed = new Option<int?>("--seed") { Description = "Override the scenario's random seed (a fixed seed makes a run reproducible)" };
         var staticPartition = new Option<bool>("--static") { Description = "Keep the initial allocations (no scheduler decisions), for comparison" };
         var compare = new Option<bool>("--compare") { Description = "Run the scenario twice, static and scheduled, and compare guest paging" };
         var print = new Option<bool>("--print-default") { Description = "Print the built-in scenario as JSON and exit" };
+        var plot = new Option<FileInfo?>("--plot") { Description = $"Write the timeline PNG here (default: {DefaultOutputDirectory}/pagelab-<scenario>.png)" };
+        var noPlot = new Option<bool>("--no-plot") { Description = "Do not write the timeline PNG" };
+        var trace = new Option<FileInfo?>("--trace") { Description = "Write the event trace (JSON lines) here" };
         var command = new Command("run", "Run a scenario: VMs, workloads, balloons and the cooperative memory scheduler.");
         command.Arguments.Add(file);
-        command.Options.Add(ticks);
-        command.Options.Add(staticPartition);
-        command.Options.Add(compare);
-        command.Options.Add(print);
+        foreach (Option o in new Option[] { ticks, seed, staticPartition, compare, print, plot, noPlot, trace }) command.Options.Add(o);
         command.SetAction(parse => Program.Guarded(() =>
         {
             if (parse.GetValue(print))
@@ -30,44 +35,68 @@ internal static class RunCommand
                 return 0;
             }
             FileInfo? f = parse.GetValue(file);
+            // Everything is checked before anything runs or any output file is created.
             Scenario s = f is null ? Scenario.Default : Scenario.Load(f.FullName);
             if (parse.GetValue(ticks) is int t)
             {
                 if (t < 1) return Program.Fail($"--ticks must be at least 1, got {t}");
                 s = s with { Ticks = t };
             }
+            if (parse.GetValue(seed) is int sd) s = s with { Seed = sd };
+            if (parse.GetValue(noPlot) && parse.GetValue(plot) is FileInfo p0)
+                return Program.Fail($"--plot {p0.Name} and --no-plot contradict each other");
+            s.Validate(f?.FullName ?? "built-in scenario");
+            string? plotPath = parse.GetValue(noPlot) ? null : parse.GetValue(plot)?.FullName ?? DefaultPlotPath(s);
+            string? tracePath = parse.GetValue(trace)?.FullName;
             if (parse.GetValue(compare))
             {
-                Summary fixedRun = RunOne(s with { Adaptive = false }, live: false);
-                Summary scheduled = RunOne(s with { Adaptive = true }, live: false);
+                Summary fixedRun = RunOne(s with { Adaptive = false }, live: false, "run 1/2 (static)", Suffixed(plotPath, "static"), Suffixed(tracePath, "static"));
+                Summary scheduled = RunOne(s with { Adaptive = true }, live: false, "run 2/2 (scheduled)", Suffixed(plotPath, "scheduled"), Suffixed(tracePath, "scheduled"));
                 ShowComparison(fixedRun, scheduled);
                 return fixedRun.AccountingOk && scheduled.AccountingOk ? 0 : 1;
             }
-            Summary result = RunOne(s with { Adaptive = !parse.GetValue(staticPartition) && s.Adaptive }, live: !Console.IsOutputRedirected);
+            Summary result = RunOne(s with { Adaptive = !parse.GetValue(staticPartition) && s.Adaptive }, live: !Console.IsOutputRedirected,
+                label: null, plotPath, tracePath);
             return result.AccountingOk ? 0 : 1;
         }));
         return command;
     }
 
+    internal static string DefaultPlotPath(Scenario s) =>
+        Path.GetFullPath(Path.Combine(DefaultOutputDirectory, $"pagelab-{SafeFileName(s.Name)}.png"));
+
+    private static string SafeFileName(string name)
+    {
+        char[] bad = Path.GetInvalidFileNameChars();
+        return new string(name.Select(c => bad.Contains(c) || char.IsWhiteSpace(c) ? '-' : c).ToArray());
+    }
+
+    // "out/plot.png" + "static" -> "out/plot-static.png"
+    private static string? Suffixed(string? path, string suffix) =>
+        path is null ? null : Path.Combine(Path.GetDirectoryName(path) ?? "", $"{Path.GetFileNameWithoutExtension(path)}-{suffix}{Path.GetExtension(path)}");
+
     private sealed record Summary(Scenario Scenario, TickSnapshot Last, TimeSpan Elapsed, bool AccountingOk);
 
-    private static Summary RunOne(Scenario s, bool live)
+    private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath)
     {
-        AnsiConsole.MarkupLine($"[bold]{Markup.Escape(s.Name)}[/]: {s.Vms.Count} VMs, host {s.HostPages} pages, {s.Ticks} ticks, " +
-                               $"{(s.Adaptive ? "scheduler on" : "static allocations")}, seed {s.Seed}");
+        AnsiConsole.MarkupLine($"{(label is null ? "" : $"{Markup.Escape(label)}: ")}[bold]{Markup.Escape(s.Name)}[/]: {s.Vms.Count} VMs, " +
+                               $"host {s.HostPages} pages, {s.Ticks} ticks, {(s.Adaptive ? "scheduler on" : "static allocations")}, seed {s.Seed}");
         var clock = Stopwatch.StartNew();
         using var runner = new ScenarioRunner(s);
+        RunTimeline timeline = RunTimeline.Attach(runner);
+        using RunTraceWriter? trace = tracePath is null ? null : new RunTraceWriter(runner, tracePath);
         runner.Boot();
         TickSnapshot last = new(0, runner.Snapshot(), runner.Arena.Counts.Free, 0, new(new Dictionary<string, int>(), new Dictionary<string, int>(), 0, 0));
+        var progress = new RunProgress(s.Ticks);
         int every = Math.Max(1, s.Ticks / 20);
         if (live)
         {
-            AnsiConsole.Live(Table(last, s)).Start(ctx =>
+            AnsiConsole.Live(Table(last, s, progress.Caption(0))).Start(ctx =>
             {
                 while (runner.Tick < s.Ticks)
                 {
                     last = runner.Advance();
-                    if (last.Tick % every == 0 || last.Tick == s.Ticks) ctx.UpdateTarget(Table(last, s));
+                    if (last.Tick % every == 0 || last.Tick == s.Ticks) ctx.UpdateTarget(Table(last, s, progress.Caption(last.Tick)));
                 }
             });
         }
@@ -76,28 +105,48 @@ internal static class RunCommand
             while (runner.Tick < s.Ticks)
             {
                 last = runner.Advance();
-                if (last.Tick % (every * 5) == 0) Console.WriteLine($"  tick {last.Tick}/{s.Ticks}");
+                if (progress.Due(last.Tick)) Console.WriteLine($"  {progress.Caption(last.Tick)}");
             }
-            AnsiConsole.Write(Table(last, s));
+            AnsiConsole.Write(Table(last, s, progress.Caption(last.Tick)));
         }
         List<string> problems = runner.CheckAccounting();
         clock.Stop();
-        AnsiConsole.MarkupLine($"{last.TransferredFrames} frames moved between VMs by ballooning; " +
-                               $"{clock.Elapsed.TotalSeconds:0.0} s.");
+        AnsiConsole.MarkupLine($"{last.TransferredFrames} frames moved between VMs by ballooning; {clock.Elapsed.TotalSeconds:0.0} s.");
         if (problems.Count == 0) AnsiConsole.MarkupLine("[green]Frame accounting: every frame is free or owned by exactly one guest page or pool.[/]");
         else foreach (string p in problems) AnsiConsole.MarkupLine($"[red]Frame accounting: {Markup.Escape(p)}[/]");
+        AnsiConsole.Write(SummaryTable(timeline));
+        if (plotPath is not null)
+        {
+            PlotImage image = TimelinePlot.SavePng(timeline, plotPath);
+            AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(image.Path)}[/] ({image.WidthPx}x{image.HeightPx} px)");
+            if (!image.HasText) AnsiConsole.MarkupLine("[yellow]plot: no font found, so the plot has no labels (Debian/Ubuntu: sudo apt-get install fonts-dejavu-core)[/]");
+        }
+        if (trace is not null) AnsiConsole.MarkupLine($"trace: [bold]{Markup.Escape(trace.Path)}[/] ({trace.EventsWritten} events)");
         return new Summary(s, last, clock.Elapsed, problems.Count == 0);
     }
 
-    private static Table Table(TickSnapshot t, Scenario s)
+    private static Table Table(TickSnapshot t, Scenario s, string progress)
     {
-        var table = new Table().Title($"tick {t.Tick}/{s.Ticks} · free host frames {t.FreeFrames} · moved {t.TransferredFrames}");
+        var table = new Table().Title($"{progress} · free host frames {t.FreeFrames} · moved {t.TransferredFrames}");
         foreach (string c in new[] { "VM", "alloc", "held", "balloon", "active est", "true WS", "guest free", "swap out", "swap in", "demand flt", "host stall", "bal. out", "condition", "avail" })
             table.AddColumn(new TableColumn(c).RightAligned());
         foreach (VmSnapshot v in t.Vms)
             table.AddRow(v.Name, $"{v.AllocationPages}", $"{v.HeldFrames}", $"{v.BalloonTarget}/{v.BalloonActual}", $"{v.ActiveEstimatePages}",
                 $"{v.WorkingSetPages}", $"{v.FreePages}", $"{v.SwapOuts}", $"{v.SwapIns}", $"{v.DemandFaults}", $"{v.HostStalls}", $"{v.BalloonPageOuts}",
                 $"{v.Condition}", $"{v.TrueAvailablePages}");
+        return table;
+    }
+
+    private static Table SummaryTable(RunTimeline timeline)
+    {
+        var table = new Table().Title($"summary of {timeline.Scenario.Name} over {timeline.Ticks.LastOrDefault()} ticks");
+        foreach (string c in new[] { "VM", "alloc range", "alloc end", "held end", "peak est", "frames in", "frames out",
+                     "page-outs", "page-ins", "demand flt", "host stall", "ticks low", "ticks crit", "inj+rec" })
+            table.AddColumn(new TableColumn(c).RightAligned());
+        foreach (VmRunSummary v in timeline.Summarize())
+            table.AddRow(v.Name, $"{v.MinAllocationPages}-{v.MaxAllocationPages}", $"{v.FinalAllocationPages}", $"{v.FinalHeldFrames}",
+                $"{v.PeakActiveEstimatePages}", $"{v.FramesIn}", $"{v.FramesOut}", $"{v.GuestPageOuts}", $"{v.GuestPageIns}",
+                $"{v.DemandFaults}", $"{v.HostStalls}", $"{v.LowTicks}", $"{v.CriticalTicks}", $"{v.Markers}");
         return table;
     }
 
@@ -111,5 +160,27 @@ internal static class RunCommand
             table.AddRow(a.Name, $"{a.SwapIns}", $"{b.SwapIns}", $"{a.SwapOuts}", $"{b.SwapOuts}", $"{a.AllocationPages}", $"{b.AllocationPages}");
         }
         AnsiConsole.Write(table);
+    }
+}
+
+/// <summary>Progress of a run in ticks: percentage, elapsed wall time and an estimate of what is left.</summary>
+internal sealed class RunProgress(int totalTicks)
+{
+    private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private int _nextPercent = 10;
+
+    /// <summary>True once per 10 % of the run (for line-by-line progress when output is redirected).</summary>
+    public bool Due(int tick)
+    {
+        if (tick * 100L < _nextPercent * (long)totalTicks) return false;
+        while (tick * 100L >= _nextPercent * (long)totalTicks) _nextPercent += 10;
+        return true;
+    }
+
+    public string Caption(int tick)
+    {
+        double elapsedS = _clock.Elapsed.TotalSeconds;
+        string left = tick == 0 || tick >= totalTicks ? "" : $", ~{elapsedS / tick * (totalTicks - tick):0.0} s left";
+        return $"tick {tick}/{totalTicks} ({100L * tick / totalTicks}%), {elapsedS:0.0} s{left}";
     }
 }

@@ -63,17 +63,31 @@ public sealed record Scenario
         AllowTrailingCommas = true,
     };
 
+    /// <summary>Host pages one scenario may share out: 64 GiB of 4 KiB pages, so the arena (host pages plus
+    /// demand pools and a step's frames in flight) always has a frame count the host can create.</summary>
+    public const ulong MaxHostPages = 1UL << 24;
+    /// <summary>Guest physical pages of all VMs together: each guest page costs address space, a page-table
+    /// entry in the fault engine and about 24 bytes of guest OS model.</summary>
+    public const ulong MaxTotalGuestPages = 1UL << 25;
+    public const ulong MinVmPages = 256, MaxVmPages = 1UL << 24;
+    public const int MaxVms = 64, MaxBatchPages = 1 << 16;
+
+    /// <summary>Reads and checks a scenario file: malformed JSON, unknown keys, values of the wrong type and
+    /// impossible configurations are refused (<see cref="ScenarioException"/>) before anything runs.</summary>
     public static Scenario Load(string path)
     {
+        string text = File.ReadAllText(path);
         Scenario s;
         try
         {
-            s = JsonSerializer.Deserialize<Scenario>(File.ReadAllText(path), Json)
-                ?? throw new ScenarioException(path, "$", "the file holds no scenario");
+            ScenarioFileCheck.Check(path, text);
+            s = JsonSerializer.Deserialize<Scenario>(text, Json)
+                ?? throw new ScenarioException(path, "$", "the file holds no scenario (null)");
         }
         catch (JsonException e)
         {
-            throw new ScenarioException(path, e.Path ?? "$", e.Message);
+            string key = e.Path is null or "$" ? "$" : e.Path.StartsWith("$.") ? e.Path[2..] : e.Path;
+            throw new ScenarioException(path, key, e.Message);
         }
         s.Validate(path);
         return s;
@@ -84,12 +98,14 @@ public sealed record Scenario
     public void Validate(string source = "built-in scenario")
     {
         void Fail(string key, string why) => throw new ScenarioException(source, key, why);
-        if (HostPages == 0) Fail("hostPages", "must be at least 1");
+        if (HostPages == 0 || HostPages > MaxHostPages)
+            Fail("hostPages", $"must be between 1 and {MaxHostPages} (64 GiB of 4 KiB pages), got {HostPages}");
         if (Ticks < 1) Fail("ticks", $"must be at least 1, got {Ticks}");
         if (SamplePeriodTicks < 1) Fail("samplePeriodTicks", $"must be at least 1, got {SamplePeriodTicks}");
-        if (BatchPages < 1) Fail("batchPages", $"must be at least 1, got {BatchPages}");
+        if (BatchPages is < 1 or > MaxBatchPages) Fail("batchPages", $"must be between 1 and {MaxBatchPages}, got {BatchPages}");
         if (IdleTax is < 0 or >= 1) Fail("idleTax", $"must be in [0, 1), got {IdleTax}");
-        if (Vms.Count == 0) Fail("vms", "needs at least one VM");
+        if (Vms is null || Vms.Count == 0) Fail("vms", "needs at least one VM");
+        if (Vms!.Count > MaxVms) Fail("vms", $"{Vms.Count} VMs, more than the limit of {MaxVms}");
         var names = new HashSet<string>();
         ulong initial = 0;
         for (int i = 0; i < Vms.Count; i++)
@@ -98,7 +114,7 @@ public sealed record Scenario
             string at = $"vms[{i}]";
             if (string.IsNullOrWhiteSpace(v.Name)) Fail($"{at}.name", "must not be empty");
             if (!names.Add(v.Name)) Fail($"{at}.name", $"'{v.Name}' is used twice");
-            if (v.Pages < 256 || v.Pages > 1 << 24) Fail($"{at}.pages", $"must be between 256 and {1 << 24}, got {v.Pages}");
+            if (v.Pages is < MinVmPages or > MaxVmPages) Fail($"{at}.pages", $"must be between {MinVmPages} and {MaxVmPages}, got {v.Pages}");
             if (v.Shares < 1) Fail($"{at}.shares", $"must be at least 1, got {v.Shares}");
             ulong max = v.MaxPages ?? v.Pages;
             if (max > v.Pages) Fail($"{at}.maxPages", $"{max} is more than the VM's {v.Pages} pages");
@@ -106,13 +122,17 @@ public sealed record Scenario
             ulong init = InitialOf(v);
             if (init < v.MinPages || init > max) Fail($"{at}.initialPages", $"{init} is outside [{v.MinPages}, {max}]");
             initial += init;
-            WorkloadSpec w = v.Workload;
-            if (w.Kind is not ("idle" or "active" or "growing")) Fail($"{at}.workload.kind", $"'{w.Kind}' is not idle, active or growing");
+            WorkloadSpec? w = v.Workload;
+            if (w is null) Fail($"{at}.workload", "must not be null");
+            if (w!.Kind is not ("idle" or "active" or "growing")) Fail($"{at}.workload.kind", $"'{w.Kind}' is not idle, active or growing");
             if (w.Pages == 0 || w.Pages >= v.Pages) Fail($"{at}.workload.pages", $"must be between 1 and the VM's pages - 1, got {w.Pages}");
             if (w.Kind == "growing" && (w.EndPages is not ulong e || e == 0 || e >= v.Pages))
                 Fail($"{at}.workload.endPages", $"a growing workload needs endPages between 1 and {v.Pages - 1}");
             if (w.TouchesPerTick < 0) Fail($"{at}.workload.touchesPerTick", $"must not be negative, got {w.TouchesPerTick}");
         }
+        ulong guestPages = Vms.Aggregate(0UL, (s, v) => s + v.Pages);
+        if (guestPages > MaxTotalGuestPages)
+            Fail("vms[*].pages", $"the VMs' guest physical memory totals {guestPages} pages, more than the limit of {MaxTotalGuestPages} (128 GiB of 4 KiB pages)");
         ulong mins = Vms.Aggregate(0UL, (s, v) => s + v.MinPages);
         if (mins > HostPages) Fail("vms[*].minPages", $"the VMs' minimums total {mins} pages, more than hostPages {HostPages}");
         if (initial > HostPages) Fail("vms[*].initialPages", $"initial allocations total {initial} pages, more than hostPages {HostPages}");

@@ -1,7 +1,9 @@
 // Runs a scenario: builds the arena, VMs, guest OSes, balloon applications and the scheduler, then
 // advances time tick by tick (workloads, balloon steps, sampling periods) and reports every VM's memory.
+using System.Diagnostics;
 using PageLab.Core.Balloon;
 using PageLab.Core.Condition;
+using PageLab.Core.Faults;
 using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
@@ -22,6 +24,10 @@ public sealed class ScenarioRunner : IDisposable
 {
     private readonly List<IWorkload> _workloads = new();
     private readonly Random _rng;
+    private readonly Dictionary<string, long> _refused = new();   // each VM's refused balloon reports so far
+    private readonly List<FrameMove> _moves = new();        // moves of the step in progress, raised after it
+    private readonly PageLabMetrics.Source _metrics;
+    private MemoryLevel[] _levels = [];
     private int _tick;
     private GuestVm? _unscheduled; // created but not yet owned by the scheduler (for cleanup on failure)
 
@@ -58,7 +64,16 @@ public sealed class ScenarioRunner : IDisposable
             throw;
         }
         Condition = new ConditionService(Scheduler);
+        Scheduler.FramesMoved += _moves.Add;
+        _metrics = PageLabMetrics.Register(scenario.Name);
     }
+
+    /// <summary>Every event of the run, in order: the scenario at boot, decisions, balloon steps, frame
+    /// moves, condition changes, events reported through <see cref="Record"/>, and the end.</summary>
+    public event Action<RunEvent>? EventRaised;
+
+    /// <summary>Every VM's memory after boot (tick 0) and after every tick.</summary>
+    public event Action<TickSnapshot>? Ticked;
 
     public Scenario Scenario { get; }
     public HostArena Arena { get; }
@@ -70,25 +85,138 @@ public sealed class ScenarioRunner : IDisposable
     /// <summary>Inflates every balloon to its starting target so each VM fits its initial allocation.</summary>
     public void Boot()
     {
+        Raise(new RunEvent { Tick = 0, Kind = RunEventKind.Run, Scenario = Scenario });
         for (int i = 0; i < 10_000; i++)
         {
-            StepReport r = Scheduler.Step();
+            StepReport r = StepAndReport();
             if (r.Inflated.Values.Sum() == 0 && r.Deflated.Values.Sum() == 0) break;
         }
-        Scheduler.SamplePeriod();
+        SamplePeriodAndReport();
+        List<VmSnapshot> vms = Snapshot();
+        _levels = vms.Select(v => v.Condition).ToArray();
+        Publish(new TickSnapshot(0, vms, Arena.Counts.Free, Scheduler.TransferredFrames, new StepReport(
+            new Dictionary<string, int>(), new Dictionary<string, int>(), 0, 0)));
+    }
+
+    /// <summary>Reports an event from another layer (an injected error, a recovery) at the current tick:
+    /// it goes to the trace, the timeline's markers and the metrics like the runner's own events.</summary>
+    public void Record(RunEvent e)
+    {
+        ArgumentNullException.ThrowIfNull(e);
+        if (e.Tick != _tick) throw new ArgumentException($"event at tick {e.Tick} reported at tick {_tick}", nameof(e));
+        if (e.Kind is not (RunEventKind.Injection or RunEventKind.Recovery))
+            throw new ArgumentException($"only injection and recovery events are reported from outside, got {e.Kind}", nameof(e));
+        if (e.Vm is not null && !Scheduler.Vms.Any(v => v.Vm.Name == e.Vm))
+            throw new ArgumentException($"event for VM '{e.Vm}', which is not in scenario '{Scenario.Name}'", nameof(e));
+        var tags = PageLabMetrics.With(_metrics, PageLabMetrics.VmTag, e.Vm);
+        (e.Kind == RunEventKind.Injection ? PageLabMetrics.Injections : PageLabMetrics.Recoveries).Add(1, tags);
+        Raise(e);
     }
 
     /// <summary>Advances one tick: every workload runs, every balloon takes one step, and at the end of
     /// a sampling period the scheduler re-estimates working sets and reallocates.</summary>
     public TickSnapshot Advance()
     {
+        long start = Stopwatch.GetTimestamp();
         _tick++;
         for (int i = 0; i < _workloads.Count; i++) _workloads[i].Step(_tick, _rng);
-        if (_tick % Scenario.SamplePeriodTicks == 0) Scheduler.SamplePeriod();
-        StepReport step = Scheduler.Step();
+        if (_tick % Scenario.SamplePeriodTicks == 0) SamplePeriodAndReport();
+        StepReport step = StepAndReport();
         Condition.Tick(_tick);
-        return new TickSnapshot(_tick, Snapshot(), Arena.Counts.Free, Scheduler.TransferredFrames, step);
+        var snapshot = new TickSnapshot(_tick, Snapshot(), Arena.Counts.Free, Scheduler.TransferredFrames, step);
+        for (int i = 0; i < snapshot.Vms.Count && i < _levels.Length; i++)
+        {
+            VmSnapshot v = snapshot.Vms[i];
+            if (v.Condition == _levels[i]) continue;
+            _levels[i] = v.Condition;
+            Raise(new RunEvent { Tick = _tick, Kind = RunEventKind.Condition, Vm = v.Name, Level = v.Condition });
+        }
+        if (_tick == Scenario.Ticks)
+            Raise(new RunEvent { Tick = _tick, Kind = RunEventKind.End, Frames = snapshot.TransferredFrames });
+        PageLabMetrics.TickDuration.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds, _metrics.Tags);
+        Publish(snapshot);
+        return snapshot;
     }
+
+    // One scheduler step, then its events in causal order: balloons inflate, frames move, balloons deflate.
+    private StepReport StepAndReport()
+    {
+        long start = Stopwatch.GetTimestamp();
+        _moves.Clear();
+        StepReport r = Scheduler.Step();
+        PageLabMetrics.StepDuration.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds, _metrics.Tags);
+        foreach (ScheduledVm v in Scheduler.Vms)
+        {
+            long refusedBefore = _refused.GetValueOrDefault(v.Vm.Name);
+            long refused = v.Backend.RefusedTotal - refusedBefore;
+            _refused[v.Vm.Name] = v.Backend.RefusedTotal;
+            if (refused > 0) PageLabMetrics.Refused.Add(refused, PageLabMetrics.With(_metrics, PageLabMetrics.VmTag, v.Vm.Name));
+            if ((r.Inflated.TryGetValue(v.Vm.Name, out int n) && n > 0) || refused > 0)
+                Raise(new RunEvent
+                {
+                    Tick = _tick, Kind = RunEventKind.Inflate, Vm = v.Vm.Name, Frames = n,
+                    BalloonTargetPages = v.BalloonTargetPages, BalloonActualPages = v.Backend.ActualPages,
+                    Refused = refused > 0 ? (int)refused : null,
+                });
+        }
+        foreach (FrameMove m in _moves)
+        {
+            RunEventKind kind = m.From is null ? RunEventKind.Grant : m.To is null ? RunEventKind.Return : RunEventKind.Transfer;
+            if (kind == RunEventKind.Transfer)
+            {
+                TagList tags = PageLabMetrics.With(_metrics, PageLabMetrics.FromTag, m.From);
+                tags.Add(PageLabMetrics.ToTag, m.To);
+                PageLabMetrics.Transfers.Add(m.Frames, tags);
+            }
+            Raise(new RunEvent { Tick = _tick, Kind = kind, From = m.From, To = m.To, Frames = m.Frames });
+        }
+        foreach (ScheduledVm v in Scheduler.Vms)
+            if (r.Deflated.TryGetValue(v.Vm.Name, out int n) && n > 0)
+                Raise(new RunEvent
+                {
+                    Tick = _tick, Kind = RunEventKind.Deflate, Vm = v.Vm.Name, Frames = n,
+                    BalloonTargetPages = v.BalloonTargetPages, BalloonActualPages = v.Backend.ActualPages,
+                });
+        return r;
+    }
+
+    // The end of a sampling period: new estimates and allocations, one decision event per VM.
+    private void SamplePeriodAndReport()
+    {
+        long start = Stopwatch.GetTimestamp();
+        Scheduler.SamplePeriod();
+        PageLabMetrics.SamplePeriodDuration.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds, _metrics.Tags);
+        foreach (ScheduledVm v in Scheduler.Vms)
+            Raise(new RunEvent
+            {
+                Tick = _tick, Kind = RunEventKind.Decision, Vm = v.Vm.Name, AllocationPages = v.AllocationPages,
+                BalloonTargetPages = v.BalloonTargetPages, BalloonActualPages = v.Backend.ActualPages,
+                ActiveEstimatePages = ActiveEstimate(v),
+            });
+    }
+
+    private void Raise(RunEvent e) => EventRaised?.Invoke(e);
+
+    private void Publish(TickSnapshot s)
+    {
+        Ticked?.Invoke(s);
+        if (!PageLabMetrics.Observed) return;
+        FrameCounts c = Arena.Counts;
+        var vms = new List<VmMetrics>(s.Vms.Count);
+        for (int i = 0; i < s.Vms.Count; i++)
+        {
+            VmSnapshot v = s.Vms[i];
+            FaultCounters f = Scheduler.Vms[i].Vm.Counters;
+            vms.Add(new VmMetrics(v.Name, v.HeldFrames, v.AllocationPages, v.BalloonTarget, v.BalloonActual, v.ActiveEstimatePages,
+                (int)v.Condition, v.SwapOuts, v.SwapIns,
+                [("demand", f.DemandFaults), ("sample_touch", f.SampleTouches), ("pool_empty", f.PoolEmpty), ("map_failure", f.MapFailures),
+                 ("guest_major", v.MajorFaults), ("guest_minor", v.MinorFaults), ("host_stall", v.HostStalls)]));
+        }
+        PageLabMetrics.Publish(_metrics, new RunMetrics(c.Free, c.Held + c.Guest + c.Parity, c.Retired, vms));
+    }
+
+    private static ulong ActiveEstimate(ScheduledVm v) =>
+        (ulong)Math.Round(v.WorkingSet.ActiveFraction * Math.Max(0, v.Vm.HeldFrames - v.Vm.PoolCount));
 
     public IEnumerable<TickSnapshot> Run()
     {
@@ -104,7 +232,7 @@ public sealed class ScenarioRunner : IDisposable
             ScheduledVm v = Scheduler.Vms[i];
             GuestMemoryStats s = v.Os.Stats;
             long held = v.Vm.HeldFrames;
-            ulong active = (ulong)Math.Round(v.WorkingSet.ActiveFraction * Math.Max(0, held - v.Vm.PoolCount));
+            ulong active = ActiveEstimate(v);
             MemoryConditionReport c = Condition.Query(v.Vm.Name);
             list.Add(new VmSnapshot(v.Vm.Name, v.Vm.PageCount, v.AllocationPages, held, v.BalloonTargetPages,
                 v.Backend.ActualPages, active, _workloads[i].WorkingSetPages(_tick), s.FreePages, s.FreePages,
@@ -130,6 +258,7 @@ public sealed class ScenarioRunner : IDisposable
 
     public void Dispose()
     {
+        _metrics?.Dispose();
         foreach (ScheduledVm v in Scheduler?.Vms ?? [])
         {
             v.Os.Dispose();

@@ -54,6 +54,11 @@ public sealed class ScheduledVm
     public ulong Overcommitted { get; internal set; }
 }
 
+/// <summary>Frames one step moved: from one VM's balloon into another VM (both named), from the free
+/// arena into a VM (<paramref name="From"/> null), or from a VM's balloon back to the arena
+/// (<paramref name="To"/> null).</summary>
+public readonly record struct FrameMove(string? From, string? To, int Frames);
+
 /// <summary>Pages moved by one scheduler step.</summary>
 public sealed record StepReport(IReadOnlyDictionary<string, int> Inflated, IReadOnlyDictionary<string, int> Deflated,
     int TransferredFrames, int RefusedReports);
@@ -77,6 +82,10 @@ public sealed class MemoryScheduler
     public SchedulerOptions Options { get; }
     public IReadOnlyList<ScheduledVm> Vms => _vms;
     public long TransferredFrames { get; private set; }
+
+    /// <summary>Raised during <see cref="Step"/> for every run of frames it moves, in the order it moves
+    /// them (for traces and metrics; the handler must not call back into the scheduler).</summary>
+    public event Action<FrameMove>? FramesMoved;
 
     public ScheduledVm Add(GuestOperatingSystem os, BalloonApplication app, int shares, ulong minPages, ulong maxPages, ulong allocationPages)
     {
@@ -112,6 +121,8 @@ public sealed class MemoryScheduler
         var inflated = new Dictionary<string, int>();
         var deflated = new Dictionary<string, int>();
         var frames = new List<HostFrame>();
+        // Where the frames in `frames` came from, front to back (a VM's name, or null for the arena).
+        var sources = FramesMoved is null ? null : new List<(string? Vm, int Frames)>();
         int refused = 0;
         foreach (ScheduledVm v in _vms)
         {
@@ -121,6 +132,7 @@ public sealed class MemoryScheduler
             {
                 ReclaimResult r = v.Backend.Inflate((int)Math.Min((ulong)Options.BatchPages, v.BalloonTargetPages - v.Backend.ActualPages));
                 frames.AddRange(r.Frames);
+                if (r.Frames.Length > 0) sources?.Add((v.Vm.Name, r.Frames.Length));
                 refused += r.RefusedCount;
                 inflated[v.Vm.Name] = r.Frames.Length;
             }
@@ -133,16 +145,36 @@ public sealed class MemoryScheduler
             long room = (long)v.AllocationPages - v.Vm.HeldFrames;
             want = (int)Math.Min(want, Math.Max(0, room));
             if (want > frames.Count && Arena.Counts.Free > 0)
-                frames.AddRange(Arena.Allocate((uint)Math.Min(want - frames.Count, Arena.Counts.Free)));
+            {
+                int fromArena = (int)Math.Min(want - frames.Count, Arena.Counts.Free);
+                frames.AddRange(Arena.Allocate((uint)fromArena));
+                sources?.Add((null, fromArena));
+            }
             int take = Math.Min(want, frames.Count);
             int used = v.Backend.Deflate(take, frames.Take(take).ToArray());
             frames.RemoveRange(0, used);
+            if (sources is not null) RaiseMoves(sources, used, v.Vm.Name);
             deflated[v.Vm.Name] = used;
             TransferredFrames += Math.Min(used, reclaimed);
             reclaimed = Math.Max(0, reclaimed - used);
         }
         if (frames.Count > 0) Arena.Release(frames.ToArray());
+        if (sources is not null) RaiseMoves(sources, frames.Count, to: null);
         return new StepReport(inflated, deflated, deflated.Values.Sum(), refused);
+    }
+
+    // Takes `count` frames off the front of `sources` and reports them, one move per source.
+    private void RaiseMoves(List<(string? Vm, int Frames)> sources, int count, string? to)
+    {
+        while (count > 0 && sources.Count > 0)
+        {
+            (string? from, int n) = sources[0];
+            int moved = Math.Min(n, count);
+            if (moved == n) sources.RemoveAt(0);
+            else sources[0] = (from, n - moved);
+            count -= moved;
+            if (from is not null || to is not null) FramesMoved?.Invoke(new FrameMove(from, to, moved));
+        }
     }
 
     // The vCPU's exit to the host when the guest is about to use a page with no frame behind it:

@@ -1,0 +1,75 @@
+// What happens in a run, as events: the scenario, scheduler decisions, balloon steps, frames moving
+// between VMs, condition changes, and (reported by other layers) injected errors and recoveries.
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using PageLab.Core.Condition;
+
+namespace PageLab.Core.Scenarios;
+
+/// <summary>The kinds of <see cref="RunEvent"/>; the trace writes them in snake_case.</summary>
+public enum RunEventKind
+{
+    /// <summary>Tick 0, first event: the scenario as run (with its seed), enough to run it again.</summary>
+    Run,
+    /// <summary>End of a sampling period: one VM's new allocation, balloon target and working-set estimate.</summary>
+    Decision,
+    /// <summary>A VM's balloon took <c>frames</c> guest pages (their frames went to the host).</summary>
+    Inflate,
+    /// <summary>A VM's balloon gave back <c>frames</c> guest pages, each backed by a host frame.</summary>
+    Deflate,
+    /// <summary><c>frames</c> frames reclaimed from VM <c>from</c> were mapped into VM <c>to</c>.</summary>
+    Transfer,
+    /// <summary><c>frames</c> free arena frames were mapped into VM <c>to</c>.</summary>
+    Grant,
+    /// <summary><c>frames</c> frames reclaimed from VM <c>from</c> went back to the free arena.</summary>
+    Return,
+    /// <summary>A VM's memory condition level changed to <c>level</c>.</summary>
+    Condition,
+    /// <summary>An error was injected into a VM's memory (reported through <see cref="ScenarioRunner.Record"/>).</summary>
+    Injection,
+    /// <summary>A VM's memory recovered from an error (reported through <see cref="ScenarioRunner.Record"/>).</summary>
+    Recovery,
+    /// <summary>Last event: the run reached its last tick.</summary>
+    End,
+}
+
+/// <summary>One thing that happened at a tick. Which fields are set depends on <see cref="Kind"/>;
+/// unset fields are null and left out of the trace. No wall-clock times: a seeded run's events are
+/// the same, in the same order, every time.</summary>
+public sealed record RunEvent
+{
+    public required int Tick { get; init; }
+    public required RunEventKind Kind { get; init; }
+    public string? Vm { get; init; }
+    public string? From { get; init; }
+    public string? To { get; init; }
+    public long? Frames { get; init; }
+    public ulong? AllocationPages { get; init; }
+    public ulong? BalloonTargetPages { get; init; }
+    public ulong? BalloonActualPages { get; init; }
+    public ulong? ActiveEstimatePages { get; init; }
+    public MemoryLevel? Level { get; init; }
+    /// <summary>Balloon reports the host refused in this step (a misbehaving or unlucky balloon).</summary>
+    public int? Refused { get; init; }
+    /// <summary>Free text from the layer that reported the event (e.g. what was injected, how it recovered).</summary>
+    public string? Detail { get; init; }
+    /// <summary>On <see cref="RunEventKind.Run"/>: the scenario, so a trace says how to run it again.</summary>
+    public Scenario? Scenario { get; init; }
+
+    /// <summary>Events drawn as markers on a timeline (the rest are visible in its series).</summary>
+    [JsonIgnore]
+    public bool IsMarker => Kind is RunEventKind.Injection or RunEventKind.Recovery;
+
+    internal static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+    };
+
+    /// <summary>This event as one line of JSON, e.g. {"tick":12,"kind":"transfer","from":"idle","to":"active","frames":128}.</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    public static RunEvent FromJson(string line) =>
+        JsonSerializer.Deserialize<RunEvent>(line, Json) ?? throw new JsonException($"'{line}' holds no event");
+}

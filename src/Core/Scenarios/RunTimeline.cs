@@ -1,0 +1,115 @@
+// The timeline of a run as plain data: per VM and tick, host frames held, balloon target and actual,
+// working-set estimate, guest page-outs and condition level, plus marker events (injections, recoveries).
+using PageLab.Core.Condition;
+
+namespace PageLab.Core.Scenarios;
+
+/// <summary>One VM's series, one value per recorded tick (aligned with <see cref="RunTimeline.Ticks"/>).</summary>
+public sealed class VmTimeline(string name, ulong pages)
+{
+    public string Name { get; } = name;
+    public ulong Pages { get; } = pages;
+    public List<long> HeldFrames { get; } = new();
+    public List<ulong> AllocationPages { get; } = new();
+    public List<ulong> BalloonTargetPages { get; } = new();
+    public List<ulong> BalloonActualPages { get; } = new();
+    public List<ulong> ActiveEstimatePages { get; } = new();
+    /// <summary>The workload's true working set (what the estimate is after).</summary>
+    public List<ulong> WorkingSetPages { get; } = new();
+    /// <summary>Guest page-outs (swap-outs) so far.</summary>
+    public List<ulong> GuestPageOuts { get; } = new();
+    public List<ulong> GuestPageIns { get; } = new();
+    public List<ulong> DemandFaults { get; } = new();
+    public List<ulong> HostStalls { get; } = new();
+    public List<MemoryLevel> Condition { get; } = new();
+    /// <summary>Frames mapped into this VM from other VMs' balloons.</summary>
+    public long FramesIn { get; internal set; }
+    /// <summary>Frames reclaimed from this VM's balloon and mapped into other VMs.</summary>
+    public long FramesOut { get; internal set; }
+}
+
+/// <summary>What one VM did over a whole run (the end-of-run summary table).</summary>
+public sealed record VmRunSummary(
+    string Name, ulong MinAllocationPages, ulong MaxAllocationPages, ulong FinalAllocationPages, long FinalHeldFrames,
+    ulong PeakActiveEstimatePages, long FramesIn, long FramesOut, ulong GuestPageOuts, ulong GuestPageIns,
+    ulong DemandFaults, ulong HostStalls, int LowTicks, int CriticalTicks, int Markers);
+
+public sealed class RunTimeline
+{
+    private readonly Dictionary<string, VmTimeline> _byName = new();
+    private readonly List<RunEvent> _markers = new();
+
+    /// <summary>An empty timeline for <paramref name="scenario"/>; fill it with <see cref="Add(TickSnapshot)"/>
+    /// and <see cref="Add(RunEvent)"/>, or let <see cref="Attach"/> do it.</summary>
+    public RunTimeline(Scenario scenario)
+    {
+        Scenario = scenario;
+        foreach (VmSpec v in scenario.Vms)
+        {
+            var t = new VmTimeline(v.Name, v.Pages);
+            Vms.Add(t);
+            _byName[v.Name] = t;
+        }
+    }
+
+    public Scenario Scenario { get; }
+    public List<int> Ticks { get; } = new();
+    public List<long> FreeFrames { get; } = new();
+    public List<VmTimeline> Vms { get; } = new();
+    /// <summary>Events shown as markers (<see cref="RunEvent.IsMarker"/>), in the order they happened.</summary>
+    public IReadOnlyList<RunEvent> Markers => _markers;
+
+    /// <summary>A timeline that records every tick and event <paramref name="runner"/> reports from now on.</summary>
+    public static RunTimeline Attach(ScenarioRunner runner)
+    {
+        var t = new RunTimeline(runner.Scenario);
+        runner.Ticked += t.Add;
+        runner.EventRaised += t.Add;
+        return t;
+    }
+
+    public void Add(TickSnapshot s)
+    {
+        if (Ticks.Count > 0 && s.Tick <= Ticks[^1])
+            throw new ArgumentException($"tick {s.Tick} is not after the last recorded tick {Ticks[^1]}", nameof(s));
+        Ticks.Add(s.Tick);
+        FreeFrames.Add(s.FreeFrames);
+        foreach (VmSnapshot v in s.Vms)
+        {
+            VmTimeline t = Vm(v.Name);
+            t.HeldFrames.Add(v.HeldFrames);
+            t.AllocationPages.Add(v.AllocationPages);
+            t.BalloonTargetPages.Add(v.BalloonTarget);
+            t.BalloonActualPages.Add(v.BalloonActual);
+            t.ActiveEstimatePages.Add(v.ActiveEstimatePages);
+            t.WorkingSetPages.Add(v.WorkingSetPages);
+            t.GuestPageOuts.Add(v.SwapOuts);
+            t.GuestPageIns.Add(v.SwapIns);
+            t.DemandFaults.Add(v.DemandFaults);
+            t.HostStalls.Add(v.HostStalls);
+            t.Condition.Add(v.Condition);
+        }
+    }
+
+    public void Add(RunEvent e)
+    {
+        if (e.IsMarker) _markers.Add(e);
+        if (e.Kind == RunEventKind.Transfer && e.Frames is long n)
+        {
+            if (e.From is not null) Vm(e.From).FramesOut += n;
+            if (e.To is not null) Vm(e.To).FramesIn += n;
+        }
+    }
+
+    public VmTimeline Vm(string name) =>
+        _byName.TryGetValue(name, out VmTimeline? t) ? t : throw new ArgumentException($"no VM named '{name}' (VMs: {string.Join(", ", _byName.Keys)})", nameof(name));
+
+    /// <summary>Per VM: allocation range, frames moved, paging and faults at the end, time in each condition.</summary>
+    public List<VmRunSummary> Summarize() => Vms.Select(v => new VmRunSummary(
+        v.Name,
+        v.AllocationPages.DefaultIfEmpty().Min(), v.AllocationPages.DefaultIfEmpty().Max(), v.AllocationPages.LastOrDefault(),
+        v.HeldFrames.LastOrDefault(), v.ActiveEstimatePages.DefaultIfEmpty().Max(), v.FramesIn, v.FramesOut,
+        v.GuestPageOuts.LastOrDefault(), v.GuestPageIns.LastOrDefault(), v.DemandFaults.LastOrDefault(), v.HostStalls.LastOrDefault(),
+        v.Condition.Count(c => c == MemoryLevel.Low), v.Condition.Count(c => c == MemoryLevel.Critical),
+        _markers.Count(m => m.Vm == v.Name))).ToList();
+}
