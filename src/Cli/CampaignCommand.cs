@@ -17,11 +17,15 @@ internal static class CampaignCommand
         var seed = new Option<int>("--seed") { Description = "Seed of the campaign", DefaultValueFactory = _ => 1 };
         var k = new Option<int>("--group-size") { Description = "Pages per parity group (2..32)", DefaultValueFactory = _ => 8 };
         var gc = new Option<bool>("--gc-stress") { Description = "Run a thread that forces full GCs meanwhile" };
+        var plot = new Option<string?>("--plot") { Description = "Where to write the campaign's PNG (default: artifacts/pagelab-campaign.png)" };
+        var noPlot = new Option<bool>("--no-plot") { Description = "Do not write a PNG" };
         var command = new Command("campaign", "Inject many memory errors of every kind while guest threads run; print what was recovered, contained or lost.");
         command.Options.Add(injections);
         command.Options.Add(seed);
         command.Options.Add(k);
         command.Options.Add(gc);
+        command.Options.Add(plot);
+        command.Options.Add(noPlot);
         command.SetAction(parse => Program.Guarded(() =>
         {
             var options = new CampaignOptions
@@ -50,6 +54,11 @@ internal static class CampaignCommand
             foreach ((CampaignTarget t, long n) in r.Targets.OrderBy(kv => kv.Key)) table.AddRow($"  injected into {t}", $"{n}");
             AnsiConsole.Write(table);
             foreach (string p in r.Problems) AnsiConsole.MarkupLine($"[red]{Markup.Escape(p)}[/]");
+            if (!parse.GetValue(noPlot))
+            {
+                PageLab.Report.PlotImage image = PageLab.Report.CampaignPlot.SavePng(r, parse.GetValue(plot) ?? Path.Combine("artifacts", "pagelab-campaign.png"));
+                AnsiConsole.MarkupLine($"Plot: {Markup.Escape(image.Path)} ({image.WidthPx}x{image.HeightPx})");
+            }
             return r.Lost == 0 && r.Problems.Count == 0 && r.ReaderMismatches == 0 ? 0 : 1;
         }));
         return command;

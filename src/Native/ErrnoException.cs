@@ -1,4 +1,5 @@
-// The one exception type for a failed OS call: keeps the operation, the raw errno and its text.
+// The one exception type for a failed OS call: keeps the operation, the raw errno (Win32 error code on
+// Windows) and its text.
 using System.Runtime.InteropServices;
 
 namespace PageLab.Native;
@@ -6,7 +7,7 @@ namespace PageLab.Native;
 public sealed class ErrnoException : IOException
 {
     public ErrnoException(string operation, int errno)
-        : base($"{operation} failed: {Marshal.GetPInvokeErrorMessage(errno)} (errno {errno})")
+        : base($"{operation} failed: {Marshal.GetPInvokeErrorMessage(errno)} ({(OperatingSystem.IsWindows() ? "Win32 error" : "errno")} {errno})")
     {
         Operation = operation;
         Errno = errno;

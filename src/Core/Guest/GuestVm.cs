@@ -53,7 +53,7 @@ public sealed unsafe partial class GuestVm : IDisposable
         if (poolCapacity == 0)
             throw new ArgumentOutOfRangeException(nameof(poolCapacity), poolCapacity, "the demand pool needs room for at least one frame");
         FaultEngine.EnsureInstalled();
-        FaultEngine.Check(Lib.RegionCreate((int)arena.OsHandle, arena.HostView, arena.FrameCount, pages, poolCapacity, out int region, out nint b),
+        FaultEngine.Check(Lib.RegionCreate(arena.OsHandle, arena.HostView, arena.FrameCount, pages, poolCapacity, out int region, out nint b),
             $"reserving {pages} guest pages for VM '{name}'");
         arena.VmCreated();
         return new GuestVm(arena, name, pages, poolCapacity, region, b);

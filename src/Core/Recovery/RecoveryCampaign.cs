@@ -27,11 +27,14 @@ public sealed record CampaignOptions
 
 public enum CampaignTarget { ReadMostlyPage, WrittenPage, DiskPage, SilentPage, UnprotectedPage, ParityFrame, FreeFrame }
 
+/// <summary>One injection of a campaign: where, what kind, how it ended, how long handling took.</summary>
+public readonly record struct CampaignSample(int Index, CampaignTarget Target, ErrorKind Kind, ErrorOutcome Outcome, bool Lost, double Micros);
+
 public sealed record CampaignResult(
     long Injected, IReadOnlyDictionary<ErrorOutcome, long> Outcomes, IReadOnlyDictionary<CampaignTarget, long> Targets,
     long SilentFound, long Lost, long ReaderMismatches, long ReaderChecks, ulong HandlerRecoveries, ulong TrackedWrites,
     long ContextsTerminated, long Retired, double P50Micros, double P90Micros, double P99Micros,
-    IReadOnlyList<string> Problems, TimeSpan Elapsed)
+    IReadOnlyList<string> Problems, TimeSpan Elapsed, IReadOnlyList<CampaignSample> Samples)
 {
     public long Recovered => Outcomes.GetValueOrDefault(ErrorOutcome.Recovered) + Outcomes.GetValueOrDefault(ErrorOutcome.ParityRebuilt)
                              + Outcomes.GetValueOrDefault(ErrorOutcome.FreeFrameRetired);
@@ -101,6 +104,7 @@ public static class RecoveryCampaign
             var outcomes = new Dictionary<ErrorOutcome, long>();
             var targets = new Dictionary<CampaignTarget, long>();
             var latencies = new List<double>(o.Injections);
+            var samples = new List<CampaignSample>(o.Injections);
             long lost = 0, silentFound = 0, contexts = 0;
             var problems = new List<string>();
             for (int n = 0; n < o.Injections;)
@@ -111,6 +115,7 @@ public static class RecoveryCampaign
                     engine.Reprotect();
                     progress?.Report(n);
                 }
+                long lostBefore = lost;
                 var target = (CampaignTarget)rng.Next(7);
                 var kind = (ErrorKind)rng.Next(4);
                 (int offset, byte[] mask) = FaultInjector.Pattern(kind, arena.PageSize, rng);
@@ -189,6 +194,7 @@ public static class RecoveryCampaign
                         break;
                     }
                 }
+                samples.Add(new CampaignSample(n, target, kind, report!.Outcome, lost > lostBefore, report.Latency.TotalMicroseconds));
                 n++;
                 targets[target] = targets.GetValueOrDefault(target) + 1;
                 outcomes[report!.Outcome] = outcomes.GetValueOrDefault(report.Outcome) + 1;
@@ -213,7 +219,7 @@ public static class RecoveryCampaign
             FaultCountersSnapshot counters = new(vm.Counters.HandlerRecoveries, vm.Counters.TrackedWrites);
             return new CampaignResult(o.Injections, outcomes, targets, silentFound, lost, readerMismatches, readerChecks,
                 counters.HandlerRecoveries, counters.TrackedWrites, contexts, engine.RetiredFrames.Count,
-                Percentile(latencies, 0.50), Percentile(latencies, 0.90), Percentile(latencies, 0.99), problems, clock.Elapsed);
+                Percentile(latencies, 0.50), Percentile(latencies, 0.90), Percentile(latencies, 0.99), problems, clock.Elapsed, samples);
         }
         finally
         {

@@ -1,4 +1,5 @@
-// Declarations of libpagelab, the C fault engine in c/pagelab_fault.c (its protocol is written there).
+// Declarations of libpagelab (libpagelab.so / libpagelab.dll), the C fault engine in c/pagelab_fault.c
+// (its protocol is written there).
 // Every call runs in preemptive mode, so the GC never stops one half way while it holds a region lock.
 using System.Runtime.InteropServices;
 
@@ -8,7 +9,9 @@ internal static unsafe partial class Interop
 {
     internal static partial class PageLab
     {
-        private const string Lib = "pagelab";
+        // "libpagelab": the runtime probes libpagelab.so on Linux and libpagelab.dll on Windows, where a
+        // plain "pagelab.dll" would collide with the `pagelab` command's own assembly.
+        private const string Lib = "libpagelab";
 
         public const int EINVAL = -100000;
         public const int EMAPLIMIT = -100001;
@@ -27,7 +30,7 @@ internal static unsafe partial class Interop
         [LibraryImport(Lib, EntryPoint = "pl_chained_faults")] public static partial ulong ChainedFaults();
 
         [LibraryImport(Lib, EntryPoint = "pl_region_create")]
-        public static partial int RegionCreate(int fd, nint hostView, ulong arenaFrames, ulong pages, uint poolCapacity, out int id, out nint @base);
+        public static partial int RegionCreate(nint arena, nint hostView, ulong arenaFrames, ulong pages, uint poolCapacity, out int id, out nint @base);
 
         [LibraryImport(Lib, EntryPoint = "pl_region_destroy")] public static partial int RegionDestroy(int id);
 
@@ -61,7 +64,7 @@ internal static unsafe partial class Interop
     
 
         [LibraryImport(Lib, EntryPoint = "pl_page_hash")] public static partial ulong PageHash(byte* page, ulong bytes);
-        [LibraryImport(Lib, EntryPoint = "pl_set_disk_fd")] public static partial int SetDiskFd(int id, int fd);
+        [LibraryImport(Lib, EntryPoint = "pl_set_disk_fd")] public static partial int SetDiskFd(int id, nint disk);
 
         [LibraryImport(Lib, EntryPoint = "pl_group_create")]
         public static partial int GroupCreate(int id, ulong* pages, uint k, uint parityFrame);

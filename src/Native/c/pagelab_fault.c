@@ -51,8 +51,38 @@
  * VMAs its pages need (the kernel merges neighbours with the same protection and contiguous arena
  * offsets, and all unbacked pages into one anonymous VMA), and a process-wide sum that must stay
  * within a budget C# sets below the sysctl. An operation that would pass it fails with PL_EMAPLIMIT
- * and changes nothing.
+ * and changes nothing. (On Windows the same model is kept; it is harmless there.)
+ *
+ * TWO OPERATING SYSTEMS. Everything above is shared. What differs sits in the "OS layer" section
+ * below, behind a few static functions (map frames at a page, make a page a hole, change protection,
+ * reserve and release a region, read the disk copy, install the handler):
+ *   Linux    the arena is a memfd; a guest page is a MAP_SHARED|MAP_FIXED view of it; a hole is
+ *            anonymous PROT_NONE memory; protection is mprotect; the handler is a SIGSEGV sigaction
+ *            that chains to the runtime's.
+ *   Windows  the arena is a pagefile-backed section; the region is a placeholder reservation split
+ *            into one placeholder per guest page at create (a view can only be unmapped whole); a
+ *            page is mapped with MapViewOfFile3(MEM_REPLACE_PLACEHOLDER) and made a hole again with
+ *            UnmapViewOfFile2(MEM_PRESERVE_PLACEHOLDER), which faults on access like PROT_NONE;
+ *            protection is VirtualProtect; the handler is a first vectored exception handler that
+ *            returns EXCEPTION_CONTINUE_SEARCH for what it does not resolve (the Windows way of
+ *            chaining to the runtime). Remapping a page is unmap + map, not one atomic call; both
+ *            run under the region lock, so a guest touching the page in between faults, waits on the
+ *            lock in the handler and re-runs its access on the new frame. (Wine 10 breaks this one
+ *            guarantee: its MapViewOfFile3 makes the placeholder readable, as zeros, before it maps
+ *            the section in, so a concurrent reader can see zeros during a remap; measured.)
  */
+#ifdef _WIN32
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#define PL_EXPORT __declspec(dllexport)
+/* Portable protection bits (the Linux values); the Windows layer translates them. */
+#define PROT_NONE 0
+#define PROT_READ 1
+#define PROT_WRITE 2
+#else
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
@@ -65,6 +95,7 @@
 #include <unistd.h>
 
 #define PL_EXPORT __attribute__((visibility("default")))
+#endif
 
 enum { PL_UNBACKED = 0, PL_BACKED = 1, PL_SAMPLED = 2, PL_TRACKED = 3, PL_POISONED = 4 };
 #define PL_MAX_K 32
@@ -100,7 +131,7 @@ struct pl_region {
     uint8_t *base;
     uint64_t pages;
     uint64_t arena_frames;
-    int fd;
+    intptr_t arena;                                /* memfd (Linux) or section HANDLE (Windows) */
     _Atomic uint32_t *state;
     _Atomic uint32_t *p2m;
     uint32_t *pool;
@@ -111,30 +142,35 @@ struct pl_region {
     struct pl_group *groups;
     uint32_t group_capacity, group_count;
     int64_t *disk_off;                             /* page -> offset of its clean copy, or -1 */
-    int disk_fd;
+    intptr_t disk;                                 /* fd (Linux) or file HANDLE (Windows); -1: none */
     uint64_t *hash;                                /* page -> content hash while TRACKED */
     uint32_t *retired;                             /* bad frames the handler replaced, for C# */
     uint32_t retired_count;
     atomic_flag lock;
     struct pl_counters counters;
     size_t tables_bytes;
+#ifdef _WIN32
+    uint8_t *view_mapped;                          /* page -> 1 if a view (not a placeholder) is there */
+#endif
 };
 
 static struct pl_region *_Atomic regions[PL_MAX_REGIONS];
 static _Atomic int64_t maps_in_use;
 static _Atomic int64_t map_budget = 60000;
 static _Atomic uint64_t chained_faults;
-static struct sigaction previous;
 static _Atomic int installed;
 static size_t page_size;
 
 /* ---- small helpers (all async-signal-safe) ---- */
 
+static void os_yield(void);
+static void os_write_stderr(const char *buf, size_t n);
+
 static void lock(struct pl_region *r)
 {
     unsigned spins = 0;
     while (atomic_flag_test_and_set_explicit(&r->lock, memory_order_acquire))
-        if (++spins % 64 == 0) sched_yield();
+        if (++spins % 64 == 0) os_yield();
 }
 
 static void unlock(struct pl_region *r) { atomic_flag_clear_explicit(&r->lock, memory_order_release); }
@@ -157,8 +193,7 @@ static void say(const char *what, uint64_t region, uint64_t page)
         }
         while (*s && n < sizeof buf) buf[n++] = *s++;
     }
-    ssize_t ignored = write(STDERR_FILENO, buf, n);
-    (void)ignored; /* nothing more can be done about a failed diagnostic */
+    os_write_stderr(buf, n);
 }
 
 static struct pl_region *region_of(int id)
@@ -228,10 +263,34 @@ static void settle_budget(struct pl_region *r, int64_t delta)
     r->maps += delta;
 }
 
+/* ---- OS layer: the only OS-specific code (callers hold the region lock) ----
+ * map_frames          pages [page, page+count) := views of frames [frame, frame+count) with prot
+ * map_anonymous       pages [page, page+count) := holes (any access faults)
+ * protect_pages       change the protection of mapped pages
+ * os_tables_alloc/free  zeroed private memory for a region's tables
+ * os_reserve/os_release the region's address range (all holes)
+ * os_read_disk        read the clean disk copy of a page
+ * os_install          install the fault handler (Linux: SIGSEGV; Windows: vectored exception handler)
+ * plus os_page_size, os_yield and os_write_stderr. Status: 0 on success, -errno / -GetLastError(). */
+
+#ifndef _WIN32
+
+static struct sigaction previous;
+
+static size_t os_page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
+static void os_yield(void) { sched_yield(); }
+static int os_last_error(void) { return -errno; }
+
+static void os_write_stderr(const char *buf, size_t n)
+{
+    ssize_t ignored = write(STDERR_FILENO, buf, n);
+    (void)ignored; /* nothing more can be done about a failed diagnostic */
+}
+
 static int map_frames(struct pl_region *r, uint64_t page, uint64_t count, uint32_t frame, int prot)
 {
     void *at = r->base + page * page_size;
-    void *got = mmap(at, count * page_size, prot, MAP_SHARED | MAP_FIXED, r->fd, (off_t)frame * (off_t)page_size);
+    void *got = mmap(at, count * page_size, prot, MAP_SHARED | MAP_FIXED, (int)r->arena, (off_t)frame * (off_t)page_size);
     return got == MAP_FAILED ? -errno : 0;
 }
 
@@ -241,6 +300,232 @@ static int map_anonymous(struct pl_region *r, uint64_t page, uint64_t count)
     void *got = mmap(at, count * page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
     return got == MAP_FAILED ? -errno : 0;
 }
+
+static int protect_pages(struct pl_region *r, uint64_t page, uint64_t count, int prot)
+{
+    return mprotect(r->base + page * page_size, count * page_size, prot) == 0 ? 0 : -errno;
+}
+
+static void *os_tables_alloc(size_t bytes)
+{
+    void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return mem == MAP_FAILED ? NULL : mem;
+}
+
+static void os_tables_free(void *mem, size_t bytes) { munmap(mem, bytes); }
+
+static int os_reserve(struct pl_region *r)
+{
+    void *base = mmap(NULL, r->pages * page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) return -errno;
+    r->base = base;
+    return 0;
+}
+
+static void os_release(struct pl_region *r) { munmap(r->base, r->pages * page_size); }
+
+static int os_read_disk(intptr_t disk, uint8_t *dst, size_t bytes, int64_t offset)
+{
+    return pread((int)disk, dst, bytes, (off_t)offset) == (ssize_t)bytes ? 0 : -1;
+}
+
+static void on_segv(int sig, siginfo_t *info, void *ctx);
+
+static int os_install(void)
+{
+    struct sigaction sa;
+    if (sigaction(SIGSEGV, NULL, &previous) != 0) return -errno;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_segv;
+    sa.sa_mask = previous.sa_mask; /* same blocking discipline as the runtime's handler */
+    sa.sa_flags = (previous.sa_flags & ~(int)SA_RESETHAND) | SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    if (sigaction(SIGSEGV, &sa, NULL) != 0) return -errno;
+    return 0;
+}
+
+static int64_t os_previous_flags(void) { return (int64_t)previous.sa_flags; }
+
+#else /* _WIN32 */
+
+#ifndef MEM_RESERVE_PLACEHOLDER
+#define MEM_RESERVE_PLACEHOLDER 0x00040000
+#endif
+#ifndef MEM_REPLACE_PLACEHOLDER
+#define MEM_REPLACE_PLACEHOLDER 0x00004000
+#endif
+#ifndef MEM_PRESERVE_PLACEHOLDER
+#define MEM_PRESERVE_PLACEHOLDER 0x00000002
+#endif
+#ifndef MEM_COALESCE_PLACEHOLDERS
+#define MEM_COALESCE_PLACEHOLDERS 0x00000001
+#endif
+
+/* The placeholder functions live in kernelbase.dll (not every import library has them), so they are
+ * resolved once at install. */
+typedef PVOID(WINAPI *virtual_alloc2_fn)(HANDLE, PVOID, SIZE_T, ULONG, ULONG, void *, ULONG);
+typedef PVOID(WINAPI *map_view3_fn)(HANDLE, HANDLE, PVOID, ULONG64, SIZE_T, ULONG, ULONG, void *, ULONG);
+typedef BOOL(WINAPI *unmap_view2_fn)(HANDLE, PVOID, ULONG);
+static virtual_alloc2_fn virtual_alloc2;
+static map_view3_fn map_view3;
+static unmap_view2_fn unmap_view2;
+
+static size_t os_page_size(void)
+{
+    SYSTEM_INFO si;
+    GetSystemInfo(&si);
+    return si.dwPageSize;
+}
+
+static void os_yield(void) { SwitchToThread(); }
+static int os_last_error(void) { return -(int)GetLastError(); }
+
+static void os_write_stderr(const char *buf, size_t n)
+{
+    DWORD written;
+    /* nothing more can be done about a failed diagnostic */
+    (void)WriteFile(GetStdHandle(STD_ERROR_HANDLE), buf, (DWORD)n, &written, NULL);
+}
+
+static DWORD win_prot(int prot)
+{
+    return prot == (PROT_READ | PROT_WRITE) ? PAGE_READWRITE : prot == PROT_READ ? PAGE_READONLY : PAGE_NOACCESS;
+}
+
+static uint8_t *page_at(struct pl_region *r, uint64_t g) { return r->base + g * page_size; }
+
+/* Page g back to its placeholder (a hole). */
+static int hole_one(struct pl_region *r, uint64_t g)
+{
+    if (!r->view_mapped[g]) return 0;
+    if (!unmap_view2(GetCurrentProcess(), page_at(r, g), MEM_PRESERVE_PLACEHOLDER)) return os_last_error();
+    r->view_mapped[g] = 0;
+    return 0;
+}
+
+/* Page g := a view of `frame` with protection prot (mapped read-write, then narrowed: MapViewOfFile3
+ * refuses PAGE_NOACCESS). */
+static int map_one(struct pl_region *r, uint64_t g, uint32_t frame, int prot)
+{
+    int rc = hole_one(r, g);
+    if (rc != 0) return rc;
+    void *got = map_view3((HANDLE)r->arena, GetCurrentProcess(), page_at(r, g), (ULONG64)frame * page_size, page_size,
+                          MEM_REPLACE_PLACEHOLDER, PAGE_READWRITE, NULL, 0);
+    if (got == NULL) return os_last_error();
+    r->view_mapped[g] = 1;
+    DWORD old;
+    if (prot != (PROT_READ | PROT_WRITE) && !VirtualProtect(got, page_size, win_prot(prot), &old)) {
+        rc = os_last_error();
+        (void)hole_one(r, g); /* already failing: a hole is safer than an over-permissive view */
+        return rc;
+    }
+    return 0;
+}
+
+/* Page g as the tables say (state and p2m still hold the old values while the OS calls are made). */
+static void restore_one(struct pl_region *r, uint64_t g)
+{
+    uint32_t st = atomic_load_explicit(&r->state[g], memory_order_relaxed);
+    if (st == PL_UNBACKED) (void)hole_one(r, g);
+    else (void)map_one(r, g, atomic_load_explicit(&r->p2m[g], memory_order_relaxed), prot_of(st));
+}
+
+/* A view can only be unmapped whole, so every page is its own view. A failure part way puts the
+ * pages already changed back, so the call is all or nothing as on Linux. */
+static int map_frames(struct pl_region *r, uint64_t page, uint64_t count, uint32_t frame, int prot)
+{
+    for (uint64_t i = 0; i < count; i++) {
+        int rc = map_one(r, page + i, frame + (uint32_t)i, prot);
+        if (rc != 0) {
+            for (uint64_t j = 0; j <= i; j++) restore_one(r, page + j);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int map_anonymous(struct pl_region *r, uint64_t page, uint64_t count)
+{
+    for (uint64_t i = 0; i < count; i++) {
+        int rc = hole_one(r, page + i);
+        if (rc != 0) {
+            for (uint64_t j = 0; j < i; j++) restore_one(r, page + j);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int protect_pages(struct pl_region *r, uint64_t page, uint64_t count, int prot)
+{
+    DWORD old;
+    return VirtualProtect(page_at(r, page), count * page_size, win_prot(prot), &old) ? 0 : os_last_error();
+}
+
+static void *os_tables_alloc(size_t bytes) { return VirtualAlloc(NULL, bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE); }
+static void os_tables_free(void *mem, size_t bytes) { (void)bytes; VirtualFree(mem, 0, MEM_RELEASE); }
+
+/* Frees a region's placeholders: its first `split` pages are one-page placeholders, the rest is one
+ * more. Coalesced into one and released, or released one by one if coalescing is refused. */
+static void release_placeholders(uint8_t *base, uint64_t pages, uint64_t split)
+{
+    if (split == 0 || VirtualFree(base, pages * page_size, MEM_RELEASE | MEM_COALESCE_PLACEHOLDERS)) {
+        VirtualFree(base, 0, MEM_RELEASE);
+        return;
+    }
+    for (uint64_t g = 0; g <= split && g < pages; g++) VirtualFree(base + g * page_size, 0, MEM_RELEASE);
+}
+
+/* One placeholder per guest page, so that each page can be mapped and unmapped on its own. */
+static int os_reserve(struct pl_region *r)
+{
+    uint8_t *base = virtual_alloc2(GetCurrentProcess(), NULL, r->pages * page_size,
+                                   MEM_RESERVE | MEM_RESERVE_PLACEHOLDER, PAGE_NOACCESS, NULL, 0);
+    if (base == NULL) return os_last_error();
+    for (uint64_t g = 0; g + 1 < r->pages; g++) {
+        if (!VirtualFree(base + g * page_size, page_size, MEM_RELEASE | MEM_PRESERVE_PLACEHOLDER)) {
+            int rc = os_last_error();
+            release_placeholders(base, r->pages, g);
+            return rc;
+        }
+    }
+    r->base = base;
+    return 0;
+}
+
+static void os_release(struct pl_region *r)
+{
+    for (uint64_t g = 0; g < r->pages; g++) (void)hole_one(r, g);
+    release_placeholders(r->base, r->pages, r->pages - 1);
+}
+
+static int os_read_disk(intptr_t disk, uint8_t *dst, size_t bytes, int64_t offset)
+{
+    OVERLAPPED at;
+    memset(&at, 0, sizeof at);
+    at.Offset = (DWORD)(uint64_t)offset;
+    at.OffsetHigh = (DWORD)((uint64_t)offset >> 32);
+    DWORD got = 0;
+    return ReadFile((HANDLE)disk, dst, (DWORD)bytes, &got, &at) && got == bytes ? 0 : -1;
+}
+
+static LONG CALLBACK on_access_violation(EXCEPTION_POINTERS *ep);
+
+static int os_install(void)
+{
+    HMODULE kb = GetModuleHandleW(L"kernelbase.dll");
+    if (kb == NULL) kb = LoadLibraryW(L"kernelbase.dll");
+    if (kb == NULL) return os_last_error();
+    virtual_alloc2 = (virtual_alloc2_fn)(void (*)(void))GetProcAddress(kb, "VirtualAlloc2");
+    map_view3 = (map_view3_fn)(void (*)(void))GetProcAddress(kb, "MapViewOfFile3");
+    unmap_view2 = (unmap_view2_fn)(void (*)(void))GetProcAddress(kb, "UnmapViewOfFile2");
+    if (!virtual_alloc2 || !map_view3 || !unmap_view2) return -(int)ERROR_PROC_NOT_FOUND;
+    /* First = 1: ahead of the runtime's own handler, which then sees every fault we do not resolve. */
+    return AddVectoredExceptionHandler(1, on_access_violation) ? 0 : os_last_error();
+}
+
+static int64_t os_previous_flags(void) { return 0; /* a vectored handler has no flags */ }
+
+#endif
 
 
 /* ---- protection: hashes, parity, rebuilds (callers hold the lock) ---- */
@@ -337,10 +622,8 @@ static int recover_locked(struct pl_region *r, uint64_t g, uint32_t fresh, uint3
 {
     uint8_t *dst = frame_bytes(r, fresh);
     int ok = rebuild_from_parity(r, g, dst) == 0 && pl_page_hash(dst, page_size) == r->hash[g];
-    if (!ok && r->disk_off[g] >= 0) {
-        ssize_t n = pread(r->disk_fd, dst, page_size, (off_t)r->disk_off[g]);
-        ok = n == (ssize_t)page_size && pl_page_hash(dst, page_size) == r->hash[g];
-    }
+    if (!ok && r->disk_off[g] >= 0)
+        ok = os_read_disk(r->disk, dst, page_size, r->disk_off[g]) == 0 && pl_page_hash(dst, page_size) == r->hash[g];
     if (!ok) return PL_ELOST;
     uint32_t nst = PL_TRACKED;
     int64_t delta = maps_delta(r, g, 1, &nst, 0, &fresh);
@@ -372,6 +655,7 @@ static int recover_in_handler(struct pl_region *r, uint64_t g)
 
 /* ---- the handler ---- */
 
+#ifndef _WIN32
 static void chain(int sig, siginfo_t *info, void *ctx)
 {
     atomic_fetch_add_explicit(&chained_faults, 1, memory_order_relaxed);
@@ -388,6 +672,7 @@ static void chain(int sig, siginfo_t *info, void *ctx)
         previous.sa_handler(sig);
     }
 }
+#endif
 
 /* Resolve a fault on page g of region r. Returns 1 if resolved (the access re-runs), 0 to chain. */
 static int resolve(struct pl_region *r, int id, uint64_t g, int is_write)
@@ -424,7 +709,7 @@ static int resolve(struct pl_region *r, int id, uint64_t g, int is_write)
     } else if (st == PL_SAMPLED) {
         uint32_t nst = PL_BACKED;
         int64_t delta = maps_delta(r, g, 1, &nst, 0, NULL);
-        if (take_budget(delta) != 0 || mprotect(r->base + g * page_size, page_size, PROT_READ | PROT_WRITE) != 0) {
+        if (take_budget(delta) != 0 || protect_pages(r, g, 1, PROT_READ | PROT_WRITE) != 0) {
             if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
             atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
             unlock(r);
@@ -447,7 +732,7 @@ static int resolve(struct pl_region *r, int id, uint64_t g, int is_write)
         }
         uint32_t nst = PL_BACKED;
         int64_t delta = maps_delta(r, g, 1, &nst, 0, NULL);
-        if (take_budget(delta) != 0 || mprotect(r->base + g * page_size, page_size, PROT_READ | PROT_WRITE) != 0) {
+        if (take_budget(delta) != 0 || protect_pages(r, g, 1, PROT_READ | PROT_WRITE) != 0) {
             if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
             atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
             unlock(r);
@@ -472,6 +757,7 @@ static int resolve(struct pl_region *r, int id, uint64_t g, int is_write)
     return done;
 }
 
+#ifndef _WIN32
 static void on_segv(int sig, siginfo_t *info, void *ctx)
 {
     int saved_errno = errno; /* the interrupted code may be between a call and its errno check */
@@ -492,6 +778,29 @@ static void on_segv(int sig, siginfo_t *info, void *ctx)
     errno = saved_errno;
     chain(sig, info, ctx);
 }
+#else
+/* Windows: the first vectored handler. Resolves access violations on guest pages and passes every
+ * other exception on (EXCEPTION_CONTINUE_SEARCH) to the runtime's handler, as the Linux handler chains. */
+static LONG CALLBACK on_access_violation(EXCEPTION_POINTERS *ep)
+{
+    EXCEPTION_RECORD *er = ep->ExceptionRecord;
+    if (er->ExceptionCode != EXCEPTION_ACCESS_VIOLATION || er->NumberParameters < 2) return EXCEPTION_CONTINUE_SEARCH;
+    DWORD saved_error = GetLastError(); /* the interrupted code may be between a call and its error check */
+    uint8_t *addr = (uint8_t *)er->ExceptionInformation[1];
+    int is_write = er->ExceptionInformation[0] == 1; /* 0 read, 1 write, 8 execute */
+    int ok = 0;
+    for (int id = 0; id < PL_MAX_REGIONS; id++) {
+        struct pl_region *r = atomic_load_explicit(&regions[id], memory_order_acquire);
+        if (!r || addr < r->base || addr >= r->base + r->pages * page_size) continue;
+        ok = resolve(r, id, (uint64_t)(addr - r->base) / page_size, is_write);
+        break;
+    }
+    SetLastError(saved_error);
+    if (ok) return EXCEPTION_CONTINUE_EXECUTION;
+    atomic_fetch_add_explicit(&chained_faults, 1, memory_order_relaxed);
+    return EXCEPTION_CONTINUE_SEARCH;
+}
+#endif
 
 /* ---- API for C# ---- */
 
@@ -499,14 +808,9 @@ static void on_segv(int sig, siginfo_t *info, void *ctx)
 PL_EXPORT int pl_install(void)
 {
     if (atomic_load(&installed)) return 0;
-    page_size = (size_t)sysconf(_SC_PAGESIZE);
-    struct sigaction sa;
-    if (sigaction(SIGSEGV, NULL, &previous) != 0) return -errno;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = on_segv;
-    sa.sa_mask = previous.sa_mask; /* same blocking discipline as the runtime's handler */
-    sa.sa_flags = (previous.sa_flags & ~(int)SA_RESETHAND) | SA_SIGINFO | SA_ONSTACK | SA_RESTART;
-    if (sigaction(SIGSEGV, &sa, NULL) != 0) return -errno;
+    page_size = os_page_size();
+    int rc = os_install();
+    if (rc != 0) return rc;
     atomic_store(&installed, 1);
     return 0;
 }
@@ -514,15 +818,15 @@ PL_EXPORT int pl_install(void)
 PL_EXPORT int pl_installed(void) { return atomic_load(&installed); }
 
 /* Flags of the handler we chain to (for `pagelab info`), or -1 before install. */
-PL_EXPORT int64_t pl_previous_flags(void) { return atomic_load(&installed) ? (int64_t)previous.sa_flags : -1; }
+PL_EXPORT int64_t pl_previous_flags(void) { return atomic_load(&installed) ? os_previous_flags() : -1; }
 
 PL_EXPORT void pl_set_map_budget(int64_t budget) { atomic_store(&map_budget, budget); }
 PL_EXPORT int64_t pl_map_budget(void) { return atomic_load(&map_budget); }
 PL_EXPORT int64_t pl_maps_in_use(void) { return atomic_load(&maps_in_use); }
 PL_EXPORT uint64_t pl_chained_faults(void) { return atomic_load(&chained_faults); }
 
-/* Reserve a region of `pages` guest pages backed by frames of the arena `fd`. */
-PL_EXPORT int pl_region_create(int fd, void *host_view, uint64_t arena_frames, uint64_t pages, uint32_t pool_capacity,
+/* Reserve a region of `pages` guest pages backed by frames of the arena (memfd or section handle). */
+PL_EXPORT int pl_region_create(intptr_t arena, void *host_view, uint64_t arena_frames, uint64_t pages, uint32_t pool_capacity,
                                int *out_id, void **out_base)
 {
     if (!atomic_load(&installed) || !host_view || pages == 0 || pool_capacity == 0 || arena_frames == 0 ||
@@ -533,21 +837,20 @@ PL_EXPORT int pl_region_create(int fd, void *host_view, uint64_t arena_frames, u
     uint32_t group_capacity = (uint32_t)(pages / 2 + 1);
     size_t tables = sizeof(struct pl_region) + pages * (3 * sizeof(uint32_t) + 2 * sizeof(uint64_t)) +
                     2 * (size_t)pool_capacity * sizeof(uint32_t) + (size_t)group_capacity * sizeof(struct pl_group) + 64;
+#ifdef _WIN32
+    tables += pages; /* view_mapped[] */
+#endif
     tables = (tables + page_size - 1) / page_size * page_size;
-    uint8_t *mem = mmap(NULL, tables, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED) { atomic_fetch_sub(&maps_in_use, 1); return -errno; }
-    void *base = mmap(NULL, pages * page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (base == MAP_FAILED) {
-        int e = -errno;
-        munmap(mem, tables);
+    uint8_t *mem = os_tables_alloc(tables);
+    if (mem == NULL) {
+        int e = os_last_error();
         atomic_fetch_sub(&maps_in_use, 1);
         return e;
     }
     struct pl_region *r = (struct pl_region *)mem;
-    r->base = base;
     r->pages = pages;
     r->arena_frames = arena_frames;
-    r->fd = fd;
+    r->arena = arena;
     r->state = (_Atomic uint32_t *)(mem + sizeof *r);
     r->p2m = r->state + pages;
     r->group_of = (uint32_t *)(r->p2m + pages);
@@ -558,8 +861,11 @@ PL_EXPORT int pl_region_create(int fd, void *host_view, uint64_t arena_frames, u
     r->hash = (uint64_t *)(r->disk_off + pages);
     r->groups = (struct pl_group *)(r->hash + pages);
     r->group_capacity = group_capacity;
+#ifdef _WIN32
+    r->view_mapped = (uint8_t *)(r->groups + group_capacity);
+#endif
     r->host_view = host_view;
-    r->disk_fd = -1;
+    r->disk = -1;
     r->pool_capacity = pool_capacity;
     r->maps = 1;
     r->tables_bytes = tables;
@@ -569,16 +875,22 @@ PL_EXPORT int pl_region_create(int fd, void *host_view, uint64_t arena_frames, u
         r->group_of[i] = PL_NO_GROUP;
         r->disk_off[i] = -1;
     }
+    int rc = os_reserve(r);
+    if (rc != 0) {
+        os_tables_free(mem, tables);
+        atomic_fetch_sub(&maps_in_use, 1);
+        return rc;
+    }
     for (int id = 0; id < PL_MAX_REGIONS; id++) {
         struct pl_region *expected = NULL;
         if (atomic_compare_exchange_strong(&regions[id], &expected, r)) {
             *out_id = id;
-            *out_base = base;
+            *out_base = r->base;
             return 0;
         }
     }
-    munmap(base, pages * page_size);
-    munmap(mem, tables);
+    os_release(r);
+    os_tables_free(mem, tables);
     atomic_fetch_sub(&maps_in_use, 1);
     return PL_EFULL;
 }
@@ -591,8 +903,8 @@ PL_EXPORT int pl_region_destroy(int id)
     atomic_store_explicit(&regions[id], NULL, memory_order_release);
     lock(r); /* wait out a handler that found the region before it was unregistered */
     atomic_fetch_sub(&maps_in_use, r->maps);
-    munmap(r->base, r->pages * page_size);
-    munmap(r, r->tables_bytes);
+    os_release(r);
+    os_tables_free(r, r->tables_bytes);
     return 0;
 }
 
@@ -757,10 +1069,8 @@ PL_EXPORT int pl_sample(int id, const uint64_t *pages, uint32_t n)
         uint32_t nst = PL_SAMPLED;
         int64_t delta = maps_delta(r, g, 1, &nst, 0, NULL);
         rc = take_budget(delta);
-        if (rc == 0 && mprotect(r->base + g * page_size, page_size, PROT_NONE) != 0) {
-            rc = -errno;
-            if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
-        }
+        if (rc == 0 && (rc = protect_pages(r, g, 1, PROT_NONE)) != 0 && delta > 0)
+            atomic_fetch_sub(&maps_in_use, delta);
         if (rc != 0) break;
         settle_budget(r, delta);
         atomic_store_explicit(&r->state[g], PL_SAMPLED, memory_order_release);
@@ -788,7 +1098,7 @@ PL_EXPORT int pl_sample_collect(int id, const uint64_t *pages, uint32_t n, uint8
             int64_t delta = maps_delta(r, g, 1, &nst, 0, NULL);
             /* Restoring usually merges VMAs back, but between two still-sampled neighbours it splits
              * one more. It must not fail for want of budget, so a positive delta is charged as is. */
-            if (mprotect(r->base + g * page_size, page_size, PROT_READ | PROT_WRITE) == 0) {
+            if (protect_pages(r, g, 1, PROT_READ | PROT_WRITE) == 0) {
                 if (delta > 0) atomic_fetch_add(&maps_in_use, delta);
                 settle_budget(r, delta);
                 atomic_store_explicit(&r->state[g], PL_BACKED, memory_order_release);
@@ -803,13 +1113,14 @@ PL_EXPORT int pl_sample_collect(int id, const uint64_t *pages, uint32_t n, uint8
 
 /* ---- protection API ---- */
 
-/* The fd that disk offsets given to pl_protect refer to (the guest's swap file). */
-PL_EXPORT int pl_set_disk_fd(int id, int fd)
+/* The file that disk offsets given to pl_protect refer to (the guest's swap file): an fd on Linux,
+ * a HANDLE on Windows; -1 for none. */
+PL_EXPORT int pl_set_disk_fd(int id, intptr_t disk)
 {
     struct pl_region *r = region_of(id);
     if (!r) return PL_ENOREGION;
     lock(r);
-    r->disk_fd = fd;
+    r->disk = disk;
     unlock(r);
     return 0;
 }
@@ -864,16 +1175,14 @@ PL_EXPORT int pl_protect(int id, const uint64_t *pages, uint32_t n, const int64_
         uint64_t g = pages[i];
         int64_t off = disk_offsets ? disk_offsets[i] : -1;
         if (atomic_load_explicit(&r->state[g], memory_order_relaxed) != PL_BACKED) continue;
-        if (r->group_of[g] == PL_NO_GROUP && (off < 0 || r->disk_fd < 0)) continue;
+        if (r->group_of[g] == PL_NO_GROUP && (off < 0 || r->disk < 0)) continue;
         uint32_t nst = PL_TRACKED;
         int64_t delta = maps_delta(r, g, 1, &nst, 0, NULL);
         rc = take_budget(delta);
         /* Read-only first: once mprotect returns no CPU can still write the page, so the hash and
          * the parity below see its final content. */
-        if (rc == 0 && mprotect(r->base + g * page_size, page_size, PROT_READ) != 0) {
-            rc = -errno;
-            if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
-        }
+        if (rc == 0 && (rc = protect_pages(r, g, 1, PROT_READ)) != 0 && delta > 0)
+            atomic_fetch_sub(&maps_in_use, delta);
         if (rc != 0) break;
         settle_budget(r, delta);
         uint8_t *content = frame_bytes(r, atomic_load_explicit(&r->p2m[g], memory_order_relaxed));
@@ -909,10 +1218,8 @@ PL_EXPORT int pl_inject(int id, uint64_t page, uint32_t offset, const uint8_t *m
     uint32_t nst = PL_POISONED;
     int64_t delta = maps_delta(r, page, 1, &nst, 0, NULL);
     int rc = take_budget(delta);
-    if (rc == 0 && mprotect(r->base + page * page_size, page_size, PROT_NONE) != 0) {
-        rc = -errno;
-        if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
-    }
+    if (rc == 0 && (rc = protect_pages(r, page, 1, PROT_NONE)) != 0 && delta > 0)
+        atomic_fetch_sub(&maps_in_use, delta);
     if (rc != 0) { unlock(r); return rc; }
     settle_budget(r, delta);
     if (st != PL_TRACKED) r->hash[page] = 0; /* an unprotected page has no good copy to check against */
