@@ -528,6 +528,21 @@ static int64_t os_previous_flags(void) { return 0; /* a vectored handler has no 
 #endif
 
 
+/* Changes page g's protection to that of `new_state` (same frame), within the mapping budget; with
+ * `force`, a change that splits a mapping is charged even past the budget (used when undoing a
+ * protection must not fail). 0 or a status; the caller stores the new state. Caller holds the lock. */
+static int reprotect(struct pl_region *r, uint64_t g, uint32_t new_state, int force)
+{
+    int64_t delta = maps_delta(r, g, 1, &new_state, 0, NULL);
+    int rc = 0;
+    if (force && delta > 0) atomic_fetch_add(&maps_in_use, delta);
+    else rc = take_budget(delta);
+    if (rc == 0 && (rc = protect_pages(r, g, 1, prot_of(new_state))) != 0 && delta > 0)
+        atomic_fetch_sub(&maps_in_use, delta);
+    if (rc == 0) settle_budget(r, delta);
+    return rc;
+}
+
 /* ---- protection: hashes, parity, rebuilds (callers hold the lock) ---- */
 
 static uint8_t *frame_bytes(struct pl_region *r, uint32_t f) { return r->host_view + (size_t)f * page_size; }
@@ -707,16 +722,12 @@ static int resolve(struct pl_region *r, int id, uint64_t g, int is_write)
         atomic_fetch_add_explicit(&r->counters.demand_faults, 1, memory_order_relaxed);
         done = 1;
     } else if (st == PL_SAMPLED) {
-        uint32_t nst = PL_BACKED;
-        int64_t delta = maps_delta(r, g, 1, &nst, 0, NULL);
-        if (take_budget(delta) != 0 || protect_pages(r, g, 1, PROT_READ | PROT_WRITE) != 0) {
-            if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
+        if (reprotect(r, g, PL_BACKED, 0) != 0) {
             atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
             unlock(r);
             say("sampled page could not be restored", (uint64_t)id, g);
             return 0;
         }
-        settle_budget(r, delta);
         atomic_store_explicit(&r->state[g], PL_BACKED, memory_order_release);
         atomic_fetch_add_explicit(&r->counters.sample_touches, 1, memory_order_relaxed);
         done = 1;
@@ -730,16 +741,12 @@ static int resolve(struct pl_region *r, int id, uint64_t g, int is_write)
             say("write to a corrupt protected page that could not be recovered", (uint64_t)id, g);
             return 0;
         }
-        uint32_t nst = PL_BACKED;
-        int64_t delta = maps_delta(r, g, 1, &nst, 0, NULL);
-        if (take_budget(delta) != 0 || protect_pages(r, g, 1, PROT_READ | PROT_WRITE) != 0) {
-            if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
+        if (reprotect(r, g, PL_BACKED, 0) != 0) {
             atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
             unlock(r);
             say("protected page could not be made writable", (uint64_t)id, g);
             return 0;
         }
-        settle_budget(r, delta);
         uncover(r, g, 1);
         r->disk_off[g] = -1;
         atomic_store_explicit(&r->state[g], PL_BACKED, memory_order_release);
@@ -1066,13 +1073,7 @@ PL_EXPORT int pl_sample(int id, const uint64_t *pages, uint32_t n)
     for (uint32_t i = 0; i < n && rc == 0; i++) {
         uint64_t g = pages[i];
         if (atomic_load_explicit(&r->state[g], memory_order_relaxed) != PL_BACKED) continue;
-        uint32_t nst = PL_SAMPLED;
-        int64_t delta = maps_delta(r, g, 1, &nst, 0, NULL);
-        rc = take_budget(delta);
-        if (rc == 0 && (rc = protect_pages(r, g, 1, PROT_NONE)) != 0 && delta > 0)
-            atomic_fetch_sub(&maps_in_use, delta);
-        if (rc != 0) break;
-        settle_budget(r, delta);
+        if ((rc = reprotect(r, g, PL_SAMPLED, 0)) != 0) break;
         atomic_store_explicit(&r->state[g], PL_SAMPLED, memory_order_release);
         sampled++;
     }
@@ -1094,15 +1095,10 @@ PL_EXPORT int pl_sample_collect(int id, const uint64_t *pages, uint32_t n, uint8
         uint64_t g = pages[i];
         touched[i] = 1;
         if (atomic_load_explicit(&r->state[g], memory_order_relaxed) == PL_SAMPLED) {
-            uint32_t nst = PL_BACKED;
-            int64_t delta = maps_delta(r, g, 1, &nst, 0, NULL);
             /* Restoring usually merges VMAs back, but between two still-sampled neighbours it splits
-             * one more. It must not fail for want of budget, so a positive delta is charged as is. */
-            if (protect_pages(r, g, 1, PROT_READ | PROT_WRITE) == 0) {
-                if (delta > 0) atomic_fetch_add(&maps_in_use, delta);
-                settle_budget(r, delta);
+             * one more. It must not fail for want of budget, so it is forced. */
+            if (reprotect(r, g, PL_BACKED, 1) == 0)
                 atomic_store_explicit(&r->state[g], PL_BACKED, memory_order_release);
-            }
             touched[i] = 0;
         }
         count += touched[i];
@@ -1176,15 +1172,9 @@ PL_EXPORT int pl_protect(int id, const uint64_t *pages, uint32_t n, const int64_
         int64_t off = disk_offsets ? disk_offsets[i] : -1;
         if (atomic_load_explicit(&r->state[g], memory_order_relaxed) != PL_BACKED) continue;
         if (r->group_of[g] == PL_NO_GROUP && (off < 0 || r->disk < 0)) continue;
-        uint32_t nst = PL_TRACKED;
-        int64_t delta = maps_delta(r, g, 1, &nst, 0, NULL);
-        rc = take_budget(delta);
         /* Read-only first: once mprotect returns no CPU can still write the page, so the hash and
          * the parity below see its final content. */
-        if (rc == 0 && (rc = protect_pages(r, g, 1, PROT_READ)) != 0 && delta > 0)
-            atomic_fetch_sub(&maps_in_use, delta);
-        if (rc != 0) break;
-        settle_budget(r, delta);
+        if ((rc = reprotect(r, g, PL_TRACKED, 0)) != 0) break;
         uint8_t *content = frame_bytes(r, atomic_load_explicit(&r->p2m[g], memory_order_relaxed));
         r->hash[g] = pl_page_hash(content, page_size);
         r->disk_off[g] = off;
@@ -1215,13 +1205,8 @@ PL_EXPORT int pl_inject(int id, uint64_t page, uint32_t offset, const uint8_t *m
         unlock(r);
         return PL_ESTATE;
     }
-    uint32_t nst = PL_POISONED;
-    int64_t delta = maps_delta(r, page, 1, &nst, 0, NULL);
-    int rc = take_budget(delta);
-    if (rc == 0 && (rc = protect_pages(r, page, 1, PROT_NONE)) != 0 && delta > 0)
-        atomic_fetch_sub(&maps_in_use, delta);
+    int rc = reprotect(r, page, PL_POISONED, 0);
     if (rc != 0) { unlock(r); return rc; }
-    settle_budget(r, delta);
     if (st != PL_TRACKED) r->hash[page] = 0; /* an unprotected page has no good copy to check against */
     uint8_t *bytes = frame_bytes(r, atomic_load_explicit(&r->p2m[page], memory_order_relaxed)) + offset;
     for (uint32_t i = 0; i < len; i++) bytes[i] ^= mask[i];
