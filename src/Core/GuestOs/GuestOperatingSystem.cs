@@ -140,6 +140,18 @@ public sealed class GuestOperatingSystem : IDisposable
         p.Accessed[vpn] = false;
     }
 
+    /// <summary>The host reports an uncorrectable error in guest page <paramref name="g"/>: the process
+    /// using it is terminated (as Linux's memory-failure handling kills the user of a dirty page).
+    /// Returns who was terminated.</summary>
+    public string MemoryFailure(GuestPage g)
+    {
+        int pid = _ownerPid[g.Value];
+        if (pid == NoOwner) return $"nobody ({g} was free)";
+        GuestProcess p = _processes[pid];
+        Kill(p);
+        return $"process '{p.Name}' (pid {p.Pid})";
+    }
+
     /// <summary>Terminates one process (its pages and swap slots are freed); the rest of the VM runs on.</summary>
     public void Kill(GuestProcess p)
     {

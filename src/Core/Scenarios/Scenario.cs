@@ -16,6 +16,17 @@ public sealed record WorkloadSpec
     public int TouchesPerTick { get; init; } = 400;
 }
 
+/// <summary>A memory error injected into a running scenario at a tick, then reported to the host.</summary>
+public sealed record InjectionSpec
+{
+    public int Tick { get; init; }
+    public string Vm { get; init; } = "";
+    /// <summary>SingleBit | MultiBit | ByteRange | WholePage</summary>
+    public string Kind { get; init; } = "MultiBit";
+    /// <summary>kernel (a parity-protected page of the guest kernel) | user (a page of the VM's workload, unprotected)</summary>
+    public string Target { get; init; } = "kernel";
+}
+
 public sealed record VmSpec
 {
     public string Name { get; init; } = "";
@@ -25,6 +36,8 @@ public sealed record VmSpec
     public ulong? MaxPages { get; init; }
     /// <summary>Host pages at start (default: the host shared equally).</summary>
     public ulong? InitialPages { get; init; }
+    /// <summary>Pages of the guest kernel: a pinned process whose pages parity protects.</summary>
+    public ulong KernelPages { get; init; } = 64;
     public WorkloadSpec Workload { get; init; } = new();
 }
 
@@ -40,6 +53,7 @@ public sealed record Scenario
     public bool Adaptive { get; init; } = true;
     public int Seed { get; init; } = 1;
     public List<VmSpec> Vms { get; init; } = [];
+    public List<InjectionSpec> Injections { get; init; } = [];
 
     /// <summary>An idle VM that allocated a lot, a VM with a large active working set and a VM whose
     /// demand grows, on a host with half the memory their guests think they have.</summary>
@@ -52,6 +66,12 @@ public sealed record Scenario
             new VmSpec { Name = "idle", Pages = 4096, Workload = new WorkloadSpec { Kind = "idle", Pages = 3000, TouchesPerTick = 10 } },
             new VmSpec { Name = "active", Pages = 4096, Workload = new WorkloadSpec { Kind = "active", Pages = 3200 } },
             new VmSpec { Name = "growing", Pages = 4096, Workload = new WorkloadSpec { Kind = "growing", Pages = 400, EndPages = 2600 } },
+        ],
+        Injections =
+        [
+            new InjectionSpec { Tick = 100, Vm = "active", Kind = "MultiBit", Target = "kernel" },
+            new InjectionSpec { Tick = 150, Vm = "growing", Kind = "WholePage", Target = "kernel" },
+            new InjectionSpec { Tick = 200, Vm = "idle", Kind = "ByteRange", Target = "user" },
         ],
     };
 
@@ -133,6 +153,19 @@ public sealed record Scenario
         ulong guestPages = Vms.Aggregate(0UL, (s, v) => s + v.Pages);
         if (guestPages > MaxTotalGuestPages)
             Fail("vms[*].pages", $"the VMs' guest physical memory totals {guestPages} pages, more than the limit of {MaxTotalGuestPages} (128 GiB of 4 KiB pages)");
+        for (int i = 0; i < Vms.Count; i++)
+            if (Vms[i].KernelPages is var k && (k < 2 || k > Vms[i].Pages / 4))
+                Fail($"vms[{i}].kernelPages", $"must be between 2 and a quarter of the VM's pages ({Vms[i].Pages / 4}), got {k}");
+        for (int i = 0; i < (Injections?.Count ?? 0); i++)
+        {
+            InjectionSpec j = Injections![i];
+            string at = $"injections[{i}]";
+            if (j.Tick < 1 || j.Tick > Ticks) Fail($"{at}.tick", $"must be between 1 and ticks ({Ticks}), got {j.Tick}");
+            if (!Vms.Any(v => v.Name == j.Vm)) Fail($"{at}.vm", $"'{j.Vm}' is not one of the VMs ({string.Join(", ", Vms.Select(v => v.Name))})");
+            if (!Enum.TryParse<Recovery.ErrorKind>(j.Kind, ignoreCase: true, out _))
+                Fail($"{at}.kind", $"'{j.Kind}' is not one of {string.Join(", ", Enum.GetNames<Recovery.ErrorKind>())}");
+            if (j.Target is not ("kernel" or "user")) Fail($"{at}.target", $"'{j.Target}' is not kernel or user");
+        }
         ulong mins = Vms.Aggregate(0UL, (s, v) => s + v.MinPages);
         if (mins > HostPages) Fail("vms[*].minPages", $"the VMs' minimums total {mins} pages, more than hostPages {HostPages}");
         if (initial > HostPages) Fail("vms[*].initialPages", $"initial allocations total {initial} pages, more than hostPages {HostPages}");

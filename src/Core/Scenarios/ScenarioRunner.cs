@@ -3,6 +3,7 @@
 using System.Diagnostics;
 using PageLab.Core.Balloon;
 using PageLab.Core.Condition;
+using PageLab.Core.Recovery;
 using PageLab.Core.Faults;
 using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
@@ -23,6 +24,7 @@ public sealed record TickSnapshot(int Tick, IReadOnlyList<VmSnapshot> Vms, long 
 public sealed class ScenarioRunner : IDisposable
 {
     private readonly List<IWorkload> _workloads = new();
+    private readonly List<(GuestProcess Kernel, RecoveryEngine Engine)> _recovery = new();
     private readonly Random _rng;
     private readonly Dictionary<string, long> _refused = new();   // each VM's refused balloon reports so far
     private readonly List<FrameMove> _moves = new();        // moves of the step in progress, raised after it
@@ -38,7 +40,10 @@ public sealed class ScenarioRunner : IDisposable
         _rng = new Random(scenario.Seed);
         const uint pool = 64;
         // Host memory for guests, plus room for every demand pool and for frames in flight in a step.
-        uint frames = checked((uint)scenario.HostPages + pool * (uint)scenario.Vms.Count + (uint)scenario.BatchPages);
+        // Plus the kernels' parity frames and one fresh frame per injected error.
+        uint parity = (uint)scenario.Vms.Sum(v => (long)v.KernelPages / 8 + 2);
+        uint frames = checked((uint)scenario.HostPages + pool * (uint)scenario.Vms.Count + (uint)scenario.BatchPages
+                              + parity + (uint)scenario.Injections.Count);
         Arena = HostArena.Create(frames, $"pagelab-{scenario.Name}");
         Scheduler = new MemoryScheduler(Arena, new SchedulerOptions
         {
@@ -55,6 +60,7 @@ public sealed class ScenarioRunner : IDisposable
                 var app = new BalloonApplication(os, vm.Id);
                 Scheduler.Add(os, app, spec.Shares, spec.MinPages, spec.MaxPages ?? spec.Pages, scenario.InitialOf(spec));
                 _unscheduled = null;
+                _recovery.Add(BootKernel(os, spec.KernelPages));
                 _workloads.Add(MakeWorkload(os, spec.Workload, scenario.Ticks));
             }
         }
@@ -120,6 +126,8 @@ public sealed class ScenarioRunner : IDisposable
         long start = Stopwatch.GetTimestamp();
         _tick++;
         for (int i = 0; i < _workloads.Count; i++) _workloads[i].Step(_tick, _rng);
+        foreach (InjectionSpec j in Scenario.Injections)
+            if (j.Tick == _tick) Inject(j);
         if (_tick % Scenario.SamplePeriodTicks == 0) SamplePeriodAndReport();
         StepReport step = StepAndReport();
         Condition.Tick(_tick);
@@ -244,6 +252,48 @@ public sealed class ScenarioRunner : IDisposable
 
     /// <summary>Broken accounting rules (empty when every frame is where it should be).</summary>
     public List<string> CheckAccounting() => FrameAccounting.Check(Arena, Scheduler.Vms.Select(v => v.Vm).ToList());
+
+    // The guest kernel: a pinned process whose pages are written at boot and protected by parity, as
+    // the policy says for kernel-like pages. An error in a user page kills only the process using it.
+    private static (GuestProcess, RecoveryEngine) BootKernel(GuestOperatingSystem os, ulong pages)
+    {
+        GuestProcess kernel = os.Spawn("kernel", pages, pinned: true);
+        var gpas = new List<GuestPage>();
+        for (ulong v = 0; v < pages; v++)
+        {
+            System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(kernel.Page(v)).Fill(0x6B65726E656C0000UL | v);
+            gpas.Add(os.Translate(kernel, v)!.Value);
+        }
+        var engine = new RecoveryEngine(os.Vm);
+        engine.Protect(gpas, PageCategory.KernelLike);
+        engine.Unrecoverable = os.MemoryFailure;
+        return (kernel, engine);
+    }
+
+    // Injects one error as the spec says, reports it to the VM's recovery engine, and records both.
+    private void Inject(InjectionSpec j)
+    {
+        int i = Scheduler.Vms.ToList().FindIndex(v => v.Vm.Name == j.Vm);
+        ScheduledVm v = Scheduler.Vms[i];
+        (GuestProcess kernel, RecoveryEngine engine) = _recovery[i];
+        GuestProcess victim = j.Target == "kernel" ? kernel : _workloads[i].Process;
+        var resident = Enumerable.Range(0, (int)victim.VirtualPages).Select(p => (ulong)p).Where(victim.IsResident).ToList();
+        if (resident.Count == 0)
+        {
+            Record(new RunEvent { Tick = _tick, Kind = RunEventKind.Injection, Vm = j.Vm, Detail = $"{j.Kind} into {j.Target}: no resident page to hit" });
+            return;
+        }
+        GuestPage page = v.Os.Translate(victim, resident[_rng.Next(resident.Count)])!.Value;
+        var kind = Enum.Parse<ErrorKind>(j.Kind, ignoreCase: true);
+        (int offset, byte[] mask) = FaultInjector.Pattern(kind, Arena.PageSize, _rng);
+        if (v.Vm.Translate(page) is not HostFrame) return;
+        if (FaultInjector.IntoPage(v.Vm, page, offset, mask) is not HostFrame frame) return;
+        Record(new RunEvent { Tick = _tick, Kind = RunEventKind.Injection, Vm = j.Vm,
+            Detail = $"{kind} in {j.Target} {page} ({frame}) of process '{victim.Name}'" });
+        ErrorReport r = engine.Report(frame);
+        Record(new RunEvent { Tick = _tick, Kind = RunEventKind.Recovery, Vm = j.Vm,
+            Detail = r.Outcome == ErrorOutcome.Contained ? $"contained: process '{victim.Name}' terminated" : $"{r.Outcome}: {page} rebuilt bit-exact" });
+    }
 
     private static IWorkload MakeWorkload(GuestOperatingSystem os, WorkloadSpec w, int ticks)
     {
