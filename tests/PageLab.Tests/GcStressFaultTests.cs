@@ -1,0 +1,111 @@
+// Remaps and write-protect faults taken by managed code while another thread allocates and forces
+// full GCs: no deadlock (a watchdog fails the run instead), bytes and parity stay right. Runs on the
+// Linux backend and on the Windows backend alike.
+using System.Runtime.CompilerServices;
+using PageLab.Core;
+using PageLab.Core.Guest;
+using PageLab.Core.Host;
+using PageLab.Core.Recovery;
+
+namespace PageLab.Tests;
+
+public class GcStressFaultTests
+{
+    [Fact]
+    public void Write_faults_on_parity_pages_under_GC_stress_keep_parity_true()
+    {
+        using var t = new TestArena(256);
+        GuestVm vm = t.Vm("wp", 32, pool: 16);
+        vm.Back(new GuestPage(0), 32);
+        var engine = new RecoveryEngine(vm);
+        GuestPage[] pages = Enumerable.Range(0, 16).Select(i => new GuestPage((ulong)i)).ToArray();
+        engine.Protect(pages, PageCategory.ReadMostly);
+        using var gc = new GcStress();
+        using var watchdog = Watchdog("write faults under GC stress");
+
+        for (int round = 0; round < 600; round++)
+        {
+            for (int i = 0; i < 8; i++)
+            {
+                Span<byte> page = vm.Page(pages[(round + i) % 16]);
+                page[i] = (byte)round;                                     // a real write fault, then a call
+                Observe(page[i]);
+            }
+            engine.Reprotect();                                           // covered (read-only) again
+        }
+
+        Assert.True(vm.Counters.TrackedWrites >= 4_800, $"{vm.Counters.TrackedWrites} write faults");
+        Assert.Empty(vm.ScrubParity());
+        Assert.True(gc.Collections > 10, $"{gc.Collections} forced collections");
+        HostFrame bad = FaultInjector.IntoPage(vm, pages[3], 0, [0xFF, 0xFF])!.Value;
+        byte[] before = t.Arena.FrameBytes(bad).ToArray();
+        before[0] ^= 0xFF;
+        before[1] ^= 0xFF;
+        Assert.Equal(ErrorOutcome.Recovered, engine.Report(bad).Outcome);
+        Assert.Equal(before, vm.Page(pages[3]).ToArray());
+    }
+
+    [Fact]
+    public void Remaps_under_GC_stress_show_the_new_frame_every_time()
+    {
+        using var t = new TestArena(64);
+        GuestVm vm = t.Vm("remap", 8, pool: 4);
+        HostFrame[] frames = t.Arena.Allocate(2);
+        t.Arena.FrameBytes(frames[0]).Fill(0xA1);
+        t.Arena.FrameBytes(frames[1]).Fill(0xB2);
+        vm.Map(new GuestPage(2), [frames[0]]);
+        HostFrame spare = frames[1];
+        using var gc = new GcStress();
+        using var watchdog = Watchdog("remaps under GC stress");
+
+        for (int i = 0; i < 3_000; i++)
+        {
+            HostFrame now = spare;
+            spare = vm.Map(new GuestPage(2), [spare])[0];
+            byte expect = now == frames[0] ? (byte)0xA1 : (byte)0xB2;
+            Span<byte> page = vm.Page(new GuestPage(2));
+            Assert.Equal(expect, page[i % page.Length]);
+            Observe(page[0]);
+        }
+        Assert.True(gc.Collections > 10, $"{gc.Collections} forced collections");
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Observe(byte value) => GC.KeepAlive(value);
+
+    private static Timer Watchdog(string what) =>
+        new(_ => Environment.FailFast($"{what} did not finish in 300 s: deadlock"), null, TimeSpan.FromSeconds(300), Timeout.InfiniteTimeSpan);
+
+    /// <summary>A thread that allocates and forces full collections until disposed.</summary>
+    private sealed class GcStress : IDisposable
+    {
+        private readonly CancellationTokenSource _stop = new();
+        private readonly Thread _thread;
+        private int _collections;
+
+        public GcStress()
+        {
+            _thread = new Thread(() =>
+            {
+                var keep = new List<byte[]>();
+                while (!_stop.IsCancellationRequested)
+                {
+                    for (int i = 0; i < 100; i++) keep.Add(new byte[512]);
+                    if (keep.Count > 5000) keep.Clear();
+                    GC.Collect();
+                    Interlocked.Increment(ref _collections);
+                }
+            }) { IsBackground = true };
+            _thread.Start();
+        }
+
+        public int Collections => Volatile.Read(ref _collections);
+
+        public void Dispose()
+        {
+            _stop.Cancel();
+            _thread.Join();
+            _stop.Dispose();
+        }
+    }
+}
