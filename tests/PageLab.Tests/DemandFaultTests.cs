@@ -39,12 +39,8 @@ public class DemandFaultTests
         using var t = new TestArena(2 * (uint)pages);
         GuestVm vm = t.Vm("stress", pages, pool: (uint)pages);
         long nonZero = 0;
-        using var stop = new CancellationTokenSource();
-        using var watchdog = new Timer(_ => Environment.FailFast(
-            "demand-fault GC stress did not finish in 180 s: the fault path deadlocked"), null, TimeSpan.FromSeconds(180), Timeout.InfiniteTimeSpan);
-        int gcsBefore = GC.CollectionCount(2);
-        var gc = new Thread(() => GcStress(stop.Token)) { IsBackground = true };
-        gc.Start();
+        using var watchdog = GcStress.Watchdog("demand faults under GC stress", 180);
+        var gc = new GcStress();
 
         for (int round = 0; round < rounds; round++)
         {
@@ -65,10 +61,9 @@ public class DemandFaultTests
             foreach (Thread th in guests) th.Join();
             vm.Unback(new GuestPage(0), pages);
         }
-        stop.Cancel();
-        gc.Join();
+        gc.Dispose();
 
-        Assert.True(GC.CollectionCount(2) - gcsBefore >= 10, "the GC stress thread forced full collections during the faults");
+        Assert.True(gc.Collections >= 10, $"the GC stress thread forced {gc.Collections} full collections during the faults");
         Assert.Equal(0, nonZero);
         Assert.Equal((ulong)rounds * pages, vm.Counters.DemandFaults);
         Assert.Equal(0UL, vm.Counters.PoolEmpty);
@@ -180,15 +175,4 @@ public class DemandFaultTests
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static int Touch(string? s) => s!.Length;
-
-    private static void GcStress(CancellationToken stop)
-    {
-        var keep = new List<byte[]>();
-        while (!stop.IsCancellationRequested)
-        {
-            for (int i = 0; i < 200; i++) keep.Add(new byte[1024]);
-            if (keep.Count > 20_000) keep.Clear();
-            GC.Collect();
-        }
-    }
 }

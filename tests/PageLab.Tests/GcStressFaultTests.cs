@@ -21,7 +21,7 @@ public class GcStressFaultTests
         GuestPage[] pages = Enumerable.Range(0, 16).Select(i => new GuestPage((ulong)i)).ToArray();
         engine.Protect(pages, PageCategory.ReadMostly);
         using var gc = new GcStress();
-        using var watchdog = Watchdog("write faults under GC stress");
+        using var watchdog = GcStress.Watchdog("write faults under GC stress");
 
         for (int round = 0; round < 600; round++)
         {
@@ -56,7 +56,7 @@ public class GcStressFaultTests
         vm.Map(new GuestPage(2), [frames[0]]);
         HostFrame spare = frames[1];
         using var gc = new GcStress();
-        using var watchdog = Watchdog("remaps under GC stress");
+        using var watchdog = GcStress.Watchdog("remaps under GC stress");
 
         for (int i = 0; i < 3_000; i++)
         {
@@ -72,40 +72,4 @@ public class GcStressFaultTests
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Observe(byte value) => GC.KeepAlive(value);
-
-    private static Timer Watchdog(string what) =>
-        new(_ => Environment.FailFast($"{what} did not finish in 300 s: deadlock"), null, TimeSpan.FromSeconds(300), Timeout.InfiniteTimeSpan);
-
-    /// <summary>A thread that allocates and forces full collections until disposed.</summary>
-    private sealed class GcStress : IDisposable
-    {
-        private readonly CancellationTokenSource _stop = new();
-        private readonly Thread _thread;
-        private int _collections;
-
-        public GcStress()
-        {
-            _thread = new Thread(() =>
-            {
-                var keep = new List<byte[]>();
-                while (!_stop.IsCancellationRequested)
-                {
-                    for (int i = 0; i < 100; i++) keep.Add(new byte[512]);
-                    if (keep.Count > 5000) keep.Clear();
-                    GC.Collect();
-                    Interlocked.Increment(ref _collections);
-                }
-            }) { IsBackground = true };
-            _thread.Start();
-        }
-
-        public int Collections => Volatile.Read(ref _collections);
-
-        public void Dispose()
-        {
-            _stop.Cancel();
-            _thread.Join();
-            _stop.Dispose();
-        }
-    }
 }
