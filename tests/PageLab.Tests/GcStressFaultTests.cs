@@ -31,7 +31,7 @@ public class GcStressFaultTests
                 page[i] = (byte)round;                                     // a real write fault, then a call
                 Observe(page[i]);
             }
-            engine.Reprotect();                                           // covered (read-only) again
+            engine.Reprotect(coldOnly: false);                                           // covered (read-only) again
         }
 
         Assert.True(vm.Counters.TrackedWrites >= 4_800, $"{vm.Counters.TrackedWrites} write faults");

@@ -190,4 +190,24 @@ public class RecoveryTests
         for (ulong g = 0; g < 8; g++) Assert.True(HasPattern(vm.Page(new GuestPage(g)), g));
         Assert.Equal(GuestPageState.Backed, vm.StateOf(new GuestPage(1)));
     }
+
+    [Fact]
+    public void The_protector_recovers_a_cold_page_after_one_pass_and_lets_a_hot_page_wait_longer()
+    {
+        (TestArena t, GuestVm vm, RecoveryEngine engine) = Setup(16);
+        using var _ = t;
+        engine.Protect(Range(0, 8), PageCategory.ReadMostly);
+        vm.Page(new GuestPage(1))[0] = 1;                                  // written once, then cold
+        for (int pass = 0; pass < 32; pass++)
+        {
+            vm.Page(new GuestPage(0))[0]++;                                // written between every two passes
+            engine.Reprotect();
+        }
+
+        Assert.Equal(GuestPageState.Tracked, vm.StateOf(new GuestPage(1)));
+        ulong hotFaults = vm.Counters.TrackedWrites - 1;
+        Assert.True(hotFaults < 12, $"the hot page took {hotFaults} write faults in 32 passes");
+        Assert.Empty(vm.ScrubParity());
+        Assert.Equal(1, engine.Reprotect(coldOnly: false) + engine.Reprotect(coldOnly: false));
+    }
 }

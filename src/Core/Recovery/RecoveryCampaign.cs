@@ -112,7 +112,7 @@ public static class RecoveryCampaign
                 if (n % 64 == 0)
                 {
                     vm.RefillPool();
-                    engine.Reprotect();
+                    engine.Reprotect(coldOnly: false);
                     progress?.Report(n);
                 }
                 long lostBefore = lost;
@@ -205,7 +205,7 @@ public static class RecoveryCampaign
             progress?.Report(o.Injections);
 
             // Final checks against the shadow: every protected page holds what its guest last wrote.
-            engine.Reprotect();
+            engine.Reprotect(coldOnly: false);
             engine.RetireHandlerReplaced();
             for (ulong g = 0; g < Unprotected; g++)
                 if (!Holds(arena, vm, new GuestPage(g), Interlocked.Read(ref version[g]))) { lost++; problems.Add($"gpage {g} does not hold version {version[g]}"); }

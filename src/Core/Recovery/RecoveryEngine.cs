@@ -26,6 +26,7 @@ public sealed class RecoveryEngine
 {
     private readonly Dictionary<uint, int> _groupOfParity = new();   // parity frame -> group
     private readonly List<GuestPage> _grouped = new();
+    private readonly List<Aging> _aging = new();          // per grouped page, same order
     private readonly HashSet<uint> _retired = new();
 
     public RecoveryEngine(GuestVm vm, ProtectionPolicy? policy = null)
@@ -68,6 +69,7 @@ public sealed class RecoveryEngine
                     int group = Vm.CreateParityGroup(members, parity);
                     _groupOfParity[parity.Value] = group;
                     _grouped.AddRange(members);
+                    _aging.AddRange(members.Select(_ => new Aging { Wait = 1 }));
                 }
                 return Vm.Protect(pages.ToArray(), []);
             case Protection.DiskCopy:
@@ -78,11 +80,43 @@ public sealed class RecoveryEngine
         }
     }
 
-    /// <summary>The background protector: re-covers grouped pages that writes left unprotected.</summary>
-    public int Reprotect()
+    /// <summary>The background protector: re-covers grouped pages that writes left unprotected. With
+    /// <paramref name="coldOnly"/>, a page is re-covered only once it has stayed unprotected for as many
+    /// passes as it has earned: a page written again right after being re-covered is hot and waits twice
+    /// as long next time (up to <see cref="MaxColdPasses"/>); one that stays covered for a pass waits half
+    /// as long. Hot pages then cost no write faults, and cold ones are protected after one pass.
+    /// Returns how many pages were re-covered.</summary>
+    public int Reprotect(bool coldOnly = true)
     {
-        GuestPage[] uncovered = _grouped.Where(g => Vm.StateOf(g) == GuestPageState.Backed).ToArray();
-        return uncovered.Length == 0 ? 0 : Vm.Protect(uncovered, []);
+        var recover = new List<GuestPage>();
+        for (int i = 0; i < _grouped.Count; i++)
+        {
+            ref Aging a = ref System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_aging)[i];
+            if (Vm.StateOf(_grouped[i]) != GuestPageState.Backed)
+            {
+                if (a.CoveredLastPass) a.Wait = Math.Max(1, a.Wait / 2);
+                a.CoveredLastPass = true;
+                a.RecoveredLastPass = false;
+                continue;
+            }
+            if (a.CoveredLastPass && a.RecoveredLastPass) a.Wait = Math.Min(MaxColdPasses, a.Wait * 2);
+            a.CoveredLastPass = a.RecoveredLastPass = false;
+            if (++a.UncoveredPasses < a.Wait && coldOnly) continue;
+            recover.Add(_grouped[i]);
+            a.UncoveredPasses = 0;
+            a.CoveredLastPass = a.RecoveredLastPass = true;
+        }
+        return recover.Count == 0 ? 0 : Vm.Protect(recover.ToArray(), []);
+    }
+
+    /// <summary>The longest a hot page waits, in protector passes, before it is re-covered.</summary>
+    public const int MaxColdPasses = 64;
+
+    private struct Aging
+    {
+        public int Wait;             // passes a page must stay unprotected before it is re-covered
+        public int UncoveredPasses;
+        public bool CoveredLastPass, RecoveredLastPass;
     }
 
     /// <summary>Handles an uncorrected error reported for a frame (as a machine check would report a
