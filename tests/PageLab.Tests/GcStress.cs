@@ -19,6 +19,9 @@ internal sealed class GcStress : IDisposable
                 if (keep.Count > 5000) keep.Clear();
                 GC.Collect();
                 Interlocked.Increment(ref _collections);
+                // Back to back, collections starve the guest threads (each one stops them all) until a
+                // 100k-fault test takes minutes; a millisecond between them still gives hundreds a second.
+                Thread.Sleep(1);
             }
         }) { IsBackground = true };
         _thread.Start();
