@@ -218,3 +218,50 @@ public class BalloonTests
     private static int CountByte(GuestVm vm, byte value) =>
         FramesOf(vm).Values.Sum(f => vm.Arena.FrameBytes(f).Count(value));
 }
+
+public class BalloonPressureTests
+{
+    [Fact]
+    public void A_balloon_backs_off_when_reserving_makes_its_guest_page_heavily_then_retries()
+    {
+        using var t = new TestArena(1024);
+        GuestVm vm = t.Vm("busy", 512, pool: 512);
+        vm.RefillPool();
+        using var os = new GuestOperatingSystem(vm, new GuestOsOptions { LowWaterPages = 16, HighWaterPages = 112 });
+        GuestProcess app = os.Spawn("app", 512);
+        for (ulong v = 0; v < 490; v++) app.Page(v)[0] = 1;                  // the guest is nearly full
+        var balloon = new BalloonApplication(os, vm.Id);
+        balloon.SetTarget(200);
+
+        List<BalloonReport> first = balloon.Inflate(16);                      // forces a reclaim of ~100 pages
+        Assert.NotEmpty(first);
+        Assert.True(balloon.BackingOff, $"swap-outs {os.Stats.SwapOuts}");
+        Assert.Equal(1UL, balloon.BackOffs);
+        for (int i = 0; i < 4; i++) Assert.Empty(balloon.Inflate(16));        // out of puff: waits
+        Assert.NotEmpty(balloon.Inflate(16));                                   // then retries
+    }
+
+    [Fact]
+    public void A_guest_under_severe_pressure_gets_pages_back_from_its_balloon_first_and_never_hangs()
+    {
+        using var t = new TestArena(1024);
+        GuestVm vm = t.Vm("oom", 256, pool: 256);
+        vm.RefillPool();
+        using var os = new GuestOperatingSystem(vm, new GuestOsOptions { LowWaterPages = 8, HighWaterPages = 16, SwapLimitPages = 0 });
+        var balloon = new BalloonApplication(os, vm.Id);
+        balloon.SetTarget(100);
+        while (balloon.ReservedPages < 100) Assert.NotEmpty(balloon.Inflate(32));
+        GuestProcess kernel = os.Spawn("kernel", 256, pinned: true);
+
+        for (ulong v = 0; v < 170; v++) kernel.Page(v)[0] = 2;               // more than is free: swap is full
+
+        Assert.True(balloon.DeflatedOnOom > 0, "the balloon gave pages back");
+        Assert.True(balloon.ReservedPages < 100);
+        Assert.False(kernel.Killed);
+        Assert.Equal(0UL, os.Stats.OomKills);
+        // With the balloon empty too, the OOM killer ends one process instead of hanging.
+        var hog = os.Spawn("hog", 256);
+        Assert.Throws<GuestProcessKilledException>(() => { for (ulong v = 0; v < 256; v++) hog.Page(v)[0] = 3; });
+        Assert.Equal(1UL, os.Stats.OomKills);
+    }
+}

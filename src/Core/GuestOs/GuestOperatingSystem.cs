@@ -13,6 +13,9 @@ public sealed record GuestOsOptions
     public ulong HighWaterPages { get; init; } = 96;
     /// <summary>Directory for the guest's swap file (a temp directory when null).</summary>
     public string? SwapDirectory { get; init; }
+    /// <summary>Swap slots the guest may use; when they are all taken nothing more can be paged out
+    /// (the guest is then under severe pressure). Unlimited when null.</summary>
+    public long? SwapLimitPages { get; init; }
 }
 
 /// <summary>Counters a guest OS keeps about its memory, as a balloon driver would report them.</summary>
@@ -223,6 +226,7 @@ public sealed class GuestOperatingSystem : IDisposable
         }
         bool unbacked = Vm.StateOf(new GuestPage(g)) == GuestPageState.Unbacked;
         if (requireBacked && unbacked) return null;
+        if (_swap.SlotsInUse >= Options.SwapLimitPages) return null;      // swap full: nothing can go out
         // Page-out is device I/O: it reads the frame (DMA), not the guest mapping, so it neither counts as
         // a guest access nor trips over a page the sampler made inaccessible. A page the host took back
         // (a reclaimed balloon page) reads as zeros, as ESX's shared zero page would.
