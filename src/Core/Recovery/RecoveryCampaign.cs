@@ -216,7 +216,7 @@ public static class RecoveryCampaign
             if (arena.Counts.Guest + arena.Counts.Parity + arena.Counts.Free + arena.Counts.Retired != arena.FrameCount)
                 problems.Add("frames are missing from the accounting");
             latencies.Sort();
-            FaultCountersSnapshot counters = new(vm.Counters.HandlerRecoveries, vm.Counters.TrackedWrites);
+            Faults.FaultCounters counters = vm.Counters;
             return new CampaignResult(o.Injections, outcomes, targets, silentFound, lost, readerMismatches, readerChecks,
                 counters.HandlerRecoveries, counters.TrackedWrites, contexts, engine.RetiredFrames.Count,
                 Percentile(latencies, 0.50), Percentile(latencies, 0.90), Percentile(latencies, 0.99), problems, clock.Elapsed, samples);
@@ -228,8 +228,6 @@ public static class RecoveryCampaign
             vm.Dispose();
         }
     }
-
-    private readonly record struct FaultCountersSnapshot(ulong HandlerRecoveries, ulong TrackedWrites);
 
     private static GuestPage[] Pages(ulong first, ulong count) =>
         Enumerable.Range(0, (int)count).Select(i => new GuestPage(first + (ulong)i)).ToArray();
