@@ -23,6 +23,7 @@ public class CampaignTests
         Assert.True(r.ReaderChecks > 1000, $"readers checked {r.ReaderChecks} pages");
         Assert.True(r.TrackedWrites > 100, $"{r.TrackedWrites} write faults on covered pages");
         Assert.Equal(r.Injected, r.Recovered + r.Contained);
+        Assert.Equal(r.Injected, r.Retired);                                   // one bad frame per error, no good one
         Assert.Equal(r.Targets[CampaignTarget.UnprotectedPage], r.Contained);
         Assert.Equal(r.Targets[CampaignTarget.SilentPage], r.SilentFound);
         Assert.All(Enum.GetValues<CampaignTarget>(), t => Assert.True(r.Targets.GetValueOrDefault(t) > 5000, $"{t}: {r.Targets.GetValueOrDefault(t)}"));

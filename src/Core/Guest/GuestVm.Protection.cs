@@ -41,17 +41,18 @@ public sealed unsafe partial class GuestVm
     }
 
     /// <summary>XORs <paramref name="mask"/> into the page's frame at <paramref name="offset"/> and poisons
-    /// the page. With <paramref name="onlyIfProtected"/>, returns false (and changes nothing) unless the
-    /// page is protected at that instant.</summary>
-    internal bool Inject(GuestPage page, int offset, ReadOnlySpan<byte> mask, bool onlyIfProtected)
+    /// the page. With <paramref name="onlyIfProtected"/>, returns null (and changes nothing) unless the
+    /// page is protected at that instant.
+    /// Returns the frame that was corrupted (the one to report), or null.</summary>
+    internal HostFrame? Inject(GuestPage page, int offset, ReadOnlySpan<byte> mask, bool onlyIfProtected)
     {
         CheckRange(page, 1);
         fixed (byte* m = mask)
         {
-            int rc = Lib.Inject(Region, page.Value, checked((uint)offset), m, (uint)mask.Length, onlyIfProtected ? 1 : 0);
-            if (rc == Lib.ESTATE) return false;
+            int rc = Lib.Inject(Region, page.Value, checked((uint)offset), m, (uint)mask.Length, onlyIfProtected ? 1 : 0, out uint hit);
+            if (rc == Lib.ESTATE) return null;
             FaultEngine.Check(rc, $"{Name}: injecting {mask.Length} bytes at offset {offset} of {page}");
-            return true;
+            return new HostFrame(hit);
         }
     }
 

@@ -54,9 +54,10 @@ public static class FaultInjector
     public static HostFrame? IntoPage(GuestVm vm, GuestPage page, int offset, ReadOnlySpan<byte> mask, bool onlyIfProtected = false)
     {
         CheckMask(vm.Arena, offset, mask);
-        HostFrame? frame = vm.Translate(page);
-        if (frame is null) throw new InvalidOperationException($"{vm.Name}: {page} has no frame to corrupt");
-        return vm.Inject(page, offset, mask, onlyIfProtected) ? vm.Translate(page) : null;
+        if (vm.Translate(page) is null) throw new InvalidOperationException($"{vm.Name}: {page} has no frame to corrupt");
+        // The engine says which frame it corrupted: by the time we could look again, a guest access may
+        // already have had the handler replace it.
+        return vm.Inject(page, offset, mask, onlyIfProtected);
     }
 
     /// <summary>Corrupts a frame no guest maps (a parity or free frame), or a guest frame silently

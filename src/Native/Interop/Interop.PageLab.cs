@@ -73,7 +73,7 @@ internal static unsafe partial class Interop
         public static partial int Protect(int id, ulong* pages, uint n, long* diskOffsets);
 
         [LibraryImport(Lib, EntryPoint = "pl_inject")]
-        public static partial int Inject(int id, ulong page, uint offset, byte* mask, uint len, int requireTracked);
+        public static partial int Inject(int id, ulong page, uint offset, byte* mask, uint len, int requireTracked, out uint hit);
 
         [LibraryImport(Lib, EntryPoint = "pl_recover")]
         public static partial int Recover(int id, ulong page, uint bad, uint fresh, out uint old);

@@ -1193,8 +1193,10 @@ PL_EXPORT int pl_protect(int id, const uint64_t *pages, uint32_t n, const int64_
 
 /* Error injection, as memory hardware would do it: XOR mask[0..len) into the page's frame at
  * `offset` and poison the page (PROT_NONE) so no access sees the bad bytes until it is handled.
- * With require_tracked, only a protected page is hit (checked under the lock; PL_ESTATE otherwise). */
-PL_EXPORT int pl_inject(int id, uint64_t page, uint32_t offset, const uint8_t *mask, uint32_t len, int require_tracked)
+ * With require_tracked, only a protected page is hit (checked under the lock; PL_ESTATE otherwise).
+ * *hit is the frame that was corrupted: the one to report (a guest access may replace it at once). */
+PL_EXPORT int pl_inject(int id, uint64_t page, uint32_t offset, const uint8_t *mask, uint32_t len, int require_tracked,
+                        uint32_t *hit)
 {
     struct pl_region *r = region_of(id);
     if (!r) return PL_ENOREGION;
@@ -1208,7 +1210,8 @@ PL_EXPORT int pl_inject(int id, uint64_t page, uint32_t offset, const uint8_t *m
     int rc = reprotect(r, page, PL_POISONED, 0);
     if (rc != 0) { unlock(r); return rc; }
     if (st != PL_TRACKED) r->hash[page] = 0; /* an unprotected page has no good copy to check against */
-    uint8_t *bytes = frame_bytes(r, atomic_load_explicit(&r->p2m[page], memory_order_relaxed)) + offset;
+    *hit = atomic_load_explicit(&r->p2m[page], memory_order_relaxed);
+    uint8_t *bytes = frame_bytes(r, *hit) + offset;
     for (uint32_t i = 0; i < len; i++) bytes[i] ^= mask[i];
     atomic_store_explicit(&r->state[page], PL_POISONED, memory_order_release);
     unlock(r);
