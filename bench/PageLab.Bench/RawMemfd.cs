@@ -18,6 +18,7 @@ internal sealed partial class RawMemfd : IDisposable
     private const nint MapFailed = -1;
 
     private readonly int _fd;
+    private readonly long _frames;
     private readonly long _rangePages;
     private int _disposed;
 
@@ -26,6 +27,7 @@ internal sealed partial class RawMemfd : IDisposable
     public RawMemfd(long frames, long rangePages)
     {
         PageSize = Environment.SystemPageSize;
+        _frames = frames;
         _rangePages = rangePages;
         _fd = Interop.Libc.MemfdCreate("pagelab-bench-raw", Interop.Libc.MFD_CLOEXEC);
         if (_fd < 0) throw ErrnoException.FromLastError("memfd_create");
@@ -42,12 +44,33 @@ internal sealed partial class RawMemfd : IDisposable
             _ = Close(_fd); // already failing; the mmap error is the one to report
             throw new ErrnoException($"mmap(reserve {rangePages} pages)", errno);
         }
+        HostView = Mmap(0, (nuint)(frames * PageSize), ProtRead | ProtWrite, MapShared, _fd, 0);
+        if (HostView == MapFailed)
+        {
+            int errno = Marshal.GetLastSystemError();
+            _ = Munmap(Base, (nuint)(rangePages * PageSize)); // already failing; the mmap error is the one to report
+            _ = Close(_fd);
+            throw new ErrnoException($"mmap(host view of {frames} frames)", errno);
+        }
     }
 
     public int PageSize { get; }
 
     /// <summary>Start of the reserved range. Valid until <see cref="Dispose"/>.</summary>
     public nint Base { get; }
+
+    /// <summary>All frames, mapped once (as PageLab's host view). Valid until <see cref="Dispose"/>.</summary>
+    public nint HostView { get; }
+
+    public int Fd => _fd;
+
+    /// <summary>mmap(anonymous PROT_NONE, MAP_FIXED) over pages [page, page+count): unmapped again.</summary>
+    public void Unmap(long page, long count)
+    {
+        nint got = Mmap(Base + (nint)(page * PageSize), (nuint)(count * PageSize), ProtNone,
+            MapPrivate | MapAnonymous | MapNoReserve | MapFixed, -1, 0);
+        if (got == MapFailed) throw new ErrnoException($"mmap(PROT_NONE, page {page}, {count} pages)", Marshal.GetLastSystemError());
+    }
 
     /// <summary>mmap(MAP_SHARED|MAP_FIXED, RW) of frames [frame, frame+count) over pages [page, page+count).</summary>
     public void Map(long page, long count, long frame)
@@ -78,6 +101,7 @@ internal sealed partial class RawMemfd : IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         _ = Munmap(Base, (nuint)(_rangePages * PageSize)); // teardown: nothing useful to do on failure
+        _ = Munmap(HostView, (nuint)(_frames * PageSize));
         _ = Close(_fd);
     }
 

@@ -125,6 +125,35 @@ public class BalloonTests
         Assert.Empty(h.Accounting());
     }
 
+    [Fact]
+    public void Data_behind_a_right_value_reaches_the_target_as_zeros()
+    {
+        // The value identifies a balloon page; it is no promise about the rest. A guest that keeps the
+        // header and writes a secret behind it (as a racing vCPU could after the check) gets its page
+        // taken, and the target reads zeros where the secret was.
+        using var h = new TestHost(600);
+        ScheduledVm src = h.Vm("src", 512, 300), dst = h.Vm("dst", 512, 300);
+        h.Settle();
+        dst.Balloon.SetTarget(dst.Backend.ActualPages + 16);
+        h.Arena.Release(dst.Backend.Inflate(16).Frames);                           // holes in the target to fill
+        src.Balloon.SetTarget(src.Backend.ActualPages + 16);
+        List<BalloonReport> reports = src.Balloon.Inflate(16);
+        foreach (BalloonReport rep in reports)
+            System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(src.Vm.Page(rep.ClaimedPage)[BalloonTag.HeaderBytes..]).Fill(Secret);
+
+        ReclaimResult r = src.Backend.Reclaim(reports);
+        dst.Balloon.SetTarget(dst.Backend.ActualPages - 16);
+        int used = dst.Backend.Deflate(16, r.Frames);
+
+        Assert.Equal(16, r.Frames.Length);                                           // accepted: the value was right
+        Assert.Equal(16, used);
+        Assert.All(reports, rep => Assert.Equal(GuestPageState.Unbacked, src.Vm.StateOf(rep.ClaimedPage)));
+        Assert.All(r.Frames, f => Assert.Equal(dst.Vm.Id, h.Arena.OwnerOf(f)));
+        Assert.All(r.Frames, f => Assert.True(h.Arena.FrameBytes(f).IndexOfAnyExcept((byte)0) < 0, $"{f} is all zero"));
+        Assert.Equal(0, CountPattern(dst.Vm, Secret));
+        Assert.Empty(h.Accounting());
+    }
+
     [Theory]
     [InlineData(BalloonBehaviour.NeverWritesValue, RefusalReason.ValueMismatch)]
     [InlineData(BalloonBehaviour.ReportsTwice, RefusalReason.Duplicate)]

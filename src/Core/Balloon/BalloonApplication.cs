@@ -17,7 +17,12 @@ public enum BalloonBehaviour { Honest, StopsResponding, NeverWritesValue, Report
 public sealed class BalloonApplication
 {
     private readonly GuestOperatingSystem _os;
-    private readonly Dictionary<ulong, uint> _reserved = new();   // vpn -> sequence written
+    // The reserved set, kept in arrays because inflation touches it once per page moved: the sequence
+    // written into each reserved vpn (0 = not reserved), and the reserved vpns in order of reservation
+    // with each one's index in that list (for removal by swapping with the last).
+    private readonly uint[] _sequenceOf;
+    private readonly List<ulong> _reserved = new();
+    private readonly int[] _indexOf;
     private readonly Stack<ulong> _freeVpns = new();
     private uint _sequence;
     private int _backoffTicks;
@@ -28,6 +33,8 @@ public sealed class BalloonApplication
         VmId = vmId;
         Behaviour = behaviour;
         Process = os.Spawn("balloon", os.Vm.PageCount);
+        _sequenceOf = new uint[os.Vm.PageCount];
+        _indexOf = new int[os.Vm.PageCount];
         for (ulong v = os.Vm.PageCount; v-- > 0;) _freeVpns.Push(v);
         os.SeverePressure = DeflateOnOom;
     }
@@ -55,20 +62,22 @@ public sealed class BalloonApplication
     /// into each and returns the reports. Returns nothing while backing off or not responding.</summary>
     public List<BalloonReport> Inflate(int maxPages)
     {
-        var reports = new List<BalloonReport>();
+        var reports = new List<BalloonReport>(Math.Clamp(maxPages, 0, 4096));
         if (Behaviour == BalloonBehaviour.StopsResponding) return reports;
         if (_backoffTicks > 0) { _backoffTicks--; return reports; }
         ulong swapOutsBefore = _os.Stats.SwapOuts;
         while (reports.Count < maxPages && ReservedPages < TargetPages && _freeVpns.Count > 0)
         {
             ulong vpn = _freeVpns.Pop();
-            Span<byte> page;
-            try { page = Process.Page(vpn); }
+            ulong g;
+            try { g = _os.EnsureResident(Process, vpn); }
             catch (GuestProcessKilledException) { return reports; }
-            uint seq = ++_sequence;
+            Span<byte> page = _os.Vm.Page(new GuestPage(g));
+            if (++_sequence == 0) _sequence = 1;              // 0 means "not reserved"
+            uint seq = _sequence;
             if (Behaviour != BalloonBehaviour.NeverWritesValue) BalloonTag.Write(page, VmId, vpn, seq);
-            _reserved[vpn] = seq;
-            GuestPage claimed = _os.Translate(Process, vpn)!.Value;
+            Reserve(vpn, seq);
+            var claimed = new GuestPage(g);
             if (Behaviour == BalloonBehaviour.ReportsForeignPages) claimed = ForeignPage() ?? claimed;
             reports.Add(new BalloonReport(vpn, claimed, seq));
             if (Behaviour == BalloonBehaviour.ReportsTwice) reports.Add(new BalloonReport(vpn, claimed, seq));
@@ -88,17 +97,46 @@ public sealed class BalloonApplication
     {
         if (Behaviour == BalloonBehaviour.StopsResponding) return [];
         ulong excess = ReservedPages > TargetPages ? ReservedPages - TargetPages : 0;
-        return _reserved.Keys.Take((int)Math.Min((ulong)maxPages, excess)).ToList();
+        return Newest((int)Math.Min((ulong)maxPages, excess));
     }
 
     public void Release(IEnumerable<ulong> vpns)
     {
         foreach (ulong vpn in vpns)
         {
-            if (!_reserved.Remove(vpn)) continue;
+            if (vpn >= (ulong)_sequenceOf.Length || _sequenceOf[vpn] == 0) continue;
+            Unreserve(vpn);
             Process.Release(vpn);
             _freeVpns.Push(vpn);
         }
+    }
+
+    /// <summary>The sequence number written into a reserved page, or null if the page is not reserved.</summary>
+    public uint? SequenceOf(ulong vpn) => vpn < (ulong)_sequenceOf.Length && _sequenceOf[vpn] != 0 ? _sequenceOf[vpn] : null;
+
+    private void Reserve(ulong vpn, uint seq)
+    {
+        _sequenceOf[vpn] = seq;
+        _indexOf[vpn] = _reserved.Count;
+        _reserved.Add(vpn);
+    }
+
+    private void Unreserve(ulong vpn)
+    {
+        int i = _indexOf[vpn];
+        ulong last = _reserved[^1];
+        _reserved[i] = last;
+        _indexOf[last] = i;
+        _reserved.RemoveAt(_reserved.Count - 1);
+        _sequenceOf[vpn] = 0;
+    }
+
+    // The most recently reserved pages, newest first: they give back the pages reserved last.
+    private List<ulong> Newest(int n)
+    {
+        var vpns = new List<ulong>(n);
+        for (int i = _reserved.Count - 1; i >= 0 && vpns.Count < n; i--) vpns.Add(_reserved[i]);
+        return vpns;
     }
 
     /// <summary>The periodic touch: keeps resident balloon pages warm and forgets pages the guest paged
@@ -107,7 +145,7 @@ public sealed class BalloonApplication
     {
         if (Behaviour == BalloonBehaviour.StopsResponding) return 0;
         var lost = new List<ulong>();
-        foreach (ulong vpn in _reserved.Keys)
+        foreach (ulong vpn in _reserved)
             if (!Process.Touch(vpn)) lost.Add(vpn);
         Release(lost);
         PageOutsSeen += (ulong)lost.Count;
@@ -117,7 +155,7 @@ public sealed class BalloonApplication
     // Deflate-on-OOM: the guest is out of pages; give back what it asks for without the hypervisor.
     private ulong DeflateOnOom(ulong wanted)
     {
-        List<ulong> give = _reserved.Keys.Take((int)Math.Min(wanted, (ulong)_reserved.Count)).ToList();
+        List<ulong> give = Newest((int)Math.Min(wanted, (ulong)_reserved.Count));
         Release(give);
         DeflatedOnOom += (ulong)give.Count;
         return (ulong)give.Count;

@@ -1,6 +1,11 @@
 // The hypervisor side of ballooning for one VM: identifies the host frames behind balloon pages (by
-// translation of the app's reports, or by scanning content), verifies the agreed value before a frame
-// leaves the VM, reclaims frames, and backs pages the balloon gives back. Nothing the guest says is trusted.
+// translation of the app's reports, or by scanning content), verifies the agreed value, reclaims frames,
+// and backs pages the balloon gives back. Nothing the guest says is trusted.
+//
+// Order of a reclaim, and why: a report is refused unless its page holds the agreed value; the accepted
+// pages are unmapped, run by run, and only then is each frame zeroed in full through the host's view,
+// where the guest can no longer write it. So no byte the source wrote (before or after the check)
+// reaches another VM, whatever the value check found.
 using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
@@ -10,7 +15,7 @@ namespace PageLab.Core.Balloon;
 /// <summary>Why a balloon report was refused.</summary>
 public enum RefusalReason { NotItsPage, NotResident, ClaimMismatch, Duplicate, NotBacked, ValueMismatch }
 
-/// <summary>What one reclaim step did: frames taken (Held, scrubbed) and reports refused by reason.</summary>
+/// <summary>What one reclaim step did: frames taken (Held, all zero) and reports refused by reason.</summary>
 public sealed record ReclaimResult(HostFrame[] Frames, IReadOnlyDictionary<RefusalReason, int> Refused)
 {
     public int RefusedCount => Refused.Values.Sum();
@@ -18,7 +23,13 @@ public sealed record ReclaimResult(HostFrame[] Frames, IReadOnlyDictionary<Refus
 
 public sealed class BalloonBackend
 {
-    private readonly Dictionary<ulong, ulong> _reclaimed = new(); // guest page -> balloon vpn, frame given up
+    // Per guest page: the balloon vpn + 1 whose frame the hypervisor took (0 = none). The list holds the
+    // same pages (each once: _listed) for cheap iteration; entries whose slot went to 0 are dropped when
+    // it is walked.
+    private readonly ulong[] _reclaimedVpn;
+    private readonly List<ulong> _reclaimedPages = new();
+    private readonly bool[] _listed;
+    private readonly bool[] _acceptedNow;
     private readonly Dictionary<RefusalReason, long> _refusedTotal = new();
     private int _stepsWithoutProgress;
 
@@ -26,6 +37,9 @@ public sealed class BalloonBackend
     {
         Os = os;
         App = app;
+        _reclaimedVpn = new ulong[os.Vm.PageCount];
+        _acceptedNow = new bool[os.Vm.PageCount];
+        _listed = new bool[os.Vm.PageCount];
     }
 
     public GuestOperatingSystem Os { get; }
@@ -38,24 +52,31 @@ public sealed class BalloonBackend
         get
         {
             // Pages the guest paged out and reused are no longer the balloon's.
-            foreach ((ulong g, ulong vpn) in _reclaimed.ToList())
-                if (Vm.StateOf(new GuestPage(g)) != GuestPageState.Unbacked || Os.Translate(App.Process, vpn)?.Value != g)
-                    _reclaimed.Remove(g);
-            return (ulong)_reclaimed.Count;
+            int kept = 0;
+            for (int i = 0; i < _reclaimedPages.Count; i++)
+            {
+                ulong g = _reclaimedPages[i];
+                ulong slot = _reclaimedVpn[g];
+                if (slot != 0 && (Vm.StateOf(new GuestPage(g)) != GuestPageState.Unbacked || Os.Translate(App.Process, slot - 1)?.Value != g))
+                    _reclaimedVpn[g] = slot = 0;
+                if (slot != 0) _reclaimedPages[kept++] = g;
+                else _listed[g] = false;
+            }
+            _reclaimedPages.RemoveRange(kept, _reclaimedPages.Count - kept);
+            return (ulong)kept;
         }
     }
 
     public long ReclaimedTotal { get; private set; }
     public long RefusedTotal => _refusedTotal.Values.Sum();
     public IReadOnlyDictionary<RefusalReason, long> RefusedByReason => _refusedTotal;
-
     /// <summary>True once the app has failed to make progress towards its target for
     /// <see cref="UnresponsiveAfterSteps"/> steps in a row.</summary>
     public bool Unresponsive => _stepsWithoutProgress >= UnresponsiveAfterSteps;
     public int UnresponsiveAfterSteps { get; init; } = 8;
 
     /// <summary>Asks the app for up to <paramref name="maxPages"/> pages and reclaims their frames
-    /// (translation route). The frames come back Held and scrubbed.</summary>
+    /// (translation route). The frames come back Held and all zero.</summary>
     public ReclaimResult Inflate(int maxPages)
     {
         List<BalloonReport> reports = App.Inflate(maxPages);
@@ -69,17 +90,22 @@ public sealed class BalloonBackend
     public ReclaimResult Reclaim(IReadOnlyList<BalloonReport> reports)
     {
         var refused = new Dictionary<RefusalReason, int>();
-        var accepted = new SortedDictionary<ulong, ulong>();
+        var accepted = new List<BalloonReport>(reports.Count);
         foreach (BalloonReport report in reports)
         {
-            RefusalReason? why = Verify(report, accepted);
+            RefusalReason? why = Verify(report);
             if (why is RefusalReason reason)
             {
                 refused[reason] = refused.GetValueOrDefault(reason) + 1;
                 _refusedTotal[reason] = _refusedTotal.GetValueOrDefault(reason) + 1;
             }
-            else accepted.Add(report.ClaimedPage.Value, report.Vpn);
+            else
+            {
+                _acceptedNow[report.ClaimedPage.Value] = true;
+                accepted.Add(report);
+            }
         }
+        foreach (BalloonReport a in accepted) _acceptedNow[a.ClaimedPage.Value] = false;
         return new ReclaimResult(TakeFrames(accepted), refused);
     }
 
@@ -87,15 +113,15 @@ public sealed class BalloonBackend
     /// against the balloon process's page table, and reclaims up to <paramref name="maxPages"/>.</summary>
     public ReclaimResult ReclaimByContent(int maxPages)
     {
-        var accepted = new SortedDictionary<ulong, ulong>();
+        var accepted = new List<BalloonReport>();
         for (ulong g = 0; g < Vm.PageCount && accepted.Count < maxPages; g++)
         {
-            if (_reclaimed.ContainsKey(g) || Vm.Translate(new GuestPage(g)) is not HostFrame f) continue;
+            if (_reclaimedVpn[g] != 0 || Vm.Translate(new GuestPage(g)) is not HostFrame f) continue;
             ReadOnlySpan<byte> bytes = Vm.Arena.FrameBytes(f);
             if (!BalloonTag.TryRead(bytes, out int vmId, out ulong vpn, out uint seq) || vmId != App.VmId) continue;
             // A forged tag in another process's page does not translate back to this page.
             if (vpn >= App.Process.VirtualPages || Os.Translate(App.Process, vpn)?.Value != g) continue;
-            if (BalloonTag.Matches(bytes, vmId, vpn, seq)) accepted.Add(g, vpn);
+            if (BalloonTag.Matches(bytes, vmId, vpn, seq)) accepted.Add(new BalloonReport(vpn, new GuestPage(g), seq));
         }
         return new ReclaimResult(TakeFrames(accepted), new Dictionary<RefusalReason, int>());
     }
@@ -106,12 +132,12 @@ public sealed class BalloonBackend
     public int Deflate(int maxPages, ReadOnlySpan<HostFrame> frames)
     {
         List<ulong> vpns = App.ChooseDeflate(maxPages);
-        var needFrame = new List<ulong>();
-        var release = new List<ulong>();
+        var needFrame = new List<ulong>(Math.Min(vpns.Count, frames.Length));
+        var release = new List<ulong>(vpns.Count);
         foreach (ulong vpn in vpns)
         {
             GuestPage? g = vpn < App.Process.VirtualPages ? Os.Translate(App.Process, vpn) : null;
-            bool reclaimed = g is GuestPage p && _reclaimed.ContainsKey(p.Value) && Vm.StateOf(p) == GuestPageState.Unbacked;
+            bool reclaimed = g is GuestPage p && _reclaimedVpn[p.Value] != 0 && Vm.StateOf(p) == GuestPageState.Unbacked;
             if (!reclaimed) release.Add(vpn);                  // still backed, or paged out: no frame needed
             else if (needFrame.Count < frames.Length)
             {
@@ -119,51 +145,83 @@ public sealed class BalloonBackend
                 release.Add(vpn);
             }
         }
-        needFrame.Sort();
+        SortAscending(needFrame);
         int used = 0;
-        foreach ((ulong start, int length) in Runs(needFrame))
+        foreach ((int at, int length) in Runs(needFrame, i => needFrame[i]))
         {
-            Vm.Map(new GuestPage(start), frames.Slice(used, length));
+            Vm.Map(new GuestPage(needFrame[at]), frames.Slice(used, length));
             used += length;
         }
-        foreach (ulong page in needFrame) _reclaimed.Remove(page);
+        foreach (ulong page in needFrame) _reclaimedVpn[page] = 0;
         App.Release(release);
         return used;
     }
 
-    private RefusalReason? Verify(BalloonReport report, SortedDictionary<ulong, ulong> acceptedNow)
+    private RefusalReason? Verify(BalloonReport report)
     {
         if (report.Vpn >= App.Process.VirtualPages) return RefusalReason.NotItsPage;
         if (Os.Translate(App.Process, report.Vpn) is not GuestPage g) return RefusalReason.NotResident;
         if (g != report.ClaimedPage) return RefusalReason.ClaimMismatch;
-        if (_reclaimed.ContainsKey(g.Value) || acceptedNow.ContainsKey(g.Value)) return RefusalReason.Duplicate;
+        if (_reclaimedVpn[g.Value] != 0 || _acceptedNow[g.Value]) return RefusalReason.Duplicate;
         if (Vm.Translate(g) is not HostFrame f) return RefusalReason.NotBacked;
         if (!BalloonTag.Matches(Vm.Arena.FrameBytes(f), App.VmId, report.Vpn, report.Sequence)) return RefusalReason.ValueMismatch;
         return null;
     }
 
-    // Unmaps accepted pages run by run (one call per run of consecutive guest pages) and scrubs the
-    // frames, so whatever the guest left in them never reaches another VM.
-    private HostFrame[] TakeFrames(SortedDictionary<ulong, ulong> pages)
+    // Unmaps accepted pages run by run (one call per run of consecutive guest pages), then zeroes the
+    // frames, now out of the guest's reach.
+    private HostFrame[] TakeFrames(List<BalloonReport> pages)
     {
-        var frames = new List<HostFrame>();
-        foreach ((ulong start, int length) in Runs(pages.Keys.ToList()))
-            frames.AddRange(Vm.Unmap(new GuestPage(start), (ulong)length));
-        HostFrame[] all = frames.ToArray();
-        if (all.Length > 0) Vm.Arena.Scrub(all);
-        foreach ((ulong g, ulong vpn) in pages) _reclaimed[g] = vpn;
-        ReclaimedTotal += all.Length;
-        return all;
+        if (pages.Count == 0) return [];
+        if (!SortedByPage(pages)) pages.Sort(static (a, b) => a.ClaimedPage.Value.CompareTo(b.ClaimedPage.Value));
+        var frames = new HostFrame[pages.Count];
+        int taken = 0;
+        foreach ((int at, int length) in Runs(pages, i => pages[i].ClaimedPage.Value))
+            taken += Vm.Unmap(pages[at].ClaimedPage, (ulong)length, frames.AsSpan(taken));
+        if (taken != frames.Length)
+            throw new InvalidOperationException($"{Vm.Name}: {frames.Length - taken} verified balloon pages had no frame when unmapped");
+        Vm.Arena.Scrub(frames);
+        foreach (BalloonReport p in pages)
+        {
+            ulong g = p.ClaimedPage.Value;
+            _reclaimedVpn[g] = p.Vpn + 1;
+            if (!_listed[g]) _reclaimedPages.Add(g);
+            _listed[g] = true;
+        }
+        ReclaimedTotal += frames.Length;
+        return frames;
     }
 
-    private static IEnumerable<(ulong Start, int Length)> Runs(List<ulong> sorted)
+    // Reports and pages usually arrive in order already; sorting them anyway costs more than the check.
+    private static bool SortedByPage(List<BalloonReport> reports)
+    {
+        for (int i = 1; i < reports.Count; i++)
+            if (reports[i].ClaimedPage.Value < reports[i - 1].ClaimedPage.Value) return false;
+        return true;
+    }
+
+    // The balloon gives back its newest pages first, which mostly means descending guest pages.
+    private static void SortAscending(List<ulong> pages)
+    {
+        bool ascending = true, descending = true;
+        for (int i = 1; i < pages.Count && (ascending || descending); i++)
+        {
+            ascending &= pages[i] > pages[i - 1];
+            descending &= pages[i] < pages[i - 1];
+        }
+        if (descending) pages.Reverse();
+        else if (!ascending) pages.Sort();
+    }
+
+    // Runs of consecutive values in a sorted sequence, as (index of first, length).
+    private static IEnumerable<(int At, int Length)> Runs<T>(List<T> sorted, Func<int, ulong> key)
     {
         int i = 0;
         while (i < sorted.Count)
         {
             int j = i + 1;
-            while (j < sorted.Count && sorted[j] == sorted[i] + (ulong)(j - i)) j++;
-            yield return (sorted[i], j - i);
+            while (j < sorted.Count && key(j) == key(i) + (ulong)(j - i)) j++;
+            yield return (i, j - i);
             i = j;
         }
     }

@@ -170,7 +170,7 @@ public sealed unsafe partial class GuestVm : IDisposable
         lock (_gate)
         {
             CheckRange(first, (ulong)frames.Length);
-            if (frames.Length > 1)
+            if (frames.Length > 1 && !StrictlyIncreasing(frames))
             {
                 HostFrame[] sorted = frames.ToArray();
                 Array.Sort(sorted);
@@ -192,15 +192,28 @@ public sealed unsafe partial class GuestVm : IDisposable
     /// <summary>Unbacks pages and hands their frames to the caller, Held (content intact).</summary>
     public HostFrame[] Unmap(GuestPage first, ulong count)
     {
+        var frames = new HostFrame[count];
+        int n = Unmap(first, count, frames);
+        return n == frames.Length ? frames : frames[..n];
+    }
+
+    /// <summary>As <see cref="Unmap(GuestPage, ulong)"/>, writing the frames (in page order, unbacked
+    /// pages left out) into <paramref name="frames"/>, which must hold <paramref name="count"/>.
+    /// Returns how many were written.</summary>
+    public int Unmap(GuestPage first, ulong count, Span<HostFrame> frames)
+    {
         lock (_gate)
         {
             CheckRange(first, count);
-            var old = new uint[count];
-            fixed (uint* o = old)
-                FaultEngine.Check(Lib.Unmap(Region, first.Value, count, o), $"{Name}: unmapping {new PageRun(first, count)}");
-            HostFrame[] frames = FramesIn(old);
-            _arena.Transition(frames, FrameState.Guest, Id, FrameState.Held, 0);
-            return frames;
+            if ((ulong)frames.Length < count)
+                throw new ArgumentException($"room for {frames.Length} frames, {count} pages to unmap", nameof(frames));
+            Span<HostFrame> old = frames[..(int)count];
+            fixed (HostFrame* o = old)
+                FaultEngine.Check(Lib.Unmap(Region, first.Value, count, (uint*)o), $"{Name}: unmapping {new PageRun(first, count)}");
+            int n = 0;
+            foreach (HostFrame f in old) if (f.Value != Lib.NoFrame) old[n++] = f;
+            _arena.Transition(old[..n], FrameState.Guest, Id, FrameState.Held, 0);
+            return n;
         }
     }
 
@@ -302,6 +315,14 @@ public sealed unsafe partial class GuestVm : IDisposable
         HostFrame[] previous = FramesIn(old);
         _arena.Transition(previous, FrameState.Guest, Id, FrameState.Held, 0);
         return previous;
+    }
+
+    // Runs of frames (the usual case) cannot hold a duplicate; only other orders need the sort.
+    private static bool StrictlyIncreasing(ReadOnlySpan<HostFrame> frames)
+    {
+        for (int i = 1; i < frames.Length; i++)
+            if (frames[i].Value <= frames[i - 1].Value) return false;
+        return true;
     }
 
     // The frames a p2m slice held, leaving out unbacked pages.

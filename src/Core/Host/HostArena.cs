@@ -152,7 +152,24 @@ public sealed unsafe class HostArena : IDisposable
         lock (_gate)
         {
             Require(frames, from, fromOwner);
-            foreach (HostFrame f in frames) SetState(f, to, toOwner);
+            if (from == FrameState.Guest && fromOwner is null)
+            {
+                foreach (HostFrame f in frames) SetState(f, to, toOwner);
+                return;
+            }
+            // Every frame leaves the same (state, owner) for the same (state, owner): count once, not
+            // per frame (a balloon transfer moves thousands of frames per call).
+            int n = frames.Length;
+            if (n == 0) return;
+            if (from == FrameState.Guest) _ownedBy[fromOwner!.Value] -= n;
+            if (to == FrameState.Guest) _ownedBy[toOwner] = _ownedBy.GetValueOrDefault(toOwner) + n;
+            _counts[(int)from] -= n;
+            _counts[(int)to] += n;
+            foreach (HostFrame f in frames)
+            {
+                _state[f.Value] = to;
+                _owner[f.Value] = toOwner;
+            }
         }
     }
 
