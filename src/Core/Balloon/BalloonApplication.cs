@@ -111,9 +111,6 @@ public sealed class BalloonApplication
         }
     }
 
-    /// <summary>The sequence number written into a reserved page, or null if the page is not reserved.</summary>
-    public uint? SequenceOf(ulong vpn) => vpn < (ulong)_sequenceOf.Length && _sequenceOf[vpn] != 0 ? _sequenceOf[vpn] : null;
-
     private void Reserve(ulong vpn, uint seq)
     {
         _sequenceOf[vpn] = seq;
