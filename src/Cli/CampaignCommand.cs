@@ -88,7 +88,7 @@ internal static class CampaignCommand
             for (ulong g = 16; g < 32; g++) disk.Write(vm.Page(new GuestPage(g)));
             disk.Flush();
             var engine = new RecoveryEngine(vm);
-            engine.UseDiskFile((int)disk.SafeFileHandle.DangerousGetHandle());
+            engine.UseDiskFile(disk.SafeFileHandle);
             engine.Unrecoverable = g => $"the context using {g}";
             engine.Protect(Enumerable.Range(0, 16).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
             engine.Protect(Enumerable.Range(16, 16).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.CleanWithDiskCopy,

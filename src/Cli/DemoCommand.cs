@@ -87,7 +87,7 @@ internal static class DemoCommand
                 long moveStart = Stopwatch.GetTimestamp();
                 HostFrame[] frames = vmA.Unmap(from, length);
                 long unmapped = Stopwatch.GetTimestamp();
-                arena.Scrub(frames); // a page moving between VMs must never carry the source's data
+                arena.ZeroInPlace(frames); // a page moving between VMs must never carry the source's data
                 long scrubbed = Stopwatch.GetTimestamp();
                 HostFrame[] displaced = MapOrRelease(arena, vmB, to, frames);
                 long mapped = Stopwatch.GetTimestamp();
@@ -144,7 +144,7 @@ internal static class DemoCommand
         var page = new GuestPage(vm.PageCount - 1);
         vm.Back(page, 1);
         HostFrame[] frames = vm.Unmap(page, 1);
-        arena.Scrub(frames);
+        arena.ZeroInPlace(frames);
         arena.Release(MapOrRelease(arena, vm, page, frames));
         vm.Unback(page, 1);
     }

@@ -159,10 +159,10 @@ public class DemandFaultTests
         vm.Page(new GuestPage(10))[0] = 1;                          // real fault on a PROT_NONE page
         Assert.Equal(maps + 8, vm.MappingCount);                   // 9 | 10 | 11 now
         if (OperatingSystem.IsLinux()) Assert.Equal(GuestMemoryTests.KernelMappings(vm), vm.MappingCount); // VMAs: Linux only
-        var touched = new bool[5];
+        var touched = new SampleResult[5];
         Assert.Equal(1, vm.CollectSample(sample, touched));
 
-        Assert.Equal([false, false, true, false, false], touched);
+        Assert.Equal([SampleResult.Untouched, SampleResult.Untouched, SampleResult.Touched, SampleResult.Untouched, SampleResult.Untouched], touched);
         Assert.Equal(inUse, FaultEngine.MapsInUse);
         Assert.Equal(1UL, vm.Counters.SampleTouches);
         Assert.All(sample, g => Assert.Equal(GuestPageState.Backed, vm.StateOf(g)));

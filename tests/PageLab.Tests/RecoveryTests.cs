@@ -105,7 +105,7 @@ public class RecoveryTests
         using var file = new FileStream(path, FileMode.Create, FileAccess.ReadWrite, FileShare.Read, 4096, FileOptions.DeleteOnClose);
         for (ulong g = 8; g < 16; g++) file.Write(vm.Page(new GuestPage(g)));
         file.Flush();
-        engine.UseDiskFile((int)file.SafeFileHandle.DangerousGetHandle());
+        engine.UseDiskFile(file.SafeFileHandle);
         Assert.Equal(8, engine.Protect(Range(8, 8), PageCategory.CleanWithDiskCopy, g => ((long)g.Value - 8) * t.Arena.PageSize));
 
         (int offset, byte[] mask) = FaultInjector.Pattern(ErrorKind.WholePage, t.Arena.PageSize, new Random(3));

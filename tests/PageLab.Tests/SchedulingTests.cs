@@ -103,7 +103,7 @@ public class SchedulingTests
             if (runner.Tick % 25 == 0) problems.AddRange(runner.CheckAccounting());
         }
         problems.AddRange(runner.CheckAccounting());
-        long swapBytes = new FileInfo(idle.Os.Swap.Path).Length;
+        long swapBytes = idle.Os.Swap.Bytes;
         ulong drop = residentAfterAlloc - idle.Os.Processes.Single(p => p.Name == "idle").Resident;
         return (runner.Snapshot(), runner.Scheduler.TransferredFrames, problems, (swapBytes, drop));
     }

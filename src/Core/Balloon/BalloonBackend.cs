@@ -13,7 +13,7 @@ using PageLab.Core.Host;
 namespace PageLab.Core.Balloon;
 
 /// <summary>Why a balloon report was refused.</summary>
-public enum RefusalReason { NotItsPage, NotResident, ClaimMismatch, Duplicate, NotBacked, ValueMismatch }
+public enum RefusalReason { NotItsPage, NotResident, ClaimMismatch, Duplicate, NotBacked, ValueMismatch, Poisoned }
 
 /// <summary>What one reclaim step did: frames taken (Held, all zero) and reports refused by reason.</summary>
 public sealed record ReclaimResult(HostFrame[] Frames, IReadOnlyDictionary<RefusalReason, int> Refused)
@@ -164,6 +164,8 @@ public sealed class BalloonBackend
         if (Os.Translate(App.Process, report.Vpn) is not GuestPage g) return RefusalReason.NotResident;
         if (g != report.ClaimedPage) return RefusalReason.ClaimMismatch;
         if (_reclaimedVpn[g.Value] != 0 || _acceptedNow[g.Value]) return RefusalReason.Duplicate;
+        // A poisoned frame leaves the VM only to be retired, never to another VM: its report recovers it.
+        if (Vm.StateOf(g) == GuestPageState.Poisoned) return RefusalReason.Poisoned;
         if (Vm.Translate(g) is not HostFrame f) return RefusalReason.NotBacked;
         if (!BalloonTag.Matches(Vm.Arena.FrameBytes(f), App.VmId, report.Vpn, report.Sequence)) return RefusalReason.ValueMismatch;
         return null;
@@ -177,11 +179,13 @@ public sealed class BalloonBackend
         if (!SortedByPage(pages)) pages.Sort(static (a, b) => a.ClaimedPage.Value.CompareTo(b.ClaimedPage.Value));
         var frames = new HostFrame[pages.Count];
         int taken = 0;
+        // Between the check and the unmap a page may have been host-swapped (no frame to take) or
+        // poisoned (its frame is retired by the engine, never handed on): such pages are unbacked all the
+        // same, and only the frames the unmap gave are moved.
         foreach ((int at, int length) in Runs(pages, i => pages[i].ClaimedPage.Value))
             taken += Vm.Unmap(pages[at].ClaimedPage, (ulong)length, frames.AsSpan(taken));
-        if (taken != frames.Length)
-            throw new InvalidOperationException($"{Vm.Name}: {frames.Length - taken} verified balloon pages had no frame when unmapped");
-        Vm.Arena.Scrub(frames);
+        frames = frames[..taken];
+        Vm.Arena.ZeroInPlace(frames);
         foreach (BalloonReport p in pages)
         {
             ulong g = p.ClaimedPage.Value;

@@ -64,11 +64,22 @@ public static class FaultEngine
             Lib.EFULL => new InvalidOperationException($"{operation}: the fault engine's region or group table is full"),
             Lib.ESTATE => new InvalidOperationException($"{operation}: a page is not in the state this needs"),
             Lib.ELOST => new InvalidOperationException($"{operation}: no good copy (parity and disk both failed the hash check)"),
+            Lib.ENOFRAME => new InvalidOperationException($"{operation}: the arena has no free frame"),
+            Lib.EBUSY => new InvalidOperationException($"{operation}: the arena still has live VMs"),
             _ => new ErrnoException(operation, -rc),
         };
     }
 }
 
-/// <summary>Per-VM fault counters kept by the native handler.</summary>
+/// <summary>Per-VM fault counters kept by the native handler (struct pl_counters).</summary>
+/// <param name="PoolEmpty">Faults that found the demand pool empty and took a frame another way.</param>
+/// <param name="MapFailures">Handler OS-call failures or budget hits.</param>
+/// <param name="HostSwapOuts">Pages the host swapped out to free a frame for a fault.</param>
+/// <param name="HostSwapIns">Host-swapped pages brought back on a touch.</param>
+/// <param name="Contained">Poisoned pages with no good copy, given a zero frame and flagged lost.</param>
+/// <param name="Overcommits">Free frames taken past the VM's frame limit (nothing to swap out).</param>
+/// <param name="Spurious">Faults with nothing to do (another thread got there first, or a repaired mapping).</param>
+/// <param name="EventsDropped">Handler events not collected before the engine's ring overflowed.</param>
 public readonly record struct FaultCounters(
-    ulong DemandFaults, ulong SampleTouches, ulong PoolEmpty, ulong MapFailures, ulong TrackedWrites, ulong HandlerRecoveries);
+    ulong DemandFaults, ulong SampleTouches, ulong PoolEmpty, ulong MapFailures, ulong TrackedWrites, ulong HandlerRecoveries,
+    ulong HostSwapOuts, ulong HostSwapIns, ulong Contained, ulong Overcommits, ulong Spurious, ulong EventsDropped);

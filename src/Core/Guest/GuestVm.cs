@@ -1,7 +1,10 @@
 // One VM's guest physical memory: a reserved address range whose page g is a view of host frame
-// p2m[g]. Backing, unbacking, remapping, the demand-zero pool and the mapping count live here.
+// p2m[g]. Backing, unbacking, remapping, the demand-zero pool, host swap and the mapping count live here.
+// Every call holds a use of the region (RegionUse), so a concurrent Dispose waits for it or makes it
+// throw ObjectDisposedException: never a crash, never another VM's page.
 using PageLab.Core.Faults;
 using PageLab.Core.Host;
+using Microsoft.Win32.SafeHandles;
 using Lib = PageLab.Native.Interop.PageLab;
 
 namespace PageLab.Core.Guest;
@@ -18,6 +21,8 @@ public enum GuestPageState : uint
     Tracked = 3,
     /// <summary>Its frame holds an uncorrected error; inaccessible until recovered.</summary>
     Poisoned = 4,
+    /// <summary>Host-swapped: no frame; the content is in the VM's host swap file until the next touch.</summary>
+    Swapped = 5,
 }
 
 public sealed unsafe partial class GuestVm : IDisposable
@@ -25,13 +30,12 @@ public sealed unsafe partial class GuestVm : IDisposable
     private static int _nextId;
 
     private readonly HostArena _arena;
-    private readonly int _region; // use Region, which refuses once disposed (slots are reused)
-    private readonly uint* _state;
+    private readonly RegionHandle _region;
+    private readonly uint* _state;   // engine tables: valid while a RegionUse is held
     private readonly uint* _p2m;
     private readonly Lock _gate = new();
-    private int _disposed;
 
-    private GuestVm(HostArena arena, string name, ulong pages, uint poolCapacity, int region, nint baseAddress)
+    private GuestVm(HostArena arena, string name, ulong pages, uint poolCapacity, int id, RegionHandle region, nint baseAddress)
     {
         _arena = arena;
         Name = name;
@@ -39,13 +43,15 @@ public sealed unsafe partial class GuestVm : IDisposable
         PoolCapacity = poolCapacity;
         _region = region;
         Base = baseAddress;
-        Id = Interlocked.Increment(ref _nextId);
-        FaultEngine.Check(Lib.RegionTables(region, out _state, out _p2m), "pl_region_tables");
+        Id = id;
+        FaultEngine.Check(Lib.RegionTables(region.Id, out _state, out _p2m), "pl_region_tables");
     }
 
     /// <summary>Reserves guest physical memory of <paramref name="pages"/> pages, all unbacked.</summary>
     /// <param name="poolCapacity">Frames the demand pool can hold for demand-zero faults.</param>
-    public static GuestVm Create(HostArena arena, string name, ulong pages, uint poolCapacity = 256)
+    /// <param name="hostSwap">Give the VM a host swap file (deleted at once, so it never outlives the
+    /// process): with no frame to give, the fault handler swaps one of the VM's pages out instead of failing.</param>
+    public static GuestVm Create(HostArena arena, string name, ulong pages, uint poolCapacity = 256, bool hostSwap = true)
     {
         ArgumentNullException.ThrowIfNull(arena);
         if (pages == 0 || pages > 1UL << 32)
@@ -53,10 +59,21 @@ public sealed unsafe partial class GuestVm : IDisposable
         if (poolCapacity == 0)
             throw new ArgumentOutOfRangeException(nameof(poolCapacity), poolCapacity, "the demand pool needs room for at least one frame");
         FaultEngine.EnsureInstalled();
-        FaultEngine.Check(Lib.RegionCreate(arena.OsHandle, arena.HostView, arena.FrameCount, pages, poolCapacity, out int region, out nint b),
+        int id = Interlocked.Increment(ref _nextId);
+        FaultEngine.Check(Lib.RegionCreate(arena.Engine, id, pages, poolCapacity, out int region, out nint b),
             $"reserving {pages} guest pages for VM '{name}'");
-        arena.VmCreated();
-        return new GuestVm(arena, name, pages, poolCapacity, region, b);
+        var handle = new RegionHandle(region);
+        try
+        {
+            var vm = new GuestVm(arena, name, pages, poolCapacity, id, handle, b);
+            if (hostSwap) vm.UseHostSwapFile(HostSwapFile.Open(name));
+            return vm;
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
     }
 
     public int Id { get; }
@@ -64,6 +81,7 @@ public sealed unsafe partial class GuestVm : IDisposable
     public ulong PageCount { get; }
     public uint PoolCapacity { get; }
     public HostArena Arena => _arena;
+    public bool IsDisposed => _region.IsClosed;
 
     /// <summary>Start of the guest physical memory range. Valid until <see cref="Dispose"/>.</summary>
     public nint Base { get; }
@@ -82,23 +100,36 @@ public sealed unsafe partial class GuestVm : IDisposable
     public GuestPageState StateOf(GuestPage page)
     {
         CheckRange(page, 1);
-        // SAFETY: in range; the table lives as long as the region and is only written by libpagelab.
+        using RegionUse use = Use();
+        // SAFETY: in range, and the table lives while `use` is held; only libpagelab writes it.
         return (GuestPageState)Volatile.Read(ref _state[page.Value]);
     }
 
-    /// <summary>The frame backing a page, or null if unbacked.</summary>
+    /// <summary>The frame backing a page, or null if it has none (unbacked or host-swapped).</summary>
     public HostFrame? Translate(GuestPage page)
     {
         CheckRange(page, 1);
+        using RegionUse use = Use();
         // SAFETY: as in StateOf.
         uint f = Volatile.Read(ref _p2m[page.Value]);
         return f == Lib.NoFrame ? null : new HostFrame(f);
     }
 
-    /// <summary>The p2m map as maximal runs of pages on consecutive frames (unbacked pages left out).</summary>
+    /// <summary>True if the page's content was lost to an uncorrected error (contained: it reads as zero
+    /// since, and the guest context that used it is to be ended).</summary>
+    public bool IsLost(GuestPage page)
+    {
+        CheckRange(page, 1);
+        using RegionUse use = Use();
+        int flags = Lib.PageFlags(use.Id, page.Value);
+        FaultEngine.Check(flags, $"{Name}: flags of {page}");
+        return (flags & Lib.PageFlagLost) != 0;
+    }
+
+    /// <summary>The p2m map as maximal runs of pages on consecutive frames (pages without a frame left out).</summary>
     public List<(PageRun Pages, FrameRun Frames)> Mappings()
     {
-        _ = Region; // refuse once disposed: the table is gone
+        using RegionUse use = Use();
         var result = new List<(PageRun, FrameRun)>();
         ulong g = 0;
         while (g < PageCount)
@@ -118,7 +149,8 @@ public sealed unsafe partial class GuestVm : IDisposable
     {
         get
         {
-            long n = Lib.RegionMaps(Region);
+            using RegionUse use = Use();
+            long n = Lib.RegionMaps(use.Id);
             if (n < 0) FaultEngine.Check((int)n, "pl_region_maps");
             return n;
         }
@@ -128,9 +160,10 @@ public sealed unsafe partial class GuestVm : IDisposable
     {
         get
         {
-            ulong* c = stackalloc ulong[6];
-            FaultEngine.Check(Lib.RegionCounters(Region, c, 6), "pl_region_counters");
-            return new FaultCounters(c[0], c[1], c[2], c[3], c[4], c[5]);
+            using RegionUse use = Use();
+            ulong* c = stackalloc ulong[Lib.Counters];
+            FaultEngine.Check(Lib.RegionCounters(use.Id, c, Lib.Counters), "pl_region_counters");
+            return new FaultCounters(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]);
         }
     }
 
@@ -138,48 +171,76 @@ public sealed unsafe partial class GuestVm : IDisposable
     {
         get
         {
-            int n = Lib.PoolCount(Region);
+            using RegionUse use = Use();
+            int n = Lib.PoolCount(use.Id);
             FaultEngine.Check(n, "pl_pool_count");
             return n;
         }
     }
 
-    /// <summary>Backs unbacked pages with newly allocated zero frames (one contiguous run if the arena has one).</summary>
+    /// <summary>Frames this VM may hold before the fault handler host-swaps one of its pages rather than
+    /// take a free frame (null: no limit). The scheduler sets it to the VM's allocation.</summary>
+    public void SetFrameLimit(ulong? frames)
+    {
+        using RegionUse use = Use();
+        FaultEngine.Check(Lib.SetFrameLimit(use.Id, frames ?? ulong.MaxValue), $"{Name}: setting the frame limit");
+    }
+
+    /// <summary>Host-swaps up to <paramref name="pages"/> of the VM's backed pages now, giving their frames
+    /// back to the arena. Returns how many.</summary>
+    public int HostSwapOut(int pages)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(pages);
+        using RegionUse use = Use();
+        int n = Lib.HostSwapOut(use.Id, (uint)pages);
+        FaultEngine.Check(n, $"{Name}: host-swapping {pages} pages");
+        return n;
+    }
+
+    /// <summary>Backs unbacked pages with newly allocated zero frames (one contiguous run if the arena has
+    /// one). Fails, changing nothing, if a page got a frame meanwhile (a guest touch).</summary>
     public void Back(GuestPage first, ulong count)
     {
-        lock (_gate)
+        CheckRange(first, count);
+        HostFrame[] frames = _arena.Allocate(checked((uint)count));
+        try
         {
-            CheckRange(first, count);
-            for (ulong g = first.Value; g < first.Value + count; g++)
-                if (Volatile.Read(ref _p2m[g]) != Lib.NoFrame)
-                    throw new InvalidOperationException($"{Name}: {new GuestPage(g)} is already backed; unback it or remap it");
-            HostFrame[] frames = _arena.Allocate(checked((uint)count));
-            try { MapLocked(first, frames); }
-            catch
+            int rc = MapFrames(first, frames, Lib.MapBack, out _);
+            if (rc == Lib.ESTATE)
             {
-                _arena.Release(frames);
-                throw;
+                ulong backed = first.Value;
+                while (backed < first.Value + count - 1 && StateOf(new GuestPage(backed)) == GuestPageState.Unbacked) backed++;
+                throw new InvalidOperationException($"{Name}: {new GuestPage(backed)} is already backed; unback it or remap it");
             }
+            FaultEngine.Check(rc, $"{Name}: backing {new PageRun(first, count)}");
+        }
+        catch
+        {
+            _arena.Release(frames);
+            throw;
         }
     }
 
     /// <summary>Maps pages onto Held frames (they become this VM's). Returns the frames the pages had
-    /// before, now Held by the caller (who releases or reuses them). All or nothing.</summary>
+    /// before, now Held by the caller (who releases or reuses them); a poisoned page's frame is retired
+    /// instead and not returned. All or nothing.</summary>
     public HostFrame[] Map(GuestPage first, ReadOnlySpan<HostFrame> frames)
     {
-        lock (_gate)
+        CheckRange(first, (ulong)frames.Length);
+        if (frames.Length > 1 && !StrictlyIncreasing(frames))
         {
-            CheckRange(first, (ulong)frames.Length);
-            if (frames.Length > 1 && !StrictlyIncreasing(frames))
-            {
-                HostFrame[] sorted = frames.ToArray();
-                Array.Sort(sorted);
-                for (int i = 1; i < sorted.Length; i++)
-                    if (sorted[i] == sorted[i - 1])
-                        throw new ArgumentException($"{sorted[i]} appears twice; a frame backs at most one page", nameof(frames));
-            }
-            return MapLocked(first, frames);
+            HostFrame[] sorted = frames.ToArray();
+            Array.Sort(sorted);
+            for (int i = 1; i < sorted.Length; i++)
+                if (sorted[i] == sorted[i - 1])
+                    throw new ArgumentException($"{sorted[i]} appears twice; a frame backs at most one page", nameof(frames));
         }
+        int rc = MapFrames(first, frames, 0, out HostFrame[] previous);
+        if (rc == Lib.ESTATE)
+            foreach (HostFrame f in frames)
+                if (_arena.StateOf(f) != FrameState.Held) throw new FrameStateException(f, _arena.StateOf(f), "Held");
+        FaultEngine.Check(rc, $"{Name}: mapping {new PageRun(first, (ulong)frames.Length)}");
+        return previous;
     }
 
     /// <summary>Unbacks pages; their frames go back to the arena (punched, so the memory returns to the OS).</summary>
@@ -189,32 +250,28 @@ public sealed unsafe partial class GuestVm : IDisposable
         _arena.Release(old);
     }
 
-    /// <summary>Unbacks pages and hands their frames to the caller, Held (content intact).</summary>
+    /// <summary>Unbacks pages and hands their frames to the caller, Held (content intact). Pages without a
+    /// frame are left out; a poisoned page's frame is retired instead.</summary>
     public HostFrame[] Unmap(GuestPage first, ulong count)
     {
-        var frames = new HostFrame[count];
-        int n = Unmap(first, count, frames);
-        return n == frames.Length ? frames : frames[..n];
+        CheckRange(first, count);
+        var old = new uint[count];
+        using (RegionUse use = Use())
+        fixed (uint* o = old)
+            FaultEngine.Check(Lib.Unmap(use.Id, first.Value, count, o), $"{Name}: unmapping {new PageRun(first, count)}");
+        return FramesIn(old);
     }
 
-    /// <summary>As <see cref="Unmap(GuestPage, ulong)"/>, writing the frames (in page order, unbacked
-    /// pages left out) into <paramref name="frames"/>, which must hold <paramref name="count"/>.
-    /// Returns how many were written.</summary>
+    /// <summary>As <see cref="Unmap(GuestPage, ulong)"/>, writing the frames (in page order) into
+    /// <paramref name="frames"/>, which must hold <paramref name="count"/>. Returns how many were written.</summary>
     public int Unmap(GuestPage first, ulong count, Span<HostFrame> frames)
     {
-        lock (_gate)
-        {
-            CheckRange(first, count);
-            if ((ulong)frames.Length < count)
-                throw new ArgumentException($"room for {frames.Length} frames, {count} pages to unmap", nameof(frames));
-            Span<HostFrame> old = frames[..(int)count];
-            fixed (HostFrame* o = old)
-                FaultEngine.Check(Lib.Unmap(Region, first.Value, count, (uint*)o), $"{Name}: unmapping {new PageRun(first, count)}");
-            int n = 0;
-            foreach (HostFrame f in old) if (f.Value != Lib.NoFrame) old[n++] = f;
-            _arena.Transition(old[..n], FrameState.Guest, Id, FrameState.Held, 0);
-            return n;
-        }
+        if ((ulong)frames.Length < count)
+            throw new ArgumentException($"room for {frames.Length} frames, {count} pages to unmap", nameof(frames));
+        // The engine writes into its own buffer (a caller's span might lie in guest memory).
+        HostFrame[] old = Unmap(first, count);
+        old.CopyTo(frames);
+        return old.Length;
     }
 
     /// <summary>Tops the demand pool up (to its capacity, or by at most <paramref name="maxFrames"/>)
@@ -224,21 +281,25 @@ public sealed unsafe partial class GuestVm : IDisposable
         lock (_gate)
         {
             int room = Math.Min((int)PoolCapacity - PoolCount, maxFrames);
-            long free = _arena.Counts.Free;
-            int want = (int)Math.Min(room, free);
+            int want = (int)Math.Min(room, _arena.Counts.Free);
             if (want <= 0) return 0;
-            HostFrame[] frames = _arena.Allocate((uint)want);
-            _arena.Transition(frames, FrameState.Held, null, FrameState.Guest, Id);
+            HostFrame[] frames;
+            try { frames = _arena.Allocate((uint)want); }
+            catch (ArenaExhaustedException) { return 0; } // a fault took the last free frames meanwhile
             int pushed;
-            fixed (HostFrame* p = frames)
-                pushed = Lib.PoolPush(Region, (uint*)p, (uint)frames.Length);
-            FaultEngine.Check(pushed, $"{Name}: filling the demand pool");
-            if (pushed < frames.Length)
+            try
             {
-                HostFrame[] rest = frames[pushed..];
-                _arena.Transition(rest, FrameState.Guest, Id, FrameState.Held, 0);
-                _arena.Release(rest);
+                using RegionUse use = Use();
+                fixed (HostFrame* p = frames)
+                    pushed = Lib.PoolPush(use.Id, (uint*)p, (uint)frames.Length);
+                FaultEngine.Check(pushed, $"{Name}: filling the demand pool");
             }
+            catch
+            {
+                _arena.Release(frames);
+                throw;
+            }
+            if (pushed < frames.Length) _arena.Release(frames.AsSpan(pushed));
             return pushed;
         }
     }
@@ -247,24 +308,27 @@ public sealed unsafe partial class GuestVm : IDisposable
     public int Sample(ReadOnlySpan<GuestPage> pages)
     {
         foreach (GuestPage g in pages) CheckRange(g, 1);
+        using RegionUse use = Use();
         fixed (GuestPage* p = pages)
         {
-            int rc = Lib.Sample(Region, (ulong*)p, (uint)pages.Length);
+            int rc = Lib.Sample(use.Id, (ulong*)p, (uint)pages.Length);
             FaultEngine.Check(rc, $"{Name}: sampling {pages.Length} pages");
             return rc;
         }
     }
 
-    /// <summary>Ends a sampling period: which sampled pages were touched. Untouched ones are restored.</summary>
-    public int CollectSample(ReadOnlySpan<GuestPage> pages, Span<bool> touched)
+    /// <summary>Ends a sampling period: what became of each sampled page (untouched ones are restored).
+    /// Returns how many the guest touched.</summary>
+    public int CollectSample(ReadOnlySpan<GuestPage> pages, Span<SampleResult> results)
     {
-        if (touched.Length < pages.Length)
-            throw new ArgumentException($"touched has {touched.Length} slots for {pages.Length} pages", nameof(touched));
+        if (results.Length < pages.Length)
+            throw new ArgumentException($"results has {results.Length} slots for {pages.Length} pages", nameof(results));
         foreach (GuestPage g in pages) CheckRange(g, 1);
+        using RegionUse use = Use();
         fixed (GuestPage* p = pages)
-        fixed (bool* t = touched)
+        fixed (SampleResult* t = results)
         {
-            int rc = Lib.SampleCollect(Region, (ulong*)p, (uint)pages.Length, (byte*)t);
+            int rc = Lib.SampleCollect(use.Id, (ulong*)p, (uint)pages.Length, (byte*)t);
             FaultEngine.Check(rc, $"{Name}: collecting a sample");
             return rc;
         }
@@ -275,46 +339,40 @@ public sealed unsafe partial class GuestVm : IDisposable
     {
         get
         {
-            _ = Region; // refuse once disposed
+            using RegionUse use = Use(); // refuse once disposed
             return _arena.OwnedBy(Id);
         }
     }
 
-    public void Dispose()
+    /// <summary>Destroys the region once no call is using it: its guest memory is unmapped and every frame
+    /// goes back to the arena (a poisoned one is retired). Safe to call from any thread, any number of times.</summary>
+    public void Dispose() => _region.Dispose();
+
+    internal void UseHostSwapFile(SafeFileHandle file)
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        lock (_gate)
-        {
-            var frames = new List<HostFrame>();
-            for (ulong g = 0; g < PageCount; g++)
-                if (_p2m[g] is var f && f != Lib.NoFrame) frames.Add(new HostFrame(f));
-            var pooled = new uint[PoolCapacity];
-            int n;
-            fixed (uint* p = pooled) n = Lib.PoolTake(_region, p, PoolCapacity);
-            frames.AddRange(pooled.Take(Math.Max(0, n)).Select(f => new HostFrame(f)));
-            FaultEngine.Check(Lib.RegionDestroy(_region), $"{Name}: destroying the region");
-            _arena.Transition(frames.ToArray(), FrameState.Guest, Id, FrameState.Held, 0);
-            _arena.Release(frames.ToArray());
-            _arena.VmDisposed();
-        }
+        using RegionUse use = Use();
+        _region.KeepOpen(file);
+        FaultEngine.Check(Lib.SetHostSwap(use.Id, file.DangerousGetHandle()), $"{Name}: setting the host swap file");
+        file.Dispose(); // the region's reference keeps it open until the region is gone
     }
 
-    private HostFrame[] MapLocked(GuestPage first, ReadOnlySpan<HostFrame> frames)
+    // pl_map with the previous frames collected; returns the engine's status.
+    private int MapFrames(GuestPage first, ReadOnlySpan<HostFrame> frames, uint flags, out HostFrame[] previous)
     {
-        _arena.Transition(frames, FrameState.Held, null, FrameState.Guest, Id);
-        Span<uint> old = frames.Length <= 256 ? stackalloc uint[frames.Length] : new uint[frames.Length];
+        var old = new uint[frames.Length];
         int rc;
+        using (RegionUse use = Use())
         fixed (HostFrame* f = frames)
         fixed (uint* o = old)
-            rc = Lib.Map(Region, first.Value, (ulong)frames.Length, (uint*)f, o);
-        if (rc != 0)
-        {
-            _arena.Transition(frames, FrameState.Guest, Id, FrameState.Held, 0);
-            FaultEngine.Check(rc, $"{Name}: mapping {new PageRun(first, (ulong)frames.Length)}");
-        }
-        HostFrame[] previous = FramesIn(old);
-        _arena.Transition(previous, FrameState.Guest, Id, FrameState.Held, 0);
-        return previous;
+            rc = Lib.Map(use.Id, first.Value, (ulong)frames.Length, (uint*)f, o, flags);
+        previous = rc == 0 ? FramesIn(old) : [];
+        return rc;
+    }
+
+    internal RegionUse Use()
+    {
+        try { return new RegionUse(_region); }
+        catch (ObjectDisposedException) { throw new ObjectDisposedException(nameof(GuestVm), $"VM '{Name}' has been disposed"); }
     }
 
     // Runs of frames (the usual case) cannot hold a duplicate; only other orders need the sort.
@@ -325,7 +383,7 @@ public sealed unsafe partial class GuestVm : IDisposable
         return true;
     }
 
-    // The frames a p2m slice held, leaving out unbacked pages.
+    // The frames a p2m slice held, leaving out pages without one.
     private static HostFrame[] FramesIn(ReadOnlySpan<uint> p2m)
     {
         int n = 0;
@@ -337,21 +395,23 @@ public sealed unsafe partial class GuestVm : IDisposable
         return frames;
     }
 
-    private int Region
-    {
-        get
-        {
-            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-            return _region;
-        }
-    }
-
     private void CheckRange(GuestPage first, ulong count)
     {
-        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        ObjectDisposedException.ThrowIf(_region.IsClosed, this);
         if (count == 0) throw new ArgumentOutOfRangeException(nameof(count), count, $"{Name}: a page range is never empty");
         if (first.Value >= PageCount || count > PageCount - first.Value)
             throw new ArgumentOutOfRangeException(nameof(first), first,
                 $"{Name}: pages {first.Value}..{first.Value + count - 1} pass the VM's last page {PageCount - 1}");
     }
+}
+
+/// <summary>What became of a sampled page by the end of its sampling period (values match pl_sample_collect).</summary>
+public enum SampleResult : byte
+{
+    /// <summary>Still untouched: restored.</summary>
+    Untouched = 0,
+    /// <summary>The guest touched it.</summary>
+    Touched = 1,
+    /// <summary>The host unbacked, remapped or swapped it before any touch: not activity, left out of the fraction.</summary>
+    Gone = 2,
 }

@@ -13,12 +13,22 @@ public sealed class GuestSwapFile : IDisposable
     {
         Path = path;
         PageSize = pageSize;
-        _file = File.OpenHandle(path, FileMode.Create, FileAccess.ReadWrite, FileShare.None, FileOptions.DeleteOnClose);
+        // Never outlives the process, even a killed one: deleted at once on Linux (the handle keeps the
+        // file), deleted by the OS when the last handle closes on Windows.
+        if (OperatingSystem.IsWindows())
+            _file = File.OpenHandle(path, FileMode.Create, FileAccess.ReadWrite, FileShare.None, FileOptions.DeleteOnClose);
+        else
+        {
+            _file = File.OpenHandle(path, FileMode.Create, FileAccess.ReadWrite, FileShare.None);
+            File.Delete(path);
+        }
     }
 
     public string Path { get; }
     public int PageSize { get; }
     public long SlotsInUse => _nextSlot - _freeSlots.Count;
+    /// <summary>The file's size in bytes (it has no name on Linux once open, so ask the handle).</summary>
+    public long Bytes => RandomAccess.GetLength(_file);
     public long Writes { get; private set; }
     public long Reads { get; private set; }
 

@@ -1,6 +1,9 @@
-// Host physical memory: an arena of frames (a sealed memfd on Linux), its host view, and the
-// state and owner of every frame. Releasing a frame gives its memory back to the OS.
+// Host physical memory: an arena of frames (a sealed memfd on Linux, a section on Windows) and its host
+// view. The state and owner of every frame live in the fault engine's frame table (the one truth, which
+// the fault handler also uses); this class reads that table and changes it only through engine calls.
+using PageLab.Core.Faults;
 using PageLab.Native;
+using Lib = PageLab.Native.Interop.PageLab;
 
 namespace PageLab.Core.Host;
 
@@ -8,13 +11,10 @@ public sealed unsafe class HostArena : IDisposable
 {
     private readonly IOsArena _os;
     private readonly IHostOs _host;
-    private readonly FrameAllocator _allocator;
-    private readonly FrameState[] _state;
-    private readonly int[] _owner; // VM id for Guest frames, 0 otherwise
-    private readonly long[] _counts = new long[Enum.GetValues<FrameState>().Length];
-    private readonly Dictionary<int, long> _ownedBy = new(); // Guest frames per VM id
-    private readonly Lock _gate = new();
-    private int _liveVms;
+    private readonly nint _engine;     // struct pl_arena *, freed by Dispose once no VM uses it
+    private readonly byte* _state;     // frame -> FrameState (engine memory, read-only here)
+    private readonly int* _owner;      // frame -> VM id while Guest
+    private int _disposed;
 
     private HostArena(IHostOs host, IOsArena os, uint frames)
     {
@@ -22,32 +22,45 @@ public sealed unsafe class HostArena : IDisposable
         _os = os;
         FrameCount = frames;
         PageSize = host.PageSize;
-        _allocator = new FrameAllocator(frames);
-        _state = new FrameState[frames];
-        _owner = new int[frames];
-        _counts[(int)FrameState.Free] = frames;
+        FaultEngine.Check(Lib.ArenaCreate(os.Handle, os.HostView, frames, out _engine), $"an arena of {frames} frames");
+        FaultEngine.Check(Lib.ArenaTables(_engine, out _state, out _owner), "pl_arena_tables");
     }
 
     /// <summary>Creates an arena of <paramref name="frames"/> zero frames.</summary>
     public static HostArena Create(uint frames, string name = "pagelab-arena", IHostOs? host = null)
     {
-        if (frames == 0 || frames >= uint.MaxValue)
-            throw new ArgumentOutOfRangeException(nameof(frames), frames, "an arena needs between 1 and 4294967294 frames");
+        if (frames == 0 || frames >= uint.MaxValue - 1)
+            throw new ArgumentOutOfRangeException(nameof(frames), frames, "an arena needs between 1 and 4294967293 frames");
         host ??= IHostOs.Current;
-        return new HostArena(host, host.CreateArena((long)frames * host.PageSize, name), frames);
+        IOsArena os = host.CreateArena((long)frames * host.PageSize, name);
+        try { return new HostArena(host, os, frames); }
+        catch
+        {
+            os.Dispose();
+            throw;
+        }
     }
 
     public uint FrameCount { get; }
     public int PageSize { get; }
     internal nint OsHandle => _os.Handle;
     internal nint HostView => _os.HostView;
+    internal nint Engine
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+            return _engine;
+        }
+    }
 
     public FrameCounts Counts
     {
         get
         {
-            lock (_gate)
-                return new(_counts[0], _counts[1], _counts[2], _counts[3], _counts[4]);
+            long* c = stackalloc long[5];
+            FaultEngine.Check(Lib.ArenaCounts(Engine, c), "pl_arena_counts");
+            return new(c[0], c[1], c[2], c[3], c[4]);
         }
     }
 
@@ -63,144 +76,97 @@ public sealed unsafe class HostArena : IDisposable
     public FrameState StateOf(HostFrame frame)
     {
         CheckFrame(frame);
-        lock (_gate) return _state[frame.Value];
+        // SAFETY: in range; the table lives as long as the arena and only the engine writes it.
+        return (FrameState)Volatile.Read(ref _state[frame.Value]);
     }
 
     /// <summary>The VM id owning a Guest frame, or null.</summary>
     public int? OwnerOf(HostFrame frame)
     {
         CheckFrame(frame);
-        lock (_gate) return _state[frame.Value] == FrameState.Guest ? _owner[frame.Value] : null;
+        // SAFETY: as in StateOf. The owner is stored before the state, so a Guest state shows its owner.
+        if (StateOf(frame) != FrameState.Guest) return null;
+        int owner = Volatile.Read(ref _owner[frame.Value]);
+        return owner == 0 ? null : owner;
     }
 
     /// <summary>Frames a VM holds (mapped at its pages or waiting in its demand pool).</summary>
-    public long OwnedBy(int vmId)
-    {
-        lock (_gate) return _ownedBy.GetValueOrDefault(vmId);
-    }
+    public long OwnedBy(int vmId) => Lib.ArenaOwned(Engine, vmId);
 
     /// <summary>Allocates zero frames in state Held, preferring one contiguous run.</summary>
     public HostFrame[] Allocate(uint count)
     {
-        var runs = new List<FrameRun>();
-        lock (_gate)
-        {
-            if (count == 0) throw new ArgumentOutOfRangeException(nameof(count), count, "allocate at least one frame");
-            if (!_allocator.TryAllocate(count, runs))
-                throw new ArenaExhaustedException(count, _allocator.FreeCount, FrameCount);
-            var frames = new HostFrame[count];
-            int i = 0;
-            foreach (FrameRun run in runs)
-                foreach (HostFrame f in run.Frames())
-                {
-                    SetState(f, FrameState.Held, 0);
-                    frames[i++] = f;
-                }
-            return frames;
-        }
+        if (count == 0) throw new ArgumentOutOfRangeException(nameof(count), count, "allocate at least one frame");
+        var frames = new HostFrame[count];
+        int rc;
+        fixed (HostFrame* f = frames) rc = Lib.FramesAlloc(Engine, count, (uint*)f);
+        if (rc == Lib.ENOFRAME || (rc == Lib.EINVAL && count > FrameCount))
+            throw new ArenaExhaustedException(count, Counts.Free, FrameCount);
+        FaultEngine.Check(rc, $"allocating {count} frames");
+        return frames;
     }
 
-    /// <summary>Returns Held frames to the allocator and their memory to the OS (they read as zero after).</summary>
+    /// <summary>Returns Held frames to the arena and their memory to the OS (they read as zero after).
+    /// All or nothing.</summary>
     public void Release(ReadOnlySpan<HostFrame> frames)
     {
-        lock (_gate)
-        {
-            Require(frames, FrameState.Held, owner: null);
-            foreach (FrameRun run in PageRuns.Coalesce(frames))
-            {
-                _os.Discard((long)run.Start.Value * PageSize, (long)run.Length * PageSize);
-                _allocator.Free(run);
-                foreach (HostFrame f in run.Frames()) SetState(f, FrameState.Free, 0);
-            }
-        }
+        if (frames.IsEmpty) return;
+        RequireHeld(frames);
+        int rc;
+        fixed (HostFrame* f = frames) rc = Lib.FramesRelease(Engine, (uint*)f, (uint)frames.Length);
+        FaultEngine.Check(rc, $"releasing {frames.Length} frames");
     }
 
     /// <summary>Zeroes Held frames through the host view without freeing them. Zeroing in place (rather
     /// than punching) keeps the pages resident, so the VM that gets them next does not fault them in again.</summary>
-    public void Scrub(ReadOnlySpan<HostFrame> frames)
+    public void ZeroInPlace(ReadOnlySpan<HostFrame> frames)
     {
-        lock (_gate)
-        {
-            Require(frames, FrameState.Held, owner: null);
-            foreach (FrameRun run in PageRuns.Coalesce(frames))
-                // SAFETY: the run lies inside the host view (checked by Require), which lives as long as the arena.
-                new Span<byte>((byte*)_os.HostView + (long)run.Start.Value * PageSize, checked((int)((long)run.Length * PageSize))).Clear();
-        }
+        RequireHeld(frames);
+        foreach (FrameRun run in PageRuns.Coalesce(frames))
+            // SAFETY: the run lies inside the host view (checked by RequireHeld), which lives as long as the arena.
+            new Span<byte>((byte*)_os.HostView + (long)run.Start.Value * PageSize, checked((int)((long)run.Length * PageSize))).Clear();
     }
 
     /// <summary>Takes a Free or Held frame out of service for good.</summary>
     public void Retire(HostFrame frame)
     {
         CheckFrame(frame);
-        lock (_gate)
-        {
-            FrameState s = _state[frame.Value];
-            if (s == FrameState.Free) _allocator.TryTake(frame);
-            else if (s != FrameState.Held) throw new FrameStateException(frame, s, "Free or Held");
-            SetState(frame, FrameState.Retired, 0);
-            // Its content is garbage and it is never used again: give the memory back.
-            _os.Discard((long)frame.Value * PageSize, PageSize);
-        }
+        int rc = Lib.FramesRetire(Engine, frame.Value);
+        if (rc == Lib.ESTATE) throw new FrameStateException(frame, StateOf(frame), "Free or Held");
+        FaultEngine.Check(rc, $"retiring {frame}");
     }
 
     /// <summary>Process resident set size (host memory actually in use, arena pages included).</summary>
     public long ResidentBytes() => _host.ResidentBytes();
 
-    /// <summary>Moves frames between states after checking all of them first (all or nothing).</summary>
-    internal void Transition(ReadOnlySpan<HostFrame> frames, FrameState from, int? fromOwner, FrameState to, int toOwner)
+    /// <summary>Moves Held frames to Parity or back (every other move happens inside the engine's VM
+    /// calls). All or nothing.</summary>
+    internal void Transition(ReadOnlySpan<HostFrame> frames, FrameState from, FrameState to)
     {
-        lock (_gate)
-        {
-            Require(frames, from, fromOwner);
-            if (from == FrameState.Guest && fromOwner is null)
-            {
-                foreach (HostFrame f in frames) SetState(f, to, toOwner);
-                return;
-            }
-            // Every frame leaves the same (state, owner) for the same (state, owner): count once, not
-            // per frame (a balloon transfer moves thousands of frames per call).
-            int n = frames.Length;
-            if (n == 0) return;
-            if (from == FrameState.Guest) _ownedBy[fromOwner!.Value] -= n;
-            if (to == FrameState.Guest) _ownedBy[toOwner] = _ownedBy.GetValueOrDefault(toOwner) + n;
-            _counts[(int)from] -= n;
-            _counts[(int)to] += n;
+        int rc;
+        fixed (HostFrame* f = frames) rc = Lib.FramesMove(Engine, (uint*)f, (uint)frames.Length, (uint)from, (uint)to);
+        if (rc == Lib.ESTATE)
             foreach (HostFrame f in frames)
-            {
-                _state[f.Value] = to;
-                _owner[f.Value] = toOwner;
-            }
-        }
+                if (StateOf(f) != from) throw new FrameStateException(f, StateOf(f), $"{from}");
+        FaultEngine.Check(rc, $"moving {frames.Length} frames from {from} to {to}");
     }
-
-    internal void VmCreated() => Interlocked.Increment(ref _liveVms);
-    internal void VmDisposed() => Interlocked.Decrement(ref _liveVms);
 
     public void Dispose()
     {
-        if (Volatile.Read(ref _liveVms) != 0)
-            throw new InvalidOperationException($"arena still has {_liveVms} live VMs; dispose them first (their guest views map the arena)");
+        if (Volatile.Read(ref _disposed) != 0) return;
+        if (Lib.ArenaDestroy(_engine) == Lib.EBUSY)
+            throw new InvalidOperationException("the arena still has live VMs; dispose them first (their guest views map the arena)");
+        Volatile.Write(ref _disposed, 1);
         _os.Dispose();
     }
 
-    private void Require(ReadOnlySpan<HostFrame> frames, FrameState state, int? owner)
+    private void RequireHeld(ReadOnlySpan<HostFrame> frames)
     {
         foreach (HostFrame f in frames)
         {
             CheckFrame(f);
-            if (_state[f.Value] != state || (owner is int o && _owner[f.Value] != o))
-                throw new FrameStateException(f, _state[f.Value], owner is null ? $"{state}" : $"{state} of VM {owner}");
+            if (StateOf(f) != FrameState.Held) throw new FrameStateException(f, StateOf(f), "Held");
         }
-    }
-
-    private void SetState(HostFrame f, FrameState s, int owner)
-    {
-        if (_state[f.Value] == FrameState.Guest) _ownedBy[_owner[f.Value]]--;
-        if (s == FrameState.Guest) _ownedBy[owner] = _ownedBy.GetValueOrDefault(owner) + 1;
-        _counts[(int)_state[f.Value]]--;
-        _counts[(int)s]++;
-        _state[f.Value] = s;
-        _owner[f.Value] = owner;
     }
 
     private void CheckFrame(HostFrame frame)

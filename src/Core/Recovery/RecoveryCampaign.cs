@@ -81,7 +81,7 @@ public static class RecoveryCampaign
                 deadContexts.Add(ctx);
                 return $"context {ctx}";
             };
-            engine.UseDiskFile((int)disk.SafeFileHandle.DangerousGetHandle());
+            engine.UseDiskFile(disk.SafeFileHandle);
             engine.Protect(Pages(ReadMostly, ReadMostlyPages), PageCategory.ReadMostly);
             engine.Protect(Pages(Written, WrittenPages), PageCategory.ReadMostly);
             engine.Protect(Pages(Silent, SilentPages), PageCategory.KernelLike);

@@ -1,8 +1,11 @@
 // Transparent recovery from memory errors for one VM: protects pages by policy (parity groups over a
 // hidden parity frame, or a recorded disk copy), re-covers written pages in the background, and handles
 // reported errors: rebuild into a fresh frame and retire the bad one, or contain an unprotected error
-// to the guest context that uses the page. The rebuild itself runs in the fault engine (C).
+// to the guest context that uses the page. The rebuild itself runs in the fault engine (C), which also
+// recovers or contains pages a guest touches before their report; this engine hears of those as events.
+// Every public call is serialised on one lock; a VM disposed meanwhile makes them throw ObjectDisposedException.
 using System.Diagnostics;
+using Microsoft.Win32.SafeHandles;
 using PageLab.Core.Guest;
 using PageLab.Core.Host;
 
@@ -22,12 +25,15 @@ public enum ErrorOutcome
 
 public sealed record ErrorReport(HostFrame Frame, ErrorOutcome Outcome, GuestPage? Page, TimeSpan Latency);
 
-public sealed class RecoveryEngine
+public sealed class RecoveryEngine : IDisposable
 {
     private readonly Dictionary<uint, int> _groupOfParity = new();   // parity frame -> group
     private readonly List<GuestPage> _grouped = new();
     private readonly List<Aging> _aging = new();          // per grouped page, same order
     private readonly HashSet<uint> _retired = new();
+    private readonly Dictionary<uint, ErrorOutcome> _handled = new(); // bad frame -> how it ended
+    private readonly Lock _sync = new();
+    private bool _disposed;
 
     public RecoveryEngine(GuestVm vm, ProtectionPolicy? policy = null)
     {
@@ -39,44 +45,58 @@ public sealed class RecoveryEngine
     public GuestVm Vm { get; }
     public ProtectionPolicy Policy { get; }
     public HostArena Arena => Vm.Arena;
-    public int Groups => _groupOfParity.Count;
-    public IReadOnlyCollection<uint> RetiredFrames => _retired;
+    public int Groups { get { lock (_sync) return _groupOfParity.Count; } }
+    public IReadOnlyCollection<uint> RetiredFrames { get { lock (_sync) return _retired.ToArray(); } }
     /// <summary>Each group's parity frame (for checks that recompute parity from scratch).</summary>
-    public IReadOnlyDictionary<uint, int> ParityFrames => _groupOfParity;
+    public IReadOnlyDictionary<uint, int> ParityFrames { get { lock (_sync) return new Dictionary<uint, int>(_groupOfParity); } }
     /// <summary>The pages of each group, in order of creation.</summary>
-    public IReadOnlyList<GuestPage> GroupedPages => _grouped;
+    public IReadOnlyList<GuestPage> GroupedPages { get { lock (_sync) return _grouped.ToArray(); } }
 
-    /// <summary>Called for an uncorrectable error on an unprotected page, before the page is taken
-    /// away: the guest terminates the context using it. Returns a description of what was terminated.</summary>
+    /// <summary>Called for an uncorrectable error on an unprotected page (or a protected one with no good
+    /// copy): the guest terminates the context using it. Returns a description of what was terminated.</summary>
     public Func<GuestPage, string>? Unrecoverable { get; set; }
 
-    /// <summary>The file that disk offsets refer to (e.g. the guest's swap file), as an open fd.</summary>
-    public void UseDiskFile(int fd) => Vm.SetDiskFile(fd);
+    /// <summary>The file that disk offsets refer to (e.g. the guest's swap file). The VM keeps it open for
+    /// as long as the engine may read it.</summary>
+    public void UseDiskFile(SafeFileHandle file)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        lock (_sync) Vm.SetDiskFile(file);
+    }
 
     /// <summary>Protects backed pages of one category as the policy says. Parity pages are grouped k at a
     /// time, each group with a fresh Parity frame; disk pages need their copy's offset.</summary>
     public int Protect(IReadOnlyList<GuestPage> pages, PageCategory category, Func<GuestPage, long>? diskOffset = null)
     {
-        switch (Policy.For(category))
+        lock (_sync)
         {
-            case Protection.Parity:
-                for (int i = 0; i < pages.Count; i += Policy.GroupSize)
-                {
-                    GuestPage[] members = pages.Skip(i).Take(Policy.GroupSize).ToArray();
-                    if (members.Length < 2) break;   // a lone page gains nothing from parity
-                    HostFrame parity = Arena.Allocate(1)[0];
-                    Arena.Transition([parity], FrameState.Held, null, FrameState.Parity, 0);
-                    int group = Vm.CreateParityGroup(members, parity);
-                    _groupOfParity[parity.Value] = group;
-                    _grouped.AddRange(members);
-                    _aging.AddRange(members.Select(_ => new Aging { Wait = 1 }));
-                }
-                return Vm.Protect(pages.ToArray(), []);
-            case Protection.DiskCopy:
-                if (diskOffset is null) throw new ArgumentNullException(nameof(diskOffset), $"{category} pages are protected by their disk copy; give its offsets");
-                return Vm.Protect(pages.ToArray(), pages.Select(diskOffset).ToArray());
-            default:
-                return 0;
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            switch (Policy.For(category))
+            {
+                case Protection.Parity:
+                    for (int i = 0; i < pages.Count; i += Policy.GroupSize)
+                    {
+                        GuestPage[] members = pages.Skip(i).Take(Policy.GroupSize).ToArray();
+                        if (members.Length < 2) break;   // a lone page gains nothing from parity
+                        HostFrame parity = FreshParity();
+                        int group;
+                        try { group = Vm.CreateParityGroup(members, parity); }
+                        catch
+                        {
+                            FreeParity(parity);
+                            throw;
+                        }
+                        _groupOfParity[parity.Value] = group;
+                        _grouped.AddRange(members);
+                        _aging.AddRange(members.Select(_ => new Aging { Wait = 1 }));
+                    }
+                    return Vm.Protect(pages.ToArray(), []);
+                case Protection.DiskCopy:
+                    if (diskOffset is null) throw new ArgumentNullException(nameof(diskOffset), $"{category} pages are protected by their disk copy; give its offsets");
+                    return Vm.Protect(pages.ToArray(), pages.Select(diskOffset).ToArray());
+                default:
+                    return 0;
+            }
         }
     }
 
@@ -88,25 +108,29 @@ public sealed class RecoveryEngine
     /// Returns how many pages were re-covered.</summary>
     public int Reprotect(bool coldOnly = true)
     {
-        var recover = new List<GuestPage>();
-        for (int i = 0; i < _grouped.Count; i++)
+        lock (_sync)
         {
-            ref Aging a = ref System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_aging)[i];
-            if (Vm.StateOf(_grouped[i]) != GuestPageState.Backed)
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            var recover = new List<GuestPage>();
+            for (int i = 0; i < _grouped.Count; i++)
             {
-                if (a.CoveredLastPass) a.Wait = Math.Max(1, a.Wait / 2);
-                a.CoveredLastPass = true;
-                a.RecoveredLastPass = false;
-                continue;
+                ref Aging a = ref System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_aging)[i];
+                if (Vm.StateOf(_grouped[i]) != GuestPageState.Backed)
+                {
+                    if (a.CoveredLastPass) a.Wait = Math.Max(1, a.Wait / 2);
+                    a.CoveredLastPass = true;
+                    a.RecoveredLastPass = false;
+                    continue;
+                }
+                if (a.CoveredLastPass && a.RecoveredLastPass) a.Wait = Math.Min(MaxColdPasses, a.Wait * 2);
+                a.CoveredLastPass = a.RecoveredLastPass = false;
+                if (++a.UncoveredPasses < a.Wait && coldOnly) continue;
+                recover.Add(_grouped[i]);
+                a.UncoveredPasses = 0;
+                a.CoveredLastPass = a.RecoveredLastPass = true;
             }
-            if (a.CoveredLastPass && a.RecoveredLastPass) a.Wait = Math.Min(MaxColdPasses, a.Wait * 2);
-            a.CoveredLastPass = a.RecoveredLastPass = false;
-            if (++a.UncoveredPasses < a.Wait && coldOnly) continue;
-            recover.Add(_grouped[i]);
-            a.UncoveredPasses = 0;
-            a.CoveredLastPass = a.RecoveredLastPass = true;
+            return recover.Count == 0 ? 0 : Vm.Protect(recover.ToArray(), []);
         }
-        return recover.Count == 0 ? 0 : Vm.Protect(recover.ToArray(), []);
     }
 
     /// <summary>The longest a hot page waits, in protector passes, before it is re-covered.</summary>
@@ -120,70 +144,107 @@ public sealed class RecoveryEngine
     }
 
     /// <summary>Handles an uncorrected error reported for a frame (as a machine check would report a
-    /// physical address). The guest never sees the bad bytes of a protected page.</summary>
+    /// physical address). The guest never sees the bad bytes of a protected page. Throws for a frame that
+    /// is not this VM's, one of its parity frames, or free (route those with <see cref="ErrorRouter"/>).</summary>
     public ErrorReport Report(HostFrame frame)
     {
         var clock = Stopwatch.StartNew();
-        RetireHandlerReplaced();
+        lock (_sync)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            DrainHandlerEvents();
+            (ErrorOutcome outcome, GuestPage? page) = ReportLocked(frame);
+            return new ErrorReport(frame, outcome, page, clock.Elapsed);
+        }
+    }
+
+    private (ErrorOutcome, GuestPage?) ReportLocked(HostFrame frame, int attempt = 0)
+    {
+        // A frame in flux (a fault is moving it this instant) is looked at again; it settles in microseconds.
+        if (attempt > 1000) throw new InvalidOperationException($"{frame} of {Vm.Name} did not settle in any state");
         FrameState state = Arena.StateOf(frame);
-        ErrorOutcome outcome;
-        GuestPage? page = null;
         switch (state)
         {
             case FrameState.Free:
-                Arena.Retire(frame);
-                _retired.Add(frame.Value);
-                outcome = ErrorOutcome.FreeFrameRetired;
-                break;
-            case FrameState.Parity:
-            {
-                HostFrame fresh = FreshParity();
-                int group = _groupOfParity[frame.Value];
-                HostFrame old = Vm.RebuildParity(group, fresh);
-                _groupOfParity.Remove(old.Value);
-                _groupOfParity[fresh.Value] = group;
-                RetireParity(old);
-                outcome = ErrorOutcome.ParityRebuilt;
-                break;
-            }
-            case FrameState.Retired:
-                outcome = ErrorOutcome.Recovered;    // the handler already replaced it on a guest access
-                break;
-            case FrameState.Guest when Arena.OwnerOf(frame) == Vm.Id:
-                page = PageOf(frame);
-                if (page is null)
+                try
                 {
-                    // A guest access had the handler replace it between our look-ups; collect it.
-                    RetireHandlerReplaced();
-                    if (Arena.StateOf(frame) != FrameState.Retired)
-                        throw new InvalidOperationException($"{frame} belongs to {Vm.Name} but backs none of its pages (a pool frame)");
-                    outcome = ErrorOutcome.Recovered;
-                    break;
+                    Arena.Retire(frame);
+                    _retired.Add(frame.Value);
+                    return (ErrorOutcome.FreeFrameRetired, null);
                 }
-                outcome = RecoverPage(page.Value, frame);
-                break;
+                catch (FrameStateException)
+                {
+                    return ReportLocked(frame, attempt + 1); // a fault took it meanwhile: handle it where it is now
+                }
+            case FrameState.Parity when _groupOfParity.TryGetValue(frame.Value, out int group):
+                RebuildParityLocked(frame, group);
+                return (ErrorOutcome.ParityRebuilt, null);
+            case FrameState.Retired:
+                // The handler (or an earlier report) already dealt with it.
+                return (_handled.GetValueOrDefault(frame.Value, ErrorOutcome.Recovered), null);
+            case FrameState.Guest when Arena.OwnerOf(frame) == Vm.Id:
+                if (PageOf(frame) is not GuestPage page)
+                {
+                    DrainHandlerEvents();
+                    if (Arena.StateOf(frame) == FrameState.Retired) return ReportLocked(frame, attempt + 1);
+                    // A frame in the demand pool (or reused by host swap this instant): the pool is
+                    // emptied, the bad frame retired and the rest given back.
+                    if (Vm.RetireFromPool(frame)) { _retired.Add(frame.Value); return (ErrorOutcome.FreeFrameRetired, null); }
+                    Thread.Yield();
+                    return ReportLocked(frame, attempt + 1);
+                }
+                return (RecoverPage(page, frame), page);
             default:
-                throw new InvalidOperationException($"{frame} is {state}; this engine handles {Vm.Name}'s frames, parity and free frames");
+                throw new InvalidOperationException(
+                    $"{frame} is {state}{(Arena.OwnerOf(frame) is int o ? $" of VM {o}" : "")}; this engine handles {Vm.Name}'s frames, its parity frames and free frames");
         }
-        return new ErrorReport(frame, outcome, page, clock.Elapsed);
     }
 
-    /// <summary>The scrubber: finds protected pages and parity frames that changed without a report
-    /// (silent corruption) and repairs them. Returns what it repaired.</summary>
+    private void RebuildParityLocked(HostFrame bad, int group)
+    {
+        HostFrame fresh = FreshParity();
+        HostFrame? old = Vm.RebuildParity(group, fresh);
+        if (old is null)
+        {
+            // A member is poisoned or corrupt too: recover (or contain) it first, with the parity as it
+            // is, then rebuild from the members.
+            foreach (GuestPage g in Vm.ScrubPages(new GuestPage(0), Vm.PageCount))
+                if (Vm.Translate(g) is HostFrame f) RecoverPage(g, f);
+            old = Vm.RebuildParity(group, fresh);
+        }
+        if (old is null)
+        {
+            FreeParity(fresh);
+            throw new InvalidOperationException($"{Vm.Name}: parity group {group} still has an untrustworthy member after recovery");
+        }
+        _groupOfParity.Remove(old.Value.Value);
+        _groupOfParity[fresh.Value] = group;
+        Arena.Transition([old.Value], FrameState.Parity, FrameState.Held);
+        Retire(old.Value);
+        _handled[bad.Value] = ErrorOutcome.ParityRebuilt;
+    }
+
+    /// <summary>The scrubber: finds poisoned pages, protected pages and parity frames that changed without
+    /// a report (silent corruption) and repairs them; pages first, since a group's parity is judged only
+    /// once its members are sound. Returns what it repaired.</summary>
     public List<ErrorReport> Scrub()
     {
-        var repaired = new List<ErrorReport>();
-        foreach (GuestPage g in Vm.ScrubPages(new GuestPage(0), Vm.PageCount))
+        lock (_sync)
         {
-            HostFrame bad = Vm.Translate(g)!.Value;
-            repaired.Add(new ErrorReport(bad, RecoverPage(g, bad), g, TimeSpan.Zero));
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            DrainHandlerEvents();
+            var repaired = new List<ErrorReport>();
+            foreach (GuestPage g in Vm.ScrubPages(new GuestPage(0), Vm.PageCount))
+                if (Vm.Translate(g) is HostFrame bad)
+                    repaired.Add(new ErrorReport(bad, RecoverPage(g, bad), g, TimeSpan.Zero));
+            foreach (int group in Vm.ScrubParity())
+            {
+                uint parity = _groupOfParity.First(kv => kv.Value == group).Key;
+                RebuildParityLocked(new HostFrame(parity), group);
+                repaired.Add(new ErrorReport(new HostFrame(parity), ErrorOutcome.ParityRebuilt, null, TimeSpan.Zero));
+            }
+            return repaired;
         }
-        foreach (int group in Vm.ScrubParity())
-        {
-            uint parity = _groupOfParity.First(kv => kv.Value == group).Key;
-            repaired.Add(Report(new HostFrame(parity)));
-        }
-        return repaired;
     }
 
     private ErrorOutcome RecoverPage(GuestPage page, HostFrame bad)
@@ -192,24 +253,45 @@ public sealed class RecoveryEngine
         switch (Vm.Recover(page, bad, fresh))
         {
             case RecoverResult.Recovered:
-                Retire(bad);
+                _retired.Add(bad.Value);
+                _handled[bad.Value] = ErrorOutcome.Recovered;
                 return ErrorOutcome.Recovered;
             case RecoverResult.AlreadyReplaced:
                 Arena.Release([fresh]);
-                RetireHandlerReplaced();
-                return ErrorOutcome.Recovered;
+                DrainHandlerEvents();
+                return _handled.GetValueOrDefault(bad.Value, ErrorOutcome.Recovered);
         }
-        // No good copy: contain the error to the guest context using the page, then take the page away.
+        // No good copy: contain the error to the guest context using the page, then take the page away
+        // (the engine retires a poisoned frame itself; a silently corrupt one comes back Held).
         Arena.Release([fresh]);
+        _handled[bad.Value] = ErrorOutcome.Contained;
         Unrecoverable?.Invoke(page);
         foreach (HostFrame f in Vm.Unmap(page, 1)) Retire(f);
+        _retired.Add(bad.Value);
+        DrainHandlerEvents(); // the unmap's own event for this frame, already handled above
         return ErrorOutcome.Contained;
     }
 
-    /// <summary>Retires the bad frames the fault handler replaced on guest accesses since the last call.</summary>
+    /// <summary>Collects what the fault handler did on guest accesses since the last call: recovered pages
+    /// are counted; contained ones end their guest context (<see cref="Unrecoverable"/>).</summary>
     public void RetireHandlerReplaced()
     {
-        foreach (HostFrame f in Vm.TakeHandlerRetired()) Retire(f);
+        lock (_sync)
+        {
+            if (_disposed || Vm.IsDisposed) return;
+            DrainHandlerEvents();
+        }
+    }
+
+    private void DrainHandlerEvents()
+    {
+        foreach (HandlerEvent e in Vm.TakeHandlerEvents())
+        {
+            _retired.Add(e.BadFrame.Value);
+            if (_handled.ContainsKey(e.BadFrame.Value)) continue;
+            _handled[e.BadFrame.Value] = e.Contained ? ErrorOutcome.Contained : ErrorOutcome.Recovered;
+            if (e.Contained) Unrecoverable?.Invoke(e.Page);
+        }
     }
 
     private void Retire(HostFrame f)
@@ -221,14 +303,14 @@ public sealed class RecoveryEngine
     private HostFrame FreshParity()
     {
         HostFrame fresh = Arena.Allocate(1)[0];
-        Arena.Transition([fresh], FrameState.Held, null, FrameState.Parity, 0);
+        Arena.Transition([fresh], FrameState.Held, FrameState.Parity);
         return fresh;
     }
 
-    private void RetireParity(HostFrame old)
+    private void FreeParity(HostFrame parity)
     {
-        Arena.Transition([old], FrameState.Parity, null, FrameState.Held, 0);
-        Retire(old);
+        Arena.Transition([parity], FrameState.Parity, FrameState.Held);
+        Arena.Release([parity]);
     }
 
     private GuestPage? PageOf(HostFrame frame)
@@ -236,5 +318,28 @@ public sealed class RecoveryEngine
         for (ulong g = 0; g < Vm.PageCount; g++)
             if (Vm.Translate(new GuestPage(g)) == frame) return new GuestPage(g);
         return null;
+    }
+
+    /// <summary>Dissolves every parity group and gives the parity frames back to the arena. The VM's
+    /// protected pages stay read-only (a write simply makes them writable again).</summary>
+    public void Dispose()
+    {
+        lock (_sync)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            foreach ((uint parity, int group) in _groupOfParity)
+            {
+                if (!Vm.IsDisposed)
+                {
+                    try { Vm.FreeParityGroup(group); }
+                    catch (ObjectDisposedException) { } // the VM went meanwhile: its groups went with it
+                }
+                FreeParity(new HostFrame(parity));
+            }
+            _groupOfParity.Clear();
+            _grouped.Clear();
+            _aging.Clear();
+        }
     }
 }

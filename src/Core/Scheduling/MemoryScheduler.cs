@@ -99,6 +99,7 @@ public sealed class MemoryScheduler
             throw new ArgumentException($"VM '{name}': allocations would total {committed} pages, more than the host's {Options.HostPages}");
         var vm = new ScheduledVm(os, app, shares, minPages, maxPages, allocationPages, _rng, Options.SamplePages);
         os.EnsureDemandFrame = urgent => ProvideDemandFrame(vm, urgent);
+        os.Vm.SetFrameLimit(allocationPages);
         _vms.Add(vm);
         return vm;
     }
@@ -111,7 +112,12 @@ public sealed class MemoryScheduler
         ulong[] targets = AllocationPolicy.Targets(
             _vms.Select(v => new VmDemand(v.Shares, v.WorkingSet.ActiveFraction, v.MinPages, v.MaxPages)).ToList(),
             Options.HostPages, Options.IdleTax);
-        for (int i = 0; i < _vms.Count; i++) _vms[i].AllocationPages = targets[i];
+        for (int i = 0; i < _vms.Count; i++)
+        {
+            _vms[i].AllocationPages = targets[i];
+            // Past its allocation a VM's own faults host-swap its pages rather than take free frames.
+            _vms[i].Vm.SetFrameLimit(targets[i]);
+        }
     }
 
     /// <summary>One bounded step of every balloon towards its target. Frames reclaimed from inflating
@@ -124,6 +130,8 @@ public sealed class MemoryScheduler
         // Where the frames in `frames` came from, front to back (a VM's name, or null for the arena).
         var sources = FramesMoved is null ? null : new List<(string? Vm, int Frames)>();
         int refused = 0;
+        try
+        {
         foreach (ScheduledVm v in _vms)
         {
             v.Balloon.TouchAll();
@@ -158,9 +166,16 @@ public sealed class MemoryScheduler
             TransferredFrames += Math.Min(used, reclaimed);
             reclaimed = Math.Max(0, reclaimed - used);
         }
-        if (frames.Count > 0) Arena.Release(frames.ToArray());
         if (sources is not null) RaiseMoves(sources, frames.Count, to: null);
         return new StepReport(inflated, deflated, deflated.Values.Sum(), refused);
+        }
+        finally
+        {
+            // Whatever no VM took goes back to the arena, also when a step fails half way (a frame a
+            // failed deflate did map is the VM's now, no longer Held, and stays where it is).
+            HostFrame[] left = frames.Where(f => Arena.StateOf(f) == FrameState.Held).ToArray();
+            if (left.Length > 0) Arena.Release(left);
+        }
     }
 
     // Takes `count` frames off the front of `sources` and reports them, one move per source.

@@ -32,15 +32,21 @@ public sealed class WorkingSetEstimator
     {
         if (_sample.Length > 0)
         {
-            var touched = new bool[_sample.Length];
-            int n = _vm.CollectSample(_sample, touched);
-            double f = (double)n / _sample.Length;
-            LastFraction = f;
-            if (Periods++ == 0) _slow = _fast = f;
-            else
+            var results = new SampleResult[_sample.Length];
+            int n = _vm.CollectSample(_sample, results);
+            // Pages the host unbacked, remapped or swapped before the guest touched them are not activity,
+            // and not evidence of idleness either: they leave the fraction's base.
+            int kept = results.Count(r => r != SampleResult.Gone);
+            if (kept > 0)
             {
-                _slow += 0.25 * (f - _slow);
-                _fast += 0.75 * (f - _fast);
+                double f = (double)n / kept;
+                LastFraction = f;
+                if (Periods++ == 0) _slow = _fast = f;
+                else
+                {
+                    _slow += 0.25 * (f - _slow);
+                    _fast += 0.75 * (f - _fast);
+                }
             }
         }
         var pick = new HashSet<ulong>();

@@ -1,6 +1,8 @@
-// Declarations of libpagelab (libpagelab.so / libpagelab.dll), the C fault engine in c/pagelab_fault.c
-// (its protocol is written there).
-// Every call runs in preemptive mode, so the GC never stops one half way while it holds a region lock.
+// Declarations of libpagelab (libpagelab.so / libpagelab.dll), the C fault engine in c/ (its protocol
+// is at the top of c/pagelab.h).
+// Every call runs in preemptive mode, so the GC never stops one half way while it holds a lock. Buffers
+// passed in are managed arrays or stack memory, never guest memory: the engine writes some of them while
+// it holds a region lock, and a fault there would wait on that same lock.
 using System.Runtime.InteropServices;
 
 namespace PageLab.Native;
@@ -19,7 +21,23 @@ internal static unsafe partial class Interop
         public const int EFULL = -100003;
         public const int ESTATE = -100004;
         public const int ELOST = -100005;
+        public const int ENOFRAME = -100006;
+        public const int EBUSY = -100007;
         public const uint NoFrame = 0xFFFFFFFF;
+        public const uint MapBack = 1;
+        public const int Counters = 12;
+
+        /// <summary>What the handler did that managed code must finish (struct pl_event).</summary>
+        [StructLayout(LayoutKind.Sequential)]
+        public struct Event
+        {
+            public ulong Page;
+            public uint Frame;
+            public uint Kind;
+        }
+
+        public const uint EventRecovered = 1, EventContained = 2;
+        public const int PageFlagLost = 4;
 
         [LibraryImport(Lib, EntryPoint = "pl_install")] public static partial int Install();
         [LibraryImport(Lib, EntryPoint = "pl_installed")] public static partial int Installed();
@@ -29,67 +47,63 @@ internal static unsafe partial class Interop
         [LibraryImport(Lib, EntryPoint = "pl_maps_in_use")] public static partial long MapsInUse();
         [LibraryImport(Lib, EntryPoint = "pl_chained_faults")] public static partial ulong ChainedFaults();
 
+        // ---- the arena: every frame's state and owner ----
+        [LibraryImport(Lib, EntryPoint = "pl_arena_create")]
+        public static partial int ArenaCreate(nint os, nint view, ulong frames, out nint arena);
+        [LibraryImport(Lib, EntryPoint = "pl_arena_destroy")] public static partial int ArenaDestroy(nint arena);
+        [LibraryImport(Lib, EntryPoint = "pl_arena_tables")]
+        public static partial int ArenaTables(nint arena, out byte* state, out int* owner);
+        [LibraryImport(Lib, EntryPoint = "pl_arena_counts")] public static partial int ArenaCounts(nint arena, long* counts);
+        [LibraryImport(Lib, EntryPoint = "pl_arena_owned")] public static partial long ArenaOwned(nint arena, int owner);
+        [LibraryImport(Lib, EntryPoint = "pl_frames_alloc")] public static partial int FramesAlloc(nint arena, uint count, uint* frames);
+        [LibraryImport(Lib, EntryPoint = "pl_frames_release")] public static partial int FramesRelease(nint arena, uint* frames, uint n);
+        [LibraryImport(Lib, EntryPoint = "pl_frames_retire")] public static partial int FramesRetire(nint arena, uint frame);
+        [LibraryImport(Lib, EntryPoint = "pl_frames_move")]
+        public static partial int FramesMove(nint arena, uint* frames, uint n, uint from, uint to);
+
+        // ---- regions ----
         [LibraryImport(Lib, EntryPoint = "pl_region_create")]
-        public static partial int RegionCreate(nint arena, nint hostView, ulong arenaFrames, ulong pages, uint poolCapacity, out int id, out nint @base);
-
+        public static partial int RegionCreate(nint arena, int owner, ulong pages, uint poolCapacity, out int id, out nint @base);
         [LibraryImport(Lib, EntryPoint = "pl_region_destroy")] public static partial int RegionDestroy(int id);
-
         [LibraryImport(Lib, EntryPoint = "pl_region_tables")]
         public static partial int RegionTables(int id, out uint* state, out uint* p2m);
-
         [LibraryImport(Lib, EntryPoint = "pl_region_maps")] public static partial long RegionMaps(int id);
-
         [LibraryImport(Lib, EntryPoint = "pl_region_counters")]
         public static partial int RegionCounters(int id, ulong* counters, int n);
+        [LibraryImport(Lib, EntryPoint = "pl_set_frame_limit")] public static partial int SetFrameLimit(int id, ulong limit);
+        [LibraryImport(Lib, EntryPoint = "pl_set_host_swap")] public static partial int SetHostSwap(int id, nint file);
+        [LibraryImport(Lib, EntryPoint = "pl_host_swap_out")] public static partial int HostSwapOut(int id, uint n);
+        [LibraryImport(Lib, EntryPoint = "pl_events_take")] public static partial int EventsTake(int id, Event* events, uint cap);
+        [LibraryImport(Lib, EntryPoint = "pl_page_flags")] public static partial int PageFlags(int id, ulong page);
 
         [LibraryImport(Lib, EntryPoint = "pl_map")]
-        public static partial int Map(int id, ulong first, ulong count, uint* frames, uint* oldFrames);
-
+        public static partial int Map(int id, ulong first, ulong count, uint* frames, uint* oldFrames, uint flags);
         [LibraryImport(Lib, EntryPoint = "pl_unmap")]
         public static partial int Unmap(int id, ulong first, ulong count, uint* oldFrames);
-
-        [LibraryImport(Lib, EntryPoint = "pl_pool_push")]
-        public static partial int PoolPush(int id, uint* frames, uint n);
-
-        [LibraryImport(Lib, EntryPoint = "pl_pool_take")]
-        public static partial int PoolTake(int id, uint* frames, uint cap);
-
+        [LibraryImport(Lib, EntryPoint = "pl_pool_push")] public static partial int PoolPush(int id, uint* frames, uint n);
+        [LibraryImport(Lib, EntryPoint = "pl_pool_take")] public static partial int PoolTake(int id, uint* frames, uint cap);
         [LibraryImport(Lib, EntryPoint = "pl_pool_count")] public static partial int PoolCount(int id);
-
-        [LibraryImport(Lib, EntryPoint = "pl_sample")]
-        public static partial int Sample(int id, ulong* pages, uint n);
-
+        [LibraryImport(Lib, EntryPoint = "pl_sample")] public static partial int Sample(int id, ulong* pages, uint n);
         [LibraryImport(Lib, EntryPoint = "pl_sample_collect")]
         public static partial int SampleCollect(int id, ulong* pages, uint n, byte* touched);
-    
 
+        // ---- protection ----
         [LibraryImport(Lib, EntryPoint = "pl_page_hash")] public static partial ulong PageHash(byte* page, ulong bytes);
         [LibraryImport(Lib, EntryPoint = "pl_set_disk_fd")] public static partial int SetDiskFd(int id, nint disk);
-
         [LibraryImport(Lib, EntryPoint = "pl_group_create")]
         public static partial int GroupCreate(int id, ulong* pages, uint k, uint parityFrame);
-
+        [LibraryImport(Lib, EntryPoint = "pl_group_free")] public static partial int GroupFree(int id, uint group, out uint parity);
         [LibraryImport(Lib, EntryPoint = "pl_protect")]
         public static partial int Protect(int id, ulong* pages, uint n, long* diskOffsets);
-
         [LibraryImport(Lib, EntryPoint = "pl_inject")]
         public static partial int Inject(int id, ulong page, uint offset, byte* mask, uint len, int requireTracked, out uint hit);
-
         [LibraryImport(Lib, EntryPoint = "pl_recover")]
         public static partial int Recover(int id, ulong page, uint bad, uint fresh, out uint old);
-
         [LibraryImport(Lib, EntryPoint = "pl_parity_rebuild")]
         public static partial int ParityRebuild(int id, uint group, uint fresh, out uint old);
-
         [LibraryImport(Lib, EntryPoint = "pl_scrub")]
         public static partial int Scrub(int id, ulong first, ulong count, ulong* bad, uint cap);
-
-        [LibraryImport(Lib, EntryPoint = "pl_scrub_parity")]
-        public static partial int ScrubParity(int id, uint* bad, uint cap);
-
+        [LibraryImport(Lib, EntryPoint = "pl_scrub_parity")] public static partial int ScrubParity(int id, uint* bad, uint cap);
         [LibraryImport(Lib, EntryPoint = "pl_group_of")] public static partial int GroupOf(int id, ulong page);
-
-        [LibraryImport(Lib, EntryPoint = "pl_retired_take")]
-        public static partial int RetiredTake(int id, uint* frames, uint cap);
     }
 }

@@ -1,0 +1,195 @@
+/* arena.c: host physical memory's frames. The one table of every frame's state and owner (the truth;
+ * C# reads it, see pagelab.h for who may move a frame where), the free bitmap, and the calls that
+ * allocate, release, retire and move frames. Free frames are punched holes: they read as zero. */
+#include "pagelab.h"
+
+
+/* First frame >= from that is free (want_free) or not; a->frames if none. Caller holds the lock. */
+static uint32_t next(const struct pl_arena *a, uint32_t from, int want_free)
+{
+    if (from >= a->frames) return a->frames;
+    uint32_t w = from / 64, words = (a->frames + 63) / 64;
+    uint64_t word = (want_free ? a->free_bits[w] : ~a->free_bits[w]) & (~0ull << (from % 64));
+    while (word == 0) {
+        if (++w == words) return a->frames;
+        word = want_free ? a->free_bits[w] : ~a->free_bits[w];
+    }
+    uint32_t f = w * 64 + (uint32_t)__builtin_ctzll(word);
+    return f < a->frames ? f : a->frames;
+}
+
+void arena_set(struct pl_arena *a, uint32_t f, uint32_t st, int32_t owner)
+{
+    uint32_t old = atomic_load_explicit(&a->fstate[f], memory_order_relaxed);
+    if (old == PL_F_FREE) a->free_bits[f / 64] &= ~(1ull << (f % 64));
+    if (st == PL_F_FREE) {
+        a->free_bits[f / 64] |= 1ull << (f % 64);
+        if (f < a->hint) a->hint = f;
+    }
+    a->counts[old]--;
+    a->counts[st]++;
+    atomic_store_explicit(&a->owner[f], st == PL_F_GUEST ? owner : 0, memory_order_relaxed);
+    atomic_store_explicit(&a->fstate[f], (uint8_t)st, memory_order_release);
+}
+
+int arena_take_free(struct pl_arena *a, uint32_t *out)
+{
+    uint32_t f = next(a, a->hint, 1);
+    if (f >= a->frames) return PL_ENOFRAME;
+    a->hint = f + 1;
+    *out = f;
+    return 0;
+}
+
+void arena_give_region(struct pl_region *r, uint32_t f)
+{
+    pl_lock(&r->arena->lock);
+    arena_set(r->arena, f, PL_F_GUEST, r->owner);
+    r->owned++;
+    pl_unlock(&r->arena->lock);
+}
+
+void arena_take_region(struct pl_region *r, uint32_t f, uint32_t st)
+{
+    pl_lock(&r->arena->lock);
+    arena_set(r->arena, f, st, 0);
+    r->owned--;
+    pl_unlock(&r->arena->lock);
+}
+
+void arena_retire(struct pl_region *r, uint32_t f)
+{
+    arena_take_region(r, f, PL_F_RETIRED);
+    (void)os_discard(r->arena, f, 1); /* its content is garbage and never used again; a failure only costs memory */
+}
+
+/* ---- API for C# ---- */
+
+PL_EXPORT int pl_arena_create(intptr_t os, void *view, uint64_t frames, struct pl_arena **out)
+{
+    if (!view || frames == 0 || frames >= PL_NO_FRAME) return PL_EINVAL;
+    if (!page_size) page_size = os_page_size();
+    size_t words = (size_t)(frames + 63) / 64;
+    size_t bytes = sizeof(struct pl_arena) + words * 8 + (size_t)frames * (sizeof(int32_t) + 1) + 64;
+    bytes = (bytes + page_size - 1) / page_size * page_size;
+    uint8_t *mem = os_tables_alloc(bytes);
+    if (!mem) return os_last_error();
+    struct pl_arena *a = (struct pl_arena *)mem;
+    a->os = os;
+    a->view = view;
+    a->frames = (uint32_t)frames;
+    a->free_bits = (uint64_t *)(mem + ((sizeof *a + 7) & ~(size_t)7));
+    a->owner = (_Atomic int32_t *)(a->free_bits + words);
+    a->fstate = (_Atomic uint8_t *)(a->owner + frames);
+    a->tables_bytes = bytes;
+    atomic_flag_clear(&a->lock);
+    for (uint64_t f = 0; f < frames; f++) a->free_bits[f / 64] |= 1ull << (f % 64); /* fstate 0 = FREE */
+    a->counts[PL_F_FREE] = (int64_t)frames;
+    *out = a;
+    return 0;
+}
+
+PL_EXPORT int pl_arena_destroy(struct pl_arena *a)
+{
+    if (atomic_load(&a->regions) != 0) return PL_EBUSY;
+    os_tables_free(a, a->tables_bytes);
+    return 0;
+}
+
+/* Read-only views for C#: fstate[frame] (PL_F_*) and owner[frame] (VM id while GUEST). */
+PL_EXPORT int pl_arena_tables(struct pl_arena *a, uint8_t **fstate, int32_t **owner)
+{
+    *fstate = (uint8_t *)a->fstate;
+    *owner = (int32_t *)a->owner;
+    return 0;
+}
+
+PL_EXPORT int pl_arena_counts(struct pl_arena *a, int64_t *out)
+{
+    pl_lock(&a->lock);
+    for (int i = 0; i < PL_F_STATES; i++) out[i] = a->counts[i];
+    pl_unlock(&a->lock);
+    return 0;
+}
+
+/* Takes `count` free frames (HELD now): one contiguous run if the arena has one long enough (fewer guest
+ * mappings), else the lowest free frames. Returns count, or PL_ENOFRAME with nothing taken. */
+PL_EXPORT int pl_frames_alloc(struct pl_arena *a, uint32_t count, uint32_t *out)
+{
+    if (count == 0 || count > a->frames || count > INT32_MAX) return PL_EINVAL;
+    pl_lock(&a->lock);
+    if ((uint64_t)a->counts[PL_F_FREE] < count) {
+        pl_unlock(&a->lock);
+        return PL_ENOFRAME;
+    }
+    uint32_t run_at = a->frames;
+    for (uint32_t at = next(a, a->hint, 1); at < a->frames;) {
+        uint32_t end = next(a, at, 0);
+        if (end - at >= count) { run_at = at; break; }
+        at = next(a, end, 1);
+    }
+    if (run_at < a->frames) {
+        for (uint32_t i = 0; i < count; i++) out[i] = run_at + i;
+    } else {
+        uint32_t n = 0;
+        for (uint32_t f = next(a, a->hint, 1); n < count; f = next(a, f + 1, 1)) out[n++] = f;
+    }
+    for (uint32_t i = 0; i < count; i++) arena_set(a, out[i], PL_F_HELD, 0);
+    a->hint = next(a, a->hint, 1);
+    pl_unlock(&a->lock);
+    return (int)count;
+}
+
+static int all_in(struct pl_arena *a, const uint32_t *frames, uint32_t n, uint32_t st)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (frames[i] >= a->frames || atomic_load_explicit(&a->fstate[frames[i]], memory_order_relaxed) != st) return 0;
+    return 1;
+}
+
+/* HELD frames go back to the arena: punched first (while still the caller's, so no fault can map one
+ * before it reads as zero), then FREE. All or nothing: PL_ESTATE if one is not HELD. */
+PL_EXPORT int pl_frames_release(struct pl_arena *a, const uint32_t *frames, uint32_t n)
+{
+    pl_lock(&a->lock);
+    int ok = all_in(a, frames, n, PL_F_HELD);
+    pl_unlock(&a->lock);
+    if (!ok) return PL_ESTATE;
+    for (uint32_t i = 0; i < n;) {
+        uint32_t run = 1;
+        while (i + run < n && frames[i + run] == frames[i] + run) run++;
+        int rc = os_discard(a, frames[i], run);
+        if (rc != 0) return rc; /* nothing changed state yet past what was punched; they are still HELD */
+        i += run;
+    }
+    pl_lock(&a->lock);
+    for (uint32_t i = 0; i < n; i++) arena_set(a, frames[i], PL_F_FREE, 0);
+    pl_unlock(&a->lock);
+    return 0;
+}
+
+/* A FREE or HELD frame out of service for good (its memory goes back to the OS). */
+PL_EXPORT int pl_frames_retire(struct pl_arena *a, uint32_t frame)
+{
+    if (frame >= a->frames) return PL_EINVAL;
+    pl_lock(&a->lock);
+    uint32_t st = atomic_load_explicit(&a->fstate[frame], memory_order_relaxed);
+    int rc = st == PL_F_FREE || st == PL_F_HELD ? 0 : PL_ESTATE;
+    if (rc == 0) arena_set(a, frame, PL_F_RETIRED, 0);
+    pl_unlock(&a->lock);
+    if (rc == 0) (void)os_discard(a, frame, 1); /* a failure only costs memory */
+    return rc;
+}
+
+/* HELD <-> PARITY (the only moves C# makes itself; GUEST moves happen inside region calls). */
+PL_EXPORT int pl_frames_move(struct pl_arena *a, const uint32_t *frames, uint32_t n, uint32_t from, uint32_t to)
+{
+    int allowed = (from == PL_F_HELD && to == PL_F_PARITY) || (from == PL_F_PARITY && to == PL_F_HELD);
+    if (!allowed) return PL_EINVAL;
+    pl_lock(&a->lock);
+    int ok = all_in(a, frames, n, from);
+    if (ok)
+        for (uint32_t i = 0; i < n; i++) arena_set(a, frames[i], to, 0);
+    pl_unlock(&a->lock);
+    return ok ? 0 : PL_ESTATE;
+}

@@ -1,0 +1,117 @@
+/* hostswap.c: where a fault gets a frame. The VM's demand pool first; then a free arena frame while the
+ * VM holds fewer frames than its limit; then one of the VM's own pages swapped out to the host swap file
+ * (what ESX does when ballooning is not enough), its frame reused; then a free frame past the limit.
+ * Swapped pages come back the same way on their next touch. Callers hold the region lock. */
+#include "pagelab.h"
+
+/* Evicts one BACKED page of r other than `except` (a clock over the VM's pages) to the host swap file,
+ * at page * page_size. The page becomes a hole first, so once that call returns no CPU can still write
+ * the frame through the guest view and the copy written is final. The frame stays the VM's. */
+static int evict(struct pl_region *r, uint64_t except, uint32_t *out)
+{
+    if (r->swap < 0) return PL_ENOFRAME;
+    for (uint64_t tries = 0; tries < r->pages; tries++) {
+        uint64_t v = r->clock_hand;
+        r->clock_hand = (v + 1) % r->pages;
+        if (v == except || st_of(r, v) != PL_BACKED) continue;
+        uint32_t f = fr_of(r, v);
+        if (change_pages(r, v, 1, PL_SWAPPED, NULL, PL_KEEP_FRAME, 1) != 0) continue;
+        set_page(r, v, PL_NO_FRAME, PL_SWAPPED);
+        if (os_write_file(r->swap, frame_bytes(r->arena, f), page_size, (int64_t)(v * page_size)) != 0) {
+            /* The swap file refused (disk full): the page keeps its frame and content. */
+            if (change_pages(r, v, 1, PL_BACKED, NULL, f, 1) == 0) set_page(r, v, f, PL_BACKED);
+            else say("host swap failed and the page could not be mapped back", (uint64_t)r->owner, v);
+            atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
+            return PL_ENOFRAME;
+        }
+        atomic_fetch_add_explicit(&r->counters.host_swap_outs, 1, memory_order_relaxed);
+        *out = f;
+        return 0;
+    }
+    return PL_ENOFRAME;
+}
+
+static int take_free(struct pl_region *r, uint32_t *out)
+{
+    struct pl_arena *a = r->arena;
+    pl_lock(&a->lock);
+    int rc = arena_take_free(a, out);
+    if (rc == 0) {
+        arena_set(a, *out, PL_F_GUEST, r->owner);
+        r->owned++;
+    }
+    pl_unlock(&a->lock);
+    return rc;
+}
+
+/* A frame for page g: the VM's (GUEST), mapped nowhere. *zero says whether it already reads as zero
+ * (pool and free frames are punched holes; a host-swapped victim's frame still holds its old content). */
+int take_frame(struct pl_region *r, uint64_t g, uint32_t *out, int *zero)
+{
+    if (r->pool_count > 0) {
+        *out = r->pool[r->pool_head];
+        r->pool_head = (r->pool_head + 1) % r->pool_capacity;
+        r->pool_count--;
+        *zero = 1;
+        return 0;
+    }
+    atomic_fetch_add_explicit(&r->counters.pool_empty, 1, memory_order_relaxed);
+    int over = (uint64_t)r->owned >= r->frame_limit;
+    *zero = 1;
+    if (!over && take_free(r, out) == 0) return 0;
+    *zero = 0;
+    if (evict(r, g, out) == 0) return 0;
+    *zero = 1;
+    if (over && take_free(r, out) == 0) {
+        atomic_fetch_add_explicit(&r->counters.overcommits, 1, memory_order_relaxed);
+        return 0;
+    }
+    return PL_ENOFRAME;
+}
+
+/* A frame take_frame gave that could not be used: back to the pool if it has room and the frame is
+ * zero, else punched and freed. */
+void drop_frame(struct pl_region *r, uint32_t f, int zero)
+{
+    if (zero && r->pool_count < r->pool_capacity) {
+        r->pool_head = (r->pool_head + r->pool_capacity - 1) % r->pool_capacity;
+        r->pool[r->pool_head] = f;
+        r->pool_count++;
+        return;
+    }
+    if (os_discard(r->arena, f, 1) == 0) arena_take_region(r, f, PL_F_FREE);
+    else arena_retire(r, f); /* could not be made zero: never hand it out again */
+}
+
+/* Brings a SWAPPED page back into a frame, read-write. */
+int swap_in(struct pl_region *r, uint64_t g)
+{
+    uint32_t f;
+    int zero, rc = take_frame(r, g, &f, &zero);
+    if (rc != 0) return rc;
+    rc = os_read_file(r->swap, frame_bytes(r->arena, f), page_size, (int64_t)(g * page_size));
+    if (rc == 0) rc = change_pages(r, g, 1, PL_BACKED, NULL, f, 1);
+    if (rc != 0) {
+        drop_frame(r, f, 0);
+        return rc;
+    }
+    set_page(r, g, f, PL_BACKED);
+    atomic_fetch_add_explicit(&r->counters.host_swap_ins, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* The host swaps out up to n of the VM's backed pages now (what the handler does one at a time when
+ * it has no frame); their frames go back to the arena. Returns how many. */
+PL_EXPORT int pl_host_swap_out(int id, uint32_t n)
+{
+    ENTER_REGION(r, id);
+    pl_lock(&r->lock);
+    uint32_t done = 0;
+    uint32_t f;
+    while (done < n && evict(r, r->pages, &f) == 0) {
+        drop_frame(r, f, 0);
+        done++;
+    }
+    pl_unlock(&r->lock);
+    return (int)done;
+}

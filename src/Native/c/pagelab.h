@@ -1,0 +1,277 @@
+/* pagelab.h: the fault engine's private header. Every C file of the engine includes it; nothing else does.
+ *
+ * WHY NATIVE. A fault taken by a managed thread and resolved by another managed thread deadlocks with the
+ * .NET GC whenever the faulting instruction is not a GC safe point (docs/DESIGN.md). So every fault on
+ * guest memory is resolved here, in the faulting thread's signal handler (a vectored exception handler on
+ * Windows), and the handler never waits for a managed thread, never allocates and never calls back.
+ *
+ * FILES (one concern each, as the kernel's mm/ is split)
+ *   pagelab.h     this protocol, the shared structs, the few functions the files share
+ *   os_linux.c    the OS layer on Linux (memfd views, mprotect, pread/pwrite, fallocate, sigaction)
+ *   os_windows.c  the OS layer on Windows (placeholders, section views, VirtualProtect, vectored handler)
+ *   arena.c       host frames: the frame-state table, the free bitmap, allocate / release / retire
+ *   region.c      regions (one VM's guest physical memory): lifetime, mapping model, map / unmap / pool /
+ *                 sampling, and the one commit sequence every page change goes through
+ *   hostswap.c    where a fault gets a frame: pool, free arena frame, or a victim page host-swapped out
+ *   parity.c      protection: hashes, parity groups, protect, inject, recover, scrub
+ *   handler.c     the fault handler: finds the region, resolves the fault, chains what is not ours
+ *
+ * OWNERSHIP OF FRAMES (the truth is arena.c's table; C# reads it and changes it only through pl_* calls)
+ *   state     owner                      who may move it, and where
+ *   FREE      the arena (free bitmap)    pl_frames_alloc -> HELD; the handler -> GUEST (a demand fault)
+ *   HELD      the C# caller holding it   pl_map / pl_pool_push -> GUEST; pl_frames_release -> FREE
+ *                                        (punched first); pl_frames_move <-> PARITY; pl_frames_retire
+ *   GUEST     one region (owner = its VM id): mapped at one page, waiting in its pool, or being reused
+ *                                        by host swap. pl_unmap / pl_map (old frame) / pl_pool_take ->
+ *                                        HELD; a poisoned frame -> RETIRED, never back to HELD or FREE
+ *   PARITY    one parity group           pl_frames_move -> HELD (after pl_parity_rebuild / group free)
+ *   RETIRED   nobody, forever            nothing moves it (its memory is given back to the OS)
+ *
+ * PAGE STATES (state[page], 32-bit words read by C# with acquire loads)
+ *   UNBACKED  no frame; an anonymous PROT_NONE hole. A touch is a demand-zero fault.
+ *   BACKED    p2m[page] mapped read-write.
+ *   SAMPLED   p2m[page] mapped PROT_NONE for working-set sampling; the first touch marks the page touched.
+ *   TRACKED   p2m[page] mapped read-only and protected (hash recorded; covered by its group's parity and/or
+ *             a clean disk copy). A write takes a fault that keeps parity true.
+ *   POISONED  p2m[page] holds an uncorrected error; PROT_NONE so no access sees the bad bytes.
+ *   SWAPPED   host-swapped: no frame, the content is at page * page_size in the region's host swap file.
+ *
+ * LOCKS AND ORDER
+ *   - Each region has a spin lock; state[], p2m[], flags, pool, groups and the region's mapping count
+ *     change only under it, in the handler or in a pl_* call. The arena has one spin lock for the frame
+ *     table. Order: region lock, then arena lock; never the other way, and never two region locks.
+ *   - A pl_* call runs in preemptive mode (the GC never stops it half way) and never touches guest memory
+ *     or caller memory that could be guest memory while it holds a lock, so a lock holder always makes
+ *     progress and the handler may spin.
+ *   - Every page change is one transaction (region.c: change_pages): compute the mapping-count delta,
+ *     take budget, make the OS call, and only then store p2m, then state (release). A failed OS call
+ *     gives the budget back and leaves the tables as they were.
+ *   - Parity: a covered page is read-only; its content leaves the parity while it is still read-only
+ *     (XOR out, then make writable), so no write can slip in between.
+ *
+ * LIFETIMES
+ *   A region id is (generation << 8 | slot). Slots are static and never freed: the handler reads their
+ *   base and size without touching a region. Every pl_* call and every handler run counts itself in the
+ *   slot (`inside`) before it loads the region; pl_region_destroy unpublishes the region, waits until
+ *   nobody is inside, then frees it and bumps the generation, so a stale id is refused (PL_ENOREGION)
+ *   and never reaches another VM's pages.
+ *
+ * A FAULT IS ALWAYS RESOLVED when the machine has any frame to give: the handler takes the VM's pool
+ * frame, else a free arena frame while the VM is under its frame limit, else it host-swaps one of the VM's
+ * own pages out (a clock over backed pages) and reuses its frame, else a free frame past the limit. An
+ * unprotected poisoned page (or a protected one with no good copy) is contained: it gets a zero frame,
+ * is flagged lost, the bad frame is retired, and C# hears of it (handler events) to end the guest
+ * context that used it. Nothing reads corrupted bytes as good data.
+ */
+#ifndef PAGELAB_H
+#define PAGELAB_H
+
+#ifdef _WIN32
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+#define PL_EXPORT __declspec(dllexport)
+/* Portable protection bits (the Linux values); the Windows layer translates them. */
+#define PROT_NONE 0
+#define PROT_READ 1
+#define PROT_WRITE 2
+#else
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <sys/mman.h>
+#define PL_EXPORT __attribute__((visibility("default")))
+#endif
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* The handler relies on these being plain instructions, never a hidden lock. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "atomic int must be lock-free in a signal handler");
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "atomic 64-bit must be lock-free in a signal handler");
+_Static_assert(ATOMIC_POINTER_LOCK_FREE == 2, "atomic pointers must be lock-free in a signal handler");
+
+enum { PL_UNBACKED = 0, PL_BACKED = 1, PL_SAMPLED = 2, PL_TRACKED = 3, PL_POISONED = 4, PL_SWAPPED = 5 };
+enum { PL_F_FREE = 0, PL_F_HELD = 1, PL_F_GUEST = 2, PL_F_PARITY = 3, PL_F_RETIRED = 4, PL_F_STATES = 5 };
+
+/* Per-page flags (flags[page], under the region lock). */
+#define PL_PF_SAMPLING 1u /* in the current sampling period's sample */
+#define PL_PF_TOUCHED 2u  /* sampled and touched since */
+#define PL_PF_LOST 4u     /* its content was lost to an uncorrected error (contained) */
+
+#define PL_MAX_K 32
+#define PL_NO_GROUP 0xFFFFFFFFu
+#define PL_NO_FRAME 0xFFFFFFFFu
+#define PL_KEEP_FRAME 0xFFFFFFFEu /* change_pages: frames stay as they are (a protection change) */
+#define PL_MAX_REGIONS 256
+#define PL_EVENTS 4096           /* handler events kept for C# before the oldest are dropped */
+#define PL_SPURIOUS_LIMIT 4096   /* faults in a row on one page with nothing to do: not ours, chain */
+
+/* Status codes: 0 or a positive count on success, -errno from a failed OS call, or these. */
+#define PL_EINVAL (-100000)     /* bad argument (C# validates first; this is the backstop) */
+#define PL_EMAPLIMIT (-100001)  /* would pass the mapping budget */
+#define PL_ENOREGION (-100002)  /* no such region (destroyed, or a stale id) */
+#define PL_EFULL (-100003)      /* region or group table full */
+#define PL_ESTATE (-100004)     /* a page or frame is not in the state the call needs */
+#define PL_ELOST (-100005)      /* no good copy: parity and disk both failed the hash check */
+#define PL_ENOFRAME (-100006)   /* the arena has no free frame (and nothing could be swapped out) */
+#define PL_EBUSY (-100007)      /* the arena still has regions */
+
+/* What the handler did that C# must hear about (pl_events_take). */
+enum { PL_EV_RECOVERED = 1, PL_EV_CONTAINED = 2 };
+struct pl_event {
+    uint64_t page;
+    uint32_t frame; /* the bad frame, now RETIRED */
+    uint32_t kind;
+};
+
+struct pl_counters {
+    _Atomic uint64_t demand_faults;      /* demand-zero faults resolved */
+    _Atomic uint64_t sample_touches;     /* first touches of SAMPLED pages */
+    _Atomic uint64_t pool_empty;         /* faults that found the pool empty (resolved another way) */
+    _Atomic uint64_t map_failures;       /* handler OS-call failures or budget hits */
+    _Atomic uint64_t tracked_writes;     /* write faults on TRACKED pages (parity kept true) */
+    _Atomic uint64_t handler_recoveries; /* corrupt pages recovered inside the handler */
+    _Atomic uint64_t host_swap_outs;     /* pages the host swapped out to free a frame */
+    _Atomic uint64_t host_swap_ins;      /* SWAPPED pages brought back on a touch */
+    _Atomic uint64_t contained;          /* poisoned pages with no good copy given a zero frame, flagged lost */
+    _Atomic uint64_t overcommits;        /* free frames taken past the VM's frame limit (nothing to swap) */
+    _Atomic uint64_t spurious;           /* faults on pages with nothing to do (raced, or repaired) */
+    _Atomic uint64_t events_dropped;     /* handler events C# did not collect in time */
+};
+#define PL_COUNTERS 12
+
+struct pl_arena {
+    intptr_t os;              /* memfd (Linux) or section HANDLE (Windows) */
+    uint8_t *view;            /* the whole arena, read-write */
+    uint32_t frames;
+    _Atomic uint8_t *fstate;  /* frame -> PL_F_* */
+    _Atomic int32_t *owner;   /* frame -> owning VM id while GUEST, else 0 */
+    uint64_t *free_bits;      /* bit set: FREE */
+    uint32_t hint;            /* no free frame below it */
+    int64_t counts[PL_F_STATES];
+    _Atomic int regions;
+    atomic_flag lock;
+    size_t tables_bytes;
+};
+
+struct pl_group {
+    uint32_t parity_frame;    /* PL_NO_FRAME: the slot is free */
+    uint32_t n;
+    uint32_t covered;         /* bit i: members[i] is in the parity */
+    uint32_t members[PL_MAX_K];
+};
+
+struct pl_slot;
+
+struct pl_region {
+    struct pl_slot *slot;
+    struct pl_arena *arena;
+    int32_t owner;            /* the VM id frames of this region carry */
+    uint8_t *base;
+    uint64_t pages;
+    _Atomic uint32_t *state;
+    _Atomic uint32_t *p2m;
+    uint8_t *flags;
+    uint32_t *pool;
+    uint32_t pool_capacity, pool_head, pool_count;
+    int64_t maps;             /* VMAs this region needs */
+    int64_t owned;            /* GUEST frames of this region (mapped + pool + in reuse), under arena lock */
+    uint64_t frame_limit;     /* past it the handler host-swaps before it takes a free frame */
+    uint32_t *group_of;       /* page -> group or PL_NO_GROUP */
+    struct pl_group *groups;
+    uint32_t group_capacity;
+    int64_t *disk_off;        /* page -> offset of its clean copy, or -1 */
+    intptr_t disk;            /* fd / HANDLE of the clean copies; -1: none */
+    intptr_t swap;            /* fd / HANDLE of the host swap file; -1: none (no host swap) */
+    uint64_t clock_hand;      /* next page the host-swap clock looks at */
+    uint64_t *hash;           /* page -> content hash while TRACKED or POISONED */
+    struct pl_event *events;  /* ring of PL_EVENTS */
+    uint32_t ev_head, ev_count;
+    uint64_t spurious_page;
+    uint32_t spurious_streak;
+    atomic_flag lock;
+    struct pl_counters counters;
+    size_t tables_bytes;
+#ifdef _WIN32
+    uint8_t *view_mapped;     /* page -> 1 if a view (not a placeholder) is there */
+#endif
+};
+
+struct pl_slot {
+    _Atomic uintptr_t base;   /* read by the handler without entering */
+    _Atomic uint64_t bytes;
+    _Atomic uint32_t gen;
+    _Atomic uint32_t inside;  /* pl_* calls and handlers using the region now */
+    struct pl_region *_Atomic region;
+};
+
+extern struct pl_slot pl_slots[PL_MAX_REGIONS];
+extern size_t page_size;
+extern _Atomic int64_t maps_in_use;
+extern _Atomic int64_t map_budget;
+extern _Atomic uint64_t chained_faults;
+
+/* ---- OS layer (os_linux.c / os_windows.c). Status: 0 or -errno / -GetLastError(). ---- */
+size_t os_page_size(void);
+void os_yield(void);
+int os_last_error(void);
+void os_write_stderr(const char *buf, size_t n);
+int map_frames(struct pl_region *r, uint64_t page, uint64_t count, uint32_t frame, int prot);
+int map_anonymous(struct pl_region *r, uint64_t page, uint64_t count);
+int protect_pages(struct pl_region *r, uint64_t page, uint64_t count, int prot);
+void *os_tables_alloc(size_t bytes);
+void os_tables_free(void *mem, size_t bytes);
+int os_reserve(struct pl_region *r);
+void os_release(struct pl_region *r);
+int os_read_file(intptr_t file, uint8_t *dst, size_t bytes, int64_t offset);
+int os_write_file(intptr_t file, const uint8_t *src, size_t bytes, int64_t offset);
+int os_discard(struct pl_arena *a, uint32_t frame, uint32_t count);
+int os_install(void);
+int64_t os_previous_flags(void);
+
+/* ---- shared helpers ---- */
+void pl_lock(atomic_flag *l);
+void pl_unlock(atomic_flag *l);
+void say(const char *what, uint64_t region, uint64_t page);
+static inline uint8_t *frame_bytes(struct pl_arena *a, uint32_t f) { return a->view + (size_t)f * page_size; }
+static inline uint32_t st_of(struct pl_region *r, uint64_t g) { return atomic_load_explicit(&r->state[g], memory_order_relaxed); }
+static inline uint32_t fr_of(struct pl_region *r, uint64_t g) { return atomic_load_explicit(&r->p2m[g], memory_order_relaxed); }
+int prot_of(uint32_t st);
+
+/* region.c */
+struct pl_region *region_enter(int id);
+void region_leave(struct pl_region **r);
+/* Enters region `id` for the rest of the enclosing block (left automatically on every return). */
+#define ENTER_REGION(r, id)                                                      \
+    struct pl_region *r __attribute__((cleanup(region_leave))) = region_enter(id); \
+    if (!r) return PL_ENOREGION
+int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t new_state, const uint32_t *frames,
+                 uint32_t frame0, int force);
+void set_page(struct pl_region *r, uint64_t g, uint32_t frame, uint32_t st);
+void push_event(struct pl_region *r, uint64_t page, uint32_t frame, uint32_t kind);
+
+/* arena.c (callers hold the arena lock where it says so) */
+int arena_take_free(struct pl_arena *a, uint32_t *out);                 /* FREE -> caller; needs lock */
+void arena_set(struct pl_arena *a, uint32_t f, uint32_t st, int32_t owner); /* needs lock */
+void arena_give_region(struct pl_region *r, uint32_t f);                /* f -> GUEST of r; takes lock */
+void arena_take_region(struct pl_region *r, uint32_t f, uint32_t st);   /* GUEST of r -> st; takes lock */
+void arena_retire(struct pl_region *r, uint32_t f);                     /* GUEST of r -> RETIRED, discarded */
+
+/* hostswap.c */
+int take_frame(struct pl_region *r, uint64_t g, uint32_t *out, int *zero);
+int swap_in(struct pl_region *r, uint64_t g);
+void drop_frame(struct pl_region *r, uint32_t f, int zero);
+
+/* parity.c */
+uint64_t page_hash(const void *p, uint64_t bytes);
+int recover_locked(struct pl_region *r, uint64_t g, uint32_t fresh, uint32_t *old);
+int recover_in_handler(struct pl_region *r, uint64_t g);
+int contain_in_handler(struct pl_region *r, uint64_t g);
+void leave_group(struct pl_region *r, uint64_t g);
+int uncover(struct pl_region *r, uint64_t g, int content_good);
+
+/* handler.c */
+int resolve(struct pl_region *r, uint64_t g, int is_write);
+
+#endif

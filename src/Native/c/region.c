@@ -1,0 +1,581 @@
+/* region.c: regions, one VM's guest physical memory each. Their lifetime (generation-tagged ids over
+ * static slots), the mapping-count model kept under vm.max_map_count, the one commit sequence every
+ * page change goes through (change_pages), and the calls that map, unmap, pool and sample pages. */
+#include "pagelab.h"
+
+struct pl_slot pl_slots[PL_MAX_REGIONS];
+_Atomic int64_t maps_in_use;
+_Atomic int64_t map_budget = 60000;
+size_t page_size;
+
+
+#define PL_MAP_BACK 1u            /* pl_map: every page must be unbacked (checked under the lock) */
+
+/* ---- small helpers (all async-signal-safe) ---- */
+
+void pl_lock(atomic_flag *l)
+{
+    unsigned spins = 0;
+    while (atomic_flag_test_and_set_explicit(l, memory_order_acquire))
+        if (++spins % 64 == 0) os_yield();
+}
+
+void pl_unlock(atomic_flag *l) { atomic_flag_clear_explicit(l, memory_order_release); }
+
+void say(const char *what, uint64_t region, uint64_t page)
+{
+    /* write(2) is async-signal-safe; snprintf is not, so format by hand. */
+    char buf[200], num[24];
+    size_t n = 0;
+    const char *parts[] = {"pagelab: ", what, " (region ", NULL, ", guest page ", NULL, ")\n"};
+    uint64_t vals[] = {0, 0, 0, region, 0, page, 0};
+    for (int i = 0; i < 7; i++) {
+        const char *s = parts[i];
+        if (!s) {
+            int k = 0;
+            uint64_t v = vals[i];
+            do { num[k++] = (char)('0' + v % 10); v /= 10; } while (v && k < 20);
+            while (k && n < sizeof buf) buf[n++] = num[--k];
+            continue;
+        }
+        while (*s && n < sizeof buf) buf[n++] = *s++;
+    }
+    os_write_stderr(buf, n);
+}
+
+int prot_of(uint32_t st)
+{
+    return st == PL_BACKED ? PROT_READ | PROT_WRITE : st == PL_TRACKED ? PROT_READ : PROT_NONE;
+}
+
+static int is_hole(uint32_t st) { return st == PL_UNBACKED || st == PL_SWAPPED; }
+
+/* ---- lifetimes ---- */
+
+struct pl_region *region_enter(int id)
+{
+    if (id <= 0) return NULL;
+    struct pl_slot *s = &pl_slots[id & (PL_MAX_REGIONS - 1)];
+    atomic_fetch_add(&s->inside, 1);
+    struct pl_region *r = atomic_load(&s->region);
+    if (!r || atomic_load(&s->gen) != (uint32_t)id >> 8) {
+        atomic_fetch_sub(&s->inside, 1);
+        return NULL;
+    }
+    return r;
+}
+
+void region_leave(struct pl_region **r)
+{
+    if (*r) atomic_fetch_sub(&(*r)->slot->inside, 1);
+}
+
+/* ---- mapping-count model ---- */
+
+/* Is there a VMA boundary between pages i and i+1, given their states and frames? Holes (unbacked or
+ * host-swapped pages) share one anonymous VMA. */
+static int splits(uint32_t s0, uint32_t f0, uint32_t s1, uint32_t f1)
+{
+    if (is_hole(s0) != is_hole(s1)) return 1;
+    if (is_hole(s0)) return 0;
+    return prot_of(s0) != prot_of(s1) || f1 != f0 + 1;
+}
+
+static uint32_t new_frame(uint64_t i, const uint32_t *frames, uint32_t frame0, uint32_t old)
+{
+    return frames ? frames[i] : frame0 == PL_KEEP_FRAME ? old : frame0 + (uint32_t)i;
+}
+
+/* Change in VMA count if pages [first, first+count) take state st and the given frames. */
+static int64_t maps_delta(struct pl_region *r, uint64_t first, uint64_t count, uint32_t st, const uint32_t *frames,
+                          uint32_t frame0)
+{
+    int64_t delta = 0;
+    uint64_t lo = first ? first - 1 : 0;
+    uint64_t hi = first + count < r->pages ? first + count : r->pages - 1; /* last boundary's left page */
+    for (uint64_t i = lo; i < hi; i++) {
+        uint32_t s0 = st_of(r, i), f0 = fr_of(r, i), s1 = st_of(r, i + 1), f1 = fr_of(r, i + 1);
+        int before = splits(s0, f0, s1, f1);
+        if (i >= first && i < first + count) { s0 = st; f0 = new_frame(i - first, frames, frame0, f0); }
+        if (i + 1 >= first && i + 1 < first + count) { s1 = st; f1 = new_frame(i + 1 - first, frames, frame0, f1); }
+        delta += splits(s0, f0, s1, f1) - before;
+    }
+    return delta;
+}
+
+static int take_budget(int64_t delta)
+{
+    if (delta <= 0) return 0;
+    int64_t now = atomic_fetch_add(&maps_in_use, delta) + delta;
+    if (now > atomic_load(&map_budget)) {
+        atomic_fetch_sub(&maps_in_use, delta);
+        return PL_EMAPLIMIT;
+    }
+    return 0;
+}
+
+/* Puts pages back as the tables say (undoing a partial change). A failure here leaves a page whose
+ * mapping disagrees with the tables; the handler repairs such a page from the tables on its next fault. */
+static void restore_from_tables(struct pl_region *r, uint64_t first, uint64_t count)
+{
+    for (uint64_t g = first; g < first + count; g++) {
+        uint32_t st = st_of(r, g);
+        int rc = is_hole(st) ? map_anonymous(r, g, 1) : map_frames(r, g, 1, fr_of(r, g), prot_of(st));
+        if (rc != 0) {
+            atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
+            say("could not undo a failed page change; the page is repaired on its next fault", (uint64_t)r->owner, g);
+        }
+    }
+}
+
+/* The one commit sequence for a page change (caller holds the lock): the mapping-count delta, the
+ * budget, the OS call, then the settled count. The caller stores p2m and state afterwards (set_page),
+ * which cannot fail. On failure nothing changed. With `force`, a change that needs more mappings is
+ * charged past the budget (used where undoing must not fail). frames[] per page, or frame0 + i, or
+ * PL_KEEP_FRAME for a protection change of mapped pages. */
+int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t new_state, const uint32_t *frames,
+                 uint32_t frame0, int force)
+{
+    int64_t delta = maps_delta(r, first, count, new_state, frames, frame0);
+    int rc = 0;
+    if (force && delta > 0) atomic_fetch_add(&maps_in_use, delta);
+    else if ((rc = take_budget(delta)) != 0) return rc;
+    if (is_hole(new_state)) {
+        rc = map_anonymous(r, first, count);
+    } else if (!frames && frame0 == PL_KEEP_FRAME) {
+        rc = protect_pages(r, first, count, prot_of(new_state));
+    } else {
+        uint64_t done = 0;
+        while (rc == 0 && done < count) {
+            uint64_t run = 1; /* one call per run of consecutive frames */
+            uint32_t f = new_frame(done, frames, frame0, 0);
+            while (done + run < count && new_frame(done + run, frames, frame0, 0) == f + run) run++;
+            if ((rc = map_frames(r, first + done, run, f, prot_of(new_state))) == 0) done += run;
+        }
+        if (rc != 0) restore_from_tables(r, first, done);
+    }
+    if (rc != 0) {
+        if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
+        return rc;
+    }
+    if (delta < 0) atomic_fetch_add(&maps_in_use, delta);
+    r->maps += delta;
+    return 0;
+}
+
+void set_page(struct pl_region *r, uint64_t g, uint32_t frame, uint32_t st)
+{
+    atomic_store_explicit(&r->p2m[g], frame, memory_order_relaxed);
+    atomic_store_explicit(&r->state[g], st, memory_order_release);
+}
+
+void push_event(struct pl_region *r, uint64_t page, uint32_t frame, uint32_t kind)
+{
+    if (r->ev_count == PL_EVENTS) {
+        r->ev_head = (r->ev_head + 1) % PL_EVENTS;
+        r->ev_count--;
+        atomic_fetch_add_explicit(&r->counters.events_dropped, 1, memory_order_relaxed);
+    }
+    struct pl_event *e = &r->events[(r->ev_head + r->ev_count) % PL_EVENTS];
+    e->page = page;
+    e->frame = frame;
+    e->kind = kind;
+    r->ev_count++;
+}
+
+/* ---- process-wide API ---- */
+
+PL_EXPORT void pl_set_map_budget(int64_t budget) { atomic_store(&map_budget, budget); }
+PL_EXPORT int64_t pl_map_budget(void) { return atomic_load(&map_budget); }
+PL_EXPORT int64_t pl_maps_in_use(void) { return atomic_load(&maps_in_use); }
+
+/* ---- region lifetime ---- */
+
+/* Reserves a region of `pages` guest pages, all unbacked, whose frames come from `arena` and carry
+ * `owner` (the VM id) in the frame table. */
+PL_EXPORT int pl_region_create(struct pl_arena *arena, int32_t owner, uint64_t pages, uint32_t pool_capacity, int *out_id,
+                               void **out_base)
+{
+    if (!arena || pages == 0 || pages > (1ull << 32) || pool_capacity == 0 || owner <= 0) return PL_EINVAL;
+    if (take_budget(1) != 0) return PL_EMAPLIMIT;
+    uint32_t group_capacity = (uint32_t)(pages / 2 + 1);
+    size_t tables = sizeof(struct pl_region) + pages * (3 * sizeof(uint32_t) + 2 * sizeof(uint64_t) + 1) +
+                    (size_t)pool_capacity * sizeof(uint32_t) + (size_t)group_capacity * sizeof(struct pl_group) +
+                    PL_EVENTS * sizeof(struct pl_event) + 64;
+#ifdef _WIN32
+    tables += pages; /* view_mapped[] */
+#endif
+    tables = (tables + page_size - 1) / page_size * page_size;
+    uint8_t *mem = os_tables_alloc(tables);
+    if (mem == NULL) {
+        int e = os_last_error();
+        atomic_fetch_sub(&maps_in_use, 1);
+        return e;
+    }
+    struct pl_region *r = (struct pl_region *)mem;
+    r->arena = arena;
+    r->owner = owner;
+    r->pages = pages;
+    uint8_t *at = mem + ((sizeof *r + 7) & ~(size_t)7);
+    r->disk_off = (int64_t *)at;           at += pages * sizeof(int64_t);
+    r->hash = (uint64_t *)at;              at += pages * sizeof(uint64_t);
+    r->events = (struct pl_event *)at;     at += PL_EVENTS * sizeof(struct pl_event);
+    r->groups = (struct pl_group *)at;     at += (size_t)group_capacity * sizeof(struct pl_group);
+    r->state = (_Atomic uint32_t *)at;     at += pages * sizeof(uint32_t);
+    r->p2m = (_Atomic uint32_t *)at;       at += pages * sizeof(uint32_t);
+    r->group_of = (uint32_t *)at;          at += pages * sizeof(uint32_t);
+    r->pool = (uint32_t *)at;              at += (size_t)pool_capacity * sizeof(uint32_t);
+    r->flags = at;                         at += pages;
+#ifdef _WIN32
+    r->view_mapped = at;
+#endif
+    r->group_capacity = group_capacity;
+    r->disk = -1;
+    r->swap = -1;
+    r->frame_limit = UINT64_MAX;
+    r->pool_capacity = pool_capacity;
+    r->maps = 1;
+    r->tables_bytes = tables;
+    atomic_flag_clear(&r->lock);
+    for (uint64_t i = 0; i < pages; i++) {
+        atomic_store_explicit(&r->p2m[i], PL_NO_FRAME, memory_order_relaxed);
+        r->group_of[i] = PL_NO_GROUP;
+        r->disk_off[i] = -1;
+    }
+    for (uint32_t i = 0; i < group_capacity; i++) r->groups[i].parity_frame = PL_NO_FRAME;
+    int rc = os_reserve(r);
+    if (rc != 0) {
+        os_tables_free(mem, tables);
+        atomic_fetch_sub(&maps_in_use, 1);
+        return rc;
+    }
+    atomic_fetch_add(&arena->regions, 1);
+    for (int i = 0; i < PL_MAX_REGIONS; i++) {
+        struct pl_slot *s = &pl_slots[i];
+        struct pl_region *expected = NULL;
+        r->slot = s;
+        if (!atomic_compare_exchange_strong(&s->region, &expected, r)) continue;
+        uint32_t gen = atomic_load(&s->gen);
+        if (gen == 0 || gen >= (1u << 23)) atomic_store(&s->gen, gen = 1); /* ids stay positive ints */
+        atomic_store(&s->bytes, pages * page_size);
+        atomic_store(&s->base, (uintptr_t)r->base);
+        *out_id = (int)(gen << 8 | (uint32_t)i);
+        *out_base = r->base;
+        return 0;
+    }
+    atomic_fetch_sub(&arena->regions, 1);
+    os_release(r);
+    os_tables_free(mem, tables);
+    atomic_fetch_sub(&maps_in_use, 1);
+    return PL_EFULL;
+}
+
+/* Gives back the frames of pages [from, to) and runs of frames: a poisoned frame is retired, any other
+ * frame is punched and freed (runs of consecutive frames in one call). The guest views are gone. */
+static void free_frames(struct pl_region *r, const uint32_t *frames, uint64_t n, const _Atomic uint32_t *states)
+{
+    struct pl_arena *a = r->arena;
+    for (uint64_t i = 0; i < n;) {
+        uint32_t f = frames[i];
+        uint32_t st = states ? atomic_load_explicit(&states[i], memory_order_relaxed) : PL_BACKED;
+        if (f == PL_NO_FRAME) { i++; continue; }
+        if (st == PL_POISONED) { arena_retire(r, f); i++; continue; }
+        uint64_t run = 1;
+        while (i + run < n && frames[i + run] == f + run &&
+               (!states || atomic_load_explicit(&states[i + run], memory_order_relaxed) != PL_POISONED))
+            run++;
+        int rc = os_discard(a, f, (uint32_t)run);
+        pl_lock(&a->lock);
+        for (uint64_t k = 0; k < run; k++) {
+            /* A frame that could not be punched may hold this VM's data: retire it rather than free it. */
+            arena_set(a, f + (uint32_t)k, rc == 0 ? PL_F_FREE : PL_F_RETIRED, 0);
+            r->owned--;
+        }
+        pl_unlock(&a->lock);
+        i += run;
+    }
+}
+
+/* Unregisters a region, waits until no call or handler is inside it, unmaps its guest memory and gives
+ * every frame back (poisoned ones retired). Parity frames are the caller's (PARITY state) and stay. */
+PL_EXPORT int pl_region_destroy(int id)
+{
+    if (id <= 0) return PL_ENOREGION;
+    struct pl_slot *s = &pl_slots[id & (PL_MAX_REGIONS - 1)];
+    struct pl_region *r = atomic_load(&s->region);
+    if (!r || atomic_load(&s->gen) != (uint32_t)id >> 8) return PL_ENOREGION;
+    if (!atomic_compare_exchange_strong(&s->region, &r, NULL)) return PL_ENOREGION;
+    atomic_store(&s->base, 0);
+    atomic_store(&s->bytes, 0);
+    while (atomic_load(&s->inside) != 0) os_yield();
+    os_release(r);
+    free_frames(r, (const uint32_t *)r->p2m, r->pages, r->state);
+    for (uint32_t i = 0; i < r->pool_count; i++) {
+        uint32_t f = r->pool[(r->pool_head + i) % r->pool_capacity];
+        free_frames(r, &f, 1, NULL);
+    }
+    atomic_fetch_sub(&maps_in_use, r->maps);
+    atomic_fetch_sub(&r->arena->regions, 1);
+    atomic_fetch_add(&s->gen, 1); /* the old id is stale from here on */
+    os_tables_free(r, r->tables_bytes);
+    return 0;
+}
+
+/* Frames an owner's regions hold in `arena` (mapped, pooled, or being reused by host swap). */
+PL_EXPORT int64_t pl_arena_owned(struct pl_arena *a, int32_t owner)
+{
+    int64_t n = 0;
+    for (int i = 0; i < PL_MAX_REGIONS; i++) {
+        struct pl_region *r = region_enter((int)(atomic_load(&pl_slots[i].gen) << 8 | (uint32_t)i));
+        if (!r) continue;
+        if (r->arena == a && r->owner == owner) {
+            pl_lock(&a->lock);
+            n += r->owned;
+            pl_unlock(&a->lock);
+        }
+        region_leave(&r);
+    }
+    return n;
+}
+
+/* Read-only views of the tables for C#: valid while the caller keeps the region alive. */
+PL_EXPORT int pl_region_tables(int id, uint32_t **state, uint32_t **p2m)
+{
+    ENTER_REGION(r, id);
+    *state = (uint32_t *)r->state;
+    *p2m = (uint32_t *)r->p2m;
+    return 0;
+}
+
+PL_EXPORT int64_t pl_region_maps(int id)
+{
+    ENTER_REGION(r, id);
+    pl_lock(&r->lock);
+    int64_t m = r->maps;
+    pl_unlock(&r->lock);
+    return m;
+}
+
+/* counters[0..PL_COUNTERS) in struct pl_counters order. */
+PL_EXPORT int pl_region_counters(int id, uint64_t *out, int n)
+{
+    ENTER_REGION(r, id);
+    const _Atomic uint64_t *c = &r->counters.demand_faults;
+    for (int i = 0; i < n && i < PL_COUNTERS; i++) out[i] = atomic_load_explicit(&c[i], memory_order_relaxed);
+    return 0;
+}
+
+/* Past `limit` frames the handler host-swaps one of the VM's pages before it takes a free frame. */
+PL_EXPORT int pl_set_frame_limit(int id, uint64_t limit)
+{
+    ENTER_REGION(r, id);
+    pl_lock(&r->lock);
+    r->frame_limit = limit;
+    pl_unlock(&r->lock);
+    return 0;
+}
+
+/* The host swap file (fd / HANDLE, kept open by the caller while the region lives); -1: no host swap. */
+PL_EXPORT int pl_set_host_swap(int id, intptr_t file)
+{
+    ENTER_REGION(r, id);
+    pl_lock(&r->lock);
+    r->swap = file;
+    pl_unlock(&r->lock);
+    return 0;
+}
+
+/* What the handler did that C#, not the handler, must finish: up to cap events, oldest first. */
+PL_EXPORT int pl_events_take(int id, struct pl_event *out, uint32_t cap)
+{
+    ENTER_REGION(r, id);
+    struct pl_event local[64];
+    if (cap > 64) cap = 64; /* copied out after the lock: `out` is caller memory */
+    pl_lock(&r->lock);
+    uint32_t n = 0;
+    while (n < cap && r->ev_count > 0) {
+        local[n++] = r->events[r->ev_head];
+        r->ev_head = (r->ev_head + 1) % PL_EVENTS;
+        r->ev_count--;
+    }
+    pl_unlock(&r->lock);
+    memcpy(out, local, n * sizeof *local);
+    return (int)n;
+}
+
+PL_EXPORT int pl_page_flags(int id, uint64_t page)
+{
+    ENTER_REGION(r, id);
+    if (page >= r->pages) return PL_EINVAL;
+    return r->flags[page];
+}
+
+/* ---- mapping ---- */
+
+static int frames_held(struct pl_region *r, const uint32_t *frames, uint64_t n)
+{
+    struct pl_arena *a = r->arena;
+    int ok = 1;
+    pl_lock(&a->lock);
+    for (uint64_t i = 0; i < n && ok; i++)
+        ok = frames[i] < a->frames && atomic_load_explicit(&a->fstate[frames[i]], memory_order_relaxed) == PL_F_HELD;
+    pl_unlock(&a->lock);
+    return ok;
+}
+
+/* The page loses its frame: a poisoned frame is retired (and C# told), any other becomes HELD for the
+ * caller. Returns what the caller gets (PL_NO_FRAME if nothing). Caller holds the region lock. */
+static uint32_t give_up_frame(struct pl_region *r, uint64_t g)
+{
+    uint32_t st = st_of(r, g), old = fr_of(r, g);
+    leave_group(r, g);
+    r->disk_off[g] = -1;
+    r->flags[g] = 0;
+    if (old == PL_NO_FRAME) return PL_NO_FRAME;
+    if (st == PL_POISONED) {
+        arena_retire(r, old);
+        push_event(r, g, old, PL_EV_CONTAINED);
+        return PL_NO_FRAME;
+    }
+    arena_take_region(r, old, PL_F_HELD);
+    return old;
+}
+
+/* Maps pages [first, first+count) onto HELD frames[] (they become the VM's), read-write. Old frames go
+ * to old_out (PL_NO_FRAME where there was none, or where a poisoned frame was retired). With
+ * PL_MAP_BACK every page must be unbacked (PL_ESTATE otherwise). All or nothing. */
+PL_EXPORT int pl_map(int id, uint64_t first, uint64_t count, const uint32_t *frames, uint32_t *old_out, uint32_t flags)
+{
+    ENTER_REGION(r, id);
+    if (count == 0 || first >= r->pages || count > r->pages - first) return PL_EINVAL;
+    pl_lock(&r->lock);
+    int rc = frames_held(r, frames, count) ? 0 : PL_ESTATE;
+    for (uint64_t i = 0; rc == 0 && (flags & PL_MAP_BACK) && i < count; i++)
+        if (st_of(r, first + i) != PL_UNBACKED) rc = PL_ESTATE;
+    if (rc == 0) rc = change_pages(r, first, count, PL_BACKED, frames, 0, 0);
+    if (rc == 0)
+        for (uint64_t i = 0; i < count; i++) {
+            uint64_t g = first + i;
+            uint32_t old = give_up_frame(r, g);
+            if (old_out) old_out[i] = old;
+            arena_give_region(r, frames[i]);
+            set_page(r, g, frames[i], PL_BACKED);
+        }
+    pl_unlock(&r->lock);
+    return rc;
+}
+
+/* Unbacks pages [first, first+count): they become holes again (a later touch is a demand-zero fault).
+ * Old frames go to old_out as in pl_map. */
+PL_EXPORT int pl_unmap(int id, uint64_t first, uint64_t count, uint32_t *old_out)
+{
+    ENTER_REGION(r, id);
+    if (count == 0 || first >= r->pages || count > r->pages - first) return PL_EINVAL;
+    pl_lock(&r->lock);
+    int rc = change_pages(r, first, count, PL_UNBACKED, NULL, PL_KEEP_FRAME, 0);
+    if (rc == 0)
+        for (uint64_t i = 0; i < count; i++) {
+            uint64_t g = first + i;
+            uint32_t old = give_up_frame(r, g);
+            if (old_out) old_out[i] = old;
+            set_page(r, g, PL_NO_FRAME, PL_UNBACKED);
+        }
+    pl_unlock(&r->lock);
+    return rc;
+}
+
+/* Gives the demand pool HELD frames (each punched, hence zero); they become the VM's. Returns how many
+ * fit; the rest stay HELD. */
+PL_EXPORT int pl_pool_push(int id, const uint32_t *frames, uint32_t n)
+{
+    ENTER_REGION(r, id);
+    pl_lock(&r->lock);
+    if (!frames_held(r, frames, n)) { pl_unlock(&r->lock); return PL_ESTATE; }
+    uint32_t pushed = 0;
+    while (pushed < n && r->pool_count < r->pool_capacity) {
+        arena_give_region(r, frames[pushed]);
+        r->pool[(r->pool_head + r->pool_count) % r->pool_capacity] = frames[pushed++];
+        r->pool_count++;
+    }
+    pl_unlock(&r->lock);
+    return (int)pushed;
+}
+
+/* Takes up to cap frames back out of the pool (newest first); they become HELD. Returns how many. */
+PL_EXPORT int pl_pool_take(int id, uint32_t *out, uint32_t cap)
+{
+    ENTER_REGION(r, id);
+    pl_lock(&r->lock);
+    uint32_t n = 0;
+    while (n < cap && r->pool_count > 0) {
+        r->pool_count--;
+        out[n] = r->pool[(r->pool_head + r->pool_count) % r->pool_capacity];
+        arena_take_region(r, out[n++], PL_F_HELD);
+    }
+    pl_unlock(&r->lock);
+    return (int)n;
+}
+
+PL_EXPORT int pl_pool_count(int id)
+{
+    ENTER_REGION(r, id);
+    pl_lock(&r->lock);
+    int n = (int)r->pool_count;
+    pl_unlock(&r->lock);
+    return n;
+}
+
+/* ---- working-set sampling ---- */
+
+/* Makes BACKED pages among pages[] PROT_NONE (SAMPLED) and starts their sampling period. Returns how many. */
+PL_EXPORT int pl_sample(int id, const uint64_t *pages, uint32_t n)
+{
+    ENTER_REGION(r, id);
+    for (uint32_t i = 0; i < n; i++)
+        if (pages[i] >= r->pages) return PL_EINVAL;
+    pl_lock(&r->lock);
+    int sampled = 0, rc = 0;
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        uint64_t g = pages[i];
+        if (st_of(r, g) != PL_BACKED) continue;
+        if ((rc = change_pages(r, g, 1, PL_SAMPLED, NULL, PL_KEEP_FRAME, 0)) != 0) break;
+        r->flags[g] = (uint8_t)((r->flags[g] & ~PL_PF_TOUCHED) | PL_PF_SAMPLING);
+        atomic_store_explicit(&r->state[g], PL_SAMPLED, memory_order_release);
+        sampled++;
+    }
+    pl_unlock(&r->lock);
+    return rc != 0 && sampled == 0 ? rc : sampled;
+}
+
+/* Ends a sampling period. touched[i] = 1 if the guest touched pages[i] since pl_sample, 0 if not (a
+ * still-SAMPLED page is restored to BACKED), 2 if the page left the sample without a guest touch
+ * (the host unbacked, remapped or swapped it: not activity). Returns the count of 1s. */
+PL_EXPORT int pl_sample_collect(int id, const uint64_t *pages, uint32_t n, uint8_t *touched)
+{
+    ENTER_REGION(r, id);
+    for (uint32_t i = 0; i < n; i++)
+        if (pages[i] >= r->pages) return PL_EINVAL;
+    int count = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t g = pages[i];
+        uint8_t t;
+        pl_lock(&r->lock);
+        uint8_t f = r->flags[g];
+        if (!(f & PL_PF_SAMPLING)) {
+            t = 2;
+        } else if (st_of(r, g) == PL_SAMPLED) {
+            /* Restoring usually merges VMAs back, but between two still-sampled neighbours it splits
+             * one more. It must not fail for want of budget, so it is forced. */
+            if (change_pages(r, g, 1, PL_BACKED, NULL, PL_KEEP_FRAME, 1) == 0)
+                atomic_store_explicit(&r->state[g], PL_BACKED, memory_order_release);
+            t = 0;
+        } else {
+            t = (f & PL_PF_TOUCHED) ? 1 : 2;
+        }
+        r->flags[g] = (uint8_t)(f & ~(PL_PF_SAMPLING | PL_PF_TOUCHED));
+        pl_unlock(&r->lock);
+        touched[i] = t; /* caller memory: written outside the lock */
+        count += t == 1;
+    }
+    return count;
+}
