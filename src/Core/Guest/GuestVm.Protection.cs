@@ -80,13 +80,14 @@ public sealed unsafe partial class GuestVm
     }
 
     /// <summary>Recovers a poisoned or corrupt protected page, backed by <paramref name="bad"/>, into
-    /// <paramref name="fresh"/> (a Held frame, which becomes this VM's). The engine retires the bad frame.
-    /// On any other result <paramref name="fresh"/> stays Held.</summary>
-    internal RecoverResult Recover(GuestPage page, HostFrame bad, HostFrame fresh)
+    /// <paramref name="fresh"/> (a Held frame, which becomes this VM's; null: the engine finds one as its
+    /// fault handler would, host-swapping a page if it must). The engine retires the bad frame. On any
+    /// other result <paramref name="fresh"/> stays Held.</summary>
+    internal RecoverResult Recover(GuestPage page, HostFrame bad, HostFrame? fresh)
     {
         CheckRange(page, 1);
         using RegionUse use = Use();
-        int rc = Lib.Recover(use.Id, page.Value, bad.Value, fresh.Value, out _);
+        int rc = Lib.Recover(use.Id, page.Value, bad.Value, fresh?.Value ?? Lib.NoFrame, out _);
         if (rc == Lib.ELOST) return RecoverResult.NoGoodCopy;
         if (rc == Lib.ESTATE) return RecoverResult.AlreadyReplaced;
         FaultEngine.Check(rc, $"{Name}: recovering {page}");

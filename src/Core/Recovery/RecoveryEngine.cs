@@ -249,21 +249,28 @@ public sealed class RecoveryEngine : IDisposable
 
     private ErrorOutcome RecoverPage(GuestPage page, HostFrame bad)
     {
-        HostFrame fresh = Arena.Allocate(1)[0];
-        switch (Vm.Recover(page, bad, fresh))
+        // With no free frame the engine finds one itself (pool, or a host-swapped page's).
+        HostFrame? fresh = Arena.Counts.Free > 0 ? TryAllocate() : null;
+        RecoverResult result;
+        try { result = Vm.Recover(page, bad, fresh); }
+        catch
+        {
+            if (fresh is HostFrame f) Arena.Release([f]);
+            throw;
+        }
+        if (result != RecoverResult.Recovered && fresh is HostFrame unused) Arena.Release([unused]);
+        switch (result)
         {
             case RecoverResult.Recovered:
                 _retired.Add(bad.Value);
                 _handled[bad.Value] = ErrorOutcome.Recovered;
                 return ErrorOutcome.Recovered;
             case RecoverResult.AlreadyReplaced:
-                Arena.Release([fresh]);
                 DrainHandlerEvents();
                 return _handled.GetValueOrDefault(bad.Value, ErrorOutcome.Recovered);
         }
         // No good copy: contain the error to the guest context using the page, then take the page away
         // (the engine retires a poisoned frame itself; a silently corrupt one comes back Held).
-        Arena.Release([fresh]);
         _handled[bad.Value] = ErrorOutcome.Contained;
         Unrecoverable?.Invoke(page);
         foreach (HostFrame f in Vm.Unmap(page, 1)) Retire(f);
@@ -292,6 +299,12 @@ public sealed class RecoveryEngine : IDisposable
             _handled[e.BadFrame.Value] = e.Contained ? ErrorOutcome.Contained : ErrorOutcome.Recovered;
             if (e.Contained) Unrecoverable?.Invoke(e.Page);
         }
+    }
+
+    private HostFrame? TryAllocate()
+    {
+        try { return Arena.Allocate(1)[0]; }
+        catch (ArenaExhaustedException) { return null; } // a fault took the last one meanwhile
     }
 
     private void Retire(HostFrame f)

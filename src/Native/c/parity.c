@@ -303,21 +303,28 @@ PL_EXPORT int pl_inject(int id, uint64_t page, uint32_t offset, const uint8_t *m
 }
 
 /* The report handler: recovers a POISONED (or silently corrupt TRACKED) page backed by `bad` into the
- * HELD frame `fresh`. On success the bad frame is retired (in *old) and the page is TRACKED again.
- * PL_ELOST leaves the page as it was (fresh stays HELD). PL_ESTATE if the page is no longer backed by
- * `bad` (a guest access already had the handler recover or contain it). */
+ * HELD frame `fresh`, or, with fresh = PL_NO_FRAME (the arena had none to give), into a frame found the
+ * way the handler finds one (pool, free frame, host swap). On success the bad frame is retired (in *old)
+ * and the page is TRACKED again. PL_ELOST leaves the page as it was (fresh stays HELD). PL_ESTATE if the
+ * page is no longer backed by `bad` (a guest access already had the handler recover or contain it). */
 PL_EXPORT int pl_recover(int id, uint64_t page, uint32_t bad, uint32_t fresh, uint32_t *old)
 {
     ENTER_REGION(r, id);
-    if (page >= r->pages || fresh >= r->arena->frames) return PL_EINVAL;
+    if (page >= r->pages || (fresh >= r->arena->frames && fresh != PL_NO_FRAME)) return PL_EINVAL;
     pl_lock(&r->lock);
     uint32_t st = st_of(r, page);
     int rc = (st == PL_POISONED || st == PL_TRACKED) && fr_of(r, page) == bad ? 0 : PL_ESTATE;
-    if (rc == 0 && atomic_load_explicit(&r->arena->fstate[fresh], memory_order_relaxed) != PL_F_HELD) rc = PL_EINVAL;
-    if (rc == 0) {
-        arena_give_region(r, fresh);
-        rc = recover_locked(r, page, fresh, old);
-        if (rc != 0) arena_take_region(r, fresh, PL_F_HELD);
+    if (rc == 0 && fresh == PL_NO_FRAME) {
+        int zero;
+        if ((rc = take_frame(r, page, &fresh, &zero)) == 0 && (rc = recover_locked(r, page, fresh, old)) != 0)
+            drop_frame(r, fresh, zero);
+    } else if (rc == 0) {
+        if (atomic_load_explicit(&r->arena->fstate[fresh], memory_order_relaxed) != PL_F_HELD) rc = PL_EINVAL;
+        if (rc == 0) {
+            arena_give_region(r, fresh);
+            rc = recover_locked(r, page, fresh, old);
+            if (rc != 0) arena_take_region(r, fresh, PL_F_HELD);
+        }
     }
     pl_unlock(&r->lock);
     return rc;
