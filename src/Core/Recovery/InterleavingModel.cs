@@ -1,0 +1,287 @@
+// A model-based interleaving check of the whole engine on real memory: random operations (guest reads
+// and writes, error injection into pages and parity frames, reports, scrubs, protection, remaps, unbacks,
+// host swap, sampling, frame limits, pool refills) from several threads in random orders, against a
+// managed shadow of every page's content; after every round of steps, every page, every parity group and
+// the frame accounting are checked. The suite runs a short form; `pagelab campaign --model` the long one.
+using System.Runtime.InteropServices;
+using PageLab.Core.Guest;
+using PageLab.Core.Host;
+
+namespace PageLab.Core.Recovery;
+
+public sealed record ModelResult(long Operations, long Rounds, long Injected, long Reported, long HandlerRecovered,
+    long Contained, long HostSwapOuts, long PagesChecked, IReadOnlyList<string> Problems, TimeSpan Elapsed);
+
+public static class InterleavingModel
+{
+    private const int Pages = 64, K = 4, Guests = 2;
+    // Page ownership, 16 pages a block: block 0 and 3 guest thread 0, block 1 guest thread 1 (blocks 0-1
+    // are parity-protected), block 2 the host thread. Only a page's owner writes it, so its shadow is exact.
+    private static int Owner(int page) => (page / 16) switch { 0 => 0, 1 => 1, 2 => Guests, _ => 0 };
+    private static bool Protected(int page) => page < 32;
+
+    private sealed class VmModel
+    {
+        public required GuestVm Vm;
+        public required RecoveryEngine Engine;
+        public readonly ulong[] Value = new ulong[Pages];      // every 8-byte word of the page; 0 = zero page
+        public readonly int[] LossEpoch = new int[Pages];      // bumped when the page's content is lost
+        public readonly bool[] MayBeLost = new bool[Pages];
+        // group or page -> the frame injected and not yet reported; MustRecover when the page was protected
+        // (read-only, covered) at that instant. A page a guest had just written has no good copy: lost.
+        public readonly Dictionary<int, (HostFrame Frame, bool MustRecover)> Outstanding = new();
+        public GuestPage[] Sampled = [];
+    }
+
+    public static ModelResult Run(int seed, int rounds, bool gcStress = false, IProgress<long>? progress = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(rounds, 1);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        uint frames = checked((uint)(2 * Pages + 64 + rounds / 2));
+        using var arena = HostArena.Create(frames, "pagelab-model");
+        var models = new List<VmModel>();
+        var problems = new List<string>();
+        long injected = 0, reported = 0, checkedPages = 0;
+        using var stop = new CancellationTokenSource();
+        Thread? gc = gcStress ? new Thread(() => { while (!stop.IsCancellationRequested) { GC.Collect(); Thread.Sleep(1); } }) { IsBackground = true } : null;
+        try
+        {
+            for (int v = 0; v < 2; v++)
+            {
+                GuestVm vm = GuestVm.Create(arena, $"model{v}", Pages, poolCapacity: 8);
+                var m = new VmModel { Vm = vm, Engine = new RecoveryEngine(vm, new ProtectionPolicy { GroupSize = K }) };
+                vm.RefillPool();
+                vm.Back(new GuestPage(0), Pages);
+                for (int p = 0; p < Pages; p++) Fill(vm, p, m.Value[p] = Word(seed, v, p, 0));
+                m.Engine.Protect(Enumerable.Range(0, 32).Select(p => new GuestPage((ulong)p)).ToArray(), PageCategory.ReadMostly);
+                int vmIndex = v;
+                m.Engine.Unrecoverable = g =>
+                {
+                    Interlocked.Increment(ref m.LossEpoch[(int)g.Value]);
+                    Volatile.Write(ref m.MayBeLost[(int)g.Value], true);
+                    return $"context of {g}";
+                };
+                models.Add(m);
+            }
+            gc?.Start();
+            using var barrier = new Barrier(Guests + 1);
+            var threads = new List<Thread>();
+            for (int t = 0; t < Guests; t++)
+            {
+                int me = t;
+                threads.Add(new Thread(() =>
+                {
+                    var rng = new Random(HashCode.Combine(seed, me));
+                    for (int round = 0; round < rounds && !stop.IsCancellationRequested; round++)
+                    {
+                        GuestStep(models[rng.Next(2)], me, rng, problems, round);
+                        barrier.SignalAndWait();   // steps done
+                        barrier.SignalAndWait();   // checked
+                    }
+                }) { IsBackground = true });
+            }
+            threads.ForEach(t => t.Start());
+            var host = new Random(seed);
+            for (int round = 0; round < rounds; round++)
+            {
+                HostStep(models, host, problems, round, ref injected, ref reported);
+                barrier.SignalAndWait();
+                checkedPages += Check(arena, models, problems, round);
+                if (problems.Count > 20) stop.Cancel();
+                barrier.SignalAndWait();
+                if (stop.IsCancellationRequested) break;
+                if (round % 1000 == 0) progress?.Report((long)round * (Guests + 1));
+            }
+            threads.ForEach(t => t.Join());
+            long handler = 0, contained = 0, swaps = 0;
+            foreach (VmModel m in models)
+            {
+                Faults.FaultCounters c = m.Vm.Counters;
+                handler += (long)c.HandlerRecoveries;
+                contained += (long)c.Contained;
+                swaps += (long)c.HostSwapOuts;
+            }
+            return new ModelResult((long)rounds * (Guests + 1), rounds, injected, reported, handler, contained, swaps, checkedPages,
+                problems, clock.Elapsed);
+        }
+        finally
+        {
+            stop.Cancel();
+            gc?.Join();
+            foreach (VmModel m in models)
+            {
+                m.Engine.Dispose();
+                m.Vm.Dispose();
+            }
+        }
+    }
+
+    private static ulong Word(int seed, int vm, int page, long n) =>
+        ((ulong)HashCode.Combine(seed, vm, page, n) << 32 | (uint)HashCode.Combine(n, page)) | 1;
+
+    private static void Fill(GuestVm vm, int page, ulong value) =>
+        MemoryMarshal.Cast<byte, ulong>(vm.Page(new GuestPage((ulong)page))).Fill(value);
+
+    // Reads a page as its guest would and says what is wrong with it, if anything.
+    private static string? Verify(VmModel m, int page)
+    {
+        var g = new GuestPage((ulong)page);
+        ulong want = m.Value[page];
+        bool lenient = Volatile.Read(ref m.MayBeLost[page]);
+        foreach (ulong w in MemoryMarshal.Cast<byte, ulong>(m.Vm.Page(g)))
+        {
+            if (w == want) continue;
+            if (w == 0 && (lenient || m.Vm.IsLost(g))) continue;
+            return $"{m.Vm.Name} {g} ({m.Vm.StateOf(g)}) reads {w:x16}, expected {want:x16}{(lenient ? " or 0" : "")}";
+        }
+        return null;
+    }
+
+    private static void GuestStep(VmModel m, int me, Random rng, List<string> problems, int round)
+    {
+        int[] mine = Enumerable.Range(0, Pages).Where(p => Owner(p) == me).ToArray();
+        int page = mine[rng.Next(mine.Length)];
+        try
+        {
+            if (rng.Next(2) == 0)
+            {
+                if (Verify(m, page) is string bad) lock (problems) problems.Add($"round {round}: guest {me}: {bad}");
+                return;
+            }
+            int epoch = Volatile.Read(ref m.LossEpoch[page]);
+            ulong value = Word(m.Vm.Id, me, page, rng.NextInt64());
+            Fill(m.Vm, page, value);
+            m.Value[page] = value;
+            // Lost half way through the write (the host contained it meanwhile): parts may read as zero.
+            Volatile.Write(ref m.MayBeLost[page], Volatile.Read(ref m.LossEpoch[page]) != epoch);
+        }
+        catch (Exception e) { lock (problems) problems.Add($"round {round}: guest {me}: {e.GetType().Name}: {e.Message}"); }
+    }
+
+    private static void HostStep(List<VmModel> models, Random rng, List<string> problems, int round, ref long injected, ref long reported)
+    {
+        VmModel m = models[rng.Next(models.Count)];
+        GuestVm vm = m.Vm;
+        int page = rng.Next(Pages);
+        var g = new GuestPage((ulong)page);
+        int op = rng.Next(12);
+        try
+        {
+            switch (op)
+            {
+                case 0 or 1: // an error in a page, at most one unreported per parity group
+                {
+                    int key = Protected(page) ? -1 - page / K : page;
+                    if (m.Outstanding.ContainsKey(key)) break;
+                    (int offset, byte[] mask) = FaultInjector.Pattern((ErrorKind)rng.Next(4), vm.Arena.PageSize, rng);
+                    bool onlyProtected = Protected(page) && rng.Next(2) == 0;
+                    if (vm.Inject(g, offset, mask, onlyProtected) is HostFrame hit)
+                    {
+                        m.Outstanding[key] = (hit, onlyProtected);
+                        injected++;
+                    }
+                    break;
+                }
+                case 2 or 3: // a report
+                {
+                    if (m.Outstanding.Count == 0) break;
+                    int key = m.Outstanding.Keys.ElementAt(rng.Next(m.Outstanding.Count));
+                    (HostFrame frame, bool mustRecover) = m.Outstanding[key];
+                    m.Outstanding.Remove(key);
+                    ErrorReport r = m.Engine.Report(frame);
+                    reported++;
+                    if (mustRecover && r.Outcome != ErrorOutcome.Recovered)
+                        problems.Add($"round {round}: {vm.Name}: a protected page's error ended {r.Outcome}");
+                    break;
+                }
+                case 4: // an error in a parity frame, reported at once (its group has no other)
+                {
+                    var groups = m.Engine.ParityFrames;
+                    (uint parity, int group) = groups.ElementAt(rng.Next(groups.Count));
+                    if (m.Outstanding.Keys.Any(k => k < 0 && m.Vm.GroupOf(new GuestPage((ulong)(-1 - k) * K)) == group)) break;
+                    if (Enumerable.Range(0, 32).Any(p => m.Vm.StateOf(new GuestPage((ulong)p)) == GuestPageState.Poisoned)) break;
+                    FaultInjector.IntoFrame(vm.Arena, new HostFrame(parity), rng.Next(vm.Arena.PageSize), [0xA5]);
+                    injected++;
+                    ErrorReport r = m.Engine.Report(new HostFrame(parity));
+                    reported++;
+                    if (r.Outcome != ErrorOutcome.ParityRebuilt) problems.Add($"round {round}: {vm.Name}: parity error ended {r.Outcome}");
+                    break;
+                }
+                case 5:
+                    foreach (ErrorReport r in m.Engine.Scrub())
+                        if (m.Outstanding.Values.Any(o => o.Frame == r.Frame && o.MustRecover) && r.Outcome != ErrorOutcome.Recovered)
+                            problems.Add($"round {round}: {vm.Name}: scrub ended {r.Page} {r.Outcome}");
+                    foreach (var (key, o) in m.Outstanding.ToArray())
+                        if (vm.Arena.StateOf(o.Frame) == FrameState.Retired) m.Outstanding.Remove(key);
+                    break;
+                case 6:
+                    m.Engine.Reprotect(coldOnly: rng.Next(2) == 0);
+                    break;
+                case 7: // the host's own pages: write, unback, back, remap (content kept)
+                {
+                    int hp = 32 + rng.Next(16);
+                    var hg = new GuestPage((ulong)hp);
+                    if (vm.StateOf(hg) == GuestPageState.Poisoned) break; // its report comes first
+                    switch (rng.Next(4))
+                    {
+                        case 0:
+                            ulong value = Word(vm.Id, 9, hp, rng.NextInt64());
+                            Fill(vm, hp, value);
+                            m.Value[hp] = value;
+                            m.MayBeLost[hp] = false;
+                            break;
+                        case 1:
+                            vm.Unback(hg, 1);
+                            m.Value[hp] = 0;
+                            break;
+                        case 2:
+                            if (vm.StateOf(hg) == GuestPageState.Unbacked) vm.Back(hg, 1);
+                            break;
+                        case 3:
+                            if (vm.Translate(hg) is not HostFrame old) break;
+                            HostFrame fresh = vm.Arena.Allocate(1)[0];
+                            vm.Arena.FrameBytes(old).CopyTo(vm.Arena.FrameBytes(fresh));
+                            HostFrame[] back = vm.Map(hg, [fresh]);
+                            vm.Arena.Release(back);
+                            break;
+                    }
+                    break;
+                }
+                case 8:
+                    vm.HostSwapOut(rng.Next(1, 9));
+                    break;
+                case 9: // working-set sampling
+                    if (m.Sampled.Length > 0) vm.CollectSample(m.Sampled, new SampleResult[m.Sampled.Length]);
+                    m.Sampled = Enumerable.Range(0, 8).Select(_ => new GuestPage((ulong)rng.Next(Pages))).Distinct().ToArray();
+                    vm.Sample(m.Sampled);
+                    break;
+                case 10:
+                    vm.SetFrameLimit(rng.Next(3) == 0 ? null : (ulong)rng.Next(8, 80));
+                    break;
+                case 11:
+                    vm.RefillPool(rng.Next(1, 9));
+                    break;
+            }
+        }
+        catch (Exception e) { problems.Add($"round {round}: host op {op} on {vm.Name} {g}: {e.GetType().Name}: {e.Message}"); }
+    }
+
+    // At a quiescent point: every page reads as its shadow says, parity is true, every frame is accounted for.
+    private static long Check(HostArena arena, List<VmModel> models, List<string> problems, int round)
+    {
+        long n = 0;
+        foreach (string p in FrameAccounting.Check(arena, models.Select(m => m.Vm).ToList()))
+            problems.Add($"round {round}: accounting: {p}");
+        foreach (VmModel m in models)
+        {
+            for (int p = 0; p < Pages; p++)
+            {
+                if (m.Vm.StateOf(new GuestPage((ulong)p)) == GuestPageState.Poisoned) continue; // awaiting its report
+                if (Verify(m, p) is string bad) problems.Add($"round {round}: check: {bad}");
+                n++;
+            }
+            foreach (int group in m.Vm.ScrubParity()) problems.Add($"round {round}: {m.Vm.Name} parity group {group} is wrong");
+        }
+        return n;
+    }
+}
