@@ -1,20 +1,15 @@
 // Why: the costs of transparent recovery. A write fault on a parity-covered page against the plain C
 // SIGSEGV + mprotect round trip (goal <= 1.3x); recovering one page for k = 4, 8, 16 (goal <= 8 us
-// p50 at k = 8) and from disk, against the syscalls a recovery cannot avoid.
+// p50 at k = 8) against a C floor doing the same syscalls and page passes; and from disk.
 using System.Runtime.InteropServices;
 using BenchmarkDotNet.Attributes;
 using PageLab.Core;
 using PageLab.Core.Guest;
 using PageLab.Core.Host;
 using PageLab.Core.Recovery;
+using PageLab.Native;
 
 namespace PageLab.Bench;
-
-internal static unsafe partial class Baseline
-{
-    [LibraryImport("pagelab_baseline", EntryPoint = "bl_install")] public static partial int Install(nint @base, nuint len);
-    [LibraryImport("pagelab_baseline", EntryPoint = "bl_round_trip")] public static partial void RoundTrip(byte* page);
-}
 
 [MemoryDiagnoser]
 [MedianColumn]
@@ -63,7 +58,7 @@ public unsafe class WriteFaultBenchmarks
 
 [MemoryDiagnoser]
 [MedianColumn]
-public class RecoveryLatencyBenchmarks
+public unsafe class RecoveryLatencyBenchmarks
 {
     [Params(4, 8, 16)]
     public int K { get; set; }
@@ -85,8 +80,9 @@ public class RecoveryLatencyBenchmarks
         var engine = new RecoveryEngine(_vm, new ProtectionPolicy { GroupSize = K });
         engine.Protect(Enumerable.Range(0, K).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
         _spare = _arena.Allocate(1)[0];
-        _raw = new RawMemfd(frames: 2, rangePages: 1);
-        _raw.Map(page: 0, count: 1, frame: 0);
+        _raw = new RawMemfd(frames: K + 2, rangePages: 1);
+        int rc = Baseline.RecoveryInit(_raw.Base, _raw.HostView, _raw.Fd, (uint)K);
+        if (rc != 0) throw new ErrnoException("bl_recovery_init: mmap", -rc);
     }
 
     [GlobalCleanup]
@@ -97,13 +93,17 @@ public class RecoveryLatencyBenchmarks
         _raw.Dispose();
     }
 
-    /// <summary>The syscalls a recovery cannot avoid: poison (mprotect NONE) and map the new frame.</summary>
-    [Benchmark(Baseline = true, Description = "raw: mprotect NONE + mmap new frame")]
-    public void Raw()
+    /// <summary>The C floor of the same round (c/recovery_floor.c): mprotect NONE and XOR the mask into
+    /// the frame, then rebuild the page from parity and k-1 members into the spare frame, hash-check it
+    /// and map it read-only with one mmap. The same two syscalls and page passes as the PageLab row.</summary>
+    [Benchmark(Baseline = true, Description = "C: poison + rebuild (k pages) + hash + mmap")]
+    public int C()
     {
-        _raw.Protect(0, 1, 0);
-        _raw.Map(page: 0, count: 1, frame: 1);
-        _raw.Map(page: 0, count: 1, frame: 0);
+        fixed (byte* mask = _mask)
+        {
+            int rc = Baseline.RecoveryRound(mask, 64, (uint)_mask.Length);
+            return rc == 0 ? rc : throw new InvalidOperationException($"bl_recovery_round: {rc}");
+        }
     }
 
     /// <summary>Inject (poison) then recover: rebuild from parity into a fresh frame, hash-check, remap.

@@ -1,0 +1,18 @@
+// The C floors of the fault and recovery benchmarks (c/baseline.c, c/recovery_floor.c, built into
+// libpagelab_baseline by the bench project).
+using System.Runtime.InteropServices;
+
+namespace PageLab.Bench;
+
+internal static unsafe partial class Baseline
+{
+    // Write fault (c/baseline.c): a handler that mprotects a faulting page of its range back to RW.
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_install")] public static partial int Install(nint @base, nuint len);
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_round_trip")] public static partial void RoundTrip(byte* page);
+
+    // Parity recovery (c/recovery_floor.c): inject + rebuild + hash + one mmap, no handler.
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_recovery_init")]
+    public static partial int RecoveryInit(nint guestPage, nint hostView, int fd, uint k);
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_recovery_round")]
+    public static partial int RecoveryRound(byte* mask, uint offset, uint len);
+}
