@@ -8,6 +8,7 @@ internal static unsafe partial class Baseline
 {
     // Write fault (c/baseline.c): a handler that mprotects a faulting page of its range back to RW.
     [LibraryImport("pagelab_baseline", EntryPoint = "bl_install")] public static partial int Install(nint @base, nuint len);
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_uninstall")] public static partial int Uninstall();
     [LibraryImport("pagelab_baseline", EntryPoint = "bl_round_trip")] public static partial void RoundTrip(byte* page);
 
     // Parity recovery (c/recovery_floor.c): inject + rebuild + hash + one mmap, no handler.

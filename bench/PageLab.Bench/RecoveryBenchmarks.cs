@@ -11,47 +11,67 @@ using PageLab.Native;
 
 namespace PageLab.Bench;
 
+/// <summary>
+/// Each row's faults pass through its own handler only. The C row's setup installs the C handler (after
+/// the runtime's, chaining to it) and creates no PageLab VM, so libpagelab's handler is not installed in
+/// that process; the PageLab row's setup creates the VM (installing libpagelab's handler) and never
+/// installs the C one. BenchmarkDotNet runs each row in its own process; under an in-process toolchain
+/// the C row's cleanup uninstalls its handler, and if PageLab's was installed first the C handler sits
+/// in front of it only while the C row runs. (Before this, one setup installed the C handler after
+/// PageLab's, so every PageLab fault went through the C handler's range check and chain first.)
+/// </summary>
 [MemoryDiagnoser]
 [MedianColumn]
 public unsafe class WriteFaultBenchmarks
 {
-    private HostArena _arena = null!;
-    private GuestVm _vm = null!;
-    private RecoveryEngine _engine = null!;
-    private RawMemfd _raw = null!;
+    private HostArena? _arena;
+    private GuestVm? _vm;
+    private RawMemfd? _raw;
     private readonly GuestPage[] _page = [new(3)];
 
-    [GlobalSetup]
-    public void Setup()
+    [GlobalSetup(Target = nameof(C))]
+    public void SetupC()
+    {
+        _raw = new RawMemfd(frames: 4, rangePages: 4);
+        _raw.Map(page: 0, count: 4, frame: 0);
+        int rc = Baseline.Install(_raw.Base, (nuint)(4 * _raw.PageSize));
+        if (rc < 0) throw new ErrnoException("bl_install: sigaction(SIGSEGV)", -rc);
+    }
+
+    [GlobalCleanup(Target = nameof(C))]
+    public void CleanupC()
+    {
+        _ = Baseline.Uninstall(); // teardown: a failure leaves a disarmed handler that only chains
+        _raw?.Dispose();
+    }
+
+    [GlobalSetup(Target = nameof(PageLab))]
+    public void SetupPageLab()
     {
         _arena = HostArena.Create(256, "pagelab-bench-writefault");
         _vm = GuestVm.Create(_arena, "wf", 64, 16);
         _vm.Back(new GuestPage(0), 64);
-        _engine = new RecoveryEngine(_vm);
-        _engine.Protect(Enumerable.Range(0, 8).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
-        _raw = new RawMemfd(frames: 4, rangePages: 4);
-        _raw.Map(page: 0, count: 4, frame: 0);
-        if (Baseline.Install(_raw.Base, (nuint)(4 * _raw.PageSize)) != 0) throw new InvalidOperationException("bl_install failed");
+        var engine = new RecoveryEngine(_vm);
+        engine.Protect(Enumerable.Range(0, 8).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
     }
 
-    [GlobalCleanup]
-    public void Cleanup()
+    [GlobalCleanup(Target = nameof(PageLab))]
+    public void CleanupPageLab()
     {
-        _vm.Dispose();
-        _arena.Dispose();
-        _raw.Dispose();
+        _vm?.Dispose();
+        _arena?.Dispose();
     }
 
     /// <summary>C: mprotect read-only, then a write that faults into a C handler that mprotects it back.</summary>
     [Benchmark(Baseline = true, Description = "C: mprotect RO + write fault + mprotect RW")]
-    public void C() => Baseline.RoundTrip((byte*)_raw.Base + _raw.PageSize);
+    public void C() => Baseline.RoundTrip((byte*)_raw!.Base + _raw.PageSize);
 
     /// <summary>PageLab: re-cover the page (mprotect RO, hash, XOR into parity), then a managed write that
     /// faults into the engine (hash check, XOR out of parity, mprotect RW).</summary>
     [Benchmark(Description = "PageLab: protect + write fault on a parity page")]
     public void PageLab()
     {
-        _vm.Protect(_page, []);
+        _vm!.Protect(_page, []);
         _vm.Page(_page[0])[0]++;
     }
 }
