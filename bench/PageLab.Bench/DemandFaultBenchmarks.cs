@@ -1,12 +1,21 @@
-// Why: a PageLab demand-zero fault (SIGSEGV resolved by the native handler) against the kernel's own first
-// touch of punched memfd memory; per page, with the unback/punch and pool refill of each round included.
+// Why: a PageLab demand-zero fault (SIGSEGV resolved by the native handler) against its C floor (the
+// same unmap, punch and one mmap per fault from a plain C handler) and the kernel's own first touch of
+// punched memfd memory; per page, with the unback/punch and pool refill of each round included.
 using BenchmarkDotNet.Attributes;
 using PageLab.Core;
 using PageLab.Core.Guest;
 using PageLab.Core.Host;
+using PageLab.Native;
 
 namespace PageLab.Bench;
 
+/// <summary>
+/// Each row has its own setup, so a row's faults pass through its own handler only: the C floor's setup
+/// installs the C handler (after the runtime's, chaining to it) and creates no PageLab VM, so libpagelab's
+/// handler is not installed in that process; the PageLab row never installs the C handler; the kernel
+/// row installs neither. BenchmarkDotNet runs each row in its own process; under an in-process toolchain
+/// the C row's cleanup uninstalls its handler again.
+/// </summary>
 [MemoryDiagnoser]
 [MedianColumn]
 public unsafe class DemandFaultBenchmarks
@@ -15,15 +24,29 @@ public unsafe class DemandFaultBenchmarks
     private const uint PoolCapacity = 512;
     private static readonly GuestPage Page0 = new(0);
 
-    private RawMemfd _raw = null!;
-    private HostArena _arena = null!;
-    private GuestVm _vm = null!;
+    private RawMemfd? _raw;
+    private HostArena? _arena;
+    private GuestVm? _vm;
 
-    [GlobalSetup]
-    public void Setup()
+    [GlobalSetup(Target = nameof(KernelFirstTouch))]
+    public void SetupKernel()
     {
         _raw = new RawMemfd(frames: Pages, rangePages: Pages);
         _raw.Map(page: 0, count: Pages, frame: 0);
+    }
+
+    [GlobalSetup(Target = nameof(CFloor))]
+    public void SetupCFloor()
+    {
+        _raw = new RawMemfd(frames: Pages, rangePages: Pages);
+        int rc = Baseline.DemandInstall(_raw.Base, Pages, _raw.Fd, Pages);
+        if (rc < 0) throw new ErrnoException("bl_demand_install: sigaction(SIGSEGV)", -rc);
+        CFloor(); // the first round, as the PageLab setup touches every page once
+    }
+
+    [GlobalSetup(Target = nameof(GuestVmDemandFault))]
+    public void SetupPageLab()
+    {
         _arena = HostArena.Create(Pages + PoolCapacity + Pages, "pagelab-bench-fault");
         _vm = GuestVm.Create(_arena, "fault", Pages, PoolCapacity);
         _vm.RefillPool();
@@ -31,25 +54,41 @@ public unsafe class DemandFaultBenchmarks
         _vm.RefillPool();
     }
 
-    [GlobalCleanup]
-    public void Cleanup()
+    [GlobalCleanup(Target = nameof(CFloor))]
+    public void CleanupCFloor()
     {
-        _vm.Dispose();
-        _arena.Dispose();
-        _raw.Dispose();
+        _ = Baseline.DemandUninstall(); // teardown: a failure leaves a disarmed handler that only chains
+        _raw?.Dispose();
     }
 
-    [Benchmark(Baseline = true, OperationsPerInvoke = Pages, Description = "punch + kernel first touch, per page")]
+    [GlobalCleanup(Targets = [nameof(KernelFirstTouch), nameof(GuestVmDemandFault)])]
+    public void Cleanup()
+    {
+        _vm?.Dispose();
+        _arena?.Dispose();
+        _raw?.Dispose();
+    }
+
+    [Benchmark(OperationsPerInvoke = Pages, Description = "punch + kernel first touch, per page")]
     public void KernelFirstTouch()
     {
-        _raw.Punch(frame: 0, count: Pages);
+        _raw!.Punch(frame: 0, count: Pages);
         Touch(_raw.Base, _raw.PageSize);
+    }
+
+    /// <summary>C floor (c/demand_floor.c): unmap the range (one mmap), punch its frames (one fallocate),
+    /// then one write per page, each faulting into a C handler that maps a pool frame there (one mmap).</summary>
+    [Benchmark(Baseline = true, OperationsPerInvoke = Pages, Description = "C: unmap + punch + SIGSEGV maps pool frame, per page")]
+    public void CFloor()
+    {
+        int rc = Baseline.DemandRound();
+        if (rc != 0) throw new ErrnoException("bl_demand_round", -rc);
     }
 
     [Benchmark(OperationsPerInvoke = Pages, Description = "Unback + demand fault + RefillPool, per page")]
     public void GuestVmDemandFault()
     {
-        _vm.Unback(Page0, Pages);
+        _vm!.Unback(Page0, Pages);
         Touch(_vm.Base, _vm.Arena.PageSize);
         _vm.RefillPool();
     }

@@ -1,69 +1,84 @@
 // Why: the costs of transparent recovery. A write fault on a parity-covered page against the plain C
 // SIGSEGV + mprotect round trip (goal <= 1.3x); recovering one page for k = 4, 8, 16 (goal <= 8 us
-// p50 at k = 8) and from disk, against the syscalls a recovery cannot avoid.
+// p50 at k = 8) against a C floor doing the same syscalls and page passes; and from disk.
 using System.Runtime.InteropServices;
 using BenchmarkDotNet.Attributes;
 using PageLab.Core;
 using PageLab.Core.Guest;
 using PageLab.Core.Host;
 using PageLab.Core.Recovery;
+using PageLab.Native;
 
 namespace PageLab.Bench;
 
-internal static unsafe partial class Baseline
-{
-    [LibraryImport("pagelab_baseline", EntryPoint = "bl_install")] public static partial int Install(nint @base, nuint len);
-    [LibraryImport("pagelab_baseline", EntryPoint = "bl_round_trip")] public static partial void RoundTrip(byte* page);
-}
-
+/// <summary>
+/// Each row's faults pass through its own handler only. The C row's setup installs the C handler (after
+/// the runtime's, chaining to it) and creates no PageLab VM, so libpagelab's handler is not installed in
+/// that process; the PageLab row's setup creates the VM (installing libpagelab's handler) and never
+/// installs the C one. BenchmarkDotNet runs each row in its own process; under an in-process toolchain
+/// the C row's cleanup uninstalls its handler, and if PageLab's was installed first the C handler sits
+/// in front of it only while the C row runs. (Before this, one setup installed the C handler after
+/// PageLab's, so every PageLab fault went through the C handler's range check and chain first.)
+/// </summary>
 [MemoryDiagnoser]
 [MedianColumn]
 public unsafe class WriteFaultBenchmarks
 {
-    private HostArena _arena = null!;
-    private GuestVm _vm = null!;
-    private RecoveryEngine _engine = null!;
-    private RawMemfd _raw = null!;
+    private HostArena? _arena;
+    private GuestVm? _vm;
+    private RawMemfd? _raw;
     private readonly GuestPage[] _page = [new(3)];
 
-    [GlobalSetup]
-    public void Setup()
+    [GlobalSetup(Target = nameof(C))]
+    public void SetupC()
+    {
+        _raw = new RawMemfd(frames: 4, rangePages: 4);
+        _raw.Map(page: 0, count: 4, frame: 0);
+        int rc = Baseline.Install(_raw.Base, (nuint)(4 * _raw.PageSize));
+        if (rc < 0) throw new ErrnoException("bl_install: sigaction(SIGSEGV)", -rc);
+    }
+
+    [GlobalCleanup(Target = nameof(C))]
+    public void CleanupC()
+    {
+        _ = Baseline.Uninstall(); // teardown: a failure leaves a disarmed handler that only chains
+        _raw?.Dispose();
+    }
+
+    [GlobalSetup(Target = nameof(PageLab))]
+    public void SetupPageLab()
     {
         _arena = HostArena.Create(256, "pagelab-bench-writefault");
         _vm = GuestVm.Create(_arena, "wf", 64, 16);
         _vm.Back(new GuestPage(0), 64);
-        _engine = new RecoveryEngine(_vm);
-        _engine.Protect(Enumerable.Range(0, 8).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
-        _raw = new RawMemfd(frames: 4, rangePages: 4);
-        _raw.Map(page: 0, count: 4, frame: 0);
-        if (Baseline.Install(_raw.Base, (nuint)(4 * _raw.PageSize)) != 0) throw new InvalidOperationException("bl_install failed");
+        var engine = new RecoveryEngine(_vm);
+        engine.Protect(Enumerable.Range(0, 8).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
     }
 
-    [GlobalCleanup]
-    public void Cleanup()
+    [GlobalCleanup(Target = nameof(PageLab))]
+    public void CleanupPageLab()
     {
-        _vm.Dispose();
-        _arena.Dispose();
-        _raw.Dispose();
+        _vm?.Dispose();
+        _arena?.Dispose();
     }
 
     /// <summary>C: mprotect read-only, then a write that faults into a C handler that mprotects it back.</summary>
     [Benchmark(Baseline = true, Description = "C: mprotect RO + write fault + mprotect RW")]
-    public void C() => Baseline.RoundTrip((byte*)_raw.Base + _raw.PageSize);
+    public void C() => Baseline.RoundTrip((byte*)_raw!.Base + _raw.PageSize);
 
     /// <summary>PageLab: re-cover the page (mprotect RO, hash, XOR into parity), then a managed write that
     /// faults into the engine (hash check, XOR out of parity, mprotect RW).</summary>
     [Benchmark(Description = "PageLab: protect + write fault on a parity page")]
     public void PageLab()
     {
-        _vm.Protect(_page, []);
+        _vm!.Protect(_page, []);
         _vm.Page(_page[0])[0]++;
     }
 }
 
 [MemoryDiagnoser]
 [MedianColumn]
-public class RecoveryLatencyBenchmarks
+public unsafe class RecoveryLatencyBenchmarks
 {
     [Params(4, 8, 16)]
     public int K { get; set; }
@@ -85,8 +100,9 @@ public class RecoveryLatencyBenchmarks
         var engine = new RecoveryEngine(_vm, new ProtectionPolicy { GroupSize = K });
         engine.Protect(Enumerable.Range(0, K).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
         _spare = _arena.Allocate(1)[0];
-        _raw = new RawMemfd(frames: 2, rangePages: 1);
-        _raw.Map(page: 0, count: 1, frame: 0);
+        _raw = new RawMemfd(frames: K + 2, rangePages: 1);
+        int rc = Baseline.RecoveryInit(_raw.Base, _raw.HostView, _raw.Fd, (uint)K);
+        if (rc != 0) throw new ErrnoException("bl_recovery_init: mmap", -rc);
     }
 
     [GlobalCleanup]
@@ -97,13 +113,17 @@ public class RecoveryLatencyBenchmarks
         _raw.Dispose();
     }
 
-    /// <summary>The syscalls a recovery cannot avoid: poison (mprotect NONE) and map the new frame.</summary>
-    [Benchmark(Baseline = true, Description = "raw: mprotect NONE + mmap new frame")]
-    public void Raw()
+    /// <summary>The C floor of the same round (c/recovery_floor.c): mprotect NONE and XOR the mask into
+    /// the frame, then rebuild the page from parity and k-1 members into the spare frame, hash-check it
+    /// and map it read-only with one mmap. The same two syscalls and page passes as the PageLab row.</summary>
+    [Benchmark(Baseline = true, Description = "C: poison + rebuild (k pages) + hash + mmap")]
+    public int C()
     {
-        _raw.Protect(0, 1, 0);
-        _raw.Map(page: 0, count: 1, frame: 1);
-        _raw.Map(page: 0, count: 1, frame: 0);
+        fixed (byte* mask = _mask)
+        {
+            int rc = Baseline.RecoveryRound(mask, 64, (uint)_mask.Length);
+            return rc == 0 ? rc : throw new InvalidOperationException($"bl_recovery_round: {rc}");
+        }
     }
 
     /// <summary>Inject (poison) then recover: rebuild from parity into a fresh frame, hash-check, remap.

@@ -11,6 +11,11 @@ namespace PageLab.Tests;
 
 public class GcStressFaultTests
 {
+    // Each test runs until it has done its iterations *and* seen this many forced collections: a fast
+    // run (or a GC thread the scheduler starved) takes more iterations instead of failing the count.
+    // The watchdog still fails the run if neither finishes.
+    private const int MinCollections = 11;
+
     [Fact]
     public void Write_faults_on_parity_pages_under_GC_stress_keep_parity_true()
     {
@@ -23,20 +28,21 @@ public class GcStressFaultTests
         using var gc = new GcStress();
         using var watchdog = GcStress.Watchdog("write faults under GC stress");
 
-        for (int round = 0; round < 600; round++)
+        int rounds = 0;
+        for (; rounds < 600 || gc.Collections < MinCollections; rounds++)
         {
             for (int i = 0; i < 8; i++)
             {
-                Span<byte> page = vm.Page(pages[(round + i) % 16]);
-                page[i] = (byte)round;                                     // a real write fault, then a call
+                Span<byte> page = vm.Page(pages[(rounds + i) % 16]);
+                page[i] = (byte)rounds;                                    // a real write fault, then a call
                 Observe(page[i]);
             }
             engine.Reprotect(coldOnly: false);                                           // covered (read-only) again
         }
 
-        Assert.True(vm.Counters.TrackedWrites >= 4_800, $"{vm.Counters.TrackedWrites} write faults");
+        Assert.True(vm.Counters.TrackedWrites >= 8UL * (ulong)rounds, $"{vm.Counters.TrackedWrites} write faults in {rounds} rounds");
         Assert.Empty(vm.ScrubParity());
-        Assert.True(gc.Collections > 10, $"{gc.Collections} forced collections");
+        Assert.True(gc.Collections >= MinCollections, $"{gc.Collections} forced collections");
         HostFrame bad = FaultInjector.IntoPage(vm, pages[3], 0, [0xFF, 0xFF])!.Value;
         byte[] before = t.Arena.FrameBytes(bad).ToArray();
         before[0] ^= 0xFF;
@@ -58,7 +64,7 @@ public class GcStressFaultTests
         using var gc = new GcStress();
         using var watchdog = GcStress.Watchdog("remaps under GC stress");
 
-        for (int i = 0; i < 3_000; i++)
+        for (int i = 0; i < 3_000 || gc.Collections < MinCollections; i++)
         {
             HostFrame now = spare;
             spare = vm.Map(new GuestPage(2), [spare])[0];
@@ -67,7 +73,7 @@ public class GcStressFaultTests
             Assert.Equal(expect, page[i % page.Length]);
             Observe(page[0]);
         }
-        Assert.True(gc.Collections > 10, $"{gc.Collections} forced collections");
+        Assert.True(gc.Collections >= MinCollections, $"{gc.Collections} forced collections");
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
