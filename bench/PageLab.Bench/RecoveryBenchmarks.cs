@@ -165,7 +165,7 @@ public class DiskRefillBenchmarks
         }
         _disk.Flush();
         var engine = new RecoveryEngine(_vm);
-        engine.UseDiskFile((int)_disk.SafeFileHandle.DangerousGetHandle());
+        engine.UseDiskFile(_disk.SafeFileHandle);
         engine.Protect(Enumerable.Range(0, 8).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.CleanWithDiskCopy,
             g => (long)g.Value * _arena.PageSize);
         _spare = _arena.Allocate(1)[0];

@@ -9,7 +9,7 @@ using Lib = PageLab.Native.Interop.PageLab;
 
 namespace PageLab.Core.Guest;
 
-/// <summary>The state of a guest page as the fault engine sees it (values match pagelab_fault.c).</summary>
+/// <summary>The state of a guest page as the fault engine sees it (values match pagelab.h).</summary>
 public enum GuestPageState : uint
 {
     /// <summary>No frame; a touch takes a demand-zero fault.</summary>

@@ -50,13 +50,13 @@ public static class FaultInjector
     }
 
     /// <summary>Corrupts a guest page's frame and poisons the page. Returns the frame to report, or null
-    /// when <paramref name="onlyIfProtected"/> is set and the page is not protected at that instant.</summary>
+    /// (nothing changed) when the page has no frame at that instant (unbacked or host-swapped), or when
+    /// <paramref name="onlyIfProtected"/> is set and the page is not protected at that instant.</summary>
     public static HostFrame? IntoPage(GuestVm vm, GuestPage page, int offset, ReadOnlySpan<byte> mask, bool onlyIfProtected = false)
     {
         CheckMask(vm.Arena, offset, mask);
-        if (vm.Translate(page) is null) throw new InvalidOperationException($"{vm.Name}: {page} has no frame to corrupt");
-        // The engine says which frame it corrupted: by the time we could look again, a guest access may
-        // already have had the handler replace it.
+        // The engine checks the page's state and says which frame it corrupted: by the time we could look
+        // again, a guest access may already have had the handler replace it.
         return vm.Inject(page, offset, mask, onlyIfProtected);
     }
 

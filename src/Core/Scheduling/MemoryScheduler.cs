@@ -132,42 +132,42 @@ public sealed class MemoryScheduler
         int refused = 0;
         try
         {
-        foreach (ScheduledVm v in _vms)
-        {
-            v.Balloon.TouchAll();
-            v.Balloon.SetTarget(v.BalloonTargetPages);
-            if (v.Backend.ActualPages < v.BalloonTargetPages)
+            foreach (ScheduledVm v in _vms)
             {
-                ReclaimResult r = v.Backend.Inflate((int)Math.Min((ulong)Options.BatchPages, v.BalloonTargetPages - v.Backend.ActualPages));
-                frames.AddRange(r.Frames);
-                if (r.Frames.Length > 0) sources?.Add((v.Vm.Name, r.Frames.Length));
-                refused += r.RefusedCount;
-                inflated[v.Vm.Name] = r.Frames.Length;
+                v.Balloon.TouchAll();
+                v.Balloon.SetTarget(v.BalloonTargetPages);
+                if (v.Backend.ActualPages < v.BalloonTargetPages)
+                {
+                    ReclaimResult r = v.Backend.Inflate((int)Math.Min((ulong)Options.BatchPages, v.BalloonTargetPages - v.Backend.ActualPages));
+                    frames.AddRange(r.Frames);
+                    if (r.Frames.Length > 0) sources?.Add((v.Vm.Name, r.Frames.Length));
+                    refused += r.RefusedCount;
+                    inflated[v.Vm.Name] = r.Frames.Length;
+                }
             }
-        }
-        int reclaimed = frames.Count;
-        foreach (ScheduledVm v in _vms)
-        {
-            if (v.Backend.ActualPages <= v.BalloonTargetPages) continue;
-            int want = (int)Math.Min((ulong)Options.BatchPages, v.Backend.ActualPages - v.BalloonTargetPages);
-            long room = (long)v.AllocationPages - v.Vm.HeldFrames;
-            want = (int)Math.Min(want, Math.Max(0, room));
-            if (want > frames.Count && Arena.Counts.Free > 0)
+            int reclaimed = frames.Count;
+            foreach (ScheduledVm v in _vms)
             {
-                int fromArena = (int)Math.Min(want - frames.Count, Arena.Counts.Free);
-                frames.AddRange(Arena.Allocate((uint)fromArena));
-                sources?.Add((null, fromArena));
+                if (v.Backend.ActualPages <= v.BalloonTargetPages) continue;
+                int want = (int)Math.Min((ulong)Options.BatchPages, v.Backend.ActualPages - v.BalloonTargetPages);
+                long room = (long)v.AllocationPages - v.Vm.HeldFrames;
+                want = (int)Math.Min(want, Math.Max(0, room));
+                if (want > frames.Count && Arena.Counts.Free > 0)
+                {
+                    int fromArena = (int)Math.Min(want - frames.Count, Arena.Counts.Free);
+                    frames.AddRange(Arena.Allocate((uint)fromArena));
+                    sources?.Add((null, fromArena));
+                }
+                int take = Math.Min(want, frames.Count);
+                int used = v.Backend.Deflate(take, frames.Take(take).ToArray());
+                frames.RemoveRange(0, used);
+                if (sources is not null) RaiseMoves(sources, used, v.Vm.Name);
+                deflated[v.Vm.Name] = used;
+                TransferredFrames += Math.Min(used, reclaimed);
+                reclaimed = Math.Max(0, reclaimed - used);
             }
-            int take = Math.Min(want, frames.Count);
-            int used = v.Backend.Deflate(take, frames.Take(take).ToArray());
-            frames.RemoveRange(0, used);
-            if (sources is not null) RaiseMoves(sources, used, v.Vm.Name);
-            deflated[v.Vm.Name] = used;
-            TransferredFrames += Math.Min(used, reclaimed);
-            reclaimed = Math.Max(0, reclaimed - used);
-        }
-        if (sources is not null) RaiseMoves(sources, frames.Count, to: null);
-        return new StepReport(inflated, deflated, deflated.Values.Sum(), refused);
+            if (sources is not null) RaiseMoves(sources, frames.Count, to: null);
+            return new StepReport(inflated, deflated, deflated.Values.Sum(), refused);
         }
         finally
         {
