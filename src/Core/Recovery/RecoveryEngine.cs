@@ -195,6 +195,9 @@ public sealed class RecoveryEngine : IDisposable
                 }
                 return (RecoverPage(page, frame), page);
             default:
+                // The handler may have moved it since it was read (recovered and retired it, say).
+                if (Arena.StateOf(frame) != state || (state == FrameState.Guest && Arena.OwnerOf(frame) is null))
+                    return ReportLocked(frame, attempt + 1);
                 throw new InvalidOperationException(
                     $"{frame} is {state}{(Arena.OwnerOf(frame) is int o ? $" of VM {o}" : "")}; this engine handles {Vm.Name}'s frames, its parity frames and free frames");
         }
