@@ -15,7 +15,9 @@ internal static class Program
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(RunCommand.Create());
         root.Subcommands.Add(ConditionCommand.Create());
-        root.Subcommands.Add(CampaignCommand.Create());
+        Command campaign = CampaignCommand.Create();
+        campaign.Subcommands.Add(ModelCommand.Create());
+        root.Subcommands.Add(campaign);
         root.Subcommands.Add(CampaignCommand.CreateInject());
         return root.Parse(args).Invoke();
     }
