@@ -25,7 +25,8 @@ static int spurious(struct pl_region *r, uint64_t g)
         say("a fault repeats on a page the tables say is accessible", (uint64_t)r->owner, g);
         return 0;
     }
-    if (r->spurious_streak >= 2) (void)map_frames(r, g, 1, fr_of(r, g), prot_of(st_of(r, g)));
+    /* Racing threads make a few in a row; dozens mean the mapping is not what the tables say. */
+    if (r->spurious_streak >= 64) (void)map_frames(r, g, 1, fr_of(r, g), prot_of(st_of(r, g)));
     return 1;
 }
 
@@ -78,7 +79,7 @@ int resolve(struct pl_region *r, uint64_t g, int is_write)
 {
     pl_lock(&r->lock);
     uint32_t st = st_of(r, g);
-    int done = 0;
+    int done = 0, was_spurious = 0;
     const char *why = NULL;
     switch (st) {
     case PL_UNBACKED:
@@ -97,7 +98,7 @@ int resolve(struct pl_region *r, uint64_t g, int is_write)
         }
         break;
     case PL_TRACKED:
-        if (!is_write) done = spurious(r, g); /* a read raced with a recovery that has just mapped the page */
+        if (!is_write) done = was_spurious = spurious(r, g); /* a read raced with a recovery that has just mapped the page */
         else if (!(done = tracked_write(r, g))) why = "protected page could not be made writable";
         break;
     case PL_POISONED:
@@ -105,10 +106,11 @@ int resolve(struct pl_region *r, uint64_t g, int is_write)
         if (!done) why = "poisoned page: no frame to recover or contain it into";
         break;
     default:
-        done = spurious(r, g);
+        done = was_spurious = spurious(r, g);
         break;
     }
-    if (done && st != PL_BACKED && st != PL_TRACKED) r->spurious_streak = 0;
+    /* Any real resolution ends a streak: spurious faults are counted in a row, across threads. */
+    if (done && !was_spurious) r->spurious_streak = 0;
     if (!done && why) atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
     pl_unlock(&r->lock);
     if (why && !done) say(why, (uint64_t)r->owner, g);
