@@ -15,49 +15,62 @@ internal static class RunCommand
 
     public static Command Create()
     {
-        var file = new Argument<FileInfo?>("scenario") { Description = "Scenario JSON file (default: the built-in scenario; schema: docs/scenario-schema.md)", Arity = ArgumentArity.ZeroOrOne };
-        var ticks = new Option<int?>("--ticks") { Description = "Override the scenario's tick count" };
-        var seed = new Option<int?>("--seed") { Description = "Override the scenario's random seed (a fixed seed makes a run reproducible)" };
+        var file = CliOptions.FileArgument("scenario", "Scenario JSON file (default: the built-in scenario; schema: docs/scenario-schema.md)", "pagelab run");
+        var ticks = CliOptions.OptionalInt("--ticks", "Override the scenario's tick count", 1, int.MaxValue);
+        var seed = CliOptions.OptionalInt("--seed", "Override the scenario's random seed (a fixed seed makes a run reproducible)", int.MinValue, int.MaxValue);
         var staticPartition = new Option<bool>("--static") { Description = "Keep the initial allocations (no scheduler decisions), for comparison" };
         var compare = new Option<bool>("--compare") { Description = "Run the scenario twice, static and scheduled, and compare guest paging" };
         var print = new Option<bool>("--print-default") { Description = "Print the built-in scenario as JSON and exit" };
-        var plot = new Option<FileInfo?>("--plot") { Description = $"Write the timeline PNG here (default: {DefaultOutputDirectory}/pagelab-<scenario>.png)" };
+        var plot = CliOptions.File("--plot", $"Write the timeline PNG here (default: {DefaultOutputDirectory}/pagelab-<scenario>.png)");
         var noPlot = new Option<bool>("--no-plot") { Description = "Do not write the timeline PNG" };
-        var trace = new Option<FileInfo?>("--trace") { Description = "Write the event trace (JSON lines) here" };
+        var trace = CliOptions.File("--trace", "Write the event trace (JSON lines) here");
         var command = new Command("run", "Run a scenario: VMs, workloads, balloons and the cooperative memory scheduler.");
         command.Arguments.Add(file);
-        foreach (Option o in new Option[] { ticks, seed, staticPartition, compare, print, plot, noPlot, trace }) command.Options.Add(o);
+        Option[] options = [ticks, seed, staticPartition, compare, print, plot, noPlot, trace];
+        foreach (Option o in options) command.Options.Add(o);
         command.SetAction(parse => Program.Guarded(() =>
         {
+            string? f = parse.GetValue(file);
             if (parse.GetValue(print))
             {
+                if (f is not null) throw new UsageException($"--print-default prints the built-in scenario and runs nothing; it takes no scenario file (got {f})");
+                if (options.FirstOrDefault(o => o != print && CliOptions.Given(parse, o)) is Option other)
+                    throw new UsageException($"--print-default and {other.Name} cannot be used together: --print-default only prints the built-in scenario");
                 Console.WriteLine(Scenario.Default.ToJson());
-                return 0;
+                return ExitCodes.Ok;
             }
-            FileInfo? f = parse.GetValue(file);
+            CliOptions.Conflict(parse, staticPartition, compare, "--compare already runs the static allocations (as run 1/2)");
+            CliOptions.Conflict(parse, plot, noPlot, "give one");
             // Everything is checked before anything runs or any output file is created.
-            Scenario s = f is null ? Scenario.Default : Scenario.Load(f.FullName);
-            if (parse.GetValue(ticks) is int t)
-            {
-                if (t < 1) return Program.Fail($"--ticks must be at least 1, got {t}");
-                s = s with { Ticks = t };
-            }
+            Scenario s = f is null ? Scenario.Default : ScenarioInput.Load(f);
+            if (parse.GetValue(ticks) is int t) s = s with { Ticks = t };
             if (parse.GetValue(seed) is int sd) s = s with { Seed = sd };
-            if (parse.GetValue(noPlot) && parse.GetValue(plot) is FileInfo p0)
-                return Program.Fail($"--plot {p0.Name} and --no-plot contradict each other");
-            s.Validate(f?.FullName ?? "built-in scenario");
-            string? plotPath = parse.GetValue(noPlot) ? null : parse.GetValue(plot)?.FullName ?? DefaultPlotPath(s);
-            string? tracePath = parse.GetValue(trace)?.FullName;
-            if (parse.GetValue(compare))
+            s.Validate(f is null ? "built-in scenario" : Path.GetFullPath(f));
+            string? plotPath = parse.GetValue(noPlot) ? null : parse.GetValue(plot) is string p ? Path.GetFullPath(p) : DefaultPlotPath(s);
+            string? tracePath = parse.GetValue(trace) is string tr ? Path.GetFullPath(tr) : null;
+            bool twice = parse.GetValue(compare);
+            string[] runs = twice ? ["static", "scheduled"] : [""];
+            foreach (string suffix in runs)
+            {
+                string? plotFile = Suffixed(plotPath, suffix), traceFile = Suffixed(tracePath, suffix);
+                OutputPaths.CheckDistinct(("--plot", plotFile), ("--trace", traceFile));
+                if (plotFile is not null)
+                {
+                    if (!CliOptions.Given(parse, plot)) Directory.CreateDirectory(Path.GetDirectoryName(plotFile)!);
+                    OutputPaths.CheckWritable("--plot", plotFile);
+                }
+                if (traceFile is not null) OutputPaths.CheckWritable("--trace", traceFile);
+            }
+            if (twice)
             {
                 Summary fixedRun = RunOne(s with { Adaptive = false }, live: false, "run 1/2 (static)", Suffixed(plotPath, "static"), Suffixed(tracePath, "static"));
                 Summary scheduled = RunOne(s with { Adaptive = true }, live: false, "run 2/2 (scheduled)", Suffixed(plotPath, "scheduled"), Suffixed(tracePath, "scheduled"));
                 ShowComparison(fixedRun, scheduled);
-                return fixedRun.AccountingOk && scheduled.AccountingOk ? 0 : 1;
+                return fixedRun.AccountingOk && scheduled.AccountingOk ? ExitCodes.Ok : ExitCodes.Failed;
             }
             Summary result = RunOne(s with { Adaptive = !parse.GetValue(staticPartition) && s.Adaptive }, live: !Console.IsOutputRedirected,
                 label: null, plotPath, tracePath);
-            return result.AccountingOk ? 0 : 1;
+            return result.AccountingOk ? ExitCodes.Ok : ExitCodes.Failed;
         }));
         return command;
     }
@@ -71,9 +84,9 @@ internal static class RunCommand
         return new string(name.Select(c => bad.Contains(c) || char.IsWhiteSpace(c) ? '-' : c).ToArray());
     }
 
-    // "out/plot.png" + "static" -> "out/plot-static.png"
+    // "out/plot.png" + "static" -> "out/plot-static.png"; no suffix: the path itself.
     private static string? Suffixed(string? path, string suffix) =>
-        path is null ? null : Path.Combine(Path.GetDirectoryName(path) ?? "", $"{Path.GetFileNameWithoutExtension(path)}-{suffix}{Path.GetExtension(path)}");
+        path is null || suffix.Length == 0 ? path : Path.Combine(Path.GetDirectoryName(path) ?? "", $"{Path.GetFileNameWithoutExtension(path)}-{suffix}{Path.GetExtension(path)}");
 
     private sealed record Summary(Scenario Scenario, TickSnapshot Last, TimeSpan Elapsed, bool AccountingOk);
 
@@ -121,8 +134,25 @@ internal static class RunCommand
             AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(image.Path)}[/] ({image.WidthPx}x{image.HeightPx} px)");
             if (!image.HasText) AnsiConsole.MarkupLine("[yellow]plot: no font found, so the plot has no labels (Debian/Ubuntu: sudo apt-get install fonts-dejavu-core)[/]");
         }
-        if (trace is not null) AnsiConsole.MarkupLine($"trace: [bold]{Markup.Escape(trace.Path)}[/] ({trace.EventsWritten} events)");
+        if (trace is not null)
+        {
+            CloseTrace(trace);
+            AnsiConsole.MarkupLine($"trace: [bold]{Markup.Escape(trace.Path)}[/] ({trace.EventsWritten} events)");
+        }
         return new Summary(s, last, clock.Elapsed, problems.Count == 0);
+    }
+
+    // Writes the rest of the trace; the success line is printed only after this (a full disk fails here).
+    private static void CloseTrace(RunTraceWriter trace)
+    {
+        try
+        {
+            trace.Dispose();
+        }
+        catch (IOException e)
+        {
+            throw new IOException($"--trace {trace.Path}: cannot be written ({OutputPaths.Reason(e, trace.Path)})", e);
+        }
     }
 
     private static Table Table(TickSnapshot t, Scenario s, string progress)
