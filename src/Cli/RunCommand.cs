@@ -61,16 +61,27 @@ internal static class RunCommand
                 }
                 if (traceFile is not null) OutputPaths.CheckWritable("--trace", traceFile);
             }
+            using var interrupts = new Interrupts();
+            var results = new List<Summary>();
             if (twice)
             {
-                Summary fixedRun = RunOne(s with { Adaptive = false }, live: false, "run 1/2 (static)", Suffixed(plotPath, "static"), Suffixed(tracePath, "static"));
-                Summary scheduled = RunOne(s with { Adaptive = true }, live: false, "run 2/2 (scheduled)", Suffixed(plotPath, "scheduled"), Suffixed(tracePath, "scheduled"));
-                ShowComparison(fixedRun, scheduled);
-                return fixedRun.AccountingOk && scheduled.AccountingOk ? ExitCodes.Ok : ExitCodes.Failed;
+                results.Add(RunOne(s with { Adaptive = false }, live: false, "run 1/2 (static)", Suffixed(plotPath, "static"), Suffixed(tracePath, "static"), interrupts));
+                if (!interrupts.Requested)
+                    results.Add(RunOne(s with { Adaptive = true }, live: false, "run 2/2 (scheduled)", Suffixed(plotPath, "scheduled"), Suffixed(tracePath, "scheduled"), interrupts));
+                if (results.Count == 2 && results.All(r => r.InterruptedBy is null)) ShowComparison(results[0], results[1]);
             }
-            Summary result = RunOne(s with { Adaptive = !parse.GetValue(staticPartition) && s.Adaptive }, live: !Console.IsOutputRedirected,
-                label: null, plotPath, tracePath);
-            return result.AccountingOk ? ExitCodes.Ok : ExitCodes.Failed;
+            else
+            {
+                results.Add(RunOne(s with { Adaptive = !parse.GetValue(staticPartition) && s.Adaptive }, live: !Console.IsOutputRedirected,
+                    label: null, plotPath, tracePath, interrupts));
+            }
+            if (results.FirstOrDefault(r => r.InterruptedBy is not null) is Summary cut)
+            {
+                Console.Error.WriteLine($"pagelab: interrupted at tick {cut.Last.Tick} of {cut.Scenario.Ticks} ({cut.InterruptedBy})" +
+                                        (twice && results.Count == 1 ? "; the scheduled run did not start" : ""));
+                return interrupts.ExitCode;
+            }
+            return results.All(r => r.AccountingOk) ? ExitCodes.Ok : ExitCodes.Failed;
         }));
         return command;
     }
@@ -88,71 +99,105 @@ internal static class RunCommand
     private static string? Suffixed(string? path, string suffix) =>
         path is null || suffix.Length == 0 ? path : Path.Combine(Path.GetDirectoryName(path) ?? "", $"{Path.GetFileNameWithoutExtension(path)}-{suffix}{Path.GetExtension(path)}");
 
-    private sealed record Summary(Scenario Scenario, TickSnapshot Last, TimeSpan Elapsed, bool AccountingOk);
+    /// <summary>What one run did. <paramref name="InterruptedBy"/> names the signal that stopped it early.</summary>
+    private sealed record Summary(Scenario Scenario, TickSnapshot Last, TimeSpan Elapsed, bool AccountingOk, string? InterruptedBy);
 
-    private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath)
+    private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath, Interrupts interrupts)
     {
         AnsiConsole.MarkupLine($"{(label is null ? "" : $"{Markup.Escape(label)}: ")}[bold]{Markup.Escape(s.Name)}[/]: {s.Vms.Count} VMs, " +
                                $"host {s.HostPages} pages, {s.Ticks} ticks, {(s.Adaptive ? "scheduler on" : "static allocations")}, seed {s.Seed}");
         var clock = Stopwatch.StartNew();
-        using var runner = new ScenarioRunner(s);
-        RunTimeline timeline = RunTimeline.Attach(runner);
-        using RunTraceWriter? trace = tracePath is null ? null : new RunTraceWriter(runner, tracePath);
-        runner.Boot();
-        TickSnapshot last = new(0, runner.Snapshot(), runner.Arena.Counts.Free, 0, new(new Dictionary<string, int>(), new Dictionary<string, int>(), 0, 0));
+        // The guests' swap files go to a directory of this run, removed at the end however the run ends.
+        string swapDirectory = Path.Combine(Path.GetTempPath(), $"pagelab-run-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(swapDirectory);
+        using IDisposable removeSwap = interrupts.AtExitNow(() => RemoveDirectory(swapDirectory));
+        try
+        {
+            using var runner = new ScenarioRunner(s, swapDirectory);
+            RunTimeline timeline = RunTimeline.Attach(runner);
+            RunTraceWriter? trace = tracePath is null ? null : new RunTraceWriter(runner, tracePath);
+            string? interruptedBy = null;
+            TickSnapshot last;
+            using (IDisposable? cutTrace = trace is null ? null : interrupts.AtExitNow(trace.Abandon))
+            {
+                try
+                {
+                    runner.Boot();
+                    last = new(0, runner.Snapshot(), runner.Arena.Counts.Free, 0, new(new Dictionary<string, int>(), new Dictionary<string, int>(), 0, 0));
+                    last = Ticks(runner, s, live, last, () => interrupts.Requested || trace?.Error is not null);
+                    if (interrupts.Requested && runner.Tick < s.Ticks)
+                    {
+                        interruptedBy = interrupts.Signal!;
+                        runner.Interrupt(interruptedBy);
+                    }
+                }
+                finally
+                {
+                    trace?.Dispose(); // the trace is complete (end or interrupted) before anything else is written
+                }
+            }
+            if (trace?.Error is string error) throw new IOException($"--trace {trace.Path}: cannot be written ({error})");
+            List<string> problems = runner.CheckAccounting();
+            clock.Stop();
+            AnsiConsole.MarkupLine($"{last.TransferredFrames} frames moved between VMs by ballooning; {clock.Elapsed.TotalSeconds:0.0} s.");
+            if (problems.Count == 0) AnsiConsole.MarkupLine("[green]Frame accounting: every frame is free or owned by exactly one guest page or pool.[/]");
+            else foreach (string p in problems) AnsiConsole.MarkupLine($"[red]Frame accounting: {Markup.Escape(p)}[/]");
+            AnsiConsole.Write(SummaryTable(timeline));
+            if (plotPath is not null)
+            {
+                // A second signal while the PNG is written removes the partial file rather than leave a broken image.
+                using IDisposable removePartial = interrupts.AtExitNow(() => File.Delete(plotPath));
+                PlotImage image = TimelinePlot.SavePng(timeline, plotPath);
+                AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(image.Path)}[/] ({image.WidthPx}x{image.HeightPx} px)");
+                if (!image.HasText) AnsiConsole.MarkupLine("[yellow]plot: no font found, so the plot has no labels (Debian/Ubuntu: sudo apt-get install fonts-dejavu-core)[/]");
+            }
+            if (trace is not null) AnsiConsole.MarkupLine($"trace: [bold]{Markup.Escape(trace.Path)}[/] ({trace.EventsWritten} events)");
+            return new Summary(s, last, clock.Elapsed, problems.Count == 0, interruptedBy);
+        }
+        finally
+        {
+            RemoveDirectory(swapDirectory);
+        }
+    }
+
+    // Removes a directory of this run's temporary files; the run's end and a second signal may race to it.
+    private static void RemoveDirectory(string path)
+    {
+        try
+        {
+            Directory.Delete(path, recursive: true);
+        }
+        catch (DirectoryNotFoundException)
+        {
+            // Already removed by the other of the two.
+        }
+    }
+
+    // Advances the run to its last tick, or until stop() says to end it at a tick boundary, showing progress.
+    private static TickSnapshot Ticks(ScenarioRunner runner, Scenario s, bool live, TickSnapshot last, Func<bool> stop)
+    {
         var progress = new RunProgress(s.Ticks);
         int every = Math.Max(1, s.Ticks / 20);
         if (live)
         {
             AnsiConsole.Live(Table(last, s, progress.Caption(0))).Start(ctx =>
             {
-                while (runner.Tick < s.Ticks)
+                while (runner.Tick < s.Ticks && !stop())
                 {
                     last = runner.Advance();
                     if (last.Tick % every == 0 || last.Tick == s.Ticks) ctx.UpdateTarget(Table(last, s, progress.Caption(last.Tick)));
                 }
+                ctx.UpdateTarget(Table(last, s, progress.Caption(last.Tick)));
             });
+            return last;
         }
-        else
+        while (runner.Tick < s.Ticks && !stop())
         {
-            while (runner.Tick < s.Ticks)
-            {
-                last = runner.Advance();
-                if (progress.Due(last.Tick)) Console.WriteLine($"  {progress.Caption(last.Tick)}");
-            }
-            AnsiConsole.Write(Table(last, s, progress.Caption(last.Tick)));
+            last = runner.Advance();
+            if (progress.Due(last.Tick)) Console.WriteLine($"  {progress.Caption(last.Tick)}");
         }
-        List<string> problems = runner.CheckAccounting();
-        clock.Stop();
-        AnsiConsole.MarkupLine($"{last.TransferredFrames} frames moved between VMs by ballooning; {clock.Elapsed.TotalSeconds:0.0} s.");
-        if (problems.Count == 0) AnsiConsole.MarkupLine("[green]Frame accounting: every frame is free or owned by exactly one guest page or pool.[/]");
-        else foreach (string p in problems) AnsiConsole.MarkupLine($"[red]Frame accounting: {Markup.Escape(p)}[/]");
-        AnsiConsole.Write(SummaryTable(timeline));
-        if (plotPath is not null)
-        {
-            PlotImage image = TimelinePlot.SavePng(timeline, plotPath);
-            AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(image.Path)}[/] ({image.WidthPx}x{image.HeightPx} px)");
-            if (!image.HasText) AnsiConsole.MarkupLine("[yellow]plot: no font found, so the plot has no labels (Debian/Ubuntu: sudo apt-get install fonts-dejavu-core)[/]");
-        }
-        if (trace is not null)
-        {
-            CloseTrace(trace);
-            AnsiConsole.MarkupLine($"trace: [bold]{Markup.Escape(trace.Path)}[/] ({trace.EventsWritten} events)");
-        }
-        return new Summary(s, last, clock.Elapsed, problems.Count == 0);
-    }
-
-    // Writes the rest of the trace; the success line is printed only after this (a full disk fails here).
-    private static void CloseTrace(RunTraceWriter trace)
-    {
-        try
-        {
-            trace.Dispose();
-        }
-        catch (IOException e)
-        {
-            throw new IOException($"--trace {trace.Path}: cannot be written ({OutputPaths.Reason(e, trace.Path)})", e);
-        }
+        AnsiConsole.Write(Table(last, s, progress.Caption(last.Tick)));
+        return last;
     }
 
     private static Table Table(TickSnapshot t, Scenario s, string progress)

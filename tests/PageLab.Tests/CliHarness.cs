@@ -39,20 +39,24 @@ internal static class CliHarness
     /// <summary>The built `pagelab.dll` (copied next to the tests by the project reference).</summary>
     public static string Dll => Path.Combine(AppContext.BaseDirectory, "pagelab.dll");
 
-    /// <summary>Starts `dotnet exec pagelab.dll args` in <paramref name="workingDirectory"/>, output redirected.</summary>
-    public static ChildCli Start(string workingDirectory, params string[] args)
+    /// <summary>Starts `dotnet exec pagelab.dll args` in <paramref name="workingDirectory"/>, output redirected,
+    /// its temporary files in <paramref name="tempDirectory"/> (TMPDIR).</summary>
+    public static ChildCli Start(string workingDirectory, string tempDirectory, params string[] args) =>
+        StartProgram("dotnet", workingDirectory, tempDirectory, ["exec", Dll, .. args]);
+
+    /// <summary>Starts <paramref name="program"/> with <paramref name="args"/>, output redirected, TMPDIR set.</summary>
+    public static ChildCli StartProgram(string program, string workingDirectory, string tempDirectory, params string[] args)
     {
-        var info = new ProcessStartInfo("dotnet")
+        var info = new ProcessStartInfo(program)
         {
             WorkingDirectory = workingDirectory,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        info.ArgumentList.Add("exec");
-        info.ArgumentList.Add(Dll);
+        info.Environment["TMPDIR"] = tempDirectory;
         foreach (string a in args) info.ArgumentList.Add(a);
-        return new ChildCli(Process.Start(info) ?? throw new InvalidOperationException("dotnet did not start"));
+        return new ChildCli(Process.Start(info) ?? throw new InvalidOperationException($"{program} did not start"));
     }
 }
 
