@@ -43,7 +43,7 @@ internal static class RunCommand
             CliOptions.Conflict(parse, plot, noPlot, "give one");
             // Everything is checked before anything runs or any output file is created.
             Scenario s = f is null ? Scenario.Default : ScenarioInput.Load(f);
-            if (parse.GetValue(ticks) is int t) s = s with { Ticks = t };
+            if (parse.GetValue(ticks) is int t) s = WithTicks(s, t, f);
             if (parse.GetValue(seed) is int sd) s = s with { Seed = sd };
             s.Validate(f is null ? "built-in scenario" : Path.GetFullPath(f));
             string? plotPath = parse.GetValue(noPlot) ? null : parse.GetValue(plot) is string p ? Path.GetFullPath(p) : DefaultPlotPath(s);
@@ -84,6 +84,23 @@ internal static class RunCommand
             return results.All(r => r.AccountingOk) ? ExitCodes.Ok : ExitCodes.Failed;
         }));
         return command;
+    }
+
+    /// <summary>The scenario cut (or stretched) to <paramref name="ticks"/>. The built-in scenario loses the
+    /// injections past the new end, named in a note; a file's injections past it are an error naming the way out.</summary>
+    internal static Scenario WithTicks(Scenario s, int ticks, string? file)
+    {
+        List<InjectionSpec> past = s.Injections.Where(j => j.Tick > ticks).ToList();
+        if (past.Count == 0) return s with { Ticks = ticks };
+        if (file is not null)
+        {
+            int i = s.Injections.IndexOf(past[0]);
+            throw new UsageException($"--ticks {ticks}: injections[{i}] of {file} is at tick {past[0].Tick}, after the run's end; " +
+                                     $"give --ticks {past.Max(j => j.Tick)} or more, or remove the injection from the file");
+        }
+        Console.Error.WriteLine($"pagelab: note: --ticks {ticks} drops {past.Count} of the built-in scenario's {s.Injections.Count} injections, those past tick {ticks}: " +
+                                string.Join(", ", past.Select(j => $"tick {j.Tick} {j.Kind} into {j.Vm}'s {j.Target}")));
+        return s with { Ticks = ticks, Injections = s.Injections.Where(j => j.Tick <= ticks).ToList() };
     }
 
     internal static string DefaultPlotPath(Scenario s) =>
