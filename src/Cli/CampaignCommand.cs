@@ -11,13 +11,18 @@ namespace PageLab.Cli;
 
 internal static class CampaignCommand
 {
+    /// <summary>Most errors one campaign injects: each takes a frame of the campaign's arena (4 GiB at this count).</summary>
+    internal const int MaxInjections = 1_000_000;
+
+    private static readonly string[] Targets = ["parity-page", "disk-page", "unprotected-page", "parity-frame", "free-frame"];
+
     public static Command Create()
     {
-        var injections = new Option<int>("--injections") { Description = "Errors to inject", DefaultValueFactory = _ => 20_000 };
-        var seed = new Option<int>("--seed") { Description = "Seed of the campaign", DefaultValueFactory = _ => 1 };
-        var k = new Option<int>("--group-size") { Description = "Pages per parity group (2..32)", DefaultValueFactory = _ => 8 };
+        var injections = CliOptions.Int("--injections", "Errors to inject", 1, MaxInjections, 20_000);
+        var seed = CliOptions.Int("--seed", "Seed of the campaign", int.MinValue, int.MaxValue, 1);
+        var k = CliOptions.Int("--group-size", "Pages per parity group", 2, 32, 8);
         var gc = new Option<bool>("--gc-stress") { Description = "Run a thread that forces full GCs meanwhile" };
-        var plot = new Option<string?>("--plot") { Description = "Where to write the campaign's PNG (default: artifacts/pagelab-campaign.png)" };
+        var plot = CliOptions.File("--plot", "Where to write the campaign's PNG (default: artifacts/pagelab-campaign.png)");
         var noPlot = new Option<bool>("--no-plot") { Description = "Do not write a PNG" };
         var command = new Command("campaign", "Inject many memory errors of every kind while guest threads run; print what was recovered, contained or lost.");
         command.Options.Add(injections);
@@ -33,6 +38,13 @@ internal static class CampaignCommand
                 Injections = parse.GetValue(injections), Seed = parse.GetValue(seed), GroupSize = parse.GetValue(k), GcStress = parse.GetValue(gc),
             };
             options.Validate();
+            CliOptions.Conflict(parse, plot, noPlot, "give one");
+            string? plotPath = parse.GetValue(noPlot) ? null : Path.GetFullPath(parse.GetValue(plot) ?? Path.Combine("artifacts", "pagelab-campaign.png"));
+            if (plotPath is not null)
+            {
+                if (!CliOptions.Given(parse, plot)) Directory.CreateDirectory(Path.GetDirectoryName(plotPath)!);
+                OutputPaths.CheckWritable("--plot", plotPath);
+            }
             CampaignResult r = null!;
             AnsiConsole.Progress().Start(ctx =>
             {
@@ -54,9 +66,9 @@ internal static class CampaignCommand
             foreach ((CampaignTarget t, long n) in r.Targets.OrderBy(kv => kv.Key)) table.AddRow($"  injected into {t}", $"{n}");
             AnsiConsole.Write(table);
             foreach (string p in r.Problems) AnsiConsole.MarkupLine($"[red]{Markup.Escape(p)}[/]");
-            if (!parse.GetValue(noPlot))
+            if (plotPath is not null)
             {
-                PageLab.Report.PlotImage image = PageLab.Report.CampaignPlot.SavePng(r, parse.GetValue(plot) ?? Path.Combine("artifacts", "pagelab-campaign.png"));
+                PageLab.Report.PlotImage image = PageLab.Report.CampaignPlot.SavePng(r, plotPath);
                 AnsiConsole.MarkupLine($"Plot: {Markup.Escape(image.Path)} ({image.WidthPx}x{image.HeightPx})");
             }
             return r.Lost == 0 && r.Problems.Count == 0 && r.ReaderMismatches == 0 ? 0 : 1;
@@ -66,9 +78,9 @@ internal static class CampaignCommand
 
     public static Command CreateInject()
     {
-        var kind = new Option<ErrorKind>("--kind") { Description = "SingleBit, MultiBit, ByteRange or WholePage", DefaultValueFactory = _ => ErrorKind.MultiBit };
-        var target = new Option<string>("--target") { Description = "parity-page, disk-page, unprotected-page, parity-frame or free-frame", DefaultValueFactory = _ => "parity-page" };
-        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1, Description = "Seed of the error pattern" };
+        var kind = CliOptions.Enum("--kind", "The error pattern", ErrorKind.MultiBit);
+        var target = CliOptions.Choice("--target", "Where the error hits", Targets, "parity-page");
+        var seed = CliOptions.Int("--seed", "Seed of the error pattern", int.MinValue, int.MaxValue, 1);
         var command = new Command("inject", "Inject one memory error into a small protected VM and show how it is handled.");
         command.Options.Add(kind);
         command.Options.Add(target);
@@ -76,8 +88,6 @@ internal static class CampaignCommand
         command.SetAction(parse => Program.Guarded(() =>
         {
             string where = parse.GetValue(target)!;
-            string[] known = ["parity-page", "disk-page", "unprotected-page", "parity-frame", "free-frame"];
-            if (!known.Contains(where)) return Program.Fail($"--target must be one of {string.Join(", ", known)}, got '{where}'");
             using var arena = HostArena.Create(256, "pagelab-inject");
             using var vm = GuestVm.Create(arena, "vm", 48, 16);
             vm.RefillPool();

@@ -10,7 +10,7 @@ internal static class ConditionCommand
 {
     public static Command Create()
     {
-        var seed = new Option<int>("--seed") { Description = "Random seed of the cache's requests", DefaultValueFactory = _ => 1 };
+        var seed = CliOptions.Int("--seed", "Random seed of the cache's requests", int.MinValue, int.MaxValue, 1);
         var command = new Command("condition", "Compare an adaptive guest cache driven by the hypervisor's memory condition with one driven by guest free memory.");
         command.Options.Add(seed);
         command.SetAction(parse => Program.Guarded(() =>

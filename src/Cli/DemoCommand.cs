@@ -27,16 +27,8 @@ internal static class DemoCommand
 
     public static Command Create()
     {
-        var pages = new Option<int>("--pages")
-        {
-            Description = $"Guest pages per VM; vm-a writes all of them (1..{MaxPages})",
-            DefaultValueFactory = _ => 64,
-        };
-        var run = new Option<int>("--run")
-        {
-            Description = "Length of the run of pages moved from vm-a to vm-b (1..pages)",
-            DefaultValueFactory = _ => 16,
-        };
+        var pages = CliOptions.Int("--pages", "Guest pages per VM; vm-a writes all of them", 1, MaxPages, 64);
+        var run = CliOptions.Int("--run", "Length of the run of pages moved from vm-a to vm-b (at most --pages)", 1, MaxPages, 16);
         var command = new Command("demo", "Demand-zero faults in vm-a, then a run of pages moved, scrubbed, to vm-b.");
         command.Options.Add(pages);
         command.Options.Add(run);
@@ -54,7 +46,7 @@ internal static class DemoCommand
 
     private static int Run(int pages, int run)
     {
-        if (Validate(pages, run) is string invalid) return Program.Fail(invalid);
+        if (Validate(pages, run) is string invalid) return Program.Usage(invalid);
 
         ulong count = (ulong)pages, length = (ulong)run;
         var from = new GuestPage(count >= PreferredRunStart + length ? PreferredRunStart : 0);

@@ -1,15 +1,43 @@
 // Entry point of the `pagelab` tool: wires the subcommands into System.CommandLine and gives every
-// command the same failure convention (one line on stderr, exit code 1).
+// command the same failure convention (one or two plain lines on stderr, exit codes in ExitCodes).
 using System.CommandLine;
+using System.Globalization;
+using PageLab.Core.Scenarios;
 
 namespace PageLab.Cli;
+
+/// <summary>What `pagelab` exits with. Scripts can tell bad input (2) from a run that went wrong (1).</summary>
+internal static class ExitCodes
+{
+    public const int Ok = 0;
+    /// <summary>The command ran and something failed (a broken check, an OS error, an unwritable output).</summary>
+    public const int Failed = 1;
+    /// <summary>Bad command line or bad scenario file: nothing ran.</summary>
+    public const int Usage = 2;
+    /// <summary>128 + the signal number, as shells report a process a signal stopped.</summary>
+    public const int Sigint = 130, Sigterm = 143;
+}
+
+/// <summary>Bad input found by a command's own checks (conflicting options, unusable paths): exit code 2.</summary>
+internal sealed class UsageException(string message) : Exception(message);
 
 internal static class Program
 {
     public static int Main(string[] args)
     {
+        // Messages in one language, so the parser's errors can be rephrased (Explain) and scripts can match them.
+        CultureInfo.CurrentUICulture = CultureInfo.InvariantCulture;
         // Redirected output (CI, logs) gets a width that fits the tables instead of 80 columns.
         if (Console.IsOutputRedirected) Spectre.Console.AnsiConsole.Profile.Width = 160;
+        RootCommand root = CreateRoot();
+        ParseResult parse = root.Parse(args);
+        if (parse.Errors.Count > 0) return ParseErrors(parse);
+        // No termination handling by System.CommandLine: `run` handles SIGINT and SIGTERM itself (Interrupts).
+        return parse.Invoke(new InvocationConfiguration { ProcessTerminationTimeout = null, EnableDefaultExceptionHandler = false });
+    }
+
+    internal static RootCommand CreateRoot()
+    {
         var root = new RootCommand("PageLab: hypervisor memory management on real process memory.");
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
@@ -19,29 +47,67 @@ internal static class Program
         campaign.Subcommands.Add(ModelCommand.Create());
         root.Subcommands.Add(campaign);
         root.Subcommands.Add(CampaignCommand.CreateInject());
-        return root.Parse(args).Invoke();
+        return root;
     }
 
-    /// <summary>Runs a command body; an exception becomes its message on one stderr line and exit code 1.</summary>
+    // The parser's first error in plain words, and where to find the accepted options; exit code 2.
+    private static int ParseErrors(ParseResult parse)
+    {
+        string command = parse.CommandResult.Command is RootCommand ? "pagelab" : $"pagelab {parse.CommandResult.Command.Name}";
+        Console.Error.WriteLine($"pagelab: error: {CliOptions.Explain(CliOptions.FirstError(parse))}");
+        Console.Error.WriteLine($"pagelab: see '{command} --help'");
+        return ExitCodes.Usage;
+    }
+
+    /// <summary>Runs a command body; an exception becomes its message on one stderr line: exit code 2 for bad
+    /// input (<see cref="UsageException"/>, <see cref="ScenarioException"/>), 1 for anything else.</summary>
     internal static int Guarded(Func<int> body)
     {
         try
         {
             return body();
         }
+        catch (UsageException e)
+        {
+            return Usage(e.Message);
+        }
+        catch (ScenarioException e)
+        {
+            return Usage(e.Message);
+        }
         catch (Exception e)
         {
-            return Fail(e.Message);
+            return Fail(PlainMessage(e));
         }
     }
 
-    /// <summary>Reports a failure on one stderr line; returns the exit code 1.</summary>
+    /// <summary>Reports a failure on one stderr line; returns exit code 1.</summary>
     internal static int Fail(string message)
     {
-        // Some messages span lines (ArgumentOutOfRangeException appends "Actual value was ..."); keep one.
-        string oneLine = string.Join(' ', message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
-        Console.Error.WriteLine($"pagelab: error: {oneLine}");
-        return 1;
+        Console.Error.WriteLine($"pagelab: error: {OneLine(message)}");
+        return ExitCodes.Failed;
+    }
+
+    /// <summary>Reports bad input on one stderr line; returns exit code 2.</summary>
+    internal static int Usage(string message)
+    {
+        Console.Error.WriteLine($"pagelab: error: {OneLine(message)}");
+        return ExitCodes.Usage;
+    }
+
+    private static string OneLine(string message) =>
+        string.Join(' ', message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
+
+    /// <summary>An exception's message without what .NET appends for programmers: " (Parameter 'x')" and
+    /// "Actual value was v." of argument exceptions.</summary>
+    internal static string PlainMessage(Exception e)
+    {
+        string message = e.Message;
+        if (e is ArgumentOutOfRangeException { ActualValue: not null } range)
+            message = message.Replace($"Actual value was {range.ActualValue}.", "");
+        if (e is ArgumentException { ParamName: string name })
+            message = message.Replace($" (Parameter '{name}')", "");
+        return message.Trim();
     }
 
     /// <summary>A byte count for people: "4096 B", "12.0 MiB".</summary>

@@ -15,51 +15,92 @@ internal static class RunCommand
 
     public static Command Create()
     {
-        var file = new Argument<FileInfo?>("scenario") { Description = "Scenario JSON file (default: the built-in scenario; schema: docs/scenario-schema.md)", Arity = ArgumentArity.ZeroOrOne };
-        var ticks = new Option<int?>("--ticks") { Description = "Override the scenario's tick count" };
-        var seed = new Option<int?>("--seed") { Description = "Override the scenario's random seed (a fixed seed makes a run reproducible)" };
+        var file = CliOptions.FileArgument("scenario", "Scenario JSON file (default: the built-in scenario; schema: docs/scenario-schema.md)", "pagelab run");
+        var ticks = CliOptions.OptionalInt("--ticks", "Override the scenario's tick count", 1, int.MaxValue);
+        var seed = CliOptions.OptionalInt("--seed", "Override the scenario's random seed (a fixed seed makes a run reproducible)", int.MinValue, int.MaxValue);
         var staticPartition = new Option<bool>("--static") { Description = "Keep the initial allocations (no scheduler decisions), for comparison" };
         var compare = new Option<bool>("--compare") { Description = "Run the scenario twice, static and scheduled, and compare guest paging" };
         var print = new Option<bool>("--print-default") { Description = "Print the built-in scenario as JSON and exit" };
-        var plot = new Option<FileInfo?>("--plot") { Description = $"Write the timeline PNG here (default: {DefaultOutputDirectory}/pagelab-<scenario>.png)" };
+        var plot = CliOptions.File("--plot", $"Write the timeline PNG here (default: {DefaultOutputDirectory}/pagelab-<scenario>.png)");
         var noPlot = new Option<bool>("--no-plot") { Description = "Do not write the timeline PNG" };
-        var trace = new Option<FileInfo?>("--trace") { Description = "Write the event trace (JSON lines) here" };
+        var trace = CliOptions.File("--trace", "Write the event trace (JSON lines) here");
         var command = new Command("run", "Run a scenario: VMs, workloads, balloons and the cooperative memory scheduler.");
         command.Arguments.Add(file);
-        foreach (Option o in new Option[] { ticks, seed, staticPartition, compare, print, plot, noPlot, trace }) command.Options.Add(o);
+        Option[] options = [ticks, seed, staticPartition, compare, print, plot, noPlot, trace];
+        foreach (Option o in options) command.Options.Add(o);
         command.SetAction(parse => Program.Guarded(() =>
         {
+            string? f = parse.GetValue(file);
             if (parse.GetValue(print))
             {
+                if (f is not null) throw new UsageException($"--print-default prints the built-in scenario and runs nothing; it takes no scenario file (got {f})");
+                if (options.FirstOrDefault(o => o != print && CliOptions.Given(parse, o)) is Option other)
+                    throw new UsageException($"--print-default and {other.Name} cannot be used together: --print-default only prints the built-in scenario");
                 Console.WriteLine(Scenario.Default.ToJson());
-                return 0;
+                return ExitCodes.Ok;
             }
-            FileInfo? f = parse.GetValue(file);
+            CliOptions.Conflict(parse, staticPartition, compare, "--compare already runs the static allocations (as run 1/2)");
+            CliOptions.Conflict(parse, plot, noPlot, "give one");
             // Everything is checked before anything runs or any output file is created.
-            Scenario s = f is null ? Scenario.Default : Scenario.Load(f.FullName);
-            if (parse.GetValue(ticks) is int t)
-            {
-                if (t < 1) return Program.Fail($"--ticks must be at least 1, got {t}");
-                s = s with { Ticks = t };
-            }
+            Scenario s = f is null ? Scenario.Default : ScenarioInput.Load(f);
+            if (parse.GetValue(ticks) is int t) s = WithTicks(s, t, f);
             if (parse.GetValue(seed) is int sd) s = s with { Seed = sd };
-            if (parse.GetValue(noPlot) && parse.GetValue(plot) is FileInfo p0)
-                return Program.Fail($"--plot {p0.Name} and --no-plot contradict each other");
-            s.Validate(f?.FullName ?? "built-in scenario");
-            string? plotPath = parse.GetValue(noPlot) ? null : parse.GetValue(plot)?.FullName ?? DefaultPlotPath(s);
-            string? tracePath = parse.GetValue(trace)?.FullName;
-            if (parse.GetValue(compare))
+            s.Validate(f is null ? "built-in scenario" : Path.GetFullPath(f));
+            string? plotPath = parse.GetValue(noPlot) ? null : parse.GetValue(plot) is string p ? Path.GetFullPath(p) : DefaultPlotPath(s);
+            string? tracePath = parse.GetValue(trace) is string tr ? Path.GetFullPath(tr) : null;
+            bool twice = parse.GetValue(compare);
+            string[] runs = twice ? ["static", "scheduled"] : [""];
+            foreach (string suffix in runs)
             {
-                Summary fixedRun = RunOne(s with { Adaptive = false }, live: false, "run 1/2 (static)", Suffixed(plotPath, "static"), Suffixed(tracePath, "static"));
-                Summary scheduled = RunOne(s with { Adaptive = true }, live: false, "run 2/2 (scheduled)", Suffixed(plotPath, "scheduled"), Suffixed(tracePath, "scheduled"));
-                ShowComparison(fixedRun, scheduled);
-                return fixedRun.AccountingOk && scheduled.AccountingOk ? 0 : 1;
+                string? plotFile = Suffixed(plotPath, suffix), traceFile = Suffixed(tracePath, suffix);
+                OutputPaths.CheckDistinct(("--plot", plotFile), ("--trace", traceFile));
+                if (plotFile is not null)
+                {
+                    if (!CliOptions.Given(parse, plot)) Directory.CreateDirectory(Path.GetDirectoryName(plotFile)!);
+                    OutputPaths.CheckWritable("--plot", plotFile);
+                }
+                if (traceFile is not null) OutputPaths.CheckWritable("--trace", traceFile);
             }
-            Summary result = RunOne(s with { Adaptive = !parse.GetValue(staticPartition) && s.Adaptive }, live: !Console.IsOutputRedirected,
-                label: null, plotPath, tracePath);
-            return result.AccountingOk ? 0 : 1;
+            using var interrupts = new Interrupts();
+            var results = new List<Summary>();
+            if (twice)
+            {
+                results.Add(RunOne(s with { Adaptive = false }, live: false, "run 1/2 (static)", Suffixed(plotPath, "static"), Suffixed(tracePath, "static"), interrupts));
+                if (!interrupts.Requested)
+                    results.Add(RunOne(s with { Adaptive = true }, live: false, "run 2/2 (scheduled)", Suffixed(plotPath, "scheduled"), Suffixed(tracePath, "scheduled"), interrupts));
+                if (results.Count == 2 && results.All(r => r.InterruptedBy is null)) ShowComparison(results[0], results[1]);
+            }
+            else
+            {
+                results.Add(RunOne(s with { Adaptive = !parse.GetValue(staticPartition) && s.Adaptive }, live: !Console.IsOutputRedirected,
+                    label: null, plotPath, tracePath, interrupts));
+            }
+            if (results.FirstOrDefault(r => r.InterruptedBy is not null) is Summary cut)
+            {
+                Console.Error.WriteLine($"pagelab: interrupted at tick {cut.Last.Tick} of {cut.Scenario.Ticks} ({cut.InterruptedBy})" +
+                                        (twice && results.Count == 1 ? "; the scheduled run did not start" : ""));
+                return interrupts.ExitCode;
+            }
+            return results.All(r => r.AccountingOk) ? ExitCodes.Ok : ExitCodes.Failed;
         }));
         return command;
+    }
+
+    /// <summary>The scenario cut (or stretched) to <paramref name="ticks"/>. The built-in scenario loses the
+    /// injections past the new end, named in a note; a file's injections past it are an error naming the way out.</summary>
+    internal static Scenario WithTicks(Scenario s, int ticks, string? file)
+    {
+        List<InjectionSpec> past = s.Injections.Where(j => j.Tick > ticks).ToList();
+        if (past.Count == 0) return s with { Ticks = ticks };
+        if (file is not null)
+        {
+            int i = s.Injections.IndexOf(past[0]);
+            throw new UsageException($"--ticks {ticks}: injections[{i}] of {file} is at tick {past[0].Tick}, after the run's end; " +
+                                     $"give --ticks {past.Max(j => j.Tick)} or more, or remove the injection from the file");
+        }
+        Console.Error.WriteLine($"pagelab: note: --ticks {ticks} drops {past.Count} of the built-in scenario's {s.Injections.Count} injections, those past tick {ticks}: " +
+                                string.Join(", ", past.Select(j => $"tick {j.Tick} {j.Kind} into {j.Vm}'s {j.Target}")));
+        return s with { Ticks = ticks, Injections = s.Injections.Where(j => j.Tick <= ticks).ToList() };
     }
 
     internal static string DefaultPlotPath(Scenario s) =>
@@ -71,58 +112,109 @@ internal static class RunCommand
         return new string(name.Select(c => bad.Contains(c) || char.IsWhiteSpace(c) ? '-' : c).ToArray());
     }
 
-    // "out/plot.png" + "static" -> "out/plot-static.png"
+    // "out/plot.png" + "static" -> "out/plot-static.png"; no suffix: the path itself.
     private static string? Suffixed(string? path, string suffix) =>
-        path is null ? null : Path.Combine(Path.GetDirectoryName(path) ?? "", $"{Path.GetFileNameWithoutExtension(path)}-{suffix}{Path.GetExtension(path)}");
+        path is null || suffix.Length == 0 ? path : Path.Combine(Path.GetDirectoryName(path) ?? "", $"{Path.GetFileNameWithoutExtension(path)}-{suffix}{Path.GetExtension(path)}");
 
-    private sealed record Summary(Scenario Scenario, TickSnapshot Last, TimeSpan Elapsed, bool AccountingOk);
+    /// <summary>What one run did. <paramref name="InterruptedBy"/> names the signal that stopped it early.</summary>
+    private sealed record Summary(Scenario Scenario, TickSnapshot Last, TimeSpan Elapsed, bool AccountingOk, string? InterruptedBy);
 
-    private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath)
+    private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath, Interrupts interrupts)
     {
         AnsiConsole.MarkupLine($"{(label is null ? "" : $"{Markup.Escape(label)}: ")}[bold]{Markup.Escape(s.Name)}[/]: {s.Vms.Count} VMs, " +
                                $"host {s.HostPages} pages, {s.Ticks} ticks, {(s.Adaptive ? "scheduler on" : "static allocations")}, seed {s.Seed}");
         var clock = Stopwatch.StartNew();
-        using var runner = new ScenarioRunner(s);
-        RunTimeline timeline = RunTimeline.Attach(runner);
-        using RunTraceWriter? trace = tracePath is null ? null : new RunTraceWriter(runner, tracePath);
-        runner.Boot();
-        TickSnapshot last = new(0, runner.Snapshot(), runner.Arena.Counts.Free, 0, new(new Dictionary<string, int>(), new Dictionary<string, int>(), 0, 0));
+        // The guests' swap files go to a directory of this run, removed at the end however the run ends.
+        string swapDirectory = Path.Combine(Path.GetTempPath(), $"pagelab-run-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(swapDirectory);
+        using IDisposable removeSwap = interrupts.AtExitNow(() => RemoveDirectory(swapDirectory));
+        try
+        {
+            using var runner = new ScenarioRunner(s, swapDirectory);
+            RunTimeline timeline = RunTimeline.Attach(runner);
+            RunTraceWriter? trace = tracePath is null ? null : new RunTraceWriter(runner, tracePath);
+            string? interruptedBy = null;
+            TickSnapshot last;
+            using (IDisposable? cutTrace = trace is null ? null : interrupts.AtExitNow(trace.Abandon))
+            {
+                try
+                {
+                    runner.Boot();
+                    last = new(0, runner.Snapshot(), runner.Arena.Counts.Free, 0, new(new Dictionary<string, int>(), new Dictionary<string, int>(), 0, 0));
+                    last = Ticks(runner, s, live, last, () => interrupts.Requested || trace?.Error is not null);
+                    if (interrupts.Requested && runner.Tick < s.Ticks)
+                    {
+                        interruptedBy = interrupts.Signal!;
+                        runner.Interrupt(interruptedBy);
+                    }
+                }
+                finally
+                {
+                    trace?.Dispose(); // the trace is complete (end or interrupted) before anything else is written
+                }
+            }
+            if (trace?.Error is string error) throw new IOException($"--trace {trace.Path}: cannot be written ({error})");
+            List<string> problems = runner.CheckAccounting();
+            clock.Stop();
+            AnsiConsole.MarkupLine($"{last.TransferredFrames} frames moved between VMs by ballooning; {clock.Elapsed.TotalSeconds:0.0} s.");
+            if (problems.Count == 0) AnsiConsole.MarkupLine("[green]Frame accounting: every frame is free or owned by exactly one guest page or pool.[/]");
+            else foreach (string p in problems) AnsiConsole.MarkupLine($"[red]Frame accounting: {Markup.Escape(p)}[/]");
+            AnsiConsole.Write(SummaryTable(timeline));
+            if (plotPath is not null)
+            {
+                // A second signal while the PNG is written removes the partial file rather than leave a broken image.
+                using IDisposable removePartial = interrupts.AtExitNow(() => File.Delete(plotPath));
+                PlotImage image = TimelinePlot.SavePng(timeline, plotPath);
+                AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(image.Path)}[/] ({image.WidthPx}x{image.HeightPx} px)");
+                if (!image.HasText) AnsiConsole.MarkupLine("[yellow]plot: no font found, so the plot has no labels (Debian/Ubuntu: sudo apt-get install fonts-dejavu-core)[/]");
+            }
+            if (trace is not null) AnsiConsole.MarkupLine($"trace: [bold]{Markup.Escape(trace.Path)}[/] ({trace.EventsWritten} events)");
+            return new Summary(s, last, clock.Elapsed, problems.Count == 0, interruptedBy);
+        }
+        finally
+        {
+            RemoveDirectory(swapDirectory);
+        }
+    }
+
+    // Removes a directory of this run's temporary files; the run's end and a second signal may race to it.
+    private static void RemoveDirectory(string path)
+    {
+        try
+        {
+            Directory.Delete(path, recursive: true);
+        }
+        catch (DirectoryNotFoundException)
+        {
+            // Already removed by the other of the two.
+        }
+    }
+
+    // Advances the run to its last tick, or until stop() says to end it at a tick boundary, showing progress.
+    private static TickSnapshot Ticks(ScenarioRunner runner, Scenario s, bool live, TickSnapshot last, Func<bool> stop)
+    {
         var progress = new RunProgress(s.Ticks);
         int every = Math.Max(1, s.Ticks / 20);
         if (live)
         {
             AnsiConsole.Live(Table(last, s, progress.Caption(0))).Start(ctx =>
             {
-                while (runner.Tick < s.Ticks)
+                while (runner.Tick < s.Ticks && !stop())
                 {
                     last = runner.Advance();
                     if (last.Tick % every == 0 || last.Tick == s.Ticks) ctx.UpdateTarget(Table(last, s, progress.Caption(last.Tick)));
                 }
+                ctx.UpdateTarget(Table(last, s, progress.Caption(last.Tick)));
             });
+            return last;
         }
-        else
+        while (runner.Tick < s.Ticks && !stop())
         {
-            while (runner.Tick < s.Ticks)
-            {
-                last = runner.Advance();
-                if (progress.Due(last.Tick)) Console.WriteLine($"  {progress.Caption(last.Tick)}");
-            }
-            AnsiConsole.Write(Table(last, s, progress.Caption(last.Tick)));
+            last = runner.Advance();
+            if (progress.Due(last.Tick)) Console.WriteLine($"  {progress.Caption(last.Tick)}");
         }
-        List<string> problems = runner.CheckAccounting();
-        clock.Stop();
-        AnsiConsole.MarkupLine($"{last.TransferredFrames} frames moved between VMs by ballooning; {clock.Elapsed.TotalSeconds:0.0} s.");
-        if (problems.Count == 0) AnsiConsole.MarkupLine("[green]Frame accounting: every frame is free or owned by exactly one guest page or pool.[/]");
-        else foreach (string p in problems) AnsiConsole.MarkupLine($"[red]Frame accounting: {Markup.Escape(p)}[/]");
-        AnsiConsole.Write(SummaryTable(timeline));
-        if (plotPath is not null)
-        {
-            PlotImage image = TimelinePlot.SavePng(timeline, plotPath);
-            AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(image.Path)}[/] ({image.WidthPx}x{image.HeightPx} px)");
-            if (!image.HasText) AnsiConsole.MarkupLine("[yellow]plot: no font found, so the plot has no labels (Debian/Ubuntu: sudo apt-get install fonts-dejavu-core)[/]");
-        }
-        if (trace is not null) AnsiConsole.MarkupLine($"trace: [bold]{Markup.Escape(trace.Path)}[/] ({trace.EventsWritten} events)");
-        return new Summary(s, last, clock.Elapsed, problems.Count == 0);
+        AnsiConsole.Write(Table(last, s, progress.Caption(last.Tick)));
+        return last;
     }
 
     private static Table Table(TickSnapshot t, Scenario s, string progress)

@@ -14,7 +14,7 @@ public class ScenarioFileTests
         (string file, ScenarioException e) = Refused("{\n  \"hostPages\": 100,\n  \"vms\": [ \n}");
         Assert.Equal("$", e.Key);
         Assert.StartsWith($"{file}: $: ", e.Message);
-        Assert.Contains("LineNumber: 3", e.Message);
+        Assert.Contains("line 4, column 1: ", e.Message);
     }
 
     [Fact]
@@ -135,7 +135,7 @@ public class ScenarioFileTests
             Console.SetOut(oldOut);
         }
 
-        Assert.Equal(1, exit);
+        Assert.Equal(2, exit);
         Assert.Equal($"pagelab: error: {file}: vms[0].minPages: min 300 > max 200", stderr.ToString().Trim());
         Assert.False(File.Exists(plot), "a plot was written for a refused scenario");
         Assert.False(File.Exists(trace), "a trace was written for a refused scenario");

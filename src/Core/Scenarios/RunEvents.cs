@@ -31,6 +31,9 @@ public enum RunEventKind
     Recovery,
     /// <summary>Last event: the run reached its last tick.</summary>
     End,
+    /// <summary>Last event of a run stopped early, at a tick boundary (e.g. by Ctrl-C): <c>frames</c> moved
+    /// between VMs so far; <c>detail</c> says why (e.g. "SIGINT").</summary>
+    Interrupted,
 }
 
 /// <summary>One thing that happened at a tick. Which fields are set depends on <see cref="Kind"/>;

@@ -107,7 +107,7 @@ public sealed record Scenario
         catch (JsonException e)
         {
             string key = e.Path is null or "$" ? "$" : e.Path.StartsWith("$.") ? e.Path[2..] : e.Path;
-            throw new ScenarioException(path, key, e.Message);
+            throw new ScenarioException(path, key, ScenarioFileCheck.Describe(e, text));
         }
         s.Validate(path);
         return s;

@@ -1,12 +1,32 @@
 // The structural check of a scenario file, before it is deserialized: every key must be one the scenario
-// records know, and every value of the type they expect; the error names the file, key and value.
+// records know, given once, of the type they expect, and required keys present; errors name file, key, value.
 using System.Reflection;
+using System.Text;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 
 namespace PageLab.Core.Scenarios;
 
-internal static class ScenarioFileCheck
+internal static partial class ScenarioFileCheck
 {
+    // Keys a file must give (no default makes sense), with what they accept, per scenario record.
+    private static readonly Dictionary<Type, (string Key, string Accepts)[]> Required = new()
+    {
+        [typeof(Scenario)] =
+        [
+            ("hostPages", $"host pages the scheduler shares out, 1 to {Scenario.MaxHostPages}"),
+            ("vms", $"a list of 1 to {Scenario.MaxVms} VMs"),
+        ],
+        [typeof(VmSpec)] =
+        [
+            ("name", "a unique name"),
+            ("pages", $"guest pages, {Scenario.MinVmPages} to {Scenario.MaxVmPages}"),
+            ("workload", "an object with at least pages"),
+        ],
+        [typeof(WorkloadSpec)] = [("pages", "1 to the VM's pages - 1")],
+        [typeof(InjectionSpec)] = [("tick", "1 to ticks"), ("vm", "a VM's name")],
+    };
+
     private static readonly JsonDocumentOptions Options = new()
     {
         CommentHandling = JsonCommentHandling.Skip,
@@ -49,15 +69,39 @@ internal static class ScenarioFileCheck
         else if (value.ValueKind == JsonValueKind.Object)
         {
             Dictionary<string, PropertyInfo> known = Keys(type);
+            var seen = new HashSet<string>();
             foreach (JsonProperty p in value.EnumerateObject())
             {
                 string at = key == "$" ? p.Name : $"{key}.{p.Name}";
                 if (!known.TryGetValue(p.Name, out PropertyInfo? prop))
                     throw new ScenarioException(file, at, $"unknown key '{p.Name}' (known here: {string.Join(", ", known.Keys)})");
+                // The parser would keep the last value silently; a key given twice is a mistake in one of them.
+                if (!seen.Add(p.Name)) throw new ScenarioException(file, at, $"the key '{p.Name}' is given twice in one object; keep one");
                 CheckValue(file, at, p.Value, prop.PropertyType);
             }
+            foreach ((string name, string accepts) in Required.GetValueOrDefault(type, []))
+                if (!seen.Contains(name))
+                    throw new ScenarioException(file, key == "$" ? name : $"{key}.{name}", $"required, but missing ({accepts})");
         }
     }
+
+    /// <summary>A JSON error in plain words: "line 4, column 1: '}' is an invalid start of a value." with the
+    /// line and column 1-based (the parser counts from 0, and the column in bytes of UTF-8).</summary>
+    internal static string Describe(JsonException e, string json)
+    {
+        string why = ParserPosition().Replace(e.Message, "").Trim();
+        if (why.Contains("could not be converted to", StringComparison.Ordinal)) why = "has the wrong type";
+        if (e.LineNumber is not long line || e.BytePositionInLine is not long bytes) return why;
+        string[] lines = json.Split('\n');
+        string text = line < lines.Length ? lines[line] : "";
+        byte[] utf8 = Encoding.UTF8.GetBytes(text);
+        int column = Encoding.UTF8.GetString(utf8, 0, (int)Math.Min(bytes, utf8.Length)).Length + 1;
+        return $"line {line + 1}, column {column}: {why}";
+    }
+
+    // What System.Text.Json appends to its messages: " Path: $.x | LineNumber: 3 | BytePositionInLine: 0."
+    [GeneratedRegex(@"\s*(Path: \S* \| )?LineNumber: \d+ \| BytePositionInLine: \d+\.?\s*$")]
+    private static partial Regex ParserPosition();
 
     // The JSON keys of a scenario record: its settable public properties, camelCase, as the serializer maps them.
     private static Dictionary<string, PropertyInfo> Keys(Type type) =>

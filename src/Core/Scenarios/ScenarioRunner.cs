@@ -146,6 +146,14 @@ public sealed class ScenarioRunner : IDisposable
         return snapshot;
     }
 
+    /// <summary>Ends the run before its last tick, between two ticks: raises its last event,
+    /// <see cref="RunEventKind.Interrupted"/>, at the current tick with <paramref name="why"/> as detail.</summary>
+    public void Interrupt(string why)
+    {
+        if (_tick >= Scenario.Ticks) throw new InvalidOperationException($"the run already ended at tick {_tick}");
+        Raise(new RunEvent { Tick = _tick, Kind = RunEventKind.Interrupted, Frames = Scheduler.TransferredFrames, Detail = why });
+    }
+
     // One scheduler step, then its events in causal order: balloons inflate, frames move, balloons deflate.
     private StepReport StepAndReport()
     {

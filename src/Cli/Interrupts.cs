@@ -1,0 +1,95 @@
+// Ctrl-C (SIGINT) and SIGTERM while a command runs: the first asks it to stop at the next tick boundary
+// and finish its outputs; a second exits at once, after quick last actions (trace cut at a whole line).
+using System.Runtime.InteropServices;
+
+namespace PageLab.Cli;
+
+internal sealed class Interrupts : IDisposable
+{
+    private readonly PosixSignalRegistration[] _registrations;
+    private readonly List<Action> _lastActions = new();
+    private int _signals;
+    private volatile string? _signal;
+    private int _exitCode;
+
+    /// <summary>Takes over SIGINT and SIGTERM until disposed (the runtime's default is to exit at once).</summary>
+    public Interrupts()
+    {
+        _registrations = [PosixSignalRegistration.Create(PosixSignal.SIGINT, Handle), PosixSignalRegistration.Create(PosixSignal.SIGTERM, Handle)];
+    }
+
+    /// <summary>True once a signal asked the command to stop.</summary>
+    public bool Requested => _signal is not null;
+
+    /// <summary>The first signal's name ("SIGINT", "SIGTERM"), null before any.</summary>
+    public string? Signal => _signal;
+
+    /// <summary>128 + the first signal's number: 130 for SIGINT, 143 for SIGTERM.</summary>
+    public int ExitCode => Volatile.Read(ref _exitCode);
+
+    /// <summary>Registers <paramref name="action"/> to run if a second signal makes the process exit at once
+    /// (quick, on the signal's thread); disposing the result unregisters it.</summary>
+    public IDisposable AtExitNow(Action action)
+    {
+        lock (_lastActions) _lastActions.Add(action);
+        return new Unregister(this, action);
+    }
+
+    private void Handle(PosixSignalContext context)
+    {
+        context.Cancel = true; // the command decides when to exit
+        (string name, int code) = context.Signal == PosixSignal.SIGTERM ? ("SIGTERM", ExitCodes.Sigterm) : ("SIGINT", ExitCodes.Sigint);
+        if (Interlocked.Increment(ref _signals) == 1)
+        {
+            Volatile.Write(ref _exitCode, code);
+            _signal = name;
+            Console.Error.WriteLine($"pagelab: {name}: stopping after this tick (send it again to exit at once)");
+            return;
+        }
+        Console.Error.WriteLine($"pagelab: {name} again: exiting at once");
+        Action[] actions;
+        lock (_lastActions) actions = _lastActions.ToArray();
+        foreach (Action a in actions.Reverse())
+        {
+            try
+            {
+                a();
+            }
+            catch (Exception e)
+            {
+                // On the way out every action gets its turn; one failing must not keep the others from running.
+                Console.Error.WriteLine($"pagelab: while exiting: {Program.PlainMessage(e)}");
+            }
+        }
+        ShowCursor();
+        Environment.Exit(code);
+    }
+
+    /// <summary>Shows the terminal's cursor again (a live table hides it); nothing when output is redirected.</summary>
+    internal static void ShowCursor()
+    {
+        if (Console.IsOutputRedirected) return;
+        try
+        {
+            Console.Out.Write("\u001b[?25h\n");
+            Console.Out.Flush();
+        }
+        catch (IOException)
+        {
+            // The terminal is gone (hung up): there is no cursor left to show.
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (PosixSignalRegistration r in _registrations) r.Dispose();
+    }
+
+    private sealed class Unregister(Interrupts owner, Action action) : IDisposable
+    {
+        public void Dispose()
+        {
+            lock (owner._lastActions) owner._lastActions.Remove(action);
+        }
+    }
+}

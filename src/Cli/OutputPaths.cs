@@ -1,0 +1,47 @@
+// Output files (--plot, --trace, --json) are checked before a run starts: the directory must exist and the
+// file must be creatable or writable, so a typo costs nothing instead of the whole run.
+namespace PageLab.Cli;
+
+internal static class OutputPaths
+{
+    /// <summary>Throws <see cref="UsageException"/> naming <paramref name="option"/> and <paramref name="path"/>
+    /// when the file cannot be written: a directory, a missing directory, no permission. Leaves no file
+    /// behind (an existing file is opened for writing without being changed; a new one is created and removed).</summary>
+    public static void CheckWritable(string option, string path)
+    {
+        string full = Path.GetFullPath(path);
+        if (Directory.Exists(full)) throw new UsageException($"{option} {path}: is a directory; give a file name in it");
+        string dir = Path.GetDirectoryName(full) ?? "/";
+        if (File.Exists(dir)) throw new UsageException($"{option} {path}: {dir} is a file, not a directory");
+        if (!Directory.Exists(dir)) throw new UsageException($"{option} {path}: the directory {dir} does not exist");
+        try
+        {
+            if (File.Exists(full))
+                using (new FileStream(full, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1)) { }
+            else
+                using (new FileStream(full, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.DeleteOnClose)) { }
+        }
+        catch (UnauthorizedAccessException)
+        {
+            throw new UsageException($"{option} {path}: not writable (permission denied)");
+        }
+        catch (IOException e)
+        {
+            throw new UsageException($"{option} {path}: not writable ({Reason(e, full)})");
+        }
+    }
+
+    /// <summary>Refuses two outputs that name the same file (one would overwrite the other).</summary>
+    public static void CheckDistinct(params (string Option, string? Path)[] outputs)
+    {
+        var given = outputs.Where(o => o.Path is not null && o.Path != "-").ToList();
+        for (int i = 0; i < given.Count; i++)
+            for (int j = i + 1; j < given.Count; j++)
+                if (Path.GetFullPath(given[i].Path!) == Path.GetFullPath(given[j].Path!))
+                    throw new UsageException($"{given[i].Option} and {given[j].Option} name the same file ({given[i].Path}); give each its own");
+    }
+
+    /// <summary>An IOException's text without the " : 'path'" .NET appends (the path is already named).</summary>
+    internal static string Reason(IOException e, string path) =>
+        e.Message.Replace($" : '{path}'", "").Replace($"'{path}'", "the file").Trim().TrimEnd('.');
+}
