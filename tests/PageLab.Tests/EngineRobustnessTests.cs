@@ -195,11 +195,12 @@ public class EngineRobustnessTests
         using var gc = new GcStress();
         for (int round = 0; round < 40; round++)
         {
-            using var t = new TestArena(1024);
+            using var t = new TestArena(4096);
             GuestVm vm = Filled(t, $"gone{round}", 32);
             var engine = new RecoveryEngine(vm, new ProtectionPolicy { GroupSize = 4 });
             engine.Protect(Range(0, 16), PageCategory.ReadMostly);
             var unexpected = new List<Exception>();
+            int injections = 0; // each retires a frame for good: bounded, so a slow host cannot run the arena dry
             var callers = Enumerable.Range(0, 2).Select(c => new Thread(() =>
             {
                 var rng = new Random(c + round * 7);
@@ -215,7 +216,10 @@ public class EngineRobustnessTests
                             case 2: vm.Sample([g]); break;
                             case 3: engine.Reprotect(coldOnly: false); break;
                             case 4: engine.Scrub(); break;
-                            case 5: if (FaultInjector.IntoPage(vm, g, 0, [1], onlyIfProtected: true) is HostFrame f) engine.Report(f); break;
+                            case 5:
+                                if (Interlocked.Increment(ref injections) < 1000 &&
+                                    FaultInjector.IntoPage(vm, g, 0, [1], onlyIfProtected: true) is HostFrame f) engine.Report(f);
+                                break;
                         }
                     }
                 }

@@ -4,7 +4,7 @@
  * Swapped pages come back the same way on their next touch. Callers hold the region lock. */
 #include "pagelab.h"
 
-/* Evicts one BACKED page of r other than `except` (a clock over the VM's pages) to the host swap file,
+/* Evicts one BACKED (or SAMPLED) page of r other than `except` (a clock over the VM's pages) to the host swap file,
  * at page * page_size. The page becomes a hole first, so once that call returns no CPU can still write
  * the frame through the guest view and the copy written is final. The frame stays the VM's. */
 static int evict(struct pl_region *r, uint64_t except, uint32_t *out)
@@ -13,13 +13,14 @@ static int evict(struct pl_region *r, uint64_t except, uint32_t *out)
     for (uint64_t tries = 0; tries < r->pages; tries++) {
         uint64_t v = r->clock_hand;
         r->clock_hand = (v + 1) % r->pages;
-        if (v == except || st_of(r, v) != PL_BACKED) continue;
+        uint32_t st = st_of(r, v);
+        if (v == except || (st != PL_BACKED && st != PL_SAMPLED)) continue; /* never a protected or poisoned page */
         uint32_t f = fr_of(r, v);
         if (change_pages(r, v, 1, PL_SWAPPED, NULL, PL_KEEP_FRAME, 1) != 0) continue;
         set_page(r, v, PL_NO_FRAME, PL_SWAPPED);
         if (os_write_file(r->swap, frame_bytes(r->arena, f), page_size, (int64_t)(v * page_size)) != 0) {
             /* The swap file refused (disk full): the page keeps its frame and content. */
-            if (change_pages(r, v, 1, PL_BACKED, NULL, f, 1) == 0) set_page(r, v, f, PL_BACKED);
+            if (change_pages(r, v, 1, st, NULL, f, 1) == 0) set_page(r, v, f, st);
             else say("host swap failed and the page could not be mapped back", (uint64_t)r->owner, v);
             atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
             return PL_ENOFRAME;
