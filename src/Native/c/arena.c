@@ -82,7 +82,6 @@ PL_EXPORT int pl_arena_create(intptr_t os, void *view, uint64_t frames, struct p
     a->owner = (_Atomic int32_t *)(a->free_bits + words);
     a->fstate = (_Atomic uint8_t *)(a->owner + frames);
     a->tables_bytes = bytes;
-    atomic_flag_clear(&a->lock);
     for (uint64_t f = 0; f < frames; f++) a->free_bits[f / 64] |= 1ull << (f % 64); /* fstate 0 = FREE */
     a->counts[PL_F_FREE] = (int64_t)frames;
     *out = a;

@@ -13,14 +13,15 @@ size_t page_size;
 
 /* ---- small helpers (all async-signal-safe) ---- */
 
-void pl_lock(atomic_flag *l)
+void pl_lock(struct pl_spin *l)
 {
+    uint32_t ticket = atomic_fetch_add_explicit(&l->next, 1, memory_order_relaxed);
     unsigned spins = 0;
-    while (atomic_flag_test_and_set_explicit(l, memory_order_acquire))
+    while (atomic_load_explicit(&l->serving, memory_order_acquire) != ticket)
         if (++spins % 64 == 0) os_yield();
 }
 
-void pl_unlock(atomic_flag *l) { atomic_flag_clear_explicit(l, memory_order_release); }
+void pl_unlock(struct pl_spin *l) { atomic_fetch_add_explicit(&l->serving, 1, memory_order_release); }
 
 void say(const char *what, uint64_t region, uint64_t page)
 {
@@ -236,7 +237,6 @@ PL_EXPORT int pl_region_create(struct pl_arena *arena, int32_t owner, uint64_t p
     r->pool_capacity = pool_capacity;
     r->maps = 1;
     r->tables_bytes = tables;
-    atomic_flag_clear(&r->lock);
     for (uint64_t i = 0; i < pages; i++) {
         atomic_store_explicit(&r->p2m[i], PL_NO_FRAME, memory_order_relaxed);
         r->group_of[i] = PL_NO_GROUP;
