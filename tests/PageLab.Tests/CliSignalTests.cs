@@ -1,8 +1,9 @@
 // The real `pagelab run` as a child process, stopped with `kill`: SIGINT and SIGTERM end it at a tick
-// boundary with a trace of whole JSON lines ending in `interrupted`, a plot, no temporary files, exit
-// 130 / 143; a second SIGINT exits at once and still leaves only whole lines.
+// boundary with a trace of whole JSON lines ending in `interrupted`, a plot, a summary, no temporary
+// files, exit 130 / 143; a second SIGINT exits at once and still leaves only whole lines.
 using System.Diagnostics;
 using System.Text.Json;
+using PageLab.Core.Scenarios;
 
 namespace PageLab.Tests;
 
@@ -18,7 +19,8 @@ public class CliSignalTests
         if (!OperatingSystem.IsLinux()) Assert.Skip("signals are sent with the kill command (Linux)");
         using var dir = new TempDir();
         (string trace, string plot, string tmp) = Outputs(dir);
-        using ChildCli child = CliHarness.Start(dir.Path, tmp, "run", "--ticks", "1000000", "--trace", trace, "--plot", plot);
+        string json = Path.Combine(dir.Path, "summary.json");
+        using ChildCli child = CliHarness.Start(dir.Path, tmp, "run", "--ticks", "1000000", "--trace", trace, "--plot", plot, "--json", json);
         Assert.True(child.WaitUntil(() => TraceReaches(trace, 20), Patience), $"the run did not reach tick 20; stderr: {child.Err}");
 
         child.Signal(signal);
@@ -38,6 +40,9 @@ public class CliSignalTests
         AssertPng(plot);
         Assert.Contains($"plot: {plot}", child.Out);
         Assert.Empty(PageLabFiles(tmp));
+        RunSummary summary = RunSummary.FromJson(File.ReadAllText(json));
+        Assert.Equal((name, tick, 1_000_000), (summary.Interrupted, summary.TicksRun, summary.Ticks));
+        Assert.Equal(last.GetProperty("frames").GetInt64(), summary.Host.FramesMovedBetweenVms);
     }
 
     [Fact]
