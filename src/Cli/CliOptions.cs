@@ -89,13 +89,14 @@ internal static partial class CliOptions
         return o;
     }
 
-    /// <summary>An optional file argument; a word starting with '-' is an option this command does not know.</summary>
-    public static Argument<string?> FileArgument(string name, string description, string command)
+    /// <summary>A file argument (optional unless <paramref name="required"/>); a word starting with '-' is an
+    /// option this command does not know.</summary>
+    public static Argument<string?> FileArgument(string name, string description, string command, bool required = false)
     {
         return new Argument<string?>(name)
         {
             Description = description,
-            Arity = ArgumentArity.ZeroOrOne,
+            Arity = required ? ArgumentArity.ExactlyOne : ArgumentArity.ZeroOrOne,
             CustomParser = r =>
             {
                 if (r.Tokens.Count == 0) return null;
@@ -141,6 +142,8 @@ internal static partial class CliOptions
                 return $"'{word}' is not a pagelab command (commands: {string.Join(", ", command.Subcommands.Select(c => c.Name))})";
             return $"'{word}' is not an option or argument of pagelab {command.Name}";
         }
+        if (MissingArgument().IsMatch(m) && ParentCommand(error.SymbolResult) is Command needs and not RootCommand)
+            return $"pagelab {needs.Name} needs its {string.Join(" and ", needs.Arguments.Select(a => $"<{a.Name}>"))} argument";
         if (NoCommand().IsMatch(m) && error.SymbolResult is CommandResult { Command: var c })
             return $"a command is required: one of {string.Join(", ", c.Subcommands.Select(s => s.Name))}";
         if (SingleValue().Match(m) is { Success: true } twice) return $"{twice.Groups[1].Value} is given more than once; give it once";
@@ -180,6 +183,9 @@ internal static partial class CliOptions
 
     [GeneratedRegex(@"^Required argument missing for option: '(.+)'\.$")]
     private static partial Regex MissingValue();
+
+    [GeneratedRegex(@"^Required argument missing for command: '(.+)'\.$")]
+    private static partial Regex MissingArgument();
 
     [GeneratedRegex(@"^Unrecognized command or argument '(.*)'\.$")]
     private static partial Regex Unrecognized();

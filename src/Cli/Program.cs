@@ -42,6 +42,7 @@ internal static class Program
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(RunCommand.Create());
+        root.Subcommands.Add(ValidateCommand.Create());
         root.Subcommands.Add(ConditionCommand.Create());
         Command campaign = CampaignCommand.Create();
         campaign.Subcommands.Add(ModelCommand.Create());

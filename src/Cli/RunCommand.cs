@@ -24,9 +24,10 @@ internal static class RunCommand
         var plot = CliOptions.File("--plot", $"Write the timeline PNG here (default: {DefaultOutputDirectory}/pagelab-<scenario>.png)");
         var noPlot = new Option<bool>("--no-plot") { Description = "Do not write the timeline PNG" };
         var trace = CliOptions.File("--trace", "Write the event trace (JSON lines) here");
+        var json = CliOptions.File("--json", "Write the run's summary as one JSON object here, '-' for stdout (fields: docs/run-summary.md)");
         var command = new Command("run", "Run a scenario: VMs, workloads, balloons and the cooperative memory scheduler.");
         command.Arguments.Add(file);
-        Option[] options = [ticks, seed, staticPartition, compare, print, plot, noPlot, trace];
+        Option[] options = [ticks, seed, staticPartition, compare, print, plot, noPlot, trace, json];
         foreach (Option o in options) command.Options.Add(o);
         command.SetAction(parse => Program.Guarded(() =>
         {
@@ -48,32 +49,42 @@ internal static class RunCommand
             s.Validate(f is null ? "built-in scenario" : Path.GetFullPath(f));
             string? plotPath = parse.GetValue(noPlot) ? null : parse.GetValue(plot) is string p ? Path.GetFullPath(p) : DefaultPlotPath(s);
             string? tracePath = parse.GetValue(trace) is string tr ? Path.GetFullPath(tr) : null;
+            string? jsonPath = parse.GetValue(json) is string js ? js == "-" ? "-" : Path.GetFullPath(js) : null;
             bool twice = parse.GetValue(compare);
             string[] runs = twice ? ["static", "scheduled"] : [""];
             foreach (string suffix in runs)
             {
-                string? plotFile = Suffixed(plotPath, suffix), traceFile = Suffixed(tracePath, suffix);
-                OutputPaths.CheckDistinct(("--plot", plotFile), ("--trace", traceFile));
+                string? plotFile = Suffixed(plotPath, suffix), traceFile = Suffixed(tracePath, suffix), jsonFile = Suffixed(jsonPath, suffix);
+                OutputPaths.CheckDistinct(("--plot", plotFile), ("--trace", traceFile), ("--json", jsonFile));
                 if (plotFile is not null)
                 {
                     if (!CliOptions.Given(parse, plot)) Directory.CreateDirectory(Path.GetDirectoryName(plotFile)!);
                     OutputPaths.CheckWritable("--plot", plotFile);
                 }
                 if (traceFile is not null) OutputPaths.CheckWritable("--trace", traceFile);
+                if (jsonFile is not null and not "-") OutputPaths.CheckWritable("--json", jsonFile);
             }
+            // With the summary on stdout, everything for people goes to stderr, so stdout is JSON only.
+            using HumanOutput human = jsonPath == "-" ? HumanOutput.ToStderr() : HumanOutput.Unchanged();
             using var interrupts = new Interrupts();
+            string? source = f is null ? null : Path.GetFullPath(f);
             var results = new List<Summary>();
             if (twice)
             {
-                results.Add(RunOne(s with { Adaptive = false }, live: false, "run 1/2 (static)", Suffixed(plotPath, "static"), Suffixed(tracePath, "static"), interrupts));
+                results.Add(RunOne(s with { Adaptive = false }, live: false, "run 1/2 (static)", Suffixed(plotPath, "static"), Suffixed(tracePath, "static"), source, interrupts));
+                WriteSummary(results[^1], Suffixed(jsonPath, "static"), human.Stdout, interrupts);
                 if (!interrupts.Requested)
-                    results.Add(RunOne(s with { Adaptive = true }, live: false, "run 2/2 (scheduled)", Suffixed(plotPath, "scheduled"), Suffixed(tracePath, "scheduled"), interrupts));
+                {
+                    results.Add(RunOne(s with { Adaptive = true }, live: false, "run 2/2 (scheduled)", Suffixed(plotPath, "scheduled"), Suffixed(tracePath, "scheduled"), source, interrupts));
+                    WriteSummary(results[^1], Suffixed(jsonPath, "scheduled"), human.Stdout, interrupts);
+                }
                 if (results.Count == 2 && results.All(r => r.InterruptedBy is null)) ShowComparison(results[0], results[1]);
             }
             else
             {
-                results.Add(RunOne(s with { Adaptive = !parse.GetValue(staticPartition) && s.Adaptive }, live: !Console.IsOutputRedirected,
-                    label: null, plotPath, tracePath, interrupts));
+                results.Add(RunOne(s with { Adaptive = !parse.GetValue(staticPartition) && s.Adaptive }, live: !Console.IsOutputRedirected && jsonPath != "-",
+                    label: null, plotPath, tracePath, source, interrupts));
+                WriteSummary(results[^1], jsonPath, human.Stdout, interrupts);
             }
             if (results.FirstOrDefault(r => r.InterruptedBy is not null) is Summary cut)
             {
@@ -112,14 +123,30 @@ internal static class RunCommand
         return new string(name.Select(c => bad.Contains(c) || char.IsWhiteSpace(c) ? '-' : c).ToArray());
     }
 
-    // "out/plot.png" + "static" -> "out/plot-static.png"; no suffix: the path itself.
+    // Writes a run's summary to its file, or as one line to stdout ("-"); the success line goes to people.
+    private static void WriteSummary(Summary run, string? path, TextWriter stdout, Interrupts interrupts)
+    {
+        if (path is null) return;
+        string text = run.Data.ToJson();
+        if (path == "-")
+        {
+            stdout.WriteLine(text);
+            stdout.Flush();
+            return;
+        }
+        using (interrupts.AtExitNow(() => File.Delete(path))) // a second signal mid-write leaves no half object
+            File.WriteAllText(path, text + "\n");
+        AnsiConsole.MarkupLine($"summary: [bold]{Markup.Escape(path)}[/]");
+    }
+
+    // "out/plot.png" + "static" -> "out/plot-static.png"; no suffix, or stdout ("-"): the path itself.
     private static string? Suffixed(string? path, string suffix) =>
-        path is null || suffix.Length == 0 ? path : Path.Combine(Path.GetDirectoryName(path) ?? "", $"{Path.GetFileNameWithoutExtension(path)}-{suffix}{Path.GetExtension(path)}");
+        path is null or "-" || suffix.Length == 0 ? path : Path.Combine(Path.GetDirectoryName(path) ?? "", $"{Path.GetFileNameWithoutExtension(path)}-{suffix}{Path.GetExtension(path)}");
 
     /// <summary>What one run did. <paramref name="InterruptedBy"/> names the signal that stopped it early.</summary>
-    private sealed record Summary(Scenario Scenario, TickSnapshot Last, TimeSpan Elapsed, bool AccountingOk, string? InterruptedBy);
+    private sealed record Summary(Scenario Scenario, TickSnapshot Last, bool AccountingOk, string? InterruptedBy, RunSummary Data);
 
-    private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath, Interrupts interrupts)
+    private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath, string? source, Interrupts interrupts)
     {
         AnsiConsole.MarkupLine($"{(label is null ? "" : $"{Markup.Escape(label)}: ")}[bold]{Markup.Escape(s.Name)}[/]: {s.Vms.Count} VMs, " +
                                $"host {s.HostPages} pages, {s.Ticks} ticks, {(s.Adaptive ? "scheduler on" : "static allocations")}, seed {s.Seed}");
@@ -135,13 +162,16 @@ internal static class RunCommand
             RunTraceWriter? trace = tracePath is null ? null : new RunTraceWriter(runner, tracePath);
             string? interruptedBy = null;
             TickSnapshot last;
+            TimeSpan booted = TimeSpan.Zero, ticked = TimeSpan.Zero;
             using (IDisposable? cutTrace = trace is null ? null : interrupts.AtExitNow(trace.Abandon))
             {
                 try
                 {
                     runner.Boot();
+                    booted = clock.Elapsed;
                     last = new(0, runner.Snapshot(), runner.Arena.Counts.Free, 0, new(new Dictionary<string, int>(), new Dictionary<string, int>(), 0, 0));
                     last = Ticks(runner, s, live, last, () => interrupts.Requested || trace?.Error is not null);
+                    ticked = clock.Elapsed - booted;
                     if (interrupts.Requested && runner.Tick < s.Ticks)
                     {
                         interruptedBy = interrupts.Signal!;
@@ -155,7 +185,6 @@ internal static class RunCommand
             }
             if (trace?.Error is string error) throw new IOException($"--trace {trace.Path}: cannot be written ({error})");
             List<string> problems = runner.CheckAccounting();
-            clock.Stop();
             AnsiConsole.MarkupLine($"{last.TransferredFrames} frames moved between VMs by ballooning; {clock.Elapsed.TotalSeconds:0.0} s.");
             if (problems.Count == 0) AnsiConsole.MarkupLine("[green]Frame accounting: every frame is free or owned by exactly one guest page or pool.[/]");
             else foreach (string p in problems) AnsiConsole.MarkupLine($"[red]Frame accounting: {Markup.Escape(p)}[/]");
@@ -169,7 +198,9 @@ internal static class RunCommand
                 if (!image.HasText) AnsiConsole.MarkupLine("[yellow]plot: no font found, so the plot has no labels (Debian/Ubuntu: sudo apt-get install fonts-dejavu-core)[/]");
             }
             if (trace is not null) AnsiConsole.MarkupLine($"trace: [bold]{Markup.Escape(trace.Path)}[/] ({trace.EventsWritten} events)");
-            return new Summary(s, last, clock.Elapsed, problems.Count == 0, interruptedBy);
+            var timings = new RunTimings(booted.TotalSeconds, ticked.TotalSeconds, last.Tick == 0 ? 0 : ticked.TotalMilliseconds / last.Tick, clock.Elapsed.TotalSeconds);
+            RunSummary data = RunSummary.Of(timeline, last, runner.Arena, problems, timings, source, interruptedBy);
+            return new Summary(s, last, problems.Count == 0, interruptedBy, data);
         }
         finally
         {

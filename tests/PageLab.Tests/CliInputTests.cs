@@ -69,7 +69,7 @@ public class CliInputTests
     [Fact]
     public void An_unknown_command_lists_the_commands()
     {
-        CliResult r = Refused(["bogus"], "'bogus' is not a pagelab command", "run", "campaign");
+        CliResult r = Refused(["bogus"], "'bogus' is not a pagelab command", "run", "validate", "campaign");
         Assert.Contains("pagelab --help", r.ErrLines[1]);
     }
 

@@ -1,8 +1,9 @@
 // The real `pagelab run` as a child process, stopped with `kill`: SIGINT and SIGTERM end it at a tick
-// boundary with a trace of whole JSON lines ending in `interrupted`, a plot, no temporary files, exit
-// 130 / 143; a second SIGINT exits at once and still leaves only whole lines.
+// boundary with a trace of whole JSON lines ending in `interrupted`, a plot, a summary, no temporary
+// files, exit 130 / 143; a second SIGINT exits at once and still leaves only whole lines.
 using System.Diagnostics;
 using System.Text.Json;
+using PageLab.Core.Scenarios;
 
 namespace PageLab.Tests;
 
@@ -18,7 +19,8 @@ public class CliSignalTests
         if (!OperatingSystem.IsLinux()) Assert.Skip("signals are sent with the kill command (Linux)");
         using var dir = new TempDir();
         (string trace, string plot, string tmp) = Outputs(dir);
-        using ChildCli child = CliHarness.Start(dir.Path, tmp, "run", "--ticks", "1000000", "--trace", trace, "--plot", plot);
+        string json = Path.Combine(dir.Path, "summary.json");
+        using ChildCli child = CliHarness.Start(dir.Path, tmp, "run", "--ticks", "1000000", "--trace", trace, "--plot", plot, "--json", json);
         Assert.True(child.WaitUntil(() => TraceReaches(trace, 20), Patience), $"the run did not reach tick 20; stderr: {child.Err}");
 
         child.Signal(signal);
@@ -38,6 +40,9 @@ public class CliSignalTests
         AssertPng(plot);
         Assert.Contains($"plot: {plot}", child.Out);
         Assert.Empty(PageLabFiles(tmp));
+        RunSummary summary = RunSummary.FromJson(File.ReadAllText(json));
+        Assert.Equal((name, tick, 1_000_000), (summary.Interrupted, summary.TicksRun, summary.Ticks));
+        Assert.Equal(last.GetProperty("frames").GetInt64(), summary.Host.FramesMovedBetweenVms);
     }
 
     [Fact]
@@ -102,9 +107,17 @@ public class CliSignalTests
     // True once the trace holds an event of tick n (decisions come every 10 ticks, so every tenth tick has one).
     private static bool TraceReaches(string trace, int n)
     {
-        if (!File.Exists(trace)) return false;
-        using var reader = new StreamReader(new FileStream(trace, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete));
-        return reader.ReadToEnd().Contains($"\"tick\":{n},");
+        try
+        {
+            using var reader = new StreamReader(new FileStream(trace, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete));
+            return reader.ReadToEnd().Contains($"\"tick\":{n},");
+        }
+        catch (IOException)
+        {
+            // Not there yet, or pagelab's check that it can write the path (it creates the file exclusively
+            // and removes it, before the run) holds it at this moment.
+            return false;
+        }
     }
 
     /// <summary>Every line of the trace parsed as JSON; fails on a partial last line or any line that is not JSON.</summary>

@@ -1,0 +1,25 @@
+// `pagelab validate FILE`: checks a scenario file as `run` would, without running it: "ok" and exit 0,
+// or the first mistake (file, key, value) and exit 2.
+using System.CommandLine;
+using PageLab.Core.Scenarios;
+
+namespace PageLab.Cli;
+
+internal static class ValidateCommand
+{
+    public static Command Create()
+    {
+        var file = CliOptions.FileArgument("scenario", "Scenario JSON file to check (schema: docs/scenario-schema.md)", "pagelab validate", required: true);
+        var command = new Command("validate", "Check a scenario file without running it: 'ok' and exit 0, or the first mistake and exit 2.");
+        command.Arguments.Add(file);
+        command.SetAction(parse => Program.Guarded(() =>
+        {
+            string path = parse.GetValue(file)!;
+            Scenario s = ScenarioInput.Load(path);
+            Console.WriteLine($"ok: {path}: scenario '{s.Name}', {s.Vms.Count} VM{(s.Vms.Count == 1 ? "" : "s")}, host {s.HostPages} pages, " +
+                              $"{s.Ticks} ticks, {s.Injections.Count} injection{(s.Injections.Count == 1 ? "" : "s")}, seed {s.Seed}");
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+}

@@ -1,0 +1,99 @@
+// A run's results as one JSON object (`pagelab run --json`): what ran (scenario, seed, ticks), per-VM and
+// host totals at the end, and wall-clock timings. Fields are documented in docs/run-summary.md.
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using PageLab.Core.Condition;
+using PageLab.Core.Host;
+
+namespace PageLab.Core.Scenarios;
+
+/// <summary>One run, summarized. Every field is always written (null where it does not apply), so the
+/// object has the same keys for every run; <see cref="Format"/> changes when a field changes meaning.</summary>
+public sealed record RunSummary
+{
+    /// <summary>The version of this object's layout.</summary>
+    public int Format { get; init; } = 1;
+    public required string Scenario { get; init; }
+    /// <summary>The scenario file the run was given (full path), or null for the built-in scenario.</summary>
+    public string? ScenarioFile { get; init; }
+    public required int Seed { get; init; }
+    /// <summary>False for a static partition (`--static`, or the static half of `--compare`).</summary>
+    public required bool Adaptive { get; init; }
+    /// <summary>The ticks the run was to have.</summary>
+    public required int Ticks { get; init; }
+    /// <summary>The ticks it had: <see cref="Ticks"/>, or fewer when it was interrupted.</summary>
+    public required int TicksRun { get; init; }
+    /// <summary>The signal that stopped the run early ("SIGINT", "SIGTERM"), null when it ran to the end.</summary>
+    public string? Interrupted { get; init; }
+    /// <summary>True when every frame is free or owned by exactly one guest page or pool at the end.</summary>
+    public required bool AccountingOk { get; init; }
+    public required List<string> AccountingProblems { get; init; }
+    public required HostTotals Host { get; init; }
+    public required List<VmTotals> Vms { get; init; }
+    public required RunTimings Timings { get; init; }
+
+    private static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+    };
+
+    /// <summary>This summary as one line of JSON.</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    public static RunSummary FromJson(string json) =>
+        JsonSerializer.Deserialize<RunSummary>(json, Json) ?? throw new JsonException("the text holds no run summary (null)");
+
+    /// <summary>The summary of a run from its timeline, its last tick and its arena at the end.</summary>
+    public static RunSummary Of(RunTimeline timeline, TickSnapshot last, HostArena arena, IReadOnlyList<string> accountingProblems,
+        RunTimings timings, string? scenarioFile = null, string? interrupted = null)
+    {
+        ArgumentNullException.ThrowIfNull(timeline);
+        ArgumentNullException.ThrowIfNull(last);
+        ArgumentNullException.ThrowIfNull(arena);
+        Scenario s = timeline.Scenario;
+        FrameCounts counts = arena.Counts;
+        var vms = new List<VmTotals>();
+        foreach (VmRunSummary v in timeline.Summarize())
+        {
+            VmSnapshot end = last.Vms.First(x => x.Name == v.Name);
+            VmSpec spec = s.Vms.First(x => x.Name == v.Name);
+            vms.Add(new VmTotals(
+                v.Name, spec.Pages, spec.Shares, v.MinAllocationPages, v.MaxAllocationPages, v.FinalAllocationPages, v.FinalHeldFrames,
+                v.PeakActiveEstimatePages, v.FramesIn, v.FramesOut, v.GuestPageOuts, v.GuestPageIns, v.DemandFaults, v.HostStalls,
+                end.OomKills, v.LowTicks, v.CriticalTicks, end.Condition,
+                timeline.Markers.Count(m => m.Vm == v.Name && m.Kind == RunEventKind.Injection),
+                timeline.Markers.Count(m => m.Vm == v.Name && m.Kind == RunEventKind.Recovery)));
+        }
+        return new RunSummary
+        {
+            Scenario = s.Name, ScenarioFile = scenarioFile, Seed = s.Seed, Adaptive = s.Adaptive, Ticks = s.Ticks, TicksRun = last.Tick,
+            Interrupted = interrupted, AccountingOk = accountingProblems.Count == 0, AccountingProblems = accountingProblems.ToList(),
+            Host = new HostTotals(s.HostPages, arena.FrameCount, arena.PageSize, counts.Free, counts.Retired, last.TransferredFrames),
+            Vms = vms, Timings = timings,
+        };
+    }
+}
+
+/// <summary>The host at the end of a run.</summary>
+/// <param name="HostPages">The pages the scheduler shared out (the scenario's hostPages).</param>
+/// <param name="ArenaFrames">Frames of the arena: hostPages plus demand pools, a step's frames in flight, parity and spares.</param>
+/// <param name="PageSizeBytes">Bytes per page and frame.</param>
+/// <param name="FreeFramesEnd">Arena frames free at the end.</param>
+/// <param name="RetiredFrames">Frames taken out of service (after memory errors).</param>
+/// <param name="FramesMovedBetweenVms">Frames reclaimed from one VM's balloon and mapped into another, over the run.</param>
+public sealed record HostTotals(ulong HostPages, long ArenaFrames, int PageSizeBytes, long FreeFramesEnd, long RetiredFrames, long FramesMovedBetweenVms);
+
+/// <summary>One VM over a run: its allocation, frames moved, guest paging, faults, condition and errors.</summary>
+public sealed record VmTotals(
+    string Name, ulong Pages, int Shares, ulong AllocationMinPages, ulong AllocationMaxPages, ulong AllocationEndPages, long HeldFramesEnd,
+    ulong PeakActiveEstimatePages, long FramesIn, long FramesOut, ulong GuestPageOuts, ulong GuestPageIns, ulong DemandFaults,
+    ulong HostStalls, ulong OomKills, int LowTicks, int CriticalTicks, MemoryLevel ConditionEnd, int Injections, int Recoveries);
+
+/// <summary>Wall-clock times of a run, in seconds (milliseconds for the mean tick). Not reproducible: the
+/// same seed gives the same totals, not the same timings.</summary>
+/// <param name="BootSeconds">Creating the arena, VMs and guests, and inflating balloons to their start.</param>
+/// <param name="TicksSeconds">The ticks.</param>
+/// <param name="MeanTickMilliseconds">TicksSeconds over the ticks run (0 when none ran).</param>
+/// <param name="TotalSeconds">The whole run: boot, ticks, checks, trace, tables and plot.</param>
+public sealed record RunTimings(double BootSeconds, double TicksSeconds, double MeanTickMilliseconds, double TotalSeconds);
