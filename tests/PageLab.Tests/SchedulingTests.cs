@@ -108,3 +108,38 @@ public class SchedulingTests
         return (runner.Snapshot(), runner.Scheduler.TransferredFrames, problems, (swapBytes, drop));
     }
 }
+
+public class EsxAllocationTests
+{
+    [Fact]
+    public void Min_is_a_floor_on_the_proportional_share_not_a_bonus_as_in_esx()
+    {
+        // Shares 2:1, min 1024 each, 4096 pages, equally active: ESX gives 2731 / 1365 (the share of each
+        // is above its min, so the mins do not bind). Before this rule PageLab gave 2390 / 1706.
+        ulong[] t = AllocationPolicy.Targets([new VmDemand(2000, 0.5, 1024, 4096), new VmDemand(1000, 0.5, 1024, 4096)], 4096);
+        Assert.Equal([2731UL, 1365UL], t);
+        // A min binds only when the share falls below it; the rest is shared by the others' claims.
+        ulong[] floor = AllocationPolicy.Targets([new VmDemand(9000, 0.5, 0, 4096), new VmDemand(1000, 0.5, 1024, 4096)], 4096);
+        Assert.Equal([3072UL, 1024UL], floor);
+        // A max caps the share; the excess goes to the others.
+        ulong[] cap = AllocationPolicy.Targets([new VmDemand(1000, 0.5, 0, 1000), new VmDemand(1000, 0.5, 0, 8192)], 4096);
+        Assert.Equal([1000UL, 3096UL], cap);
+    }
+
+    [Fact]
+    public void Allocations_follow_the_papers_formula_for_any_shares_and_activity()
+    {
+        CsCheck.Gen.Select(CsCheck.Gen.Int[1, 5000].Array[2, 6], CsCheck.Gen.Double[0, 1].Array[6], CsCheck.Gen.UInt[1000, 100_000])
+            .Sample((shares, f, host) =>
+            {
+                var vms = shares.Select((s, i) => new VmDemand(s, f[i], 0, host)).ToList();
+                ulong[] t = AllocationPolicy.Targets(vms, host);
+                double k = 1 / (1 - AllocationPolicy.DefaultIdleTax);
+                double[] w = vms.Select(v => v.Shares / (v.ActiveFraction + k * (1 - v.ActiveFraction))).ToArray();
+                double sum = w.Sum();
+                // No bound binds: each VM gets S·w_i/Σw, within a page of rounding and 1%.
+                return t.Aggregate(0UL, (a, b) => a + b) == host &&
+                       t.Select((x, i) => Math.Abs(x - host * w[i] / sum) <= Math.Max(1.0, 0.01 * host * w[i] / sum)).All(ok => ok);
+            });
+    }
+}

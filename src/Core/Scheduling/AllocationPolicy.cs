@@ -9,54 +9,81 @@ public static class AllocationPolicy
     /// <summary>ESX's default idle memory tax.</summary>
     public const double DefaultIdleTax = 0.75;
 
-    /// <summary>Pages for each VM out of <paramref name="hostPages"/>. A VM's claim per page is
-    /// shares / (f + k(1-f)) with k = 1/(1-tax): idle pages cost k times more shares than active ones.
-    /// Every VM gets at least its min and at most its max; the sum never passes hostPages
-    /// (if the mins alone pass it, the mins are what is returned and the caller must refuse).</summary>
+    /// <summary>Pages for each VM out of <paramref name="hostPages"/>, as ESX divides memory (Waldspurger,
+    /// OSDI 2002): a VM's claim per page is shares / (f + k(1-f)) with k = 1/(1-tax), so idle pages cost k
+    /// times more shares than active ones, and every VM's allocation is proportional to its claim over the
+    /// <em>whole</em> allocation. Min and max are a floor and a cap on that proportional share, not a bonus:
+    /// a VM gets its min only if its share falls below it, and its max if its share passes it; the rest is
+    /// shared again among the VMs neither binds (water-filling). The sum never passes hostPages; if the mins
+    /// alone pass it, the mins are what is returned and the caller must refuse.</summary>
     public static ulong[] Targets(IReadOnlyList<VmDemand> vms, ulong hostPages, double idleTax = DefaultIdleTax)
     {
         if (idleTax is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(idleTax), idleTax, "idle tax must be in [0, 1)");
         double k = 1 / (1 - idleTax);
-        var target = new ulong[vms.Count];
-        var weight = new double[vms.Count];
-        var open = new List<int>();
-        ulong left = hostPages;
-        for (int i = 0; i < vms.Count; i++)
+        int n = vms.Count;
+        var weight = new double[n];
+        ulong mins = 0;
+        for (int i = 0; i < n; i++)
         {
             VmDemand d = vms[i];
             if (d.MinPages > d.MaxPages) throw new ArgumentException($"VM {i}: min {d.MinPages} pages > max {d.MaxPages}");
             double f = Math.Clamp(d.ActiveFraction, 0, 1);
             weight[i] = Math.Max(d.Shares, 0) / (f + k * (1 - f));
-            target[i] = d.MinPages;
-            left = left > d.MinPages ? left - d.MinPages : 0;
-            if (d.MaxPages > d.MinPages && weight[i] > 0) open.Add(i);
+            mins += d.MinPages;
         }
-        // Water-filling: share what is left by weight; VMs that reach their max drop out.
-        while (left > 0 && open.Count > 0)
+        if (mins >= hostPages) return vms.Select(d => d.MinPages).ToArray();
+
+        // Find the level λ at which Σ clamp(λ·w_i, min_i, max_i) = hostPages: VMs whose share at the level
+        // passes a bound are pinned to it, the level is recomputed over the others, until nothing changes.
+        var pinned = new double?[n];
+        double level = 0;
+        for (bool changed = true; changed;)
         {
-            double total = open.Sum(i => weight[i]);
-            ulong given = 0;
-            foreach (int i in open.ToList())
+            changed = false;
+            double fixedPages = 0, freeWeight = 0;
+            for (int i = 0; i < n; i++)
             {
-                ulong share = (ulong)Math.Floor(left * weight[i] / total);
-                ulong room = vms[i].MaxPages - target[i];
-                ulong add = Math.Min(share, room);
-                target[i] += add;
-                given += add;
-                if (target[i] == vms[i].MaxPages) open.Remove(i);
+                if (pinned[i] is double p) fixedPages += p;
+                else freeWeight += weight[i];
             }
-            left -= given;
-            if (given == 0)
+            level = freeWeight > 0 ? Math.Max(0, hostPages - fixedPages) / freeWeight : 0;
+            for (int i = 0; i < n; i++)
             {
-                // Rounding left a few pages: give them one by one to the heaviest open VMs.
-                foreach (int i in open.OrderByDescending(i => weight[i]))
+                if (pinned[i] is not null) continue;
+                double share = level * weight[i];
+                if (share < vms[i].MinPages) { pinned[i] = vms[i].MinPages; changed = true; }
+                else if (share > vms[i].MaxPages) { pinned[i] = vms[i].MaxPages; changed = true; }
+            }
+            // A VM pinned at its min while the level rose past it again is released (and vice versa).
+            if (!changed)
+                for (int i = 0; i < n; i++)
                 {
-                    if (left == 0) break;
-                    target[i]++;
-                    left--;
+                    if (pinned[i] is not double p || weight[i] <= 0) continue;
+                    double share = level * weight[i];
+                    if ((p == vms[i].MinPages && share > p) || (p == vms[i].MaxPages && share < p))
+                    {
+                        pinned[i] = null;
+                        changed = true;
+                        break;
+                    }
                 }
-                open.RemoveAll(i => target[i] == vms[i].MaxPages);
-            }
+        }
+        var target = new ulong[n];
+        ulong given = 0;
+        for (int i = 0; i < n; i++)
+        {
+            double exact = pinned[i] ?? level * weight[i];
+            target[i] = Math.Clamp((ulong)Math.Floor(exact), vms[i].MinPages, vms[i].MaxPages);
+            given += target[i];
+        }
+        // Rounding left a few pages: one each to the VMs with the largest remainders that have room.
+        ulong left = hostPages > given ? hostPages - given : 0;
+        foreach (int i in Enumerable.Range(0, n)
+                     .Where(i => pinned[i] is null)
+                     .OrderByDescending(i => level * weight[i] - Math.Floor(level * weight[i])))
+        {
+            if (left == 0) break;
+            if (target[i] < vms[i].MaxPages) { target[i]++; left--; }
         }
         return target;
     }
