@@ -44,6 +44,9 @@ public sealed class ScheduledVm
     public int Shares { get; }
     public ulong MinPages { get; }
     public ulong MaxPages { get; }
+    /// <summary>The active fraction of its allocation the policy used last (see
+    /// <see cref="MemoryScheduler.ActiveOverAllocation"/>).</summary>
+    public double ActiveFraction { get; internal set; }
     /// <summary>Host pages the scheduler gives this VM now.</summary>
     public ulong AllocationPages { get; internal set; }
     /// <summary>Guest pages the balloon should hold so the VM fits its allocation.</summary>
@@ -109,8 +112,10 @@ public sealed class MemoryScheduler
     {
         foreach (ScheduledVm v in _vms) v.WorkingSet.NextPeriod();
         if (!Options.Adaptive) return;
+        foreach (ScheduledVm v in _vms)
+            v.ActiveFraction = ActiveOverAllocation(v.WorkingSet.ActiveFraction, (ulong)Math.Max(0, v.Vm.HeldFrames - v.Vm.PoolCount), v.AllocationPages);
         ulong[] targets = AllocationPolicy.Targets(
-            _vms.Select(v => new VmDemand(v.Shares, v.WorkingSet.ActiveFraction, v.MinPages, v.MaxPages)).ToList(),
+            _vms.Select(v => new VmDemand(v.Shares, v.ActiveFraction, v.MinPages, v.MaxPages)).ToList(),
             Options.HostPages, Options.IdleTax);
         for (int i = 0; i < _vms.Count; i++)
         {
@@ -119,6 +124,13 @@ public sealed class MemoryScheduler
             _vms[i].Vm.SetFrameLimit(targets[i]);
         }
     }
+
+    /// <summary>The active fraction of a VM's allocation. Sampling measures f over the pages the VM holds;
+    /// the paper's formula charges the whole allocation, whose pages the VM has not grown into are idle.
+    /// Applying the sampled f to the whole allocation made a VM that holds a quarter of it look as active
+    /// on all of it.</summary>
+    public static double ActiveOverAllocation(double sampledFraction, ulong heldPages, ulong allocationPages) =>
+        allocationPages == 0 ? sampledFraction : Math.Min(1, sampledFraction * heldPages / allocationPages);
 
     /// <summary>One bounded step of every balloon towards its target. Frames reclaimed from inflating
     /// VMs are mapped straight into deflating VMs; what is left returns to the arena.</summary>
