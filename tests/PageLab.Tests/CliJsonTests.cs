@@ -87,7 +87,10 @@ public partial class CliJsonTests
         using JsonDocument doc = JsonDocument.Parse(r.Out);
         var written = new SortedSet<string>(Keys(doc.RootElement));
 
-        string docs = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "docs", "run-summary.md"));
+        string docsPath = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "docs", "run-summary.md"));
+        // The Windows lane runs a published test exe with no source tree beside it.
+        if (!File.Exists(docsPath) && OperatingSystem.IsWindows()) Assert.Skip($"the repository's docs/ is not beside the published tests ({docsPath})");
+        string docs = File.ReadAllText(docsPath);
         var documented = new SortedSet<string>(DocumentedKey().Matches(docs).Select(m => m.Groups[1].Value));
 
         Assert.Equal(documented, written);

@@ -10,6 +10,8 @@ public class CliValidateTests
     public void Each_example_scenario_validates_with_one_ok_line(string name, string expected)
     {
         string file = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "examples", name));
+        // The Windows lane runs a published test exe with no source tree beside it.
+        if (!File.Exists(file) && OperatingSystem.IsWindows()) Assert.Skip($"the repository's examples/ is not beside the published tests ({file})");
         Assert.True(File.Exists(file), $"no example at {file}");
 
         CliResult r = CliHarness.InProcess("validate", file);
