@@ -71,6 +71,50 @@ public class GuestMemoryTests
     }
 
     [Fact]
+    public void A_remap_of_a_long_scattered_run_moves_every_frame_and_the_mapping_count_stays_true()
+    {
+        // 600 pages: past MapFrames' stack buffers (256) and past the engine's 64-page batches of the frame table.
+        using var t = new TestArena(1300);
+        GuestVm vm = t.Vm("long", 600);
+        vm.Back(new GuestPage(0), 600);
+        uint[] before = Snapshot(vm);
+        HostFrame[] fresh = t.Arena.Allocate(600);
+        new Random(7).Shuffle(fresh);
+        FrameCounts counts = t.Arena.Counts;
+
+        HostFrame[] previous = vm.Map(new GuestPage(0), fresh);
+
+        Assert.Equal(before.Select(f => new HostFrame(f)), previous);
+        Assert.Equal(fresh.Select(f => f.Value), Snapshot(vm));
+        Assert.All(previous, f => Assert.Equal(FrameState.Held, t.Arena.StateOf(f)));
+        Assert.All(fresh, f => Assert.Equal(vm.Id, t.Arena.OwnerOf(f)));
+        Assert.Equal(counts, t.Arena.Counts);
+        Assert.Equal(600, vm.HeldFrames);
+        Assert.Equal(KernelMappings(vm), vm.MappingCount);
+        Assert.Empty(FrameAccounting.Check(t.Arena, [vm], previous.Select(f => f.Value).ToHashSet()));
+        t.Arena.Release(previous);
+    }
+
+    [Fact]
+    public void A_run_that_names_a_frame_twice_is_refused_naming_it_and_changes_nothing()
+    {
+        using var t = new TestArena(64);
+        GuestVm vm = t.Vm("twice", 16);
+        vm.Back(new GuestPage(0), 8);
+        uint[] before = Snapshot(vm);
+        HostFrame[] held = t.Arena.Allocate(3);
+        FrameCounts counts = t.Arena.Counts;
+
+        var e = Assert.Throws<ArgumentException>(() => vm.Map(new GuestPage(2), [held[2], held[0], held[2]]));
+
+        Assert.Contains($"{held[2]} appears twice", e.Message);
+        Assert.Equal(before, Snapshot(vm));
+        Assert.Equal(counts, t.Arena.Counts);
+        Assert.All(held, f => Assert.Equal(FrameState.Held, t.Arena.StateOf(f)));
+        t.Arena.Release(held);
+    }
+
+    [Fact]
     public void Bad_requests_name_their_values_and_leave_the_vm_unchanged()
     {
         using var t = new TestArena(8);

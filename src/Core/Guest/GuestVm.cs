@@ -2,6 +2,8 @@
 // p2m[g]. Backing, unbacking, remapping, the demand-zero pool, host swap and the mapping count live here.
 // Every call holds a use of the region (RegionUse), so a concurrent Dispose waits for it or makes it
 // throw ObjectDisposedException: never a crash, never another VM's page.
+using System.Buffers;
+using System.Runtime.InteropServices;
 using PageLab.Core.Faults;
 using PageLab.Core.Host;
 using Microsoft.Win32.SafeHandles;
@@ -227,15 +229,8 @@ public sealed unsafe partial class GuestVm : IDisposable
     public HostFrame[] Map(GuestPage first, ReadOnlySpan<HostFrame> frames)
     {
         CheckRange(first, (ulong)frames.Length);
-        if (frames.Length > 1 && !StrictlyIncreasing(frames))
-        {
-            HostFrame[] sorted = frames.ToArray();
-            Array.Sort(sorted);
-            for (int i = 1; i < sorted.Length; i++)
-                if (sorted[i] == sorted[i - 1])
-                    throw new ArgumentException($"{sorted[i]} appears twice; a frame backs at most one page", nameof(frames));
-        }
         int rc = MapFrames(first, frames, 0, out HostFrame[] previous);
+        if (rc == 0) return previous; // the failure message below is not built for every call
         if (rc == Lib.ESTATE)
             foreach (HostFrame f in frames)
                 if (_arena.StateOf(f) != FrameState.Held) throw new FrameStateException(f, _arena.StateOf(f), "Held");
@@ -356,17 +351,34 @@ public sealed unsafe partial class GuestVm : IDisposable
         file.Dispose(); // the region's reference keeps it open until the region is gone
     }
 
-    // pl_map with the previous frames collected; returns the engine's status.
+    // Runs up to this long keep MapFrames' two buffers on the stack (2 KiB at most); longer ones rent them.
+    private const int StackFrames = 256;
+
+    // pl_map with the previous frames collected; returns the engine's status. The engine reads the frames
+    // and writes the old ones under its locks, so both are buffers of this call, never caller memory (which
+    // might be guest memory); the frames are checked for repeats in that same copy, the one the engine reads.
     private int MapFrames(GuestPage first, ReadOnlySpan<HostFrame> frames, uint flags, out HostFrame[] previous)
     {
-        var old = new uint[frames.Length];
-        int rc;
-        using (RegionUse use = Use())
-        fixed (HostFrame* f = frames)
-        fixed (uint* o = old)
-            rc = Lib.Map(use.Id, first.Value, (ulong)frames.Length, (uint*)f, o, flags);
-        previous = rc == 0 ? FramesIn(old) : [];
-        return rc;
+        int n = frames.Length;
+        uint[]? rented = null;
+        Span<uint> buffer = n <= StackFrames ? stackalloc uint[2 * n] : (rented = ArrayPool<uint>.Shared.Rent(2 * n));
+        try
+        {
+            Span<uint> mine = buffer[..n], old = buffer.Slice(n, n);
+            MemoryMarshal.Cast<HostFrame, uint>(frames).CopyTo(mine);
+            if (n > 1 && !StrictlyIncreasing(mine)) ThrowIfRepeated(mine);
+            int rc;
+            using (RegionUse use = Use())
+            fixed (uint* f = mine)
+            fixed (uint* o = old)
+                rc = Lib.Map(use.Id, first.Value, (ulong)n, f, o, flags);
+            previous = rc == 0 ? FramesIn(old) : [];
+            return rc;
+        }
+        finally
+        {
+            if (rented is not null) ArrayPool<uint>.Shared.Return(rented);
+        }
     }
 
     internal RegionUse Use()
@@ -375,22 +387,31 @@ public sealed unsafe partial class GuestVm : IDisposable
         catch (ObjectDisposedException) { throw new ObjectDisposedException(nameof(GuestVm), $"VM '{Name}' has been disposed"); }
     }
 
-    // Runs of frames (the usual case) cannot hold a duplicate; only other orders need the sort.
-    private static bool StrictlyIncreasing(ReadOnlySpan<HostFrame> frames)
+    // Runs of frames (the usual case) cannot hold a repeat; only other orders need the sort.
+    private static bool StrictlyIncreasing(ReadOnlySpan<uint> frames)
     {
         for (int i = 1; i < frames.Length; i++)
-            if (frames[i].Value <= frames[i - 1].Value) return false;
+            if (frames[i] <= frames[i - 1]) return false;
         return true;
+    }
+
+    private static void ThrowIfRepeated(ReadOnlySpan<uint> frames)
+    {
+        uint[] sorted = frames.ToArray();
+        Array.Sort(sorted);
+        for (int i = 1; i < sorted.Length; i++)
+            if (sorted[i] == sorted[i - 1])
+                throw new ArgumentException($"{new HostFrame(sorted[i])} appears twice; a frame backs at most one page", "frames");
     }
 
     // The frames a p2m slice held, leaving out pages without one.
     private static HostFrame[] FramesIn(ReadOnlySpan<uint> p2m)
     {
+        int absent = p2m.Count(Lib.NoFrame);
+        if (absent == p2m.Length) return [];
+        if (absent == 0) return MemoryMarshal.Cast<uint, HostFrame>(p2m).ToArray(); // a remap: one copy
+        var frames = new HostFrame[p2m.Length - absent];
         int n = 0;
-        foreach (uint f in p2m) if (f != Lib.NoFrame) n++;
-        if (n == 0) return [];
-        var frames = new HostFrame[n];
-        n = 0;
         foreach (uint f in p2m) if (f != Lib.NoFrame) frames[n++] = new HostFrame(f);
         return frames;
     }

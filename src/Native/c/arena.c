@@ -32,6 +32,35 @@ void arena_set(struct pl_arena *a, uint32_t f, uint32_t st, int32_t owner)
     atomic_store_explicit(&a->fstate[f], (uint8_t)st, memory_order_release);
 }
 
+/* arena_set for each of frames[0..n) (PL_NO_FRAME entries skipped) to state `to`, for a batch whose
+ * frames are expected in state `from`: those are counted and the counts settled once at the end (so a
+ * run of frames does not update the same two counters frame by frame); a frame in any other state goes
+ * through arena_set. Neither `from` nor `to` may be FREE: the free bitmap is not touched here. Returns
+ * how many frames were set. Needs the lock. */
+uint64_t arena_set_many(struct pl_arena *a, const uint32_t *frames, uint64_t n, uint32_t from, uint32_t to,
+                        int32_t owner)
+{
+    uint64_t set = 0, usual = 0;
+    int32_t own = to == PL_F_GUEST ? owner : 0;
+    _Atomic uint8_t *fstate = a->fstate; /* locals: the byte stores below would make the compiler reload a->... */
+    _Atomic int32_t *owners = a->owner;
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t f = frames[i];
+        if (f == PL_NO_FRAME) continue;
+        set++;
+        if (atomic_load_explicit(&fstate[f], memory_order_relaxed) != from) {
+            arena_set(a, f, to, owner);
+            continue;
+        }
+        usual++;
+        atomic_store_explicit(&owners[f], own, memory_order_relaxed);
+        atomic_store_explicit(&fstate[f], (uint8_t)to, memory_order_release);
+    }
+    a->counts[from] -= (int64_t)usual;
+    a->counts[to] += (int64_t)usual;
+    return set;
+}
+
 int arena_take_free(struct pl_arena *a, uint32_t *out)
 {
     uint32_t f = next(a, a->hint, 1);

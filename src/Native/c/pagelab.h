@@ -262,6 +262,8 @@ void push_event(struct pl_region *r, uint64_t page, uint32_t frame, uint32_t kin
 /* arena.c (callers hold the arena lock where it says so) */
 int arena_take_free(struct pl_arena *a, uint32_t *out);                 /* FREE -> caller; needs lock */
 void arena_set(struct pl_arena *a, uint32_t f, uint32_t st, int32_t owner); /* needs lock */
+uint64_t arena_set_many(struct pl_arena *a, const uint32_t *frames, uint64_t n, uint32_t from, uint32_t to,
+                        int32_t owner);                                 /* needs lock; neither state FREE */
 void arena_give_region(struct pl_region *r, uint32_t f);                /* f -> GUEST of r; takes lock */
 void arena_take_region(struct pl_region *r, uint32_t f, uint32_t st);   /* GUEST of r -> st; takes lock */
 void arena_retire(struct pl_region *r, uint32_t f);                     /* GUEST of r -> RETIRED, discarded */

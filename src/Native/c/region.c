@@ -73,13 +73,19 @@ void region_leave(struct pl_region **r)
 
 /* ---- mapping-count model ---- */
 
-/* Is there a VMA boundary between pages i and i+1, given their states and frames? Holes (unbacked or
- * host-swapped pages) share one anonymous VMA. */
+/* Which VMA a page of state st can share with its neighbour: 0 for a hole (unbacked or host-swapped
+ * pages share one anonymous VMA), else 1 + its protection (and then only with the next frame). */
+static uint32_t vma_kind(uint32_t st) { return is_hole(st) ? 0 : 1 + (uint32_t)prot_of(st); }
+
+/* Is there a VMA boundary between two neighbouring pages, given their kinds and frames? */
+static int splits_kind(uint32_t k0, uint32_t f0, uint32_t k1, uint32_t f1)
+{
+    return k0 != k1 || (k0 != 0 && f1 != f0 + 1);
+}
+
 static int splits(uint32_t s0, uint32_t f0, uint32_t s1, uint32_t f1)
 {
-    if (is_hole(s0) != is_hole(s1)) return 1;
-    if (is_hole(s0)) return 0;
-    return prot_of(s0) != prot_of(s1) || f1 != f0 + 1;
+    return splits_kind(vma_kind(s0), f0, vma_kind(s1), f1);
 }
 
 static uint32_t new_frame(uint64_t i, const uint32_t *frames, uint32_t frame0, uint32_t old)
@@ -87,21 +93,36 @@ static uint32_t new_frame(uint64_t i, const uint32_t *frames, uint32_t frame0, u
     return frames ? frames[i] : frame0 == PL_KEEP_FRAME ? old : frame0 + (uint32_t)i;
 }
 
-/* Change in VMA count if pages [first, first+count) take state st and the given frames. */
+/* Change in VMA count if pages [first, first+count) take state st and the given frames. The boundaries
+ * that can change are those inside the run and at its two edges. Inside the run both sides take the
+ * same state, so a boundary is there afterwards only if st is mapped and the frames do not follow on
+ * (never for frame0 + i). */
 static int64_t maps_delta(struct pl_region *r, uint64_t first, uint64_t count, uint32_t st, const uint32_t *frames,
                           uint32_t frame0)
 {
-    int64_t delta = 0;
-    uint64_t lo = first ? first - 1 : 0;
-    uint64_t hi = first + count < r->pages ? first + count : r->pages - 1; /* last boundary's left page */
+    uint64_t end = first + count; /* one past the run */
+    int64_t before = 0, after = 0;
+    /* As they are: the boundaries between page i and i+1 for i from the page before the run to the
+     * run's last page (or the one before it, if the run ends the region). */
+    uint64_t lo = first ? first - 1 : 0, hi = end < r->pages ? end : r->pages - 1;
+    uint32_t k0 = vma_kind(st_of(r, lo)), f0 = fr_of(r, lo);
     for (uint64_t i = lo; i < hi; i++) {
-        uint32_t s0 = st_of(r, i), f0 = fr_of(r, i), s1 = st_of(r, i + 1), f1 = fr_of(r, i + 1);
-        int before = splits(s0, f0, s1, f1);
-        if (i >= first && i < first + count) { s0 = st; f0 = new_frame(i - first, frames, frame0, f0); }
-        if (i + 1 >= first && i + 1 < first + count) { s1 = st; f1 = new_frame(i + 1 - first, frames, frame0, f1); }
-        delta += splits(s0, f0, s1, f1) - before;
+        uint32_t k1 = vma_kind(st_of(r, i + 1)), f1 = fr_of(r, i + 1);
+        before += splits_kind(k0, f0, k1, f1);
+        k0 = k1;
+        f0 = f1;
     }
-    return delta;
+    /* As they will be: the two edges, then the inside. */
+    if (first > 0)
+        after += splits(st_of(r, first - 1), fr_of(r, first - 1), st, new_frame(0, frames, frame0, fr_of(r, first)));
+    if (end < r->pages)
+        after += splits(st, new_frame(count - 1, frames, frame0, fr_of(r, end - 1)), st_of(r, end), fr_of(r, end));
+    if (!is_hole(st) && frames) {
+        for (uint64_t i = 1; i < count; i++) after += frames[i] != frames[i - 1] + 1;
+    } else if (!is_hole(st) && frame0 == PL_KEEP_FRAME) {
+        for (uint64_t g = first + 1; g < end; g++) after += fr_of(r, g) != fr_of(r, g - 1) + 1;
+    }
+    return after - before;
 }
 
 static int take_budget(int64_t delta)
@@ -148,9 +169,9 @@ int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t n
     } else {
         uint64_t done = 0;
         while (rc == 0 && done < count) {
-            uint64_t run = 1; /* one call per run of consecutive frames */
+            uint64_t run = frames ? 1 : count - done; /* one call per run of consecutive frames */
             uint32_t f = new_frame(done, frames, frame0, 0);
-            while (done + run < count && new_frame(done + run, frames, frame0, 0) == f + run) run++;
+            while (frames && done + run < count && frames[done + run] == f + run) run++;
             if ((rc = map_frames(r, first + done, run, f, prot_of(new_state))) == 0) done += run;
         }
         if (rc != 0) restore_from_tables(r, first, done);
@@ -423,22 +444,39 @@ static int frames_held(struct pl_region *r, const uint32_t *frames, uint64_t n)
     return ok;
 }
 
-/* The page loses its frame: a poisoned frame is retired (and C# told), any other becomes HELD for the
- * caller. Returns what the caller gets (PL_NO_FRAME if nothing). Caller holds the region lock. */
-static uint32_t give_up_frame(struct pl_region *r, uint64_t g)
+/* Pages [first, first+count) lose their frames and, with frames != NULL, take frames[i] (HELD, already
+ * mapped there by change_pages) instead. Each page leaves its parity group, disk copy and flags; a
+ * poisoned frame is retired (and C# told); every other old frame becomes HELD for the caller and every
+ * new frame the VM's (GUEST), under one hold of the arena lock per 64 pages (not two per page).
+ * old_out[i] gets what the caller now holds for page i (PL_NO_FRAME if nothing). p2m and state are not
+ * stored here: the caller stores them (set_page) afterwards. Caller holds the region lock. */
+static void swap_frames(struct pl_region *r, uint64_t first, uint64_t count, const uint32_t *frames, uint32_t *old_out)
 {
-    uint32_t st = st_of(r, g), old = fr_of(r, g);
-    leave_group(r, g);
-    r->disk_off[g] = -1;
-    r->flags[g] = 0;
-    if (old == PL_NO_FRAME) return PL_NO_FRAME;
-    if (st == PL_POISONED) {
-        arena_retire(r, old);
-        push_event(r, g, old, PL_EV_CONTAINED);
-        return PL_NO_FRAME;
+    struct pl_arena *a = r->arena;
+    uint8_t *flags = r->flags;
+    int64_t *disk_off = r->disk_off;
+    uint32_t held[64]; /* the old frames that go back to the caller, 64 pages at a time */
+    for (uint64_t at = 0; at < count; at += 64) {
+        uint64_t n = count - at < 64 ? count - at : 64;
+        for (uint64_t k = 0; k < n; k++) {
+            uint64_t g = first + at + k;
+            uint32_t old = fr_of(r, g);
+            if (r->group_of[g] != PL_NO_GROUP) leave_group(r, g);
+            disk_off[g] = -1;
+            flags[g] = 0;
+            if (old != PL_NO_FRAME && st_of(r, g) == PL_POISONED) {
+                arena_retire(r, old); /* takes the arena lock itself (rare: an unmap or remap of a poisoned page) */
+                push_event(r, g, old, PL_EV_CONTAINED);
+                old = PL_NO_FRAME;
+            }
+            held[k] = old;
+            if (old_out) old_out[at + k] = old;
+        }
+        pl_lock(&a->lock);
+        r->owned -= (int64_t)arena_set_many(a, held, n, PL_F_GUEST, PL_F_HELD, 0);
+        if (frames) r->owned += (int64_t)arena_set_many(a, frames + at, n, PL_F_HELD, PL_F_GUEST, r->owner);
+        pl_unlock(&a->lock);
     }
-    arena_take_region(r, old, PL_F_HELD);
-    return old;
 }
 
 /* Maps pages [first, first+count) onto HELD frames[] (they become the VM's), read-write. Old frames go
@@ -453,14 +491,10 @@ PL_EXPORT int pl_map(int id, uint64_t first, uint64_t count, const uint32_t *fra
     for (uint64_t i = 0; rc == 0 && (flags & PL_MAP_BACK) && i < count; i++)
         if (st_of(r, first + i) != PL_UNBACKED) rc = PL_ESTATE;
     if (rc == 0) rc = change_pages(r, first, count, PL_BACKED, frames, 0, 0);
-    if (rc == 0)
-        for (uint64_t i = 0; i < count; i++) {
-            uint64_t g = first + i;
-            uint32_t old = give_up_frame(r, g);
-            if (old_out) old_out[i] = old;
-            arena_give_region(r, frames[i]);
-            set_page(r, g, frames[i], PL_BACKED);
-        }
+    if (rc == 0) {
+        swap_frames(r, first, count, frames, old_out);
+        for (uint64_t i = 0; i < count; i++) set_page(r, first + i, frames[i], PL_BACKED);
+    }
     pl_unlock(&r->lock);
     return rc;
 }
@@ -473,13 +507,10 @@ PL_EXPORT int pl_unmap(int id, uint64_t first, uint64_t count, uint32_t *old_out
     if (count == 0 || first >= r->pages || count > r->pages - first) return PL_EINVAL;
     pl_lock(&r->lock);
     int rc = change_pages(r, first, count, PL_UNBACKED, NULL, PL_KEEP_FRAME, 0);
-    if (rc == 0)
-        for (uint64_t i = 0; i < count; i++) {
-            uint64_t g = first + i;
-            uint32_t old = give_up_frame(r, g);
-            if (old_out) old_out[i] = old;
-            set_page(r, g, PL_NO_FRAME, PL_UNBACKED);
-        }
+    if (rc == 0) {
+        swap_frames(r, first, count, NULL, old_out);
+        for (uint64_t i = 0; i < count; i++) set_page(r, first + i, PL_NO_FRAME, PL_UNBACKED);
+    }
     pl_unlock(&r->lock);
     return rc;
 }
