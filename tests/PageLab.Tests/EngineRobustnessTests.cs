@@ -275,3 +275,47 @@ public class EngineRobustnessTests
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Observe(byte value) => GC.KeepAlive(value);
 }
+
+public class EngineLifetimeRaceTests
+{
+    [Fact]
+    public void Creating_vms_while_others_are_destroyed_never_reuses_a_dying_slot()
+    {
+        using var t = new TestArena(4096);
+        using var gc = new GcStress();
+        var unexpected = new List<string>();
+        var threads = Enumerable.Range(0, 2).Select(w => new Thread(() =>
+        {
+            for (int i = 0; i < 300; i++)
+            {
+                GuestVm vm = GuestVm.Create(t.Arena, $"churn{w}-{i}", 8, 4, hostSwap: false);
+                try
+                {
+                    vm.RefillPool(4);
+                    vm.Page(new GuestPage((ulong)(i % 8)))[7] = (byte)i;        // a real demand fault in the new region
+                    if (vm.Page(new GuestPage((ulong)(i % 8)))[7] != (byte)i) lock (unexpected) unexpected.Add($"{vm.Name} lost its byte");
+                }
+                catch (Exception e) { lock (unexpected) unexpected.Add($"{vm.Name}: {e.GetType().Name}: {e.Message}"); }
+                finally { vm.Dispose(); }
+            }
+        })).ToList();
+        threads.ForEach(x => x.Start());
+        threads.ForEach(x => x.Join());
+        Assert.Empty(unexpected);
+        Assert.Equal(0, t.Arena.Counts.Guest + t.Arena.Counts.Held);
+    }
+
+    [Fact]
+    public void A_sample_list_kept_in_the_vms_own_guest_memory_does_not_deadlock()
+    {
+        using var t = new TestArena(64);
+        GuestVm vm = t.Vm("self", 16, pool: 4);
+        vm.Back(new GuestPage(0), 16);
+        using var watchdog = GcStress.Watchdog("a sample list in guest memory");
+        // The list of pages to sample lives in page 0, which it also samples.
+        Span<GuestPage> list = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, GuestPage>(vm.Page(new GuestPage(0)))[..4];
+        list[0] = new GuestPage(0); list[1] = new GuestPage(3); list[2] = new GuestPage(5); list[3] = new GuestPage(7);
+        Assert.Equal(4, vm.Sample(list));
+        Assert.Equal(GuestPageState.Sampled, vm.StateOf(new GuestPage(5)));
+    }
+}

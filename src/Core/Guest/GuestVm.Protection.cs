@@ -30,6 +30,7 @@ public sealed unsafe partial class GuestVm
     internal int CreateParityGroup(ReadOnlySpan<GuestPage> pages, HostFrame parityFrame)
     {
         foreach (GuestPage g in pages) CheckRange(g, 1);
+        pages = OutsideGuestMemory(pages);
         using RegionUse use = Use();
         fixed (GuestPage* p = pages)
         {
@@ -53,6 +54,8 @@ public sealed unsafe partial class GuestVm
         if (!diskOffsets.IsEmpty && diskOffsets.Length != pages.Length)
             throw new ArgumentException($"{diskOffsets.Length} disk offsets for {pages.Length} pages", nameof(diskOffsets));
         foreach (GuestPage g in pages) CheckRange(g, 1);
+        pages = OutsideGuestMemory(pages);
+        diskOffsets = OutsideGuestMemory(diskOffsets);
         using RegionUse use = Use();
         fixed (GuestPage* p = pages)
         fixed (long* d = diskOffsets)
@@ -69,6 +72,7 @@ public sealed unsafe partial class GuestVm
     internal HostFrame? Inject(GuestPage page, int offset, ReadOnlySpan<byte> mask, bool onlyIfProtected)
     {
         CheckRange(page, 1);
+        mask = OutsideGuestMemory(mask);
         using RegionUse use = Use();
         fixed (byte* m = mask)
         {

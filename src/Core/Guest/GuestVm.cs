@@ -303,6 +303,7 @@ public sealed unsafe partial class GuestVm : IDisposable
     public int Sample(ReadOnlySpan<GuestPage> pages)
     {
         foreach (GuestPage g in pages) CheckRange(g, 1);
+        pages = OutsideGuestMemory(pages);
         using RegionUse use = Use();
         fixed (GuestPage* p = pages)
         {
@@ -378,6 +379,19 @@ public sealed unsafe partial class GuestVm : IDisposable
         finally
         {
             if (rented is not null) ArrayPool<uint>.Shared.Return(rented);
+        }
+    }
+
+    // A buffer the engine reads while it holds this VM's region lock must not lie in this VM's guest
+    // memory: touching it there would fault, and the fault would wait on that same lock. Such a buffer
+    // (an odd but legal argument) is copied first.
+    internal ReadOnlySpan<T> OutsideGuestMemory<T>(ReadOnlySpan<T> span) where T : unmanaged
+    {
+        fixed (T* p = span)
+        {
+            long start = (long)p, end = start + (long)span.Length * sizeof(T);
+            long guestStart = Base, guestEnd = guestStart + (long)PageCount * _arena.PageSize;
+            return start < guestEnd && end > guestStart ? span.ToArray() : span;
         }
     }
 

@@ -136,6 +136,17 @@ public sealed unsafe class HostArena : IDisposable
         FaultEngine.Check(rc, $"retiring {frame}");
     }
 
+    /// <summary>Retires a frame only if it is Free at that instant (an error reported in a frame nobody
+    /// holds). False if someone took it meanwhile: the report must follow it to where it is now.</summary>
+    public bool TryRetireFree(HostFrame frame)
+    {
+        CheckFrame(frame);
+        int rc = Lib.FramesRetireFree(Engine, frame.Value);
+        if (rc == Lib.ESTATE) return false;
+        FaultEngine.Check(rc, $"retiring {frame}");
+        return true;
+    }
+
     /// <summary>Process resident set size (host memory actually in use, arena pages included).</summary>
     public long ResidentBytes() => _host.ResidentBytes();
 

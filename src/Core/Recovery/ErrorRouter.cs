@@ -36,12 +36,8 @@ public sealed class ErrorRouter(HostArena arena)
             {
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 if (arena.StateOf(frame) == FrameState.Retired) return new ErrorReport(frame, ErrorOutcome.Recovered, null, clock.Elapsed);
-                try
-                {
-                    arena.Retire(frame);
-                    return new ErrorReport(frame, ErrorOutcome.FreeFrameRetired, null, clock.Elapsed);
-                }
-                catch (FrameStateException) { return Report(frame); } // taken meanwhile: handle it where it is now
+                if (arena.TryRetireFree(frame)) return new ErrorReport(frame, ErrorOutcome.FreeFrameRetired, null, clock.Elapsed);
+                return Report(frame); // taken meanwhile: handle it where it is now
             }
             default:
                 throw new InvalidOperationException(

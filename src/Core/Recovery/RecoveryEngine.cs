@@ -166,16 +166,9 @@ public sealed class RecoveryEngine : IDisposable
         switch (state)
         {
             case FrameState.Free:
-                try
-                {
-                    Arena.Retire(frame);
-                    _retired.Add(frame.Value);
-                    return (ErrorOutcome.FreeFrameRetired, null);
-                }
-                catch (FrameStateException)
-                {
-                    return ReportLocked(frame, attempt + 1); // a fault took it meanwhile: handle it where it is now
-                }
+                if (!Arena.TryRetireFree(frame)) return ReportLocked(frame, attempt + 1); // taken meanwhile: follow it
+                _retired.Add(frame.Value);
+                return (ErrorOutcome.FreeFrameRetired, null);
             case FrameState.Parity when _groupOfParity.TryGetValue(frame.Value, out int group):
                 RebuildParityLocked(frame, group);
                 return (ErrorOutcome.ParityRebuilt, null);

@@ -58,6 +58,7 @@ internal static unsafe partial class Interop
         [LibraryImport(Lib, EntryPoint = "pl_frames_alloc")] public static partial int FramesAlloc(nint arena, uint count, uint* frames);
         [LibraryImport(Lib, EntryPoint = "pl_frames_release")] public static partial int FramesRelease(nint arena, uint* frames, uint n);
         [LibraryImport(Lib, EntryPoint = "pl_frames_retire")] public static partial int FramesRetire(nint arena, uint frame);
+        [LibraryImport(Lib, EntryPoint = "pl_frames_retire_free")] public static partial int FramesRetireFree(nint arena, uint frame);
         [LibraryImport(Lib, EntryPoint = "pl_frames_move")]
         public static partial int FramesMove(nint arena, uint* frames, uint n, uint from, uint to);
 

@@ -209,6 +209,19 @@ PL_EXPORT int pl_frames_retire(struct pl_arena *a, uint32_t frame)
     return rc;
 }
 
+/* A FREE frame out of service for good (an error reported in a frame nobody holds). PL_ESTATE if it is
+ * not free any more: someone took it meanwhile, and the report must follow it there. */
+PL_EXPORT int pl_frames_retire_free(struct pl_arena *a, uint32_t frame)
+{
+    if (frame >= a->frames) return PL_EINVAL;
+    pl_lock(&a->lock);
+    int rc = atomic_load_explicit(&a->fstate[frame], memory_order_relaxed) == PL_F_FREE ? 0 : PL_ESTATE;
+    if (rc == 0) arena_set(a, frame, PL_F_RETIRED, 0);
+    pl_unlock(&a->lock);
+    if (rc == 0) (void)os_discard(a, frame, 1); /* a failure only costs memory */
+    return rc;
+}
+
 /* HELD <-> PARITY (the only moves C# makes itself; GUEST moves happen inside region calls). */
 PL_EXPORT int pl_frames_move(struct pl_arena *a, const uint32_t *frames, uint32_t n, uint32_t from, uint32_t to)
 {

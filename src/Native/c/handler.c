@@ -126,7 +126,7 @@ static struct pl_region *find(uintptr_t addr, struct pl_slot **slot)
         if (!b || addr < b || addr - b >= atomic_load(&s->bytes)) continue;
         atomic_fetch_add(&s->inside, 1);
         struct pl_region *r = atomic_load(&s->region);
-        if (r && addr >= (uintptr_t)r->base && addr - (uintptr_t)r->base < r->pages * page_size) {
+        if (r && r != PL_DYING && addr >= (uintptr_t)r->base && addr - (uintptr_t)r->base < r->pages * page_size) {
             *slot = s;
             return r;
         }

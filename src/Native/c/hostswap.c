@@ -20,8 +20,11 @@ static int evict(struct pl_region *r, uint64_t except, uint32_t *out)
         set_page(r, v, PL_NO_FRAME, PL_SWAPPED);
         if (os_write_file(r->swap, frame_bytes(r->arena, f), page_size, (int64_t)(v * page_size)) != 0) {
             /* The swap file refused (disk full): the page keeps its frame and content. */
-            if (change_pages(r, v, 1, st, NULL, f, 1) == 0) set_page(r, v, f, st);
-            else say("host swap failed and the page could not be mapped back", (uint64_t)r->owner, v);
+            /* The tables take the frame back even if the mapping could not be restored: the handler maps
+             * a page again from the tables when its faults repeat. */
+            if (change_pages(r, v, 1, st, NULL, f, 1) != 0)
+                say("host swap failed and the page could not be mapped back yet", (uint64_t)r->owner, v);
+            set_page(r, v, f, st);
             atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
             return PL_ENOFRAME;
         }

@@ -65,18 +65,20 @@ static int hole_one(struct pl_region *r, uint64_t g)
     return 0;
 }
 
-/* Page g := a view of `frame` with protection prot (mapped read-write, then narrowed: MapViewOfFile3
- * refuses PAGE_NOACCESS). */
+/* Page g := a view of `frame` with protection prot. A page that must not be written is mapped read-only
+ * from the start, so no write on another CPU can land in it unseen; PROT_NONE is narrowed afterwards
+ * (MapViewOfFile3 refuses PAGE_NOACCESS), leaving at most a moment in which it can be read. */
 static int map_one(struct pl_region *r, uint64_t g, uint32_t frame, int prot)
 {
     int rc = hole_one(r, g);
     if (rc != 0) return rc;
+    ULONG initial = prot == (PROT_READ | PROT_WRITE) ? PAGE_READWRITE : PAGE_READONLY;
     void *got = map_view3((HANDLE)r->arena->os, GetCurrentProcess(), page_at(r, g), (ULONG64)frame * page_size, page_size,
-                          MEM_REPLACE_PLACEHOLDER, PAGE_READWRITE, NULL, 0);
+                          MEM_REPLACE_PLACEHOLDER, initial, NULL, 0);
     if (got == NULL) return os_last_error();
     r->view_mapped[g] = 1;
     DWORD old;
-    if (prot != (PROT_READ | PROT_WRITE) && !VirtualProtect(got, page_size, win_prot(prot), &old)) {
+    if (prot == PROT_NONE && !VirtualProtect(got, page_size, PAGE_NOACCESS, &old)) {
         rc = os_last_error();
         (void)hole_one(r, g); /* already failing: a hole is safer than an over-permissive view */
         return rc;
@@ -121,7 +123,14 @@ int map_anonymous(struct pl_region *r, uint64_t page, uint64_t count)
 int protect_pages(struct pl_region *r, uint64_t page, uint64_t count, int prot)
 {
     DWORD old;
-    return VirtualProtect(page_at(r, page), count * page_size, win_prot(prot), &old) ? 0 : os_last_error();
+    int rc = 0;
+    for (uint64_t i = 0; i < count && rc == 0; i++) /* one view per page: VirtualProtect stays within one */
+        if (!VirtualProtect(page_at(r, page + i), page_size, win_prot(prot), &old)) rc = os_last_error();
+    if (rc == 0 || prot != (PROT_READ | PROT_WRITE)) return rc;
+    /* A view mapped read-only may refuse to become writable: map the same frames again, writable. */
+    for (uint64_t i = 0; i < count; i++)
+        if ((rc = map_one(r, page + i, atomic_load_explicit(&r->p2m[page + i], memory_order_relaxed), prot)) != 0) return rc;
+    return 0;
 }
 
 void *os_tables_alloc(size_t bytes) { return VirtualAlloc(NULL, bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE); }

@@ -215,6 +215,8 @@ struct pl_slot {
 };
 
 extern struct pl_slot pl_slots[PL_MAX_REGIONS];
+/* A slot whose region is being destroyed: taken, but nobody may enter it. */
+#define PL_DYING ((struct pl_region *)(uintptr_t)1)
 extern size_t page_size;
 extern _Atomic int64_t maps_in_use;
 extern _Atomic int64_t map_budget;

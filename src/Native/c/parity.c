@@ -87,8 +87,15 @@ int uncover(struct pl_region *r, uint64_t g, int content_good)
     int i = member_index(grp, g);
     if (i < 0 || !(grp->covered & (1u << i))) return 0;
     grp->covered &= ~(1u << i);
-    if (content_good) xor_into(frame_bytes(r->arena, grp->parity_frame), page_bytes(r, g));
-    else recompute_parity(r, grp, frame_bytes(r->arena, grp->parity_frame));
+    if (content_good) {
+        xor_into(frame_bytes(r->arena, grp->parity_frame), page_bytes(r, g));
+        return 1;
+    }
+    /* Recomputed from the members whose frames can be trusted; a second bad member cannot be rebuilt
+     * once g's content is gone anyway, so it leaves the parity too rather than poison it. */
+    for (uint32_t m = 0; m < grp->n; m++)
+        if ((grp->covered & (1u << m)) && !trustworthy(r, grp->members[m])) grp->covered &= ~(1u << m);
+    recompute_parity(r, grp, frame_bytes(r->arena, grp->parity_frame));
     return 1;
 }
 
@@ -316,8 +323,9 @@ PL_EXPORT int pl_recover(int id, uint64_t page, uint32_t bad, uint32_t fresh, ui
     int rc = (st == PL_POISONED || st == PL_TRACKED) && fr_of(r, page) == bad ? 0 : PL_ESTATE;
     if (rc == 0 && fresh == PL_NO_FRAME) {
         int zero;
+        /* A failed rebuild has written into the frame: it is no longer zero. */
         if ((rc = take_frame(r, page, &fresh, &zero)) == 0 && (rc = recover_locked(r, page, fresh, old)) != 0)
-            drop_frame(r, fresh, zero);
+            drop_frame(r, fresh, 0);
     } else if (rc == 0) {
         if (atomic_load_explicit(&r->arena->fstate[fresh], memory_order_relaxed) != PL_F_HELD) rc = PL_EINVAL;
         if (rc == 0) {

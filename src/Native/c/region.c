@@ -59,7 +59,7 @@ struct pl_region *region_enter(int id)
     struct pl_slot *s = &pl_slots[id & (PL_MAX_REGIONS - 1)];
     atomic_fetch_add(&s->inside, 1);
     struct pl_region *r = atomic_load(&s->region);
-    if (!r || atomic_load(&s->gen) != (uint32_t)id >> 8) {
+    if (!r || r == PL_DYING || atomic_load(&s->gen) != (uint32_t)id >> 8) {
         atomic_fetch_sub(&s->inside, 1);
         return NULL;
     }
@@ -163,18 +163,20 @@ int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t n
     if (force && delta > 0) atomic_fetch_add(&maps_in_use, delta);
     else if ((rc = take_budget(delta)) != 0) return rc;
     if (is_hole(new_state)) {
-        rc = map_anonymous(r, first, count);
+        /* A failed call may have changed part of the range: put all of it back as the tables say. */
+        if ((rc = map_anonymous(r, first, count)) != 0 && count > 1) restore_from_tables(r, first, count);
     } else if (!frames && frame0 == PL_KEEP_FRAME) {
-        rc = protect_pages(r, first, count, prot_of(new_state));
+        if ((rc = protect_pages(r, first, count, prot_of(new_state))) != 0 && count > 1) restore_from_tables(r, first, count);
     } else {
-        uint64_t done = 0;
+        uint64_t done = 0, run = 0;
         while (rc == 0 && done < count) {
-            uint64_t run = frames ? 1 : count - done; /* one call per run of consecutive frames */
+            run = frames ? 1 : count - done; /* one call per run of consecutive frames */
             uint32_t f = new_frame(done, frames, frame0, 0);
             while (frames && done + run < count && frames[done + run] == f + run) run++;
             if ((rc = map_frames(r, first + done, run, f, prot_of(new_state))) == 0) done += run;
         }
-        if (rc != 0) restore_from_tables(r, first, done);
+        /* The runs already mapped, and the one whose call failed (a failed MAP_FIXED may leave it unmapped). */
+        if (rc != 0) restore_from_tables(r, first, done + run);
     }
     if (rc != 0) {
         if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
@@ -324,8 +326,10 @@ PL_EXPORT int pl_region_destroy(int id)
     if (id <= 0) return PL_ENOREGION;
     struct pl_slot *s = &pl_slots[id & (PL_MAX_REGIONS - 1)];
     struct pl_region *r = atomic_load(&s->region);
-    if (!r || atomic_load(&s->gen) != (uint32_t)id >> 8) return PL_ENOREGION;
-    if (!atomic_compare_exchange_strong(&s->region, &r, NULL)) return PL_ENOREGION;
+    if (!r || r == PL_DYING || atomic_load(&s->gen) != (uint32_t)id >> 8) return PL_ENOREGION;
+    /* The slot stays taken (DYING) until the generation has moved on, so no create can reuse it and
+     * hand out the id being destroyed. */
+    if (!atomic_compare_exchange_strong(&s->region, &r, PL_DYING)) return PL_ENOREGION;
     atomic_store(&s->base, 0);
     atomic_store(&s->bytes, 0);
     while (atomic_load(&s->inside) != 0) os_yield();
@@ -339,6 +343,7 @@ PL_EXPORT int pl_region_destroy(int id)
     atomic_fetch_sub(&r->arena->regions, 1);
     atomic_fetch_add(&s->gen, 1); /* the old id is stale from here on */
     os_tables_free(r, r->tables_bytes);
+    atomic_store(&s->region, NULL); /* only now may a create take the slot */
     return 0;
 }
 
