@@ -23,7 +23,7 @@ internal static class ModelCommand
             long ops = parse.GetValue(operations);
             if (ops is < 3 or > 30_000_000)
                 return Program.Fail($"--operations {ops}: give 3..30000000");
-            int rounds = (int)(ops / 3);
+            int rounds = (int)((ops + 2) / 3); // one operation per thread per round, three threads
             ModelResult r = null!;
             AnsiConsole.Progress().Start(ctx =>
             {

@@ -127,10 +127,12 @@ public static class InterleavingModel
     {
         var g = new GuestPage((ulong)page);
         ulong want = m.Value[page];
-        bool lenient = Volatile.Read(ref m.MayBeLost[page]);
         foreach (ulong w in MemoryMarshal.Cast<byte, ulong>(m.Vm.Page(g)))
         {
             if (w == want) continue;
+            // Read after the zeros were seen: a loss is announced (MayBeLost) before its zeros can appear,
+            // so a flag read before the page could miss a loss that happened while it was being read.
+            bool lenient = Volatile.Read(ref m.MayBeLost[page]);
             if (w == 0 && (lenient || m.Vm.IsLost(g))) continue;
             return $"{m.Vm.Name} {g} ({m.Vm.StateOf(g)}) reads {w:x16}, expected {want:x16}{(lenient ? " or 0" : "")}";
         }
@@ -152,8 +154,10 @@ public static class InterleavingModel
             ulong value = Word(m.Vm.Id, me, page, rng.NextInt64());
             Fill(m.Vm, page, value);
             m.Value[page] = value;
-            // Lost half way through the write (the host contained it meanwhile): parts may read as zero.
+            // Lost half way through the write (the host contained it meanwhile): parts may read as zero. A
+            // loss announced between the epoch check and the flag's store is caught by checking again.
             Volatile.Write(ref m.MayBeLost[page], Volatile.Read(ref m.LossEpoch[page]) != epoch);
+            if (Volatile.Read(ref m.LossEpoch[page]) != epoch) Volatile.Write(ref m.MayBeLost[page], true);
         }
         catch (Exception e) { lock (problems) problems.Add($"round {round}: guest {me}: {e.GetType().Name}: {e.Message}"); }
     }

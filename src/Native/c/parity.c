@@ -169,7 +169,11 @@ int contain_in_handler(struct pl_region *r, uint64_t g)
     int zero;
     if (take_frame(r, g, &f, &zero) != 0) return 0;
     if (!zero) memset(frame_bytes(r->arena, f), 0, page_size);
+    /* Flagged lost before the zero frame is mapped: whoever sees its zeros can also see why. */
+    uint8_t flags = r->flags[g];
+    atomic_store_explicit((_Atomic uint8_t *)&r->flags[g], (uint8_t)(flags | PL_PF_LOST), memory_order_release);
     if (change_pages(r, g, 1, PL_BACKED, NULL, f, 1) != 0) {
+        r->flags[g] = flags;
         drop_frame(r, f, 1);
         return 0;
     }
@@ -177,7 +181,6 @@ int contain_in_handler(struct pl_region *r, uint64_t g)
     uncover(r, g, 0);
     r->hash[g] = 0;
     r->disk_off[g] = -1;
-    r->flags[g] |= PL_PF_LOST;
     set_page(r, g, f, PL_BACKED);
     arena_retire(r, old);
     push_event(r, g, old, PL_EV_CONTAINED);
