@@ -1,5 +1,5 @@
-// The C floors of the fault and recovery benchmarks (c/baseline.c, c/demand_floor.c,
-// c/recovery_floor.c, built into libpagelab_baseline by the bench project).
+// The C floors of the fault, recovery and host-swap benchmarks (c/baseline.c, c/demand_floor.c,
+// c/recovery_floor.c, c/hostswap_floor.c, built into libpagelab_baseline by the bench project).
 using System.Runtime.InteropServices;
 
 namespace PageLab.Bench;
@@ -16,6 +16,13 @@ internal static unsafe partial class Baseline
     public static partial int DemandInstall(nint @base, nuint pages, int fd, uint poolFrames);
     [LibraryImport("pagelab_baseline", EntryPoint = "bl_demand_uninstall")] public static partial int DemandUninstall();
     [LibraryImport("pagelab_baseline", EntryPoint = "bl_demand_round")] public static partial int DemandRound();
+
+    // Host swap (c/hostswap_floor.c): per page a hole, a pwrite and a punch; then a handler that preads
+    // each touched page back into its frame and maps it.
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_swap_install")]
+    public static partial int SwapInstall(nint @base, nuint pages, int fd, nint hostView, int swapFd);
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_swap_uninstall")] public static partial int SwapUninstall();
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_swap_round")] public static partial int SwapRound();
 
     // Parity recovery (c/recovery_floor.c): inject + rebuild + hash + one mmap, no handler.
     [LibraryImport("pagelab_baseline", EntryPoint = "bl_recovery_init")]

@@ -90,6 +90,23 @@ internal sealed partial class RawMemfd : IDisposable
             throw ErrnoException.FromLastError($"fallocate(PUNCH_HOLE, frame {frame}, {count} frames)");
     }
 
+    /// <summary>pwrite of frame <paramref name="frame"/> (through the host view) to <paramref name="file"/> at
+    /// <paramref name="offset"/>, the whole page.</summary>
+    public void WriteFrame(int file, long frame, long offset)
+    {
+        nint n = Pwrite(file, HostView + (nint)(frame * PageSize), (nuint)PageSize, offset);
+        // No SetLastError, as for mmap; a short write of one page to a regular file is an error here too.
+        if (n != PageSize) throw new ErrnoException($"pwrite(frame {frame}, offset {offset}) returned {n}", Marshal.GetLastSystemError());
+    }
+
+    /// <summary>pread of one page from <paramref name="file"/> at <paramref name="offset"/> into frame
+    /// <paramref name="frame"/> through the host view.</summary>
+    public void ReadFrame(int file, long frame, long offset)
+    {
+        nint n = Pread(file, HostView + (nint)(frame * PageSize), (nuint)PageSize, offset);
+        if (n != PageSize) throw new ErrnoException($"pread(frame {frame}, offset {offset}) returned {n}", Marshal.GetLastSystemError());
+    }
+
     /// <summary>mprotect of mapped pages of the range (prot: 0 = none, 3 = read/write).</summary>
     public void Protect(long page, long count, int prot)
     {
@@ -107,6 +124,12 @@ internal sealed partial class RawMemfd : IDisposable
 
     [LibraryImport("libc.so.6", EntryPoint = "mmap")]
     private static partial nint Mmap(nint addr, nuint length, int prot, int flags, int fd, long offset);
+
+    [LibraryImport("libc.so.6", EntryPoint = "pread")]
+    private static partial nint Pread(int fd, nint buf, nuint count, long offset);
+
+    [LibraryImport("libc.so.6", EntryPoint = "pwrite")]
+    private static partial nint Pwrite(int fd, nint buf, nuint count, long offset);
 
     [LibraryImport("libc.so.6", EntryPoint = "mprotect")]
     private static partial int Mprotect(nint addr, nuint length, int prot);

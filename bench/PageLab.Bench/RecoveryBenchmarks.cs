@@ -76,20 +76,25 @@ public unsafe class WriteFaultBenchmarks
     }
 }
 
+/// <summary>
+/// A recovery retires the replaced frame for good (the engine never hands a bad frame out again), so the
+/// PageLab row cannot reuse it as the next fresh frame. Each iteration runs <see cref="Rounds"/> rounds on
+/// a VM made for it (outside the measurement) whose arena holds a fresh Held frame for every round.
+/// </summary>
 [MemoryDiagnoser]
 [MedianColumn]
+[InvocationCount(Rounds)]
 public unsafe class RecoveryLatencyBenchmarks
 {
-    /// <summary>Every recovery retires its bad frame for good, so a benchmark that recovers millions of
-    /// times needs that many frames: a sparse arena (retired frames are punched, so they cost no memory).</summary>
-    internal const uint RetiringArenaFrames = 1 << 22;
+    private const int Rounds = 16384;
 
     [Params(4, 8, 16)]
     public int K { get; set; }
 
-    private HostArena _arena = null!;
-    private GuestVm _vm = null!;
-    private HostFrame _spare;
+    private HostArena? _arena;
+    private GuestVm? _vm;
+    private HostFrame[] _spares = [];
+    private int _next;
     private readonly GuestPage _page = new(1);
     private readonly byte[] _mask = [0x81, 0x42];
     private RawMemfd _raw = null!;
@@ -97,23 +102,31 @@ public unsafe class RecoveryLatencyBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        _arena = HostArena.Create(RetiringArenaFrames, "pagelab-bench-recovery");
-        _vm = GuestVm.Create(_arena, "rec", 64, 16);
-        _vm.Back(new GuestPage(0), 64);
-        for (ulong g = 0; g < 64; g++) _vm.Page(new GuestPage(g)).Fill((byte)g);
-        var engine = new RecoveryEngine(_vm, new ProtectionPolicy { GroupSize = K });
-        engine.Protect(Enumerable.Range(0, K).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
-        _spare = _arena.Allocate(1)[0];
         _raw = new RawMemfd(frames: K + 2, rangePages: 1);
         int rc = Baseline.RecoveryInit(_raw.Base, _raw.HostView, _raw.Fd, (uint)K);
         if (rc != 0) throw new ErrnoException("bl_recovery_init: mmap", -rc);
     }
 
+    [IterationSetup(Target = nameof(Recover))]
+    public void NewVm()
+    {
+        _vm?.Dispose();
+        _arena?.Dispose();
+        _arena = HostArena.Create(256 + Rounds, "pagelab-bench-recovery");
+        _vm = GuestVm.Create(_arena, "rec", 64, 16);
+        _vm.Back(new GuestPage(0), 64);
+        for (ulong g = 0; g < 64; g++) _vm.Page(new GuestPage(g)).Fill((byte)g);
+        var engine = new RecoveryEngine(_vm, new ProtectionPolicy { GroupSize = K });
+        engine.Protect(Enumerable.Range(0, K).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
+        _spares = _arena.Allocate(Rounds);
+        _next = 0;
+    }
+
     [GlobalCleanup]
     public void Cleanup()
     {
-        _vm.Dispose();
-        _arena.Dispose();
+        _vm?.Dispose();
+        _arena?.Dispose();
         _raw.Dispose();
     }
 
@@ -130,25 +143,30 @@ public unsafe class RecoveryLatencyBenchmarks
         }
     }
 
-    /// <summary>Inject (poison) then recover: rebuild from parity into a fresh frame, hash-check, remap.
-    /// The replaced frame is reused as the next fresh one.</summary>
+    /// <summary>Inject (poison) then recover: rebuild from parity into a fresh frame, hash-check, remap;
+    /// the replaced frame is retired.</summary>
     [Benchmark(Description = "inject + recover from parity")]
     public void Recover()
     {
-        HostFrame bad = _vm.Translate(_page)!.Value;
+        HostFrame bad = _vm!.Translate(_page)!.Value;
         _vm.Inject(_page, 64, _mask, onlyIfProtected: false);
-        if (_vm.Recover(_page, bad, _spare) != RecoverResult.Recovered) throw new InvalidOperationException("not recovered");
-        _spare = _arena.Allocate(1)[0]; // the bad frame is retired for good, as in every recovery
+        if (_vm.Recover(_page, bad, _spares[_next++]) != RecoverResult.Recovered) throw new InvalidOperationException("not recovered");
     }
 }
 
+/// <summary>As in <see cref="RecoveryLatencyBenchmarks"/>, each refill retires the replaced frame, so each
+/// iteration runs <see cref="Rounds"/> refills on a VM made for it with a fresh Held frame for every round.</summary>
 [MemoryDiagnoser]
 [MedianColumn]
+[InvocationCount(Rounds)]
 public class DiskRefillBenchmarks
 {
-    private HostArena _arena = null!;
-    private GuestVm _vm = null!;
-    private HostFrame _spare;
+    private const int Rounds = 16384;
+
+    private HostArena? _arena;
+    private GuestVm? _vm;
+    private HostFrame[] _spares = [];
+    private int _next;
     private readonly GuestPage _page = new(2);
     private readonly byte[] _mask = [0xFF];
     private FileStream _disk = null!;
@@ -157,29 +175,39 @@ public class DiskRefillBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        _arena = HostArena.Create(RecoveryLatencyBenchmarks.RetiringArenaFrames, "pagelab-bench-disk");
-        _vm = GuestVm.Create(_arena, "disk", 8, 8);
-        _vm.Back(new GuestPage(0), 8);
         string path = Path.Combine(Path.GetTempPath(), $"pagelab-bench-disk-{Environment.ProcessId}");
         _disk = new FileStream(path, FileMode.Create, FileAccess.ReadWrite, FileShare.Read, 4096, FileOptions.DeleteOnClose);
+        var page = new byte[Environment.SystemPageSize];
         for (ulong g = 0; g < 8; g++)
         {
-            _vm.Page(new GuestPage(g)).Fill((byte)(g + 7));
-            _disk.Write(_vm.Page(new GuestPage(g)));
+            Array.Fill(page, (byte)(g + 7));
+            _disk.Write(page);
         }
         _disk.Flush();
+    }
+
+    [IterationSetup(Target = nameof(Refill))]
+    public void NewVm()
+    {
+        _vm?.Dispose();
+        _arena?.Dispose();
+        _arena = HostArena.Create(128 + Rounds, "pagelab-bench-disk");
+        _vm = GuestVm.Create(_arena, "disk", 8, 8);
+        _vm.Back(new GuestPage(0), 8);
+        for (ulong g = 0; g < 8; g++) _vm.Page(new GuestPage(g)).Fill((byte)(g + 7)); // what the disk copy holds
         var engine = new RecoveryEngine(_vm);
         engine.UseDiskFile(_disk.SafeFileHandle);
         engine.Protect(Enumerable.Range(0, 8).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.CleanWithDiskCopy,
             g => (long)g.Value * _arena.PageSize);
-        _spare = _arena.Allocate(1)[0];
+        _spares = _arena.Allocate(Rounds);
+        _next = 0;
     }
 
     [GlobalCleanup]
     public void Cleanup()
     {
-        _vm.Dispose();
-        _arena.Dispose();
+        _vm?.Dispose();
+        _arena?.Dispose();
         _disk.Dispose();
     }
 
@@ -189,10 +217,9 @@ public class DiskRefillBenchmarks
     [Benchmark(Description = "inject + refill from disk")]
     public void Refill()
     {
-        HostFrame bad = _vm.Translate(_page)!.Value;
+        HostFrame bad = _vm!.Translate(_page)!.Value;
         _vm.Inject(_page, 0, _mask, onlyIfProtected: false);
-        if (_vm.Recover(_page, bad, _spare) != RecoverResult.Recovered) throw new InvalidOperationException("not recovered");
-        _spare = _arena.Allocate(1)[0]; // the bad frame is retired for good, as in every recovery
+        if (_vm.Recover(_page, bad, _spares[_next++]) != RecoverResult.Recovered) throw new InvalidOperationException("not recovered");
     }
 }
 

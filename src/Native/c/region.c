@@ -74,8 +74,17 @@ void region_leave(struct pl_region **r)
 /* ---- mapping-count model ---- */
 
 /* Which VMA a page of state st can share with its neighbour: 0 for a hole (unbacked or host-swapped
- * pages share one anonymous VMA), else 1 + its protection (and then only with the next frame). */
-static uint32_t vma_kind(uint32_t st) { return is_hole(st) ? 0 : 1 + (uint32_t)prot_of(st); }
+ * pages share one anonymous VMA), else 1 + its protection (and then only with the next frame). A table
+ * rather than branches: the mapping-count model looks up every page of a change and its two neighbours. */
+static uint32_t vma_kind(uint32_t st)
+{
+    static const uint8_t kind[8] = {
+        [PL_UNBACKED] = 0, [PL_BACKED] = 1 + (PROT_READ | PROT_WRITE), [PL_SAMPLED] = 1 + PROT_NONE,
+        [PL_TRACKED] = 1 + PROT_READ, [PL_POISONED] = 1 + PROT_NONE, [PL_SWAPPED] = 0, [6] = 1 + PROT_NONE,
+        [7] = 1 + PROT_NONE,
+    };
+    return st < 8 ? kind[st] : 1 + PROT_NONE; /* as is_hole / prot_of say for any other value */
+}
 
 /* Is there a VMA boundary between two neighbouring pages, given their kinds and frames? */
 static int splits_kind(uint32_t k0, uint32_t f0, uint32_t k1, uint32_t f1)
@@ -95,10 +104,10 @@ static uint32_t new_frame(uint64_t i, const uint32_t *frames, uint32_t frame0, u
 
 /* Change in VMA count if pages [first, first+count) take state st and the given frames. The boundaries
  * that can change are those inside the run and at its two edges. Inside the run both sides take the
- * same state, so a boundary is there afterwards only if st is mapped and the frames do not follow on
- * (never for frame0 + i). */
+ * same state, so a boundary is there afterwards only if st is mapped and the frames do not follow on:
+ * `breaks` times for frames[] (frame_breaks), never for frame0 + i. */
 static int64_t maps_delta(struct pl_region *r, uint64_t first, uint64_t count, uint32_t st, const uint32_t *frames,
-                          uint32_t frame0)
+                          uint32_t frame0, uint64_t breaks)
 {
     uint64_t end = first + count; /* one past the run */
     int64_t before = 0, after = 0;
@@ -118,11 +127,19 @@ static int64_t maps_delta(struct pl_region *r, uint64_t first, uint64_t count, u
     if (end < r->pages)
         after += splits(st, new_frame(count - 1, frames, frame0, fr_of(r, end - 1)), st_of(r, end), fr_of(r, end));
     if (!is_hole(st) && frames) {
-        for (uint64_t i = 1; i < count; i++) after += frames[i] != frames[i - 1] + 1;
+        after += (int64_t)breaks;
     } else if (!is_hole(st) && frame0 == PL_KEEP_FRAME) {
         for (uint64_t g = first + 1; g < end; g++) after += fr_of(r, g) != fr_of(r, g - 1) + 1;
     }
     return after - before;
+}
+
+/* Places in frames[0..count) where a frame does not follow on from the one before (0: one run). */
+static uint64_t frame_breaks(const uint32_t *frames, uint64_t count)
+{
+    uint64_t breaks = 0;
+    for (uint64_t i = 1; i < count; i++) breaks += frames[i] != frames[i - 1] + 1;
+    return breaks;
 }
 
 static int take_budget(int64_t delta)
@@ -158,7 +175,8 @@ static void restore_from_tables(struct pl_region *r, uint64_t first, uint64_t co
 int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t new_state, const uint32_t *frames,
                  uint32_t frame0, int force)
 {
-    int64_t delta = maps_delta(r, first, count, new_state, frames, frame0);
+    uint64_t breaks = frames ? frame_breaks(frames, count) : 0;
+    int64_t delta = maps_delta(r, first, count, new_state, frames, frame0, breaks);
     int rc = 0;
     if (force && delta > 0) atomic_fetch_add(&maps_in_use, delta);
     else if ((rc = take_budget(delta)) != 0) return rc;
@@ -167,12 +185,16 @@ int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t n
         if ((rc = map_anonymous(r, first, count)) != 0 && count > 1) restore_from_tables(r, first, count);
     } else if (!frames && frame0 == PL_KEEP_FRAME) {
         if ((rc = protect_pages(r, first, count, prot_of(new_state))) != 0 && count > 1) restore_from_tables(r, first, count);
+    } else if (breaks == 0) { /* one run of consecutive frames (frame0 + i always is): one call */
+        /* A failed MAP_FIXED may leave the range unmapped: put it back as the tables say. */
+        if ((rc = map_frames(r, first, count, new_frame(0, frames, frame0, 0), prot_of(new_state))) != 0)
+            restore_from_tables(r, first, count);
     } else {
         uint64_t done = 0, run = 0;
         while (rc == 0 && done < count) {
-            run = frames ? 1 : count - done; /* one call per run of consecutive frames */
-            uint32_t f = new_frame(done, frames, frame0, 0);
-            while (frames && done + run < count && frames[done + run] == f + run) run++;
+            run = 1; /* one call per run of consecutive frames */
+            uint32_t f = frames[done];
+            while (done + run < count && frames[done + run] == f + run) run++;
             if ((rc = map_frames(r, first + done, run, f, prot_of(new_state))) == 0) done += run;
         }
         /* The runs already mapped, and the one whose call failed (a failed MAP_FIXED may leave it unmapped). */
