@@ -250,7 +250,10 @@ internal static class RunCommand
 
     private static Table Table(TickSnapshot t, Scenario s, string progress)
     {
-        var table = new Table().Title($"{progress} · free host frames {t.FreeFrames} · moved {t.TransferredFrames}");
+        // Host memory is hostPages; the arena has slack past it (demand pools, a balloon batch, parity
+        // frames), so its free frames are not free host memory.
+        long hostFree = Math.Max(0, (long)s.HostPages - t.Vms.Sum(v => v.HeldFrames));
+        var table = new Table().Title($"{progress} · host pages not held by a VM {hostFree} · free arena frames (incl. slack) {t.FreeFrames} · moved {t.TransferredFrames}");
         foreach (string c in new[] { "VM", "alloc", "held", "balloon", "active est", "true WS", "guest free", "swap out", "swap in", "demand flt", "host stall", "bal. out", "condition", "avail" })
             table.AddColumn(new TableColumn(c).RightAligned());
         foreach (VmSnapshot v in t.Vms)
