@@ -6,6 +6,7 @@ using System.Runtime.CompilerServices;
 using PageLab.Core;
 using PageLab.Core.Faults;
 using PageLab.Core.Guest;
+using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
 using PageLab.Core.Recovery;
 using static PageLab.Tests.RecoveryTests;
@@ -317,5 +318,27 @@ public class EngineLifetimeRaceTests
         list[0] = new GuestPage(0); list[1] = new GuestPage(3); list[2] = new GuestPage(5); list[3] = new GuestPage(7);
         Assert.Equal(4, vm.Sample(list));
         Assert.Equal(GuestPageState.Sampled, vm.StateOf(new GuestPage(5)));
+    }
+}
+
+public class DoublePagingTests
+{
+    [Fact]
+    public void A_guest_paging_out_a_page_the_host_swapped_keeps_its_content()
+    {
+        using var t = new TestArena(512);
+        GuestVm vm = t.Vm("double", 128, pool: 128);
+        vm.RefillPool();
+        using var os = new GuestOperatingSystem(vm, new GuestOsOptions { LowWaterPages = 4, HighWaterPages = 8 });
+        GuestProcess app = os.Spawn("app", 64);
+        for (ulong v = 0; v < 64; v++) FillPattern(app.Page(v), v + 77);
+        int swapped = vm.HostSwapOut(1000);                          // every backed page out to the host swap file
+        Assert.True(swapped >= 64, $"{swapped} pages host-swapped");
+
+        os.Reclaim(128);                                             // the guest pages out pages the host swapped
+
+        Assert.True(os.DoublePagings >= 32, $"{os.DoublePagings} double pagings");
+        Assert.True(os.Stats.SwapOuts >= 32, $"{os.Stats.SwapOuts} guest swap-outs");
+        for (ulong v = 0; v < 64; v++) Assert.True(HasPattern(app.Page(v), v + 77), $"vpn {v}");
     }
 }

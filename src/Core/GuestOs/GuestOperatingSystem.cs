@@ -84,6 +84,9 @@ public sealed class GuestOperatingSystem : IDisposable
     /// page out (the host may then overcommit). Without a hook, such a page is used as is.</summary>
     public Func<bool, bool>? EnsureDemandFrame { get; set; }
 
+    /// <summary>Pages the guest paged out that the host had already swapped out (each read back first).</summary>
+    public long DoublePagings { get; private set; }
+
     public GuestMemoryStats Stats => new(Vm.PageCount, FreePages, _swapOuts, _swapIns, _majorFaults, _minorFaults, _oomKills);
 
     public GuestProcess Spawn(string name, ulong virtualPages, bool pinned = false)
@@ -229,8 +232,20 @@ public sealed class GuestOperatingSystem : IDisposable
         if (_swap.SlotsInUse >= Options.SwapLimitPages) return null;      // swap full: nothing can go out
         // Page-out is device I/O: it reads the frame (DMA), not the guest mapping, so it neither counts as
         // a guest access nor trips over a page the sampler made inaccessible. A page the host took back
-        // (a reclaimed balloon page) reads as zeros, as ESX's shared zero page would.
-        long slot = _swap.Write(Vm.Translate(new GuestPage(g)) is HostFrame f ? Vm.Arena.FrameBytes(f) : _zeroPage);
+        // (a reclaimed balloon page) reads as zeros, as ESX's shared zero page would. A page the host
+        // swapped out has its content only in the host swap file, and a poisoned frame's bytes are not
+        // the page's: both are read through the guest view, whose fault brings the page back (double
+        // paging: the host swaps in a page only for the guest to page it out) or recovers it.
+        GuestPageState state = Vm.StateOf(new GuestPage(g));
+        ReadOnlySpan<byte> content;
+        if (state is GuestPageState.Swapped or GuestPageState.Poisoned)
+        {
+            if (state == GuestPageState.Swapped) DoublePagings++;
+            Vm.Page(new GuestPage(g)).CopyTo(_ioBuffer);
+            content = _ioBuffer;
+        }
+        else content = Vm.Translate(new GuestPage(g)) is HostFrame f ? Vm.Arena.FrameBytes(f) : _zeroPage;
+        long slot = _swap.Write(content);
         _swapOuts++;
         p.Pte[vpn] = -(slot + 1);
         p.SwappedOut++;
