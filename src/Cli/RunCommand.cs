@@ -191,6 +191,16 @@ internal static class RunCommand
         try
         {
             using var runner = new ScenarioRunner(s, swapDirectory);
+            var bootClock = Stopwatch.StartNew();
+            int bootShown = 0;
+            runner.BootProgress += (done, total) =>
+            {
+                // Only boots that take a while say so, a line per 10 % (a boot inflating big balloons).
+                int percent = (int)(100 * done / total);
+                if (bootClock.Elapsed.TotalSeconds < 1 || percent < bootShown + 10) return;
+                bootShown = percent;
+                Console.WriteLine($"  boot: balloons inflated {done}/{total} pages ({percent}%), {bootClock.Elapsed.TotalSeconds:0.0} s");
+            };
             RunTimeline timeline = RunTimeline.Attach(runner);
             RunTraceWriter? trace = tracePath is null ? null : new RunTraceWriter(runner, tracePath);
             string? interruptedBy = null;

@@ -245,9 +245,10 @@ public class PolicyTests(ITestOutputHelper output)
         output.WriteLine($"poor peak {poorPeak} end {poorEnd}; rich peak {richPeak} end {richEnd}; late end {t.Vms[2].HeldFrames}");
 
         Assert.True(poorPeak > 1400 + 200 && richPeak > 1400 + 200, $"both borrowed: poor {poorPeak}, rich {richPeak}");
-        // Late needs back less than was lent: the poor VM pays first, so it gives back more.
-        Assert.True(poorPeak - poorEnd > 2 * (richPeak - richEnd), $"poor gave back {poorPeak - poorEnd}, rich {richPeak - richEnd}");
-        Assert.True(richEnd > 1400 + 100, $"rich kept only {richEnd}");
+        // Late needs back less than was lent: the poor VM pays first, all it borrowed, and the rich VM
+        // keeps most of its loan.
+        Assert.True(poorEnd <= 1400 + 64, $"poor still holds {poorEnd} of its 1400 allocated");
+        Assert.True(richEnd - 1400 > (richPeak - 1400) / 2, $"rich kept {richEnd - 1400} of the {richPeak - 1400} it borrowed");
         Assert.True(t.Vms[2].HeldFrames >= 800, $"late holds {t.Vms[2].HeldFrames}");
         Assert.Empty(runner.CheckAccounting());
     }

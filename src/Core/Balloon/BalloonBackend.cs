@@ -52,6 +52,10 @@ public sealed class BalloonBackend
     {
         get
         {
+            // The count is kept as this backend takes and gives back pages; only what the guest did to the
+            // balloon's process since (paged its pages out, released them, was killed) needs the walk. A
+            // walk per read made a boot that inflates in batches quadratic in the balloon's size.
+            if (_actual >= 0 && ProcessKey() == _actualKey) return (ulong)_actual;
             // Pages the guest paged out and reused are no longer the balloon's.
             int kept = 0;
             for (int i = 0; i < _reclaimedPages.Count; i++)
@@ -64,9 +68,15 @@ public sealed class BalloonBackend
                 else _listed[g] = false;
             }
             _reclaimedPages.RemoveRange(kept, _reclaimedPages.Count - kept);
+            _actual = kept;
+            _actualKey = ProcessKey();
             return (ulong)kept;
         }
     }
+
+    private long _actual = -1;
+    private (ulong SwappedOut, ulong Releases, bool Killed) _actualKey;
+    private (ulong, ulong, bool) ProcessKey() => (App.Process.SwappedOut, App.Process.Releases, App.Process.Killed);
 
     public long ReclaimedTotal { get; private set; }
     public long RefusedTotal => _refusedTotal.Values.Sum();
@@ -153,8 +163,12 @@ public sealed class BalloonBackend
             Vm.Map(new GuestPage(needFrame[at]), frames.Slice(used, length));
             used += length;
         }
+        bool counted = _actual >= 0 && ProcessKey() == _actualKey;
         foreach (ulong page in needFrame) _reclaimedVpn[page] = 0;
+        _actual -= needFrame.Count;
         App.Release(release);
+        if (counted) _actualKey = ProcessKey();                            // the releases were ours
+        else _actual = -1;
         return used;
     }
 
@@ -189,6 +203,7 @@ public sealed class BalloonBackend
         foreach (BalloonReport p in pages)
         {
             ulong g = p.ClaimedPage.Value;
+            if (_reclaimedVpn[g] == 0 && _actual >= 0) _actual++;
             _reclaimedVpn[g] = p.Vpn + 1;
             if (!_listed[g]) _reclaimedPages.Add(g);
             _listed[g] = true;

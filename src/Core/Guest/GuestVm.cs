@@ -107,6 +107,21 @@ public sealed unsafe partial class GuestVm : IDisposable
         return (GuestPageState)Volatile.Read(ref _state[page.Value]);
     }
 
+    /// <summary>How many of <paramref name="pages"/> are in <paramref name="state"/>: one use of the region
+    /// for all of them (a <see cref="StateOf"/> per page costs a handle reference each).</summary>
+    public ulong CountInState(IEnumerable<ulong> pages, GuestPageState state)
+    {
+        using RegionUse use = Use();
+        ulong n = 0;
+        foreach (ulong g in pages)
+        {
+            CheckRange(new GuestPage(g), 1);
+            // SAFETY: as in StateOf.
+            if ((GuestPageState)Volatile.Read(ref _state[g]) == state) n++;
+        }
+        return n;
+    }
+
     /// <summary>The frame backing a page, or null if it has none (unbacked or host-swapped).</summary>
     public HostFrame? Translate(GuestPage page)
     {

@@ -67,13 +67,7 @@ public sealed class GuestOperatingSystem : IDisposable
 
     /// <summary>Free guest pages that still have a host frame behind them (the hypervisor's view:
     /// the guest cannot tell these from free pages the host has taken back).</summary>
-    public ulong FreeBackedPages()
-    {
-        ulong n = 0;
-        foreach (ulong g in _free)
-            if (Vm.StateOf(new GuestPage(g)) != GuestPageState.Unbacked) n++;
-        return n;
-    }
+    public ulong FreeBackedPages() => (ulong)_free.Count - Vm.CountInState(_free, GuestPageState.Unbacked);
     public GuestSwapFile Swap => _swap;
 
     /// <summary>Called when reclaim cannot free enough: the balloon application's chance to deflate
@@ -145,6 +139,7 @@ public sealed class GuestOperatingSystem : IDisposable
     internal void Release(GuestProcess p, ulong vpn)
     {
         long pte = p.Pte[vpn];
+        if (pte != 0) p.Releases++;
         if (pte > 0) FreePhysical((ulong)(pte - 1), p);
         else if (pte < 0) _swap.Free(-pte - 1);
         p.Pte[vpn] = 0;
@@ -338,6 +333,8 @@ public sealed class GuestProcess
     public ulong Resident { get; internal set; }
     /// <summary>How many of this process's pages the guest OS has paged out so far.</summary>
     public ulong SwappedOut { get; internal set; }
+    /// <summary>Pages the process gave back (unmapped) so far.</summary>
+    public ulong Releases { get; internal set; }
 
     /// <summary>0 = never used; g+1 = resident at guest page g; -(slot+1) = in swap slot.</summary>
     internal long[] Pte { get; }

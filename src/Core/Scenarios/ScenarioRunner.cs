@@ -91,12 +91,19 @@ public sealed class ScenarioRunner : IDisposable
     public ConditionService Condition { get; }
     public int Tick => _tick;
 
-    /// <summary>Inflates every balloon to its starting target so each VM fits its initial allocation.</summary>
+    /// <summary>Progress of <see cref="Boot"/>: balloon pages inflated so far and the pages to inflate.</summary>
+    public event Action<ulong, ulong>? BootProgress;
+
+    /// <summary>Inflates every balloon to its starting target so each VM fits its starting ceiling (its
+    /// initial allocation; with work conservation, all it may have, so nothing is inflated).</summary>
     public void Boot()
     {
         Raise(new RunEvent { Tick = 0, Kind = RunEventKind.Run, Scenario = Scenario });
+        ulong toInflate = Scheduler.Vms.Aggregate(0UL, (s, v) => s + v.BalloonTargetPages);
         for (int i = 0; i < 10_000; i++)
         {
+            if (toInflate > 0)
+                BootProgress?.Invoke(Scheduler.Vms.Aggregate(0UL, (s, v) => s + Math.Min(v.Backend.ActualPages, v.BalloonTargetPages)), toInflate);
             StepReport r = StepAndReport();
             if (r.Inflated.Values.Sum() == 0 && r.Deflated.Values.Sum() == 0) break;
         }

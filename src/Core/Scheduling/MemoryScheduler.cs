@@ -118,8 +118,11 @@ public sealed class MemoryScheduler
         if (committed > Options.HostPages)
             throw new ArgumentException($"VM '{name}': allocations would total {committed} pages, more than the host's {Options.HostPages}");
         var vm = new ScheduledVm(os, app, shares, minPages, maxPages, allocationPages, _rng, Options.SamplePages);
+        // Work-conserving, a VM starts with all it may have: nothing is reclaimed before a VM needs it (ESX
+        // balloons only when the host runs short), so a boot inflates no balloon.
+        if (Options.WorkConserving) vm.CeilingPages = maxPages;
         os.EnsureDemandFrame = urgent => ProvideDemandFrame(vm, urgent);
-        os.Vm.SetFrameLimit(allocationPages);
+        os.Vm.SetFrameLimit(vm.CeilingPages);
         _vms.Add(vm);
         return vm;
     }

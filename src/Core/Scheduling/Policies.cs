@@ -54,11 +54,14 @@ public sealed class PageLabPolicy : IAllocationPolicy
         ulong[] covered = AllocationPolicy.Targets(
             vms.Select((v, i) => new VmDemand(v.Shares, 1, v.MinPages, Math.Clamp(demand[i], v.MinPages, v.MaxPages))).ToList(),
             request.HostPages, request.IdleTax);
-        // The rest by the ESX rule: the demand is active, the rest of the allocation idle.
+        // The rest by the ESX rule: of the VM's allocation, its demand is active and the rest idle.
         return AllocationPolicy.Targets(
-            vms.Select((v, i) => new VmDemand(v.Shares, covered[i] == 0 ? 1 : Math.Min(1, (double)demand[i] / covered[i]), covered[i], v.MaxPages)).ToList(),
+            vms.Select((v, i) => new VmDemand(v.Shares, ActiveFraction(demand[i], v.AllocationPages), covered[i], v.MaxPages)).ToList(),
             request.HostPages, request.IdleTax);
     }
+
+    private static double ActiveFraction(ulong demand, ulong allocation) =>
+        demand == 0 ? 0 : Math.Min(1, (double)demand / Math.Max(allocation, demand));
 
     /// <summary>Pages the VM needs: its working set by its own report plus the margin.</summary>
     public ulong Demand(VmSignals v)
