@@ -18,6 +18,17 @@ public sealed record GuestOsOptions
     public long? SwapLimitPages { get; init; }
 }
 
+/// <summary>Free page reporting (Linux page_reporting over virtio-balloon): the guest tells the host which
+/// free pages it may take, without a balloon. A page is reported once it has been free for
+/// <see cref="DelayTicks"/>; a pass reports at most <see cref="FractionPerPass"/> of the free pages, so a
+/// guest that frees memory gets it back to the host over several passes (Linux: 2 s delay, a sixteenth of a
+/// free area per pass).</summary>
+public sealed record FreePageReportingOptions
+{
+    public int DelayTicks { get; init; } = 2;
+    public double FractionPerPass { get; init; } = 1.0 / 16;
+}
+
 /// <summary>Counters a guest OS keeps about its memory, as a balloon driver would report them.</summary>
 public readonly record struct GuestMemoryStats(
     ulong TotalPages, ulong FreePages, ulong SwapOuts, ulong SwapIns, ulong MajorFaults, ulong MinorFaults, ulong OomKills);
@@ -37,6 +48,8 @@ public sealed class GuestOperatingSystem : IDisposable
     private ulong _clockHand;
     private ulong _swapOuts, _swapIns, _majorFaults, _minorFaults, _oomKills;
     private ulong _swapInsPeriod;
+    private readonly int[] _freedAt;                   // per guest page: the tick it was last freed
+    private int _now;
 
     public GuestOperatingSystem(GuestVm vm, GuestOsOptions? options = null)
     {
@@ -50,6 +63,7 @@ public sealed class GuestOperatingSystem : IDisposable
         _isFree = new bool[vm.PageCount];
         _ownerPid = new int[vm.PageCount];
         _ownerVpn = new ulong[vm.PageCount];
+        _freedAt = new int[vm.PageCount];
         Array.Fill(_ownerPid, NoOwner);
         for (ulong g = vm.PageCount; g-- > 0;)
         {
@@ -64,6 +78,8 @@ public sealed class GuestOperatingSystem : IDisposable
     public GuestOsOptions Options { get; }
     public IReadOnlyList<GuestProcess> Processes => _processes;
     public ulong FreePages => (ulong)_free.Count;
+    /// <summary>True if guest page <paramref name="g"/> is on the free list.</summary>
+    public bool IsFree(GuestPage g) => _isFree[g.Value];
 
     /// <summary>Free guest pages that still have a host frame behind them (the hypervisor's view:
     /// the guest cannot tell these from free pages the host has taken back).</summary>
@@ -194,6 +210,7 @@ public sealed class GuestOperatingSystem : IDisposable
 
     private void FreePhysical(ulong g, GuestProcess p)
     {
+        _freedAt[g] = _now;
         _ownerPid[g] = NoOwner;
         _isFree[g] = true;
         _free.Push(g);
@@ -293,6 +310,36 @@ public sealed class GuestOperatingSystem : IDisposable
         _swapInsPeriod = 0;
         return new WorkingSetReport(bins, pinned, (ulong)_free.Count, swapIns);
     }
+
+    /// <summary>One free-page-reporting pass at <paramref name="tick"/>: free pages that still have a host
+    /// frame and have been free for the delay, at most the pass's fraction of the free pages. The guest keeps
+    /// them on its free list; the host may take their frames (the next use of such a page is a demand-zero
+    /// fault, as for any page the host took).</summary>
+    public List<GuestPage> ReportFreePages(int tick, FreePageReportingOptions options)
+    {
+        _now = tick;
+        var reported = new List<GuestPage>();
+        int budget = (int)Math.Ceiling(_free.Count * options.FractionPerPass);
+        if (budget == 0) return reported;
+        var backed = new List<ulong>();
+        foreach (ulong g in _free)
+        {
+            if (tick - _freedAt[g] < options.DelayTicks) continue;
+            backed.Add(g);
+        }
+        if (backed.Count == 0) return reported;
+        // The oldest free pages first: the LIFO free list hands out the newest first, so these are used last.
+        backed.Reverse();
+        foreach (ulong g in backed)
+        {
+            if (reported.Count == budget) break;
+            if (Vm.StateOf(new GuestPage(g)) == GuestPageState.Backed) reported.Add(new GuestPage(g));
+        }
+        return reported;
+    }
+
+    /// <summary>The guest's clock, for free-page ages (ticks).</summary>
+    public void SetTime(int tick) => _now = tick;
 
     private void OomKill(GuestProcess requester)
     {

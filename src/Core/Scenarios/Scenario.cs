@@ -7,12 +7,14 @@ namespace PageLab.Core.Scenarios;
 
 public sealed record WorkloadSpec
 {
-    /// <summary>idle | active | growing</summary>
+    /// <summary>idle | active | growing | burst</summary>
     public string Kind { get; init; } = "active";
     /// <summary>idle: pages allocated once; active: working set; growing: working set at the start.</summary>
     public ulong Pages { get; init; }
-    /// <summary>growing: working set at the end of the run.</summary>
+    /// <summary>growing: working set at the end of the run; burst: what it keeps after it frees.</summary>
     public ulong? EndPages { get; init; }
+    /// <summary>burst: the tick it frees all but endPages of its pages.</summary>
+    public int? FreeAtTick { get; init; }
     public int TouchesPerTick { get; init; } = 400;
 }
 
@@ -39,6 +41,16 @@ public sealed record VmSpec
     /// <summary>Pages of the guest kernel: a pinned process whose pages parity protects.</summary>
     public ulong KernelPages { get; init; } = 64;
     public WorkloadSpec Workload { get; init; } = new();
+    /// <summary>Free page reporting for this VM's guest (opt-in; null: off).</summary>
+    public FreePageReportingSpec? FreePageReporting { get; init; }
+}
+
+public sealed record FreePageReportingSpec
+{
+    /// <summary>Ticks a page stays free before the guest reports it.</summary>
+    public int DelayTicks { get; init; } = 2;
+    /// <summary>Most of the guest's free pages one pass (a tick) reports.</summary>
+    public double FractionPerPass { get; init; } = 1.0 / 16;
 }
 
 public sealed record Scenario
@@ -156,7 +168,17 @@ public sealed record Scenario
             initial += init;
             WorkloadSpec? w = v.Workload;
             if (w is null) Fail($"{at}.workload", "must not be null");
-            if (w!.Kind is not ("idle" or "active" or "growing")) Fail($"{at}.workload.kind", $"'{w.Kind}' is not idle, active or growing");
+            if (w!.Kind is not ("idle" or "active" or "growing" or "burst")) Fail($"{at}.workload.kind", $"'{w.Kind}' is not idle, active, growing or burst");
+            if (w.Kind == "burst")
+            {
+                if (w.FreeAtTick is not int ft || ft < 1 || ft > Ticks) Fail($"{at}.workload.freeAtTick", $"a burst workload needs freeAtTick between 1 and ticks ({Ticks})");
+                if (w.EndPages is ulong keep && keep >= w.Pages) Fail($"{at}.workload.endPages", $"a burst keeps fewer pages than it had ({w.Pages}), got {keep}");
+            }
+            if (v.FreePageReporting is { } fpr)
+            {
+                if (fpr.DelayTicks < 0) Fail($"{at}.freePageReporting.delayTicks", $"must not be negative, got {fpr.DelayTicks}");
+                if (fpr.FractionPerPass is <= 0 or > 1) Fail($"{at}.freePageReporting.fractionPerPass", $"must be in (0, 1], got {fpr.FractionPerPass}");
+            }
             if (w.Pages == 0 || w.Pages >= v.Pages) Fail($"{at}.workload.pages", $"must be between 1 and the VM's pages - 1, got {w.Pages}");
             if (w.Kind == "growing" && (w.EndPages is not ulong e || e == 0 || e >= v.Pages))
                 Fail($"{at}.workload.endPages", $"a growing workload needs endPages between 1 and {v.Pages - 1}");

@@ -25,6 +25,7 @@ public sealed record TickSnapshot(int Tick, IReadOnlyList<VmSnapshot> Vms, long 
 public sealed class ScenarioRunner : IDisposable
 {
     private readonly List<IWorkload> _workloads = new();
+    private readonly List<FreePageReporting?> _reporting = new();    // per VM, null where the guest does not report
     private readonly List<(GuestProcess Kernel, RecoveryEngine Engine)> _recovery = new();
     private readonly Random _rng;
     private readonly Dictionary<string, long> _refused = new();   // each VM's refused balloon reports so far
@@ -64,6 +65,9 @@ public sealed class ScenarioRunner : IDisposable
                 Scheduler.Add(os, app, spec.Shares, spec.MinPages, spec.MaxPages ?? spec.Pages, scenario.InitialOf(spec));
                 _unscheduled = null;
                 _recovery.Add(BootKernel(os, spec.KernelPages));
+                _reporting.Add(spec.FreePageReporting is { } fpr
+                    ? new FreePageReporting(os, new FreePageReportingOptions { DelayTicks = fpr.DelayTicks, FractionPerPass = fpr.FractionPerPass })
+                    : null);
                 _workloads.Add(MakeWorkload(os, spec.Workload, scenario.Ticks));
             }
         }
@@ -135,7 +139,11 @@ public sealed class ScenarioRunner : IDisposable
     {
         long start = Stopwatch.GetTimestamp();
         _tick++;
+        foreach (ScheduledVm v in Scheduler.Vms) v.Os.SetTime(_tick);
         for (int i = 0; i < _workloads.Count; i++) _workloads[i].Step(_tick, _rng);
+        for (int i = 0; i < _reporting.Count; i++)
+            if (_reporting[i]?.Pass(_tick) is int n and > 0)
+                Raise(new RunEvent { Tick = _tick, Kind = RunEventKind.Return, From = Scheduler.Vms[i].Vm.Name, Frames = n, Detail = "free page reporting" });
         foreach (InjectionSpec j in Scenario.Injections)
             if (j.Tick == _tick) Inject(j);
         if (_tick % Scenario.SamplePeriodTicks == 0) SamplePeriodAndReport();
@@ -319,6 +327,7 @@ public sealed class ScenarioRunner : IDisposable
         {
             "idle" => new IdleWorkload(p, w.Pages, w.TouchesPerTick),
             "active" => new RandomTouchWorkload(p, _ => w.Pages, w.TouchesPerTick),
+            "burst" => new BurstWorkload(p, w.Pages, w.EndPages ?? 0, w.FreeAtTick!.Value, w.TouchesPerTick),
             _ => new RandomTouchWorkload(p, t => w.Pages + (ulong)((double)(w.EndPages!.Value - w.Pages) * Math.Min(1, (double)t / ticks)), w.TouchesPerTick),
         };
     }

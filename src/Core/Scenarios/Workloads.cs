@@ -36,6 +36,26 @@ public sealed class RandomTouchWorkload(GuestProcess process, Func<int, ulong> w
     }
 }
 
+/// <summary>Touches its working set at random until <paramref name="freeAtTick"/>, then frees all but
+/// <paramref name="keep"/> of its pages at once and touches only those: a guest that used a lot of memory
+/// for a while and gave it back to its own free list (which only ballooning or free page reporting gets
+/// back to the host).</summary>
+public sealed class BurstWorkload(GuestProcess process, ulong pages, ulong keep, int freeAtTick, int touches) : IWorkload
+{
+    private readonly RandomTouchWorkload _touch = new(process, _ => pages, touches);
+    private readonly RandomTouchWorkload _kept = new(process, _ => Math.Max(1, keep), touches);
+    public GuestProcess Process => process;
+    public ulong WorkingSetPages(int tick) => tick < freeAtTick ? pages : Math.Max(1, keep);
+
+    public void Step(int tick, Random rng)
+    {
+        if (process.Killed) return;
+        if (tick == freeAtTick)
+            for (ulong v = Math.Max(1, keep); v < pages; v++) process.Release(v);
+        (tick < freeAtTick ? _touch : _kept).Step(tick, rng);
+    }
+}
+
 /// <summary>Allocates (writes) all its pages once, then touches only a small fraction: the idle VM
 /// that allocated a lot.</summary>
 public sealed class IdleWorkload(GuestProcess process, ulong pages, int touches) : IWorkload
