@@ -14,6 +14,7 @@ public sealed record WorkloadSpec
     /// <summary>growing: working set at the end of the run; burst: what it keeps after it frees.</summary>
     public ulong? EndPages { get; init; }
     /// <summary>burst: the tick it frees all but endPages of its pages.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public int? FreeAtTick { get; init; }
     public int TouchesPerTick { get; init; } = 400;
 }
@@ -42,6 +43,7 @@ public sealed record VmSpec
     public ulong KernelPages { get; init; } = 64;
     public WorkloadSpec Workload { get; init; } = new();
     /// <summary>Free page reporting for this VM's guest (opt-in; null: off).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public FreePageReportingSpec? FreePageReporting { get; init; }
 }
 
