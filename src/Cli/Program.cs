@@ -27,8 +27,9 @@ internal static class Program
     {
         // Messages in one language, so the parser's errors can be rephrased (Explain) and scripts can match them.
         CultureInfo.CurrentUICulture = CultureInfo.InvariantCulture;
-        // Redirected output (CI, logs) gets a width that fits the tables instead of 80 columns.
-        if (Console.IsOutputRedirected) Spectre.Console.AnsiConsole.Profile.Width = 160;
+        // COLUMNS or the terminal's width; redirected output (CI, logs) gets 160 so tables stay whole.
+        Terminal.Apply(Console.IsOutputRedirected);
+        Terminal.Wide = false;
         RootCommand root = CreateRoot();
         ParseResult parse = root.Parse(args);
         if (parse.Errors.Count > 0) return ParseErrors(parse);

@@ -5,6 +5,7 @@ using System.Diagnostics;
 using PageLab.Core.Scenarios;
 using PageLab.Report;
 using Spectre.Console;
+using Spectre.Console.Rendering;
 
 namespace PageLab.Cli;
 
@@ -25,9 +26,12 @@ internal static class RunCommand
         var noPlot = new Option<bool>("--no-plot") { Description = "Do not write the timeline PNG" };
         var trace = CliOptions.File("--trace", "Write the event trace (JSON lines) here");
         var json = CliOptions.File("--json", "Write the run's summary as one JSON object here, '-' for stdout (fields: docs/run-summary.md)");
+        var csv = CliOptions.File("--csv", "Write the per-tick timeline here as CSV, one row per tick per VM (columns: docs/run-summary.md)");
+        var set = CliOptions.Settings("--set", "Set a scenario key before the scenario is checked, e.g. idleTax=0.5 or vms[1].shares=2000 (repeatable)");
+        var wide = new Option<bool>("--wide") { Description = "Print tables with every column whatever the terminal's width" };
         var command = new Command("run", "Run a scenario: VMs, workloads, balloons and the cooperative memory scheduler.");
         command.Arguments.Add(file);
-        Option[] options = [ticks, seed, staticPartition, compare, print, plot, noPlot, trace, json];
+        Option[] options = [ticks, seed, staticPartition, compare, print, plot, noPlot, trace, json, csv, set, wide];
         foreach (Option o in options) command.Options.Add(o);
         command.SetAction(parse => Program.Guarded(() =>
         {
@@ -43,19 +47,28 @@ internal static class RunCommand
             CliOptions.Conflict(parse, staticPartition, compare, "--compare already runs the static allocations (as run 1/2)");
             CliOptions.Conflict(parse, plot, noPlot, "give one");
             // Everything is checked before anything runs or any output file is created.
-            Scenario s = f is null ? Scenario.Default : ScenarioInput.Load(f);
+            Terminal.Wide = parse.GetValue(wide);
+            List<ScenarioSetting> settings = (parse.GetValue(set) ?? []).Select(v => ScenarioSettings.Parse("--set", v)).ToList();
+            if (CliOptions.Given(parse, ticks) && settings.FirstOrDefault(x => x.Key == "ticks") is { } st)
+                throw new UsageException($"--ticks and --set {st} cannot be used together: both set the run's ticks; give one");
+            if (CliOptions.Given(parse, seed) && settings.FirstOrDefault(x => x.Key == "seed") is { } ss)
+                throw new UsageException($"--seed and --set {ss} cannot be used together: both set the seed; give one");
+            Scenario s = f is null && settings.Count == 0 ? Scenario.Default : ScenarioInput.Load(f, settings);
             if (parse.GetValue(ticks) is int t) s = WithTicks(s, t, f);
             if (parse.GetValue(seed) is int sd) s = s with { Seed = sd };
             s.Validate(f is null ? "built-in scenario" : Path.GetFullPath(f));
             string? plotPath = parse.GetValue(noPlot) ? null : parse.GetValue(plot) is string p ? Path.GetFullPath(p) : DefaultPlotPath(s);
             string? tracePath = parse.GetValue(trace) is string tr ? Path.GetFullPath(tr) : null;
             string? jsonPath = parse.GetValue(json) is string js ? js == "-" ? "-" : Path.GetFullPath(js) : null;
+            string? csvPath = parse.GetValue(csv) is string cs ? Path.GetFullPath(cs) : null;
             bool twice = parse.GetValue(compare);
             string[] runs = twice ? ["static", "scheduled"] : [""];
             foreach (string suffix in runs)
             {
                 string? plotFile = Suffixed(plotPath, suffix), traceFile = Suffixed(tracePath, suffix), jsonFile = Suffixed(jsonPath, suffix);
-                OutputPaths.CheckDistinct(("--plot", plotFile), ("--trace", traceFile), ("--json", jsonFile));
+                string? csvFile = Suffixed(csvPath, suffix);
+                OutputPaths.CheckDistinct(("--plot", plotFile), ("--trace", traceFile), ("--json", jsonFile), ("--csv", csvFile));
+                if (csvFile is not null) OutputPaths.CheckWritable("--csv", csvFile);
                 if (plotFile is not null)
                 {
                     if (!CliOptions.Given(parse, plot)) Directory.CreateDirectory(Path.GetDirectoryName(plotFile)!);
@@ -71,11 +84,11 @@ internal static class RunCommand
             var results = new List<Summary>();
             if (twice)
             {
-                results.Add(RunOne(s with { Adaptive = false }, live: false, "run 1/2 (static)", Suffixed(plotPath, "static"), Suffixed(tracePath, "static"), source, interrupts));
+                results.Add(RunOne(s with { Adaptive = false }, live: false, "run 1/2 (static)", Suffixed(plotPath, "static"), Suffixed(tracePath, "static"), source, interrupts, Suffixed(csvPath, "static")));
                 WriteSummary(results[^1], Suffixed(jsonPath, "static"), human.Stdout, interrupts);
                 if (!interrupts.Requested)
                 {
-                    results.Add(RunOne(s with { Adaptive = true }, live: false, "run 2/2 (scheduled)", Suffixed(plotPath, "scheduled"), Suffixed(tracePath, "scheduled"), source, interrupts));
+                    results.Add(RunOne(s with { Adaptive = true }, live: false, "run 2/2 (scheduled)", Suffixed(plotPath, "scheduled"), Suffixed(tracePath, "scheduled"), source, interrupts, Suffixed(csvPath, "scheduled")));
                     WriteSummary(results[^1], Suffixed(jsonPath, "scheduled"), human.Stdout, interrupts);
                 }
                 if (results.Count == 2 && results.All(r => r.InterruptedBy is null)) ShowComparison(results[0], results[1]);
@@ -83,7 +96,7 @@ internal static class RunCommand
             else
             {
                 results.Add(RunOne(s with { Adaptive = !parse.GetValue(staticPartition) && s.Adaptive }, live: !Console.IsOutputRedirected && jsonPath != "-",
-                    label: null, plotPath, tracePath, source, interrupts));
+                    label: null, plotPath, tracePath, source, interrupts, csvPath));
                 WriteSummary(results[^1], jsonPath, human.Stdout, interrupts);
             }
             if (results.FirstOrDefault(r => r.InterruptedBy is not null) is Summary cut)
@@ -146,7 +159,7 @@ internal static class RunCommand
     /// <summary>What one run did. <paramref name="InterruptedBy"/> names the signal that stopped it early.</summary>
     private sealed record Summary(Scenario Scenario, TickSnapshot Last, bool AccountingOk, string? InterruptedBy, RunSummary Data);
 
-    private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath, string? source, Interrupts interrupts)
+    private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath, string? source, Interrupts interrupts, string? csvPath)
     {
         AnsiConsole.MarkupLine($"{(label is null ? "" : $"{Markup.Escape(label)}: ")}[bold]{Markup.Escape(s.Name)}[/]: {s.Vms.Count} VMs, " +
                                $"host {s.HostPages} pages, {s.Ticks} ticks, {(s.Adaptive ? "scheduler on" : "static allocations")}, seed {s.Seed}");
@@ -188,7 +201,7 @@ internal static class RunCommand
             AnsiConsole.MarkupLine($"{last.TransferredFrames} frames moved between VMs by ballooning; {clock.Elapsed.TotalSeconds:0.0} s.");
             if (problems.Count == 0) AnsiConsole.MarkupLine("[green]Frame accounting: every frame is free or owned by exactly one guest page or pool.[/]");
             else foreach (string p in problems) AnsiConsole.MarkupLine($"[red]Frame accounting: {Markup.Escape(p)}[/]");
-            AnsiConsole.Write(SummaryTable(timeline));
+            Terminal.Write(SummaryTable(timeline));
             if (plotPath is not null)
             {
                 // A second signal while the PNG is written removes the partial file rather than leave a broken image.
@@ -198,6 +211,13 @@ internal static class RunCommand
                 if (!image.HasText) AnsiConsole.MarkupLine("[yellow]plot: no font found, so the plot has no labels (Debian/Ubuntu: sudo apt-get install fonts-dejavu-core)[/]");
             }
             if (trace is not null) AnsiConsole.MarkupLine($"trace: [bold]{Markup.Escape(trace.Path)}[/] ({trace.EventsWritten} events)");
+            if (csvPath is not null)
+            {
+                using (interrupts.AtExitNow(() => File.Delete(csvPath))) // a second signal mid-write leaves no half table
+                using (var writer = new StreamWriter(csvPath, append: false))
+                    timeline.WriteCsv(writer);
+                AnsiConsole.MarkupLine($"timeline: [bold]{Markup.Escape(csvPath)}[/] ({timeline.Ticks.Count} ticks x {timeline.Vms.Count} VMs)");
+            }
             var timings = new RunTimings(booted.TotalSeconds, ticked.TotalSeconds, last.Tick == 0 ? 0 : ticked.TotalMilliseconds / last.Tick, clock.Elapsed.TotalSeconds);
             RunSummary data = RunSummary.Of(timeline, last, runner.Arena, problems, timings, source, interruptedBy);
             return new Summary(s, last, problems.Count == 0, interruptedBy, data);
@@ -244,36 +264,39 @@ internal static class RunCommand
             last = runner.Advance();
             if (progress.Due(last.Tick)) Console.WriteLine($"  {progress.Caption(last.Tick)}");
         }
-        AnsiConsole.Write(Table(last, s, progress.Caption(last.Tick)));
+        Terminal.Write(Table(last, s, progress.Caption(last.Tick)));
         return last;
     }
 
-    private static Table Table(TickSnapshot t, Scenario s, string progress)
+    // The live table of every VM at a tick, fitted to the width: the least telling columns go first.
+    private static IRenderable Table(TickSnapshot t, Scenario s, string progress)
     {
         // Host memory is hostPages; the arena has slack past it (demand pools, a balloon batch, parity
         // frames), so its free frames are not free host memory.
         long hostFree = Math.Max(0, (long)s.HostPages - t.Vms.Sum(v => v.HeldFrames));
-        var table = new Table().Title($"{progress} · host pages not held by a VM {hostFree} · free arena frames (incl. slack) {t.FreeFrames} · moved {t.TransferredFrames}");
-        foreach (string c in new[] { "VM", "alloc", "held", "balloon", "active est", "true WS", "guest free", "swap out", "swap in", "demand flt", "host stall", "bal. out", "condition", "avail" })
-            table.AddColumn(new TableColumn(c).RightAligned());
+        var table = new FittedTable($"{progress} · host pages not held by a VM {hostFree} · free arena frames (incl. slack) {t.FreeFrames} · moved {t.TransferredFrames}")
+            .Column("VM", 0).Column("alloc", 0).Column("held", 9).Column("balloon", 8).Column("active est", 7).Column("true WS", 3)
+            .Column("guest free", 2).Column("swap out", 6).Column("swap in", 10).Column("demand flt", 4).Column("host stall", 5)
+            .Column("bal. out", 1).Column("condition", 11).Column("avail", 2);
         foreach (VmSnapshot v in t.Vms)
-            table.AddRow(v.Name, $"{v.AllocationPages}", $"{v.HeldFrames}", $"{v.BalloonTarget}/{v.BalloonActual}", $"{v.ActiveEstimatePages}",
+            table.Row(v.Name, $"{v.AllocationPages}", $"{v.HeldFrames}", $"{v.BalloonTarget}/{v.BalloonActual}", $"{v.ActiveEstimatePages}",
                 $"{v.WorkingSetPages}", $"{v.FreePages}", $"{v.SwapOuts}", $"{v.SwapIns}", $"{v.DemandFaults}", $"{v.HostStalls}", $"{v.BalloonPageOuts}",
                 $"{v.Condition}", $"{v.TrueAvailablePages}");
-        return table;
+        return table.Render(AnsiConsole.Profile.Width, Terminal.Wide, blocksWhenNarrow: false);
     }
 
-    private static Table SummaryTable(RunTimeline timeline)
+    // The end-of-run summary: one table when it fits the width (or with --wide), else one block per VM.
+    private static IRenderable SummaryTable(RunTimeline timeline)
     {
-        var table = new Table().Title($"summary of {timeline.Scenario.Name} over {timeline.Ticks.LastOrDefault()} ticks");
-        foreach (string c in new[] { "VM", "alloc range", "alloc end", "held end", "peak est", "frames in", "frames out",
-                     "page-outs", "page-ins", "demand flt", "host stall", "ticks low", "ticks crit", "inj+rec" })
-            table.AddColumn(new TableColumn(c).RightAligned());
+        var table = new FittedTable($"summary of {timeline.Scenario.Name} over {timeline.Ticks.LastOrDefault()} ticks")
+            .Column("VM", 0).Column("alloc range", 0).Column("alloc end", 0).Column("held end", 0).Column("peak est", 0).Column("frames in", 0)
+            .Column("frames out", 0).Column("page-outs", 0).Column("page-ins", 0).Column("demand flt", 0).Column("host stall", 0)
+            .Column("ticks low", 0).Column("ticks crit", 0).Column("inj+rec", 0);
         foreach (VmRunSummary v in timeline.Summarize())
-            table.AddRow(v.Name, $"{v.MinAllocationPages}-{v.MaxAllocationPages}", $"{v.FinalAllocationPages}", $"{v.FinalHeldFrames}",
+            table.Row(v.Name, $"{v.MinAllocationPages}-{v.MaxAllocationPages}", $"{v.FinalAllocationPages}", $"{v.FinalHeldFrames}",
                 $"{v.PeakActiveEstimatePages}", $"{v.FramesIn}", $"{v.FramesOut}", $"{v.GuestPageOuts}", $"{v.GuestPageIns}",
                 $"{v.DemandFaults}", $"{v.HostStalls}", $"{v.LowTicks}", $"{v.CriticalTicks}", $"{v.Markers}");
-        return table;
+        return table.Render(AnsiConsole.Profile.Width, Terminal.Wide, blocksWhenNarrow: true);
     }
 
     private static void ShowComparison(Summary fixedRun, Summary scheduled)
