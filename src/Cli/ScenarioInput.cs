@@ -22,7 +22,7 @@ internal static class ScenarioInput
         JsonNode root;
         try
         {
-            root = JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true })
+            root = JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true, AllowDuplicateProperties = false })
                    ?? throw new ScenarioException(source, "$", "the file holds no scenario (null)");
         }
         catch (Exception e) when (e is JsonException or ArgumentException or InvalidOperationException)
