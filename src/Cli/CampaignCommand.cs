@@ -45,6 +45,7 @@ internal static class CampaignCommand
                 if (!CliOptions.Given(parse, plot)) Directory.CreateDirectory(Path.GetDirectoryName(plotPath)!);
                 OutputPaths.CheckWritable("--plot", plotPath);
             }
+            using OutputLocks locks = OutputLocks.Take(("--plot", plotPath));
             CampaignResult r = null!;
             AnsiConsole.Progress().Start(ctx =>
             {
