@@ -49,6 +49,23 @@ internal sealed partial class OutputLocks : IDisposable
         }
     }
 
+    /// <summary>Removes the files <see cref="Take"/> created that are still empty (for a process exiting at
+    /// once, e.g. on a second Ctrl-C, which does not get to <see cref="Dispose"/>).</summary>
+    public void RemoveUnwritten()
+    {
+        foreach ((FileStream file, bool created) in _held.ToArray())
+        {
+            try
+            {
+                if (created && new FileInfo(file.Name).Length == 0) File.Delete(file.Name);
+            }
+            catch (IOException)
+            {
+                // Being written or already gone: not an unwritten file of ours.
+            }
+        }
+    }
+
     public void Dispose()
     {
         foreach ((FileStream file, bool created) in _held)

@@ -77,14 +77,15 @@ internal static class RunCommand
                 if (traceFile is not null) OutputPaths.CheckWritable("--trace", traceFile);
                 if (jsonFile is not null and not "-") OutputPaths.CheckWritable("--json", jsonFile);
             }
+            using var interrupts = new Interrupts();
             // Held until the command ends: another PageLab process given one of these files is refused.
             using OutputLocks locks = OutputLocks.Take(runs.SelectMany(x => new[]
             {
                 ("--plot", Suffixed(plotPath, x)), ("--trace", Suffixed(tracePath, x)), ("--json", Suffixed(jsonPath, x)), ("--csv", Suffixed(csvPath, x)),
             }).ToArray());
+            using IDisposable removeUnwritten = interrupts.AtExitNow(locks.RemoveUnwritten);
             // With the summary on stdout, everything for people goes to stderr, so stdout is JSON only.
             using HumanOutput human = jsonPath == "-" ? HumanOutput.ToStderr() : HumanOutput.Unchanged();
-            using var interrupts = new Interrupts();
             string? source = f is null ? null : Path.GetFullPath(f);
             var results = new List<Summary>();
             if (twice)
