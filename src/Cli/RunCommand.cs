@@ -57,10 +57,10 @@ internal static class RunCommand
             if (parse.GetValue(ticks) is int t) s = WithTicks(s, t, f);
             if (parse.GetValue(seed) is int sd) s = s with { Seed = sd };
             s.Validate(f is null ? "built-in scenario" : Path.GetFullPath(f));
-            string? plotPath = parse.GetValue(noPlot) ? null : parse.GetValue(plot) is string p ? Path.GetFullPath(p) : DefaultPlotPath(s);
-            string? tracePath = parse.GetValue(trace) is string tr ? Path.GetFullPath(tr) : null;
+            string? plotPath = parse.GetValue(noPlot) ? null : parse.GetValue(plot) is string p ? p == "-" ? "-" : Path.GetFullPath(p) : DefaultPlotPath(s);
+            string? tracePath = parse.GetValue(trace) is string tr ? tr == "-" ? "-" : Path.GetFullPath(tr) : null;
             string? jsonPath = parse.GetValue(json) is string js ? js == "-" ? "-" : Path.GetFullPath(js) : null;
-            string? csvPath = parse.GetValue(csv) is string cs ? Path.GetFullPath(cs) : null;
+            string? csvPath = parse.GetValue(csv) is string cs ? cs == "-" ? "-" : Path.GetFullPath(cs) : null;
             bool twice = parse.GetValue(compare);
             string[] runs = twice ? ["static", "scheduled"] : [""];
             foreach (string suffix in runs)
@@ -318,8 +318,8 @@ internal static class RunCommand
     }
 }
 
-/// <summary>Progress of a run in ticks: percentage, elapsed wall time and an estimate of what is left.</summary>
-internal sealed class RunProgress(int totalTicks)
+/// <summary>Progress of a run in ticks (or a campaign in injections): percentage, elapsed wall time and an estimate of what is left.</summary>
+internal sealed class RunProgress(int totalTicks, string unit = "tick")
 {
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private int _nextPercent = 10;
@@ -336,6 +336,6 @@ internal sealed class RunProgress(int totalTicks)
     {
         double elapsedS = _clock.Elapsed.TotalSeconds;
         string left = tick == 0 || tick >= totalTicks ? "" : $", ~{elapsedS / tick * (totalTicks - tick):0.0} s left";
-        return $"tick {tick}/{totalTicks} ({100L * tick / totalTicks}%), {elapsedS:0.0} s{left}";
+        return $"{unit} {tick}/{totalTicks} ({100L * tick / totalTicks}%), {elapsedS:0.0} s{left}";
     }
 }

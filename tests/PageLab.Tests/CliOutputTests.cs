@@ -177,4 +177,42 @@ public class CliOutputTests
         File.WriteAllText(file, """{ "hostPages": 100, "hostPages": 200, "vms": [] }""");
         Refused(["run", file, "--set", "ticks=5"], "hostPages: the key 'hostPages' is given twice");
     }
+
+    [Fact]
+    public void A_campaign_reports_progress_by_injections_says_gc_stress_is_on_and_prints_the_absolute_plot_path()
+    {
+        using var dir = new TempDir();
+        CliResult r = Ok(CliHarness.Run(new Dictionary<string, string>(), dir.Path, 120, "campaign", "--injections", "640", "--gc-stress", "--plot", "c.png"));
+
+        Assert.Contains("GC stress on", r.Out);
+        int[] done = System.Text.RegularExpressions.Regex.Matches(r.Out, @"injection (\d+)/640 \((\d+)%\)").Select(m => int.Parse(m.Groups[2].Value)).ToArray();
+        Assert.Equal([10, 20, 30, 40, 50, 60, 70, 80, 90, 100], done); // every 10 %, none skipped
+        Assert.Contains($"plot: {Path.Combine(dir.Path, "c.png")} (", r.Out);
+        Assert.True(new FileInfo(Path.Combine(dir.Path, "c.png")).Length > 1000);
+        Assert.DoesNotContain("ReadMostlyPage", r.Out);
+        Assert.Contains("injected into a read-mostly page", r.Out);
+    }
+
+    [Fact]
+    public void Campaign_legends_and_rows_use_words_not_enum_names()
+    {
+        foreach (PageLab.Core.Recovery.ErrorOutcome o in Enum.GetValues<PageLab.Core.Recovery.ErrorOutcome>())
+            Assert.Matches("^[a-z][a-z ()-]+$", PageLab.Report.CampaignPlot.Words(o));
+        foreach (PageLab.Core.Recovery.CampaignTarget t in Enum.GetValues<PageLab.Core.Recovery.CampaignTarget>())
+            Assert.Matches("^[a-z][a-z ()-]+$", PageLab.Report.CampaignPlot.Words(t));
+    }
+
+    [Fact]
+    public void Only_json_writes_to_stdout() =>
+        Refused(["run", "--no-plot", "--csv", "-"], "--csv -: only --json writes to stdout");
+
+    [Fact]
+    public void Validate_takes_set_as_run_does()
+    {
+        using var dir = new TempDir();
+        CliResult ok = CliHarness.InProcess("validate", ShortFile(dir), "--set", "ticks=77");
+        Assert.True(ok.Exit == 0, ok.Err);
+        Assert.Contains("77 ticks", ok.Out);
+        Refused(["validate", ShortFile(dir), "--set", "vms[0].shares=0"], "vms[0].shares: must be at least 1, got 0");
+    }
 }
