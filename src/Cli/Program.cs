@@ -44,6 +44,7 @@ internal static class Program
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(RunCommand.Create());
         root.Subcommands.Add(ValidateCommand.Create());
+        root.Subcommands.Add(SweepCommand.Create());
         root.Subcommands.Add(ConditionCommand.Create());
         Command campaign = CampaignCommand.Create();
         campaign.Subcommands.Add(ModelCommand.Create());

@@ -142,6 +142,6 @@ public sealed class RunTimeline
     }
 
     // A CSV field, quoted (RFC 4180) when it holds a comma, a quote or a line break.
-    internal static string CsvField(string value) =>
+    public static string CsvField(string value) =>
         value.IndexOfAny([',', '"', '\n', '\r']) < 0 ? value : $"\"{value.Replace("\"", "\"\"")}\"";
 }
