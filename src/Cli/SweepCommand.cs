@@ -118,12 +118,16 @@ internal static class SweepCommand
         return args;
     }
 
-    // How to start this same pagelab: its apphost, or `dotnet pagelab.dll`.
+    // How to start this same pagelab: its apphost when that is what runs, else `dotnet pagelab.dll` (the
+    // dotnet that runs this process, or the SDK's, or the one on PATH).
     private static string[] Self()
     {
-        string host = Environment.ProcessPath ?? "dotnet";
+        string? process = Environment.ProcessPath;
         string dll = typeof(SweepCommand).Assembly.Location;
-        return Path.GetFileNameWithoutExtension(host) == "dotnet" ? [host, dll] : [host];
+        if (process is not null && Path.GetFileNameWithoutExtension(process) == Path.GetFileNameWithoutExtension(dll)) return [process];
+        string dotnet = process is not null && Path.GetFileNameWithoutExtension(process) == "dotnet" ? process
+            : Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet";
+        return [dotnet, dll];
     }
 
     // A word for POSIX shells: as it is when plain, else in single quotes.

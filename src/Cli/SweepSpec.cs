@@ -37,15 +37,17 @@ internal sealed class SweepSpec
         if (Directory.Exists(full)) throw new UsageException($"sweep file {path}: is a directory, not a JSON file");
         if (!System.IO.File.Exists(full)) throw new UsageException($"sweep file {path}: does not exist");
         JsonNode? root;
+        string text = System.IO.File.ReadAllText(full);
         try
         {
-            root = JsonNode.Parse(System.IO.File.ReadAllText(full), documentOptions: new JsonDocumentOptions
+            root = JsonNode.Parse(text, documentOptions: new JsonDocumentOptions
             {
                 CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true, AllowDuplicateProperties = false,
             });
         }
         catch (JsonException e)
         {
+            if (Duplicate(text) is (string key, int dupLine)) throw new UsageException($"sweep file {path}: line {dupLine}: the key '{key}' is given twice");
             string where = e.LineNumber is long line ? $"line {line + 1}, column {(e.BytePositionInLine ?? 0) + 1}: " : "";
             throw new UsageException($"sweep file {path}: {where}{FirstSentence(e.Message)}");
         }
@@ -129,6 +131,33 @@ internal sealed class SweepSpec
     {
         string canonical = $"{Scenario ?? "built-in"}\n{string.Join("\n", Set.Concat(point).Select(s => s.ToString()))}\nseed={seed}";
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(canonical)))[..16];
+    }
+
+    // The first key given twice in one object, and its (1-based) line; null when there is none.
+    private static (string Key, int Line)? Duplicate(string text)
+    {
+        byte[] utf8 = Encoding.UTF8.GetBytes(text);
+        var reader = new Utf8JsonReader(utf8, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
+        var open = new Stack<HashSet<string>?>();
+        try
+        {
+            while (reader.Read())
+            {
+                switch (reader.TokenType)
+                {
+                    case JsonTokenType.StartObject: open.Push(new HashSet<string>()); break;
+                    case JsonTokenType.StartArray: open.Push(null); break;
+                    case JsonTokenType.EndObject or JsonTokenType.EndArray: open.Pop(); break;
+                    case JsonTokenType.PropertyName when open.Peek() is HashSet<string> keys && !keys.Add(reader.GetString()!):
+                        return (reader.GetString()!, 1 + utf8.AsSpan(0, (int)reader.TokenStartIndex).Count((byte)'\n'));
+                }
+            }
+        }
+        catch (JsonException)
+        {
+            // Malformed: the parser's own message says where.
+        }
+        return null;
     }
 
     private static string FirstSentence(string message)

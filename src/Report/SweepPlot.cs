@@ -34,9 +34,13 @@ public static class SweepPlot
         return new PlotImage(path, widthPx, heightPx, SkiaSharp.SKTypeface.Default.GlyphCount > 0);
     }
 
+    private static readonly string? Sans = new[] { "DejaVu Sans", "Liberation Sans", "Noto Sans", "Arial" }
+        .FirstOrDefault(f => SkiaSharp.SKFontManager.Default.FontFamilies.Contains(f));
+
     private static void Panel(Plot plot, IReadOnlyList<string> parameters, int p, string figure,
         IReadOnlyList<IReadOnlyDictionary<string, object?>> rows, bool first, string title)
     {
+        if (Sans is not null) plot.Font.Set(Sans);
         string parameter = parameters[p];
         // The parameter's values in order: numbers on a numeric axis, anything else as evenly spaced labels.
         object?[] values = rows.Select(r => r[parameter]).Distinct().ToArray();
