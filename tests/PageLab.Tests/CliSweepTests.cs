@@ -167,6 +167,30 @@ public class CliSweepTests
     }
 
     [Fact]
+    public void A_sigint_stops_a_sweep_after_the_runs_in_progress_and_the_next_sweep_does_only_the_rest()
+    {
+        if (!OperatingSystem.IsLinux()) Assert.Skip("signals are sent with the kill command (Linux)");
+        using var dir = new TempDir();
+        Scenario(dir);
+        string sweep = Sweep(dir, """{ "scenario": "tiny.json", "grid": { "idleTax": [0, 0.3, 0.6, 0.9] }, "seeds": 2 }"""), outDir = Path.Combine(dir.Path, "out");
+        using ChildCli child = CliHarness.Start(dir.Path, dir.Path, "sweep", sweep, "--out", outDir, "-j", "1");
+        Assert.True(child.WaitUntil(() => child.Out.Contains("[1/8]"), TimeSpan.FromSeconds(120)), $"no run finished; stderr: {child.Err}");
+
+        child.Signal("INT");
+        int exit = child.WaitForExit(TimeSpan.FromSeconds(120));
+
+        Assert.True(exit == 130, $"exit {exit}; stderr: {child.Err}");
+        Assert.Contains("sweep interrupted; run the same command again", child.Err);
+        Assert.DoesNotContain("[8/8]", child.Out);
+        Assert.False(File.Exists(Path.Combine(outDir, "sweep.parquet")));
+        int done = Directory.GetFiles(Path.Combine(outDir, "runs")).Count(f => new FileInfo(f).Length > 0);
+        CliResult rest = CliHarness.Run(NoEnvironment, dir.Path, 300, "sweep", sweep, "--out", outDir, "-j", "2", "--no-plot");
+        Assert.True(rest.Exit == 0, $"exit {rest.Exit}; stderr: {rest.Err}");
+        Assert.Contains($"8 runs, {done} already done, {8 - done} to run", rest.Out);
+        Assert.Equal(8, ReadParquet(Path.Combine(outDir, "sweep.parquet"))["seed"].Length);
+    }
+
+    [Fact]
     public void Merge_without_the_runs_fails_naming_how_many_are_missing()
     {
         using var dir = new TempDir();
