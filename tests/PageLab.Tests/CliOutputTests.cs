@@ -90,6 +90,16 @@ public class CliOutputTests
     }
 
     [Fact]
+    public void Every_csv_column_is_documented_in_its_order()
+    {
+        string docsPath = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "docs", "run-summary.md"));
+        if (!File.Exists(docsPath) && OperatingSystem.IsWindows()) Assert.Skip($"the repository's docs/ is not beside the published tests ({docsPath})");
+        string[] documented = System.Text.RegularExpressions.Regex.Matches(File.ReadAllText(docsPath), @"^\| \d+ \| `(\w+)` \|", System.Text.RegularExpressions.RegexOptions.Multiline)
+            .Select(m => m.Groups[1].Value).ToArray();
+        Assert.Equal(RunTimeline.CsvColumns, documented);
+    }
+
+    [Fact]
     public void A_csv_in_a_missing_directory_is_refused_before_the_run()
     {
         using var dir = new TempDir();
