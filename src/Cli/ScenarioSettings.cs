@@ -27,6 +27,9 @@ internal static partial class ScenarioSettings
         return new ScenarioSetting(key, Value(text), text);
     }
 
+    /// <summary>Refuses <paramref name="key"/> when it is not a key path, naming <paramref name="context"/>.</summary>
+    public static void CheckKey(string context, string key) => Segments(context, key, key);
+
     /// <summary>The JSON value of a setting's text: JSON when it parses as JSON, else a string.</summary>
     public static JsonNode? Value(string text)
     {

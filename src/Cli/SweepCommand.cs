@@ -140,6 +140,22 @@ internal static class SweepCommand
         List<SweepRun> todo = runs.Where(r => Finished(runsDir, r) is null).ToList();
         Console.WriteLine($"sweep: {runs.Count} runs, {runs.Count - todo.Count} already done, {todo.Count} to run, {jobs} at a time");
         using var interrupts = new Interrupts("stopping: no new runs; waiting for those running");
+        // A second signal exits at once: the runs in progress are ended with it, not left running.
+        var running = new System.Collections.Concurrent.ConcurrentDictionary<int, Process>();
+        using IDisposable endRuns = interrupts.AtExitNow(() =>
+        {
+            foreach (Process p in running.Values)
+            {
+                try
+                {
+                    p.Kill(entireProcessTree: true);
+                }
+                catch (InvalidOperationException)
+                {
+                    // It ended meanwhile.
+                }
+            }
+        });
         int done = 0, failed = 0;
         var clock = Stopwatch.StartNew();
         Parallel.ForEach(todo, new ParallelOptions { MaxDegreeOfParallelism = jobs }, run =>
@@ -149,9 +165,11 @@ internal static class SweepCommand
             foreach (string a in RunArguments(spec, run, runsDir, withProgram: true).Skip(1)) info.ArgumentList.Add(a);
             info.Environment["COLUMNS"] = "160";
             using Process p = Process.Start(info)!;
+            running[p.Id] = p;
             Task<string> stderr = p.StandardError.ReadToEndAsync();
             p.StandardOutput.ReadToEnd();
             p.WaitForExit();
+            running.TryRemove(p.Id, out _);
             string err = stderr.Result;
             lock (runs)
             {

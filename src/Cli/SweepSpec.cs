@@ -70,7 +70,7 @@ internal sealed class SweepSpec
         {
             if (key is "seed") Fail("grid.seed", "give seeds (a count or a list) instead of sweeping seed");
             if (values is not JsonArray list || list.Count == 0) Fail($"grid.{key}", $"{values?.ToJsonString() ?? "null"} is not a non-empty list of values");
-            ScenarioSettings.Parse($"sweep file {path}: grid key", $"{key}=0"); // the key is a valid path
+            ScenarioSettings.CheckKey($"sweep file {path}: grid key", key);
             grid.Add((key, ((JsonArray)values!).Select(v => v?.DeepClone()).ToList()));
         }
 
@@ -101,7 +101,7 @@ internal sealed class SweepSpec
             {
                 if (gridObj.ContainsKey(key)) Fail($"set.{key}", "is also in grid; give it in one of the two");
                 if (key is "seed") Fail("set.seed", "give seeds instead");
-                ScenarioSettings.Parse($"sweep file {path}: set key", $"{key}=0");
+                ScenarioSettings.CheckKey($"sweep file {path}: set key", key);
                 set.Add(new ScenarioSetting(key, value?.DeepClone(), value?.ToJsonString() ?? "null"));
             }
         }

@@ -4,8 +4,8 @@ using PageLab.Core.Scenarios;
 
 namespace PageLab.Report;
 
-/// <summary>Where one label goes: its row (0 at the top; -1 when left out) and on which side of its marker
-/// line it is written (left of the line near the right edge, so it stays inside the panel).</summary>
+/// <summary>Where one label goes: its row (0 at the top; -1 when left out) and the pixels it spans; it ends
+/// at its marker line rather than starting there when it would pass the panel's right edge.</summary>
 public readonly record struct LabelSlot(int Row, double StartPx, double EndPx)
 {
     public bool Shown => Row >= 0;
