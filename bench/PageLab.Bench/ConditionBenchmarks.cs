@@ -27,7 +27,7 @@ public class ConditionBenchmarks
     public void Setup()
     {
         _arena = HostArena.Create(2048, "pagelab-bench-condition");
-        var scheduler = new MemoryScheduler(_arena, new SchedulerOptions { HostPages = 1024, Adaptive = false });
+        var scheduler = new MemoryScheduler(_arena, new SchedulerOptions { HostPages = 1024, Policy = new StaticPolicy(), WorkConserving = false });
         _vm = GuestVm.Create(_arena, "vm", 1024, 64);
         _os = new GuestOperatingSystem(_vm);
         _scheduled = scheduler.Add(_os, new BalloonApplication(_os, _vm.Id), 1000, 0, 1024, 1024);

@@ -8,6 +8,9 @@ using System.Text.RegularExpressions;
 
 namespace PageLab.Cli;
 
+/// <summary>Policies a list option named, and the word after it when that named no policy.</summary>
+internal sealed record PolicyListValue(string[] Policies, string? NotPolicies);
+
 internal static partial class CliOptions
 {
     // What each option accepts, to complete the parser's own messages (e.g. a value missing after the option).
@@ -37,6 +40,42 @@ internal static partial class CliOptions
         Accepted.AddOrUpdate(o, RangeText(min, max));
         return o;
     }
+
+    /// <summary>An allocation policy: a built-in name or a user's class (PolicyCatalog); null when not given.</summary>
+    public static Option<string?> Policy(string name, string description)
+    {
+        string accepted = $"{string.Join(", ", Core.Scheduling.PolicyCatalog.BuiltIn)}, 'Namespace.Type, Assembly' or 'path/Lib.dll:Namespace.Type'";
+        var o = new Option<string?>(name) { Description = $"{description}: {accepted}" };
+        Accepted.AddOrUpdate(o, accepted);
+        return o;
+    }
+
+    /// <summary>A comma-separated list of policies, the value optional (<paramref name="default"/> when the
+    /// option stands alone). The parser takes the next word whatever it is, so a scenario file after the
+    /// option comes back as <see cref="PolicyListValue.NotPolicies"/> for the command to take as its file.</summary>
+    public static Option<PolicyListValue?> PolicyList(string name, string description, string[] @default)
+    {
+        var o = new Option<PolicyListValue?>(name)
+        {
+            Description = $"{description} (default {string.Join(",", @default)})",
+            Arity = ArgumentArity.ZeroOrOne,
+            CustomParser = r =>
+            {
+                if (r.Tokens.Count == 0) return new PolicyListValue(@default, null);
+                string raw = r.Tokens[0].Value;
+                string[] items = raw.Split(',', StringSplitOptions.TrimEntries);
+                if (!items.All(LooksLikePolicy)) return new PolicyListValue(@default, raw);
+                if (items.Any(string.IsNullOrEmpty) || items.Distinct().Count() != items.Length)
+                    r.AddError($"{name}: '{raw}' must list distinct policies separated by commas");
+                return new PolicyListValue(items, null);
+            },
+        };
+        Accepted.AddOrUpdate(o, "policies separated by commas");
+        return o;
+    }
+
+    private static bool LooksLikePolicy(string s) =>
+        s.Length == 0 || Core.Scheduling.PolicyCatalog.BuiltIn.Contains(s) || s.Contains(".dll:", StringComparison.OrdinalIgnoreCase) || s.Contains(", ");
 
     /// <summary>An option whose value is one of an enumeration's names (any case; numbers are refused).</summary>
     public static Option<T> Enum<T>(string name, string description, T @default) where T : struct, System.Enum

@@ -19,8 +19,10 @@ internal static class RunCommand
         var file = CliOptions.FileArgument("scenario", "Scenario JSON file (default: the built-in scenario; schema: docs/scenario-schema.md)", "pagelab run");
         var ticks = CliOptions.OptionalInt("--ticks", "Override the scenario's tick count", 1, int.MaxValue);
         var seed = CliOptions.OptionalInt("--seed", "Override the scenario's random seed (a fixed seed makes a run reproducible)", int.MinValue, int.MaxValue);
-        var staticPartition = new Option<bool>("--static") { Description = "Keep the initial allocations (no scheduler decisions), for comparison" };
-        var compare = new Option<bool>("--compare") { Description = "Run the scenario twice, static and scheduled, and compare guest paging" };
+        var staticPartition = new Option<bool>("--static") { Description = "Keep the initial allocations (the static policy), for comparison" };
+        var policy = CliOptions.Policy("--policy", "Override the scenario's allocation policy");
+        var compare = CliOptions.PolicyList("--compare", "Run the scenario once per policy, same seed, and compare guest paging, host swapping, condition and allocations",
+            ["static", "esx", "pagelab"]);
         var print = new Option<bool>("--print-default") { Description = "Print the built-in scenario as JSON and exit" };
         var plot = CliOptions.File("--plot", $"Write the timeline PNG here (default: {DefaultOutputDirectory}/pagelab-<scenario>.png)");
         var noPlot = new Option<bool>("--no-plot") { Description = "Do not write the timeline PNG" };
@@ -31,11 +33,18 @@ internal static class RunCommand
         var wide = new Option<bool>("--wide") { Description = "Print tables with every column whatever the terminal's width" };
         var command = new Command("run", "Run a scenario: VMs, workloads, balloons and the cooperative memory scheduler.");
         command.Arguments.Add(file);
-        Option[] options = [ticks, seed, staticPartition, compare, print, plot, noPlot, trace, json, csv, set, wide];
+        Option[] options = [ticks, seed, staticPartition, policy, compare, print, plot, noPlot, trace, json, csv, set, wide];
         foreach (Option o in options) command.Options.Add(o);
         command.SetAction(parse => Program.Guarded(() =>
         {
             string? f = parse.GetValue(file);
+            // `--compare FILE`: the option's value is optional and the parser took the file as it.
+            if (parse.GetValue(compare)?.NotPolicies is string word)
+            {
+                if (f is not null)
+                    throw new UsageException($"--compare: '{word}' is not a list of policies (accepted: {string.Join(", ", Core.Scheduling.PolicyCatalog.BuiltIn)} or a class, separated by commas)");
+                f = word;
+            }
             if (parse.GetValue(print))
             {
                 if (f is not null) throw new UsageException($"--print-default prints the built-in scenario and runs nothing; it takes no scenario file (got {f})");
@@ -44,7 +53,9 @@ internal static class RunCommand
                 Console.WriteLine(Scenario.Default.ToJson());
                 return ExitCodes.Ok;
             }
-            CliOptions.Conflict(parse, staticPartition, compare, "--compare already runs the static allocations (as run 1/2)");
+            CliOptions.Conflict(parse, staticPartition, compare, "--compare names the policies to run (static among them)");
+            CliOptions.Conflict(parse, staticPartition, policy, "--static is --policy static");
+            CliOptions.Conflict(parse, policy, compare, "--compare names the policies to run");
             CliOptions.Conflict(parse, plot, noPlot, "give one");
             // Everything is checked before anything runs or any output file is created.
             Terminal.Wide = parse.GetValue(wide);
@@ -56,13 +67,18 @@ internal static class RunCommand
             Scenario s = f is null && settings.Count == 0 ? Scenario.Default : ScenarioInput.Load(f, settings);
             if (parse.GetValue(ticks) is int t) s = WithTicks(s, t, f);
             if (parse.GetValue(seed) is int sd) s = s with { Seed = sd };
+            if (parse.GetValue(staticPartition)) s = s with { Policy = "static", Adaptive = true };
+            if (parse.GetValue(policy) is string pol) s = s with { Policy = pol, Adaptive = true };
+            string[] policies = CliOptions.Given(parse, compare) ? parse.GetValue(compare)!.Policies : [s.PolicyName];
+            foreach (string pName in policies)
+                (s with { Policy = pName, Adaptive = true }).Validate(f is null ? "--compare" : Path.GetFullPath(f));
             s.Validate(f is null ? "built-in scenario" : Path.GetFullPath(f));
             string? plotPath = parse.GetValue(noPlot) ? null : parse.GetValue(plot) is string p ? p == "-" ? "-" : Path.GetFullPath(p) : DefaultPlotPath(s);
             string? tracePath = parse.GetValue(trace) is string tr ? tr == "-" ? "-" : Path.GetFullPath(tr) : null;
             string? jsonPath = parse.GetValue(json) is string js ? js == "-" ? "-" : Path.GetFullPath(js) : null;
             string? csvPath = parse.GetValue(csv) is string cs ? cs == "-" ? "-" : Path.GetFullPath(cs) : null;
-            bool twice = parse.GetValue(compare);
-            string[] runs = twice ? ["static", "scheduled"] : [""];
+            bool several = CliOptions.Given(parse, compare);
+            string[] runs = several ? policies.Select(SuffixOf).ToArray() : [""];
             foreach (string suffix in runs)
             {
                 string? plotFile = Suffixed(plotPath, suffix), traceFile = Suffixed(tracePath, suffix), jsonFile = Suffixed(jsonPath, suffix);
@@ -82,33 +98,42 @@ internal static class RunCommand
             using OutputLocks locks = OutputLocks.Take(runs.SelectMany(x => new[]
             {
                 ("--plot", Suffixed(plotPath, x)), ("--trace", Suffixed(tracePath, x)), ("--json", Suffixed(jsonPath, x)), ("--csv", Suffixed(csvPath, x)),
-            }).ToArray());
+            }).Append(("--plot", several ? Suffixed(plotPath, "compare") : null)).ToArray());
             using IDisposable removeUnwritten = interrupts.AtExitNow(locks.RemoveUnwritten);
             // With the summary on stdout, everything for people goes to stderr, so stdout is JSON only.
             using HumanOutput human = jsonPath == "-" ? HumanOutput.ToStderr() : HumanOutput.Unchanged();
             string? source = f is null ? null : Path.GetFullPath(f);
             var results = new List<Summary>();
-            if (twice)
+            if (several)
             {
-                results.Add(RunOne(s with { Adaptive = false }, live: false, "run 1/2 (static)", Suffixed(plotPath, "static"), Suffixed(tracePath, "static"), source, interrupts, Suffixed(csvPath, "static")));
-                WriteSummary(results[^1], Suffixed(jsonPath, "static"), human.Stdout, interrupts);
-                if (!interrupts.Requested)
+                for (int i = 0; i < policies.Length && !interrupts.Requested; i++)
                 {
-                    results.Add(RunOne(s with { Adaptive = true }, live: false, "run 2/2 (scheduled)", Suffixed(plotPath, "scheduled"), Suffixed(tracePath, "scheduled"), source, interrupts, Suffixed(csvPath, "scheduled")));
-                    WriteSummary(results[^1], Suffixed(jsonPath, "scheduled"), human.Stdout, interrupts);
+                    string suffix = runs[i];
+                    results.Add(RunOne(s with { Policy = policies[i], Adaptive = true }, live: false, $"run {i + 1}/{policies.Length} ({policies[i]})",
+                        Suffixed(plotPath, suffix), Suffixed(tracePath, suffix), source, interrupts, Suffixed(csvPath, suffix)));
+                    WriteSummary(results[^1], Suffixed(jsonPath, suffix), human.Stdout, interrupts);
                 }
-                if (results.Count == 2 && results.All(r => r.InterruptedBy is null)) ShowComparison(results[0], results[1]);
+                if (results.Count == policies.Length && results.All(r => r.InterruptedBy is null))
+                {
+                    ShowComparison(results);
+                    if (plotPath is not null)
+                    {
+                        string comparePlot = Suffixed(plotPath, "compare")!;
+                        using IDisposable removePartial = interrupts.AtExitNow(() => File.Delete(comparePlot));
+                        PlotImage image = ComparisonPlot.SavePng(results.Select(r => r.Data).ToList(), comparePlot);
+                        AnsiConsole.MarkupLine($"comparison plot: [bold]{Markup.Escape(image.Path)}[/] ({image.WidthPx}x{image.HeightPx} px)");
+                    }
+                }
             }
             else
             {
-                results.Add(RunOne(s with { Adaptive = !parse.GetValue(staticPartition) && s.Adaptive }, live: !Console.IsOutputRedirected && jsonPath != "-",
-                    label: null, plotPath, tracePath, source, interrupts, csvPath));
+                results.Add(RunOne(s, live: !Console.IsOutputRedirected && jsonPath != "-", label: null, plotPath, tracePath, source, interrupts, csvPath));
                 WriteSummary(results[^1], jsonPath, human.Stdout, interrupts);
             }
             if (results.FirstOrDefault(r => r.InterruptedBy is not null) is Summary cut)
             {
                 Console.Error.WriteLine($"pagelab: interrupted at tick {cut.Last.Tick} of {cut.Scenario.Ticks} ({cut.InterruptedBy})" +
-                                        (twice && results.Count == 1 ? "; the scheduled run did not start" : ""));
+                                        (several && results.Count < policies.Length ? $"; {policies.Length - results.Count} of the {policies.Length} runs did not start" : ""));
                 return interrupts.ExitCode;
             }
             return results.All(r => r.AccountingOk) ? ExitCodes.Ok : ExitCodes.Failed;
@@ -158,6 +183,14 @@ internal static class RunCommand
         AnsiConsole.MarkupLine($"summary: [bold]{Markup.Escape(path)}[/]");
     }
 
+    // A policy's name as a file-name suffix: "esx", or the class name of a user's policy.
+    private static string SuffixOf(string policy)
+    {
+        string name = policy.Split(',')[0];
+        name = name[(name.LastIndexOfAny([':', '.']) + 1)..];
+        return SafeFileName(name.Length == 0 ? "policy" : name);
+    }
+
     // "out/plot.png" + "static" -> "out/plot-static.png"; no suffix, or stdout ("-"): the path itself.
     private static string? Suffixed(string? path, string suffix) =>
         path is null or "-" || suffix.Length == 0 ? path : Path.Combine(Path.GetDirectoryName(path) ?? "", $"{Path.GetFileNameWithoutExtension(path)}-{suffix}{Path.GetExtension(path)}");
@@ -168,7 +201,7 @@ internal static class RunCommand
     private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath, string? source, Interrupts interrupts, string? csvPath)
     {
         AnsiConsole.MarkupLine($"{(label is null ? "" : $"{Markup.Escape(label)}: ")}[bold]{Markup.Escape(s.Name)}[/]: {s.Vms.Count} VMs, " +
-                               $"host {s.HostPages} pages, {s.Ticks} ticks, {(s.Adaptive ? "scheduler on" : "static allocations")}, seed {s.Seed}");
+                               $"host {s.HostPages} pages, {s.Ticks} ticks, policy {s.PolicyName}{(s.WorkConserving && s.PolicyName != "static" ? " (work-conserving)" : "")}, seed {s.Seed}");
         var clock = Stopwatch.StartNew();
         // The guests' swap files go to a directory of this run, removed at the end however the run ends.
         string swapDirectory = Path.Combine(Path.GetTempPath(), $"pagelab-run-{Environment.ProcessId}-{Guid.NewGuid():N}");
@@ -309,14 +342,18 @@ internal static class RunCommand
         return table.Render(AnsiConsole.Profile.Width, Terminal.Wide, blocksWhenNarrow: true);
     }
 
-    private static void ShowComparison(Summary fixedRun, Summary scheduled)
+    // One row per policy: what each cost the guests and the host on the same scenario and seed.
+    private static void ShowComparison(List<Summary> runs)
     {
-        var table = new Table().Title("guest paging: static allocations vs cooperative scheduler");
-        table.AddColumns("VM", "swap-ins static", "swap-ins scheduled", "swap-outs static", "swap-outs scheduled", "alloc static", "alloc scheduled");
-        foreach (VmSnapshot a in fixedRun.Last.Vms)
+        var table = new Table().Title($"{runs[0].Scenario.Name}, seed {runs[0].Scenario.Seed}: policies compared");
+        foreach (string c in new[] { "policy", "guest paging", "page-outs", "page-ins", "host swap", "low ticks", "crit ticks", "allocations at end" })
+            table.AddColumn(new TableColumn(c).RightAligned());
+        foreach (Summary r in runs)
         {
-            VmSnapshot b = scheduled.Last.Vms.First(v => v.Name == a.Name);
-            table.AddRow(a.Name, $"{a.SwapIns}", $"{b.SwapIns}", $"{a.SwapOuts}", $"{b.SwapOuts}", $"{a.AllocationPages}", $"{b.AllocationPages}");
+            List<VmTotals> vms = r.Data.Vms;
+            table.AddRow(r.Data.Policy, $"{vms.Sum(v => (long)v.GuestPaging)}", $"{vms.Sum(v => (long)v.GuestPageOuts)}", $"{vms.Sum(v => (long)v.GuestPageIns)}",
+                $"{vms.Sum(v => (long)(v.HostSwapOuts + v.HostSwapIns))}", $"{vms.Sum(v => v.LowTicks)}", $"{vms.Sum(v => v.CriticalTicks)}",
+                string.Join(" ", vms.Select(v => $"{v.Name}={v.AllocationEndPages}")));
         }
         AnsiConsole.Write(table);
     }

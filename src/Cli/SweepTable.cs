@@ -16,7 +16,7 @@ internal sealed record SweepColumn(string Name, Type Type, object?[] Values);
 internal sealed class SweepTable
 {
     /// <summary>Figures drawn against each swept key by `sweep` (totals over the VMs).</summary>
-    public static readonly string[] PlottedFigures = ["guestPageIns", "guestPageOuts", "hostStalls", "framesMovedBetweenVms", "criticalTicks"];
+    public static readonly string[] PlottedFigures = ["guestPaging", "guestPageIns", "hostSwapOuts", "framesMovedBetweenVms", "criticalTicks"];
 
     // Per-VM figures, summed over VMs for the totals and given per VM as vm_<name>_<figure>.
     private static readonly (string Name, Func<VmTotals, long> Of)[] VmFigures =
@@ -26,7 +26,8 @@ internal sealed class SweepTable
         ("criticalTicks", v => v.CriticalTicks), ("framesIn", v => v.FramesIn), ("framesOut", v => v.FramesOut),
         ("allocationEndPages", v => (long)v.AllocationEndPages), ("allocationMinPages", v => (long)v.AllocationMinPages),
         ("allocationMaxPages", v => (long)v.AllocationMaxPages), ("peakActiveEstimatePages", v => (long)v.PeakActiveEstimatePages),
-        ("injections", v => v.Injections), ("recoveries", v => v.Recoveries),
+        ("injections", v => v.Injections), ("recoveries", v => v.Recoveries), ("guestPaging", v => (long)v.GuestPaging),
+        ("hostSwapOuts", v => (long)v.HostSwapOuts), ("hostSwapIns", v => (long)v.HostSwapIns),
     ];
 
     /// <summary>Columns whose values are wall-clock times: they differ between runs of the same point.</summary>
@@ -53,6 +54,7 @@ internal sealed class SweepTable
         Add("seed", typeof(long), i => (long)runs[i].Seed);
         Add("run", typeof(string), i => runs[i].Id);
         Add("scenario", typeof(string), i => summaries[i].Scenario);
+        Add("policy", typeof(string), i => summaries[i].Policy);
         Add("ticks", typeof(long), i => (long)summaries[i].Ticks);
         Add("accountingOk", typeof(bool), i => summaries[i].AccountingOk);
         Add("framesMovedBetweenVms", typeof(long), i => summaries[i].Host.FramesMovedBetweenVms);

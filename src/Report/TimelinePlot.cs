@@ -163,7 +163,7 @@ public static class TimelinePlot
 
         plot.Axes.Left.Label.Text = "pages";
         plot.Axes.Title.Label.Text = first
-            ? $"{s.Name}: {vm.Name} ({vm.Pages} guest pages) · host {s.HostPages} pages · seed {s.Seed} · {(s.Adaptive ? "scheduler on" : "static allocations")}"
+            ? $"{s.Name}: {vm.Name} ({vm.Pages} guest pages) · host {s.HostPages} pages · seed {s.Seed} · policy {s.PolicyName}"
             : $"{vm.Name} ({vm.Pages} guest pages)";
         plot.Axes.Title.Label.FontSize = 14;
         plot.Axes.Title.Label.Bold = true;

@@ -17,7 +17,11 @@ internal sealed class TestHost : IDisposable
     public TestHost(ulong hostPages, bool adaptive = false)
     {
         _arena = new TestArena((uint)hostPages + 1024);
-        Scheduler = new MemoryScheduler(_arena.Arena, new SchedulerOptions { HostPages = hostPages, Adaptive = adaptive, BatchPages = 128 });
+        Scheduler = new MemoryScheduler(_arena.Arena, new SchedulerOptions
+        {
+            HostPages = hostPages, BatchPages = 128, WorkConserving = false,
+            Policy = adaptive ? new EsxPolicy() : new StaticPolicy(),
+        });
     }
 
     public HostArena Arena => _arena.Arena;

@@ -68,14 +68,19 @@ public partial class CliJsonTests
     }
 
     [Fact]
-    public void Compare_with_json_to_stdout_writes_two_lines_static_first()
+    public void Compare_with_json_to_stdout_writes_one_line_per_policy_in_the_order_given()
     {
         using var dir = new TempDir();
-        CliResult r = CliHarness.InProcess("run", ShortFile(dir, ticks: 15), "--compare", "--no-plot", "--json", "-");
+        CliResult r = CliHarness.InProcess("run", "--compare", ShortFile(dir, ticks: 15), "--no-plot", "--json", "-");
 
         Assert.True(r.Exit == 0, $"exit {r.Exit}; stderr: {r.Err}");
         string[] lines = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Equal([false, true], lines.Select(l => RunSummary.FromJson(l).Adaptive));
+        Assert.Equal(["static", "esx", "pagelab"], lines.Select(l => RunSummary.FromJson(l).Policy));
+        Assert.Equal([false, true, true], lines.Select(l => RunSummary.FromJson(l).Adaptive));
+
+        r = CliHarness.InProcess("run", ShortFile(dir, ticks: 15), "--compare", "pagelab,static", "--no-plot", "--json", "-");
+        Assert.True(r.Exit == 0, $"exit {r.Exit}; stderr: {r.Err}");
+        Assert.Equal(["pagelab", "static"], r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => RunSummary.FromJson(l).Policy));
     }
 
     [Fact]

@@ -73,7 +73,7 @@ public class SchedulingTests
                 new VmSpec { Name = "active", Pages = 1536, Workload = new WorkloadSpec { Kind = "active", Pages = 1300, TouchesPerTick = 300 } },
             ],
         };
-        (List<VmSnapshot> fixedEnd, _, List<string> fixedProblems, _) = Run(s with { Adaptive = false });
+        (List<VmSnapshot> fixedEnd, _, List<string> fixedProblems, _) = Run(s with { Policy = "static" });
         (List<VmSnapshot> end, long moved, List<string> problems, (long swapFileBytes, ulong idleResidentDrop)) = Run(s);
 
         VmSnapshot idle = end.Single(v => v.Name == "idle"), active = end.Single(v => v.Name == "active");

@@ -32,7 +32,7 @@ public sealed class BalloonApplication
         _os = os;
         VmId = vmId;
         Behaviour = behaviour;
-        Process = os.Spawn("balloon", os.Vm.PageCount);
+        Process = os.Spawn("balloon", os.Vm.PageCount, balloon: true);
         _sequenceOf = new uint[os.Vm.PageCount];
         _indexOf = new int[os.Vm.PageCount];
         for (ulong v = os.Vm.PageCount; v-- > 0;) _freeVpns.Push(v);

@@ -22,7 +22,7 @@ public static class ConditionExperiment
     public static ConditionExperimentResult Run(ConditionSource source, int seed = 1, int ticks = 400)
     {
         using var arena = HostArena.Create((uint)(2 * VmPages + 512), "pagelab-condition");
-        var scheduler = new MemoryScheduler(arena, new SchedulerOptions { HostPages = 2 * VmPages, Adaptive = false, BatchPages = 64 });
+        var scheduler = new MemoryScheduler(arena, new SchedulerOptions { HostPages = 2 * VmPages, Policy = new StaticPolicy(), WorkConserving = false, BatchPages = 64 });
         GuestVm vm = GuestVm.Create(arena, "cache-vm", VmPages, 64);
         GuestVm other = GuestVm.Create(arena, "other", VmPages, 64);
         var os = new GuestOperatingSystem(vm);

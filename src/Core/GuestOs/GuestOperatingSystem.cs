@@ -36,6 +36,7 @@ public sealed class GuestOperatingSystem : IDisposable
     private readonly byte[] _ioBuffer;
     private ulong _clockHand;
     private ulong _swapOuts, _swapIns, _majorFaults, _minorFaults, _oomKills;
+    private ulong _swapInsPeriod;
 
     public GuestOperatingSystem(GuestVm vm, GuestOsOptions? options = null)
     {
@@ -89,10 +90,11 @@ public sealed class GuestOperatingSystem : IDisposable
 
     public GuestMemoryStats Stats => new(Vm.PageCount, FreePages, _swapOuts, _swapIns, _majorFaults, _minorFaults, _oomKills);
 
-    public GuestProcess Spawn(string name, ulong virtualPages, bool pinned = false)
+    /// <param name="balloon">The balloon driver's process: its pages are not the guest's working set.</param>
+    public GuestProcess Spawn(string name, ulong virtualPages, bool pinned = false, bool balloon = false)
     {
         if (virtualPages == 0) throw new ArgumentOutOfRangeException(nameof(virtualPages), virtualPages, $"process '{name}' needs at least one page");
-        var p = new GuestProcess(this, _processes.Count, name, virtualPages, pinned);
+        var p = new GuestProcess(this, _processes.Count, name, virtualPages, pinned, balloon);
         _processes.Add(p);
         return p;
     }
@@ -109,6 +111,7 @@ public sealed class GuestOperatingSystem : IDisposable
         if (pte > 0)
         {
             p.Accessed[vpn] = true;
+            p.Referenced[vpn] = true;
             return (ulong)(pte - 1);
         }
         ulong g = AllocatePhysical(p);
@@ -130,6 +133,8 @@ public sealed class GuestOperatingSystem : IDisposable
         }
         p.Pte[vpn] = (long)g + 1;
         p.Accessed[vpn] = true;
+        p.Referenced[vpn] = true;
+        if (pte < 0) _swapInsPeriod++;
         _ownerPid[g] = p.Pid;
         _ownerVpn[g] = vpn;
         p.Resident++;
@@ -144,6 +149,8 @@ public sealed class GuestOperatingSystem : IDisposable
         else if (pte < 0) _swap.Free(-pte - 1);
         p.Pte[vpn] = 0;
         p.Accessed[vpn] = false;
+        p.Referenced[vpn] = false;
+        p.Age[vpn] = 0;
     }
 
     /// <summary>The host reports an uncorrectable error in guest page <paramref name="g"/>: the process
@@ -253,6 +260,45 @@ public sealed class GuestOperatingSystem : IDisposable
         return g;
     }
 
+    /// <summary>The guest's working-set report (as virtio-balloon working-set reporting): every page of
+    /// every process other than the balloon's, counted by age, the periods since the guest last used it
+    /// (its own page tables' referenced bits, read and cleared once per call, so one call ends a period).
+    /// The host chooses the bins: <paramref name="binEdgesPeriods"/>[i] is the oldest age bin i holds.
+    /// Pages in swap are counted with their age too: a young page in swap is demand the guest could not
+    /// keep resident.</summary>
+    public WorkingSetReport ReportWorkingSet(ReadOnlySpan<int> binEdgesPeriods)
+    {
+        for (int i = 0; i < binEdgesPeriods.Length; i++)
+            if (binEdgesPeriods[i] < 0 || (i > 0 && binEdgesPeriods[i] <= binEdgesPeriods[i - 1]))
+                throw new ArgumentException($"bin edges must be ascending and not negative, got [{string.Join(", ", binEdgesPeriods.ToArray())}]", nameof(binEdgesPeriods));
+        var resident = new ulong[binEdgesPeriods.Length + 1];
+        var swapped = new ulong[binEdgesPeriods.Length + 1];
+        ulong pinned = 0;
+        foreach (GuestProcess p in _processes)
+        {
+            if (p.Killed || p.IsBalloon) continue;
+            for (ulong v = 0; v < p.VirtualPages; v++)
+            {
+                long pte = p.Pte[v];
+                if (pte == 0) continue;
+                if (p.Pinned) { pinned++; continue; }
+                byte age = p.Referenced[v] ? (byte)0 : p.Age[v] == byte.MaxValue ? byte.MaxValue : (byte)(p.Age[v] + 1);
+                p.Referenced[v] = false;
+                p.Age[v] = age;
+                int bin = 0;
+                while (bin < binEdgesPeriods.Length && age > binEdgesPeriods[bin]) bin++;
+                if (pte > 0) resident[bin]++;
+                else swapped[bin]++;
+            }
+        }
+        var bins = new WorkingSetBin[resident.Length];
+        for (int i = 0; i < bins.Length; i++)
+            bins[i] = new WorkingSetBin(i < binEdgesPeriods.Length ? binEdgesPeriods[i] : null, resident[i], swapped[i]);
+        ulong swapIns = _swapInsPeriod;
+        _swapInsPeriod = 0;
+        return new WorkingSetReport(bins, pinned, (ulong)_free.Count, swapIns);
+    }
+
     private void OomKill(GuestProcess requester)
     {
         GuestProcess? victim = _processes.Where(p => !p.Killed && !p.Pinned).MaxBy(p => p.Resident) ?? requester;
@@ -266,8 +312,11 @@ public sealed class GuestOperatingSystem : IDisposable
 /// <summary>A guest process: a virtual address space translated in software by its page table.</summary>
 public sealed class GuestProcess
 {
-    internal GuestProcess(GuestOperatingSystem os, int pid, string name, ulong virtualPages, bool pinned)
+    internal GuestProcess(GuestOperatingSystem os, int pid, string name, ulong virtualPages, bool pinned, bool balloon)
     {
+        IsBalloon = balloon;
+        Referenced = new bool[virtualPages];
+        Age = new byte[virtualPages];
         Os = os;
         Pid = pid;
         Name = name;
@@ -283,6 +332,8 @@ public sealed class GuestProcess
     public ulong VirtualPages { get; }
     /// <summary>Pinned pages are never paged out (kernel-like memory).</summary>
     public bool Pinned { get; }
+    /// <summary>The balloon driver's process (its pages are not part of the working set).</summary>
+    public bool IsBalloon { get; }
     public bool Killed { get; internal set; }
     public ulong Resident { get; internal set; }
     /// <summary>How many of this process's pages the guest OS has paged out so far.</summary>
@@ -291,6 +342,11 @@ public sealed class GuestProcess
     /// <summary>0 = never used; g+1 = resident at guest page g; -(slot+1) = in swap slot.</summary>
     internal long[] Pte { get; }
     internal bool[] Accessed { get; }
+    /// <summary>Used since the last working-set report (the clock hand clears <see cref="Accessed"/>,
+    /// not this).</summary>
+    internal bool[] Referenced { get; }
+    /// <summary>Working-set reports since the page was last used (saturates at 255).</summary>
+    internal byte[] Age { get; }
 
     internal ulong? ResidentPage(ulong vpn)
     {

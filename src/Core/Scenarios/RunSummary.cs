@@ -19,6 +19,9 @@ public sealed record RunSummary
     public required int Seed { get; init; }
     /// <summary>False for a static partition (`--static`, or the static half of `--compare`).</summary>
     public required bool Adaptive { get; init; }
+    /// <summary>The allocation policy the run used (static, esx, pagelab or a user's class).</summary>
+    public required string Policy { get; init; }
+    public required bool WorkConserving { get; init; }
     /// <summary>The ticks the run was to have.</summary>
     public required int Ticks { get; init; }
     /// <summary>The ticks it had: <see cref="Ticks"/>, or fewer when it was interrupted.</summary>
@@ -63,11 +66,11 @@ public sealed record RunSummary
                 v.PeakActiveEstimatePages, v.FramesIn, v.FramesOut, v.GuestPageOuts, v.GuestPageIns, v.DemandFaults, v.HostStalls,
                 end.OomKills, v.LowTicks, v.CriticalTicks, end.Condition,
                 timeline.Markers.Count(m => m.Vm == v.Name && m.Kind == RunEventKind.Injection),
-                timeline.Markers.Count(m => m.Vm == v.Name && m.Kind == RunEventKind.Recovery)));
+                timeline.Markers.Count(m => m.Vm == v.Name && m.Kind == RunEventKind.Recovery), end.HostSwapOuts, end.HostSwapIns));
         }
         return new RunSummary
         {
-            Scenario = s.Name, ScenarioFile = scenarioFile, Seed = s.Seed, Adaptive = s.Adaptive, Ticks = s.Ticks, TicksRun = last.Tick,
+            Scenario = s.Name, ScenarioFile = scenarioFile, Seed = s.Seed, Adaptive = s.PolicyName != "static", Policy = s.PolicyName, WorkConserving = s.WorkConserving && s.PolicyName != "static", Ticks = s.Ticks, TicksRun = last.Tick,
             Interrupted = interrupted, AccountingOk = accountingProblems.Count == 0, AccountingProblems = accountingProblems.ToList(),
             Host = new HostTotals(s.HostPages, arena.FrameCount, arena.PageSize, counts.Free, counts.Retired, last.TransferredFrames),
             Vms = vms, Timings = timings,
@@ -88,7 +91,12 @@ public sealed record HostTotals(ulong HostPages, long ArenaFrames, int PageSizeB
 public sealed record VmTotals(
     string Name, ulong Pages, int Shares, ulong AllocationMinPages, ulong AllocationMaxPages, ulong AllocationEndPages, long HeldFramesEnd,
     ulong PeakActiveEstimatePages, long FramesIn, long FramesOut, ulong GuestPageOuts, ulong GuestPageIns, ulong DemandFaults,
-    ulong HostStalls, ulong OomKills, int LowTicks, int CriticalTicks, MemoryLevel ConditionEnd, int Injections, int Recoveries);
+    ulong HostStalls, ulong OomKills, int LowTicks, int CriticalTicks, MemoryLevel ConditionEnd, int Injections, int Recoveries,
+    ulong HostSwapOuts, ulong HostSwapIns)
+{
+    /// <summary>Guest page-outs plus page-ins: the paging the scheduler is there to keep low.</summary>
+    public ulong GuestPaging => GuestPageOuts + GuestPageIns;
+}
 
 /// <summary>Wall-clock times of a run, in seconds (milliseconds for the mean tick). Not reproducible: the
 /// same seed gives the same totals, not the same timings.</summary>

@@ -50,7 +50,14 @@ public sealed record Scenario
     public int SamplePeriodTicks { get; init; } = 10;
     public int BatchPages { get; init; } = 256;
     public double IdleTax { get; init; } = 0.75;
+    /// <summary>False keeps the initial allocations: the same as policy "static".</summary>
     public bool Adaptive { get; init; } = true;
+    /// <summary>The allocation policy: static | esx | pagelab, or a user's class (<see cref="Scheduling.PolicyCatalog"/>).
+    /// Default: pagelab, or static when <see cref="Adaptive"/> is false.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Policy { get; init; }
+    /// <summary>Lend host pages no VM holds to VMs that page for them (ignored by the static policy).</summary>
+    public bool WorkConserving { get; init; } = true;
     public int Seed { get; init; } = 1;
     public List<VmSpec> Vms { get; init; } = [];
     public List<InjectionSpec> Injections { get; init; } = [];
@@ -61,6 +68,7 @@ public sealed record Scenario
     {
         Name = "default",
         HostPages = 6144,
+        Policy = "pagelab",
         Vms =
         [
             new VmSpec { Name = "idle", Pages = 4096, Workload = new WorkloadSpec { Kind = "idle", Pages = 3000, TouchesPerTick = 10 } },
@@ -127,6 +135,10 @@ public sealed record Scenario
         if (SamplePeriodTicks < 1) Fail("samplePeriodTicks", $"must be at least 1, got {SamplePeriodTicks}");
         if (BatchPages is < 1 or > MaxBatchPages) Fail("batchPages", $"must be between 1 and {MaxBatchPages}, got {BatchPages}");
         if (IdleTax is < 0 or >= 1) Fail("idleTax", $"must be in [0, 1), got {IdleTax}");
+        if (!Adaptive && Policy is not (null or "static")) Fail("policy", $"'{Policy}' conflicts with adaptive: false (which means the static policy); give one");
+        if (Policy is not null)
+            try { Scheduling.PolicyCatalog.Create(Policy, source.EndsWith(".json") ? Path.GetDirectoryName(source) : null); }
+            catch (ArgumentException e) { Fail("policy", e.Message); }
         if (Vms is null || Vms.Count == 0) Fail("vms", "needs at least one VM");
         if (Vms!.Count > MaxVms) Fail("vms", $"{Vms.Count} VMs, more than the limit of {MaxVms}");
         var names = new HashSet<string>();
@@ -173,6 +185,10 @@ public sealed record Scenario
         if (mins > HostPages) Fail("vms[*].minPages", $"the VMs' minimums total {mins} pages, more than hostPages {HostPages}");
         if (initial > HostPages) Fail("vms[*].initialPages", $"initial allocations total {initial} pages, more than hostPages {HostPages}");
     }
+
+    /// <summary>The policy this scenario runs with.</summary>
+    [JsonIgnore]
+    public string PolicyName => Policy ?? (Adaptive ? "pagelab" : "static");
 
     public ulong InitialOf(VmSpec v) =>
         v.InitialPages ?? Math.Clamp(HostPages / (ulong)Vms.Count, v.MinPages, v.MaxPages ?? v.Pages);

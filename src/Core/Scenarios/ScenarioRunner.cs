@@ -17,7 +17,8 @@ public sealed record VmSnapshot(
     string Name, ulong Pages, ulong AllocationPages, long HeldFrames, ulong BalloonTarget, ulong BalloonActual,
     ulong ActiveEstimatePages, ulong WorkingSetPages, ulong FreePages, ulong AvailablePages,
     ulong SwapIns, ulong SwapOuts, ulong MajorFaults, ulong MinorFaults, ulong DemandFaults, ulong HostStalls,
-    ulong BalloonPageOuts, ulong OomKills, MemoryLevel Condition, ulong TrueAvailablePages);
+    ulong BalloonPageOuts, ulong OomKills, MemoryLevel Condition, ulong TrueAvailablePages,
+    ulong HostSwapOuts = 0, ulong HostSwapIns = 0);
 
 public sealed record TickSnapshot(int Tick, IReadOnlyList<VmSnapshot> Vms, long FreeFrames, long TransferredFrames, StepReport Step);
 
@@ -33,7 +34,8 @@ public sealed class ScenarioRunner : IDisposable
     private int _tick;
     private GuestVm? _unscheduled; // created but not yet owned by the scheduler (for cleanup on failure)
 
-    public ScenarioRunner(Scenario scenario, string? swapDirectory = null)
+    /// <param name="policy">The allocation policy (default: the one the scenario names).</param>
+    public ScenarioRunner(Scenario scenario, string? swapDirectory = null, IAllocationPolicy? policy = null)
     {
         scenario.Validate();
         Scenario = scenario;
@@ -48,7 +50,8 @@ public sealed class ScenarioRunner : IDisposable
         Scheduler = new MemoryScheduler(Arena, new SchedulerOptions
         {
             HostPages = scenario.HostPages, IdleTax = scenario.IdleTax, BatchPages = scenario.BatchPages,
-            Adaptive = scenario.Adaptive, Seed = scenario.Seed,
+            Policy = policy ?? PolicyCatalog.Create(scenario.PolicyName), Seed = scenario.Seed,
+            WorkConserving = scenario.WorkConserving && scenario.PolicyName != "static",
         });
         try
         {
@@ -231,8 +234,7 @@ public sealed class ScenarioRunner : IDisposable
         PageLabMetrics.Publish(_metrics, new RunMetrics(c.Free, c.Held + c.Guest + c.Parity, c.Retired, vms));
     }
 
-    private static ulong ActiveEstimate(ScheduledVm v) =>
-        (ulong)Math.Round(v.WorkingSet.ActiveFraction * Math.Max(0, v.Vm.HeldFrames - v.Vm.PoolCount));
+    private static ulong ActiveEstimate(ScheduledVm v) => v.ActiveEstimatePages;
 
     public IEnumerable<TickSnapshot> Run()
     {
@@ -253,7 +255,7 @@ public sealed class ScenarioRunner : IDisposable
             list.Add(new VmSnapshot(v.Vm.Name, v.Vm.PageCount, v.AllocationPages, held, v.BalloonTargetPages,
                 v.Backend.ActualPages, active, _workloads[i].WorkingSetPages(_tick), s.FreePages, s.FreePages,
                 s.SwapIns, s.SwapOuts, s.MajorFaults, s.MinorFaults, v.Vm.Counters.DemandFaults, v.HostPressureStalls,
-                v.Balloon.PageOutsSeen, s.OomKills, c.Level, c.TrueAvailablePages));
+                v.Balloon.PageOutsSeen, s.OomKills, c.Level, c.TrueAvailablePages, v.Vm.Counters.HostSwapOuts, v.Vm.Counters.HostSwapIns));
         }
         return list;
     }

@@ -33,40 +33,35 @@ public static class AllocationPolicy
         }
         if (mins >= hostPages) return vms.Select(d => d.MinPages).ToArray();
 
-        // Find the level λ at which Σ clamp(λ·w_i, min_i, max_i) = hostPages: VMs whose share at the level
-        // passes a bound are pinned to it, the level is recomputed over the others, until nothing changes.
-        var pinned = new double?[n];
-        double level = 0;
-        for (bool changed = true; changed;)
+        // Find the level λ at which Σ clamp(λ·w_i, min_i, max_i) = hostPages. The sum only grows with λ, so
+        // bisection finds it (a pin-and-release loop could cycle when every VM is pinned).
+        double Total(double l)
         {
-            changed = false;
-            double fixedPages = 0, freeWeight = 0;
-            for (int i = 0; i < n; i++)
+            double t = 0;
+            for (int i = 0; i < n; i++) t += Math.Clamp(l * weight[i], vms[i].MinPages, vms[i].MaxPages);
+            return t;
+        }
+        ulong maxes = vms.Aggregate(0UL, (s, d) => s + d.MaxPages);
+        double level;
+        if (maxes <= hostPages) level = double.PositiveInfinity;
+        else
+        {
+            double lo = 0, hi = 1;
+            while (Total(hi) < hostPages && hi < 1e300) hi *= 2;
+            for (int iter = 0; iter < 200 && hi - lo > hi * 1e-15; iter++)
             {
-                if (pinned[i] is double p) fixedPages += p;
-                else freeWeight += weight[i];
+                double mid = (lo + hi) / 2;
+                if (Total(mid) < hostPages) lo = mid;
+                else hi = mid;
             }
-            level = freeWeight > 0 ? Math.Max(0, hostPages - fixedPages) / freeWeight : 0;
-            for (int i = 0; i < n; i++)
-            {
-                if (pinned[i] is not null) continue;
-                double share = level * weight[i];
-                if (share < vms[i].MinPages) { pinned[i] = vms[i].MinPages; changed = true; }
-                else if (share > vms[i].MaxPages) { pinned[i] = vms[i].MaxPages; changed = true; }
-            }
-            // A VM pinned at its min while the level rose past it again is released (and vice versa).
-            if (!changed)
-                for (int i = 0; i < n; i++)
-                {
-                    if (pinned[i] is not double p || weight[i] <= 0) continue;
-                    double share = level * weight[i];
-                    if ((p == vms[i].MinPages && share > p) || (p == vms[i].MaxPages && share < p))
-                    {
-                        pinned[i] = null;
-                        changed = true;
-                        break;
-                    }
-                }
+            level = lo;
+        }
+        var pinned = new double?[n];
+        for (int i = 0; i < n; i++)
+        {
+            double share = double.IsPositiveInfinity(level) ? double.PositiveInfinity : level * weight[i];
+            if (weight[i] <= 0 || share <= vms[i].MinPages) pinned[i] = vms[i].MinPages;
+            else if (share >= vms[i].MaxPages) pinned[i] = vms[i].MaxPages;
         }
         var target = new ulong[n];
         ulong given = 0;

@@ -1,6 +1,7 @@
 // The cooperative memory scheduler: watches each VM's use of its guest physical memory (working-set
-// sampling), decides each VM's share of host memory (shares + idle tax, min/max), and moves memory
-// by driving balloon applications: frames reclaimed from one VM's balloon are mapped into another's.
+// sampling and the guest's own reports), asks its policy for each VM's allocation, lends host memory no
+// VM uses to VMs that need it, and moves memory by driving balloon applications: frames reclaimed from
+// one VM's balloon are mapped into another's.
 using PageLab.Core.Balloon;
 using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
@@ -16,8 +17,12 @@ public sealed record SchedulerOptions
     /// <summary>Most pages one balloon step inflates or deflates per VM.</summary>
     public int BatchPages { get; init; } = 256;
     public int SamplePages { get; init; } = 100;
-    /// <summary>False: allocations stay as configured (a static partition, for comparison).</summary>
-    public bool Adaptive { get; init; } = true;
+    /// <summary>Decides allocations at the end of every sampling period.</summary>
+    public IAllocationPolicy Policy { get; init; } = new EsxPolicy();
+    /// <summary>Host pages no VM holds are lent to VMs that page for them, past their allocation, and called
+    /// back only when a VM below its allocation needs them (lowest shares per page first). False: an
+    /// allocation is a hard limit (a static partition).</summary>
+    public bool WorkConserving { get; init; } = true;
     public int Seed { get; init; } = 1;
 }
 
@@ -34,7 +39,11 @@ public sealed class ScheduledVm
         MinPages = min;
         MaxPages = max;
         AllocationPages = allocation;
+        CeilingPages = allocation;
     }
+
+    // Guest paging and host stalls at the previous step and sampling period (pressure and period deltas).
+    internal ulong PagingAtStep, StallsAtStep, SwapInsAtPeriod, SwapOutsAtPeriod;
 
     public GuestOperatingSystem Os { get; }
     public GuestVm Vm => Os.Vm;
@@ -44,13 +53,21 @@ public sealed class ScheduledVm
     public int Shares { get; }
     public ulong MinPages { get; }
     public ulong MaxPages { get; }
-    /// <summary>The active fraction of its allocation the policy used last (see
+    /// <summary>The active fraction of its allocation ESX's rule would charge (see
     /// <see cref="MemoryScheduler.ActiveOverAllocation"/>).</summary>
     public double ActiveFraction { get; internal set; }
-    /// <summary>Host pages the scheduler gives this VM now.</summary>
+    /// <summary>The working set the VM's policy saw last: the guest's report when it gives one, else
+    /// sampling (pages).</summary>
+    public ulong ActiveEstimatePages { get; internal set; }
+    /// <summary>The guest's last working-set report.</summary>
+    public WorkingSetReport? LastReport { get; internal set; }
+    /// <summary>Host pages the policy gives this VM now.</summary>
     public ulong AllocationPages { get; internal set; }
-    /// <summary>Guest pages the balloon should hold so the VM fits its allocation.</summary>
-    public ulong BalloonTargetPages => Vm.PageCount > AllocationPages ? Vm.PageCount - AllocationPages : 0;
+    /// <summary>The most host pages the VM may hold now: its allocation, or more while the host lends it
+    /// pages no other VM needs (work conservation).</summary>
+    public ulong CeilingPages { get; internal set; }
+    /// <summary>Guest pages the balloon should hold so the VM fits its ceiling.</summary>
+    public ulong BalloonTargetPages => Vm.PageCount > CeilingPages ? Vm.PageCount - CeilingPages : 0;
     /// <summary>Demand faults the host could not give a frame for (the guest paged out instead).</summary>
     public ulong HostPressureStalls { get; internal set; }
     /// <summary>Frames given beyond the allocation because the guest had nothing left to page out.</summary>
@@ -107,21 +124,123 @@ public sealed class MemoryScheduler
         return vm;
     }
 
-    /// <summary>Ends a sampling period for every VM and, when adaptive, recomputes allocations.</summary>
+    /// <summary>Sampling periods finished so far.</summary>
+    public int Periods { get; private set; }
+
+    /// <summary>Ends a sampling period for every VM (sampling and the guest's working-set report) and asks
+    /// the policy for new allocations, which it checks before it applies them.</summary>
     public void SamplePeriod()
     {
-        foreach (ScheduledVm v in _vms) v.WorkingSet.NextPeriod();
-        if (!Options.Adaptive) return;
+        Periods++;
+        var signals = new List<VmSignals>(_vms.Count);
         foreach (ScheduledVm v in _vms)
-            v.ActiveFraction = ActiveOverAllocation(v.WorkingSet.ActiveFraction, (ulong)Math.Max(0, v.Vm.HeldFrames - v.Vm.PoolCount), v.AllocationPages);
-        ulong[] targets = AllocationPolicy.Targets(
-            _vms.Select(v => new VmDemand(v.Shares, v.ActiveFraction, v.MinPages, v.MaxPages)).ToList(),
-            Options.HostPages, Options.IdleTax);
+        {
+            v.WorkingSet.NextPeriod();
+            v.LastReport = v.Os.ReportWorkingSet(PageLabPolicy.ReportBins);
+            GuestMemoryStats st = v.Os.Stats;
+            ulong held = (ulong)Math.Max(0, v.Vm.HeldFrames - v.Vm.PoolCount);
+            signals.Add(new VmSignals(v.Vm.Name, v.Shares, v.MinPages, v.MaxPages, v.Vm.PageCount, v.AllocationPages, held,
+                v.WorkingSet.Periods > 0 ? v.WorkingSet.ActiveFraction : null, v.LastReport,
+                st.SwapIns - v.SwapInsAtPeriod, st.SwapOuts - v.SwapOutsAtPeriod));
+            v.SwapInsAtPeriod = st.SwapIns;
+            v.SwapOutsAtPeriod = st.SwapOuts;
+            v.ActiveFraction = EsxPolicy.FractionOf(signals[^1]);
+            v.ActiveEstimatePages = Options.Policy is PageLabPolicy p
+                ? p.Demand(signals[^1])
+                : (ulong)Math.Round(v.WorkingSet.ActiveFraction * held);
+        }
+        var request = new AllocationRequest(Options.HostPages, Options.IdleTax, Periods, signals);
+        ulong[] targets;
+        try
+        {
+            targets = Options.Policy.Allocate(request);
+        }
+        catch (Exception e) when (e is not PolicyException)
+        {
+            throw new PolicyException($"policy '{Options.Policy.Name}' failed in period {Periods}: {e.Message}");
+        }
+        Check(targets);
         for (int i = 0; i < _vms.Count; i++)
         {
-            _vms[i].AllocationPages = targets[i];
-            // Past its allocation a VM's own faults host-swap its pages rather than take free frames.
-            _vms[i].Vm.SetFrameLimit(targets[i]);
+            ScheduledVm v = _vms[i];
+            v.AllocationPages = targets[i];
+            v.CeilingPages = Options.WorkConserving ? Math.Max(v.CeilingPages, targets[i]) : targets[i];
+        }
+        UpdateCeilings();
+    }
+
+    // A policy is code the scheduler did not write: its answer is checked like a guest's.
+    private void Check(ulong[]? targets)
+    {
+        string who = $"policy '{Options.Policy.Name}'";
+        if (targets is null || targets.Length != _vms.Count)
+            throw new PolicyException($"{who} returned {targets?.Length.ToString() ?? "null"} allocations for {_vms.Count} VMs");
+        ulong sum = 0;
+        for (int i = 0; i < targets.Length; i++)
+        {
+            ScheduledVm v = _vms[i];
+            if (targets[i] < v.MinPages || targets[i] > v.MaxPages)
+                throw new PolicyException($"{who} gave VM '{v.Vm.Name}' {targets[i]} pages, outside its [{v.MinPages}, {v.MaxPages}]");
+            sum += targets[i];
+        }
+        if (sum > Options.HostPages)
+            throw new PolicyException($"{who} gave {sum} pages in all, more than the host's {Options.HostPages}");
+    }
+
+    /// <summary>Host pages no VM holds (demand pools included; negative while VMs are overcommitted).</summary>
+    public long FreeHostPages => (long)Options.HostPages - _vms.Sum(v => v.Vm.HeldFrames);
+
+    // Work conservation, once per step. A VM below its allocation that pages may take what it is owed at
+    // once: if the host's free pages do not cover that, pages lent to other VMs are called back, from the VM
+    // with the fewest shares per page it holds first (min-funding revocation, Waldspurger 2002, section 5).
+    // Otherwise what is free beyond a small reserve is lent, a batch per step, to VMs that page at their
+    // ceiling, the most shares per page first. Without work conservation the ceiling is the allocation.
+    private void UpdateCeilings()
+    {
+        var pressed = new bool[_vms.Count];
+        for (int i = 0; i < _vms.Count; i++)
+        {
+            ScheduledVm v = _vms[i];
+            GuestMemoryStats st = v.Os.Stats;
+            ulong paging = st.SwapIns + st.SwapOuts;
+            pressed[i] = paging > v.PagingAtStep || v.HostPressureStalls > v.StallsAtStep;
+            v.PagingAtStep = paging;
+            v.StallsAtStep = v.HostPressureStalls;
+            if (!Options.WorkConserving) v.CeilingPages = v.AllocationPages;
+        }
+        if (!Options.WorkConserving) return;
+        long batch = Options.BatchPages;
+        long reserve = Math.Min(batch, (long)Options.HostPages / 50);
+        long free = FreeHostPages;
+        var held = _vms.Select(v => v.Vm.HeldFrames).ToArray();
+        long owed = 0;
+        for (int i = 0; i < _vms.Count; i++)
+            if (pressed[i] && held[i] < (long)_vms[i].AllocationPages)
+                owed += Math.Min(batch, (long)_vms[i].AllocationPages - held[i]);
+        if (free - reserve < owed)
+        {
+            long callBack = owed + reserve - free;
+            foreach (int i in Enumerable.Range(0, _vms.Count).Where(i => _vms[i].CeilingPages > _vms[i].AllocationPages)
+                         .OrderBy(i => _vms[i].Shares / (double)Math.Max(1, held[i])).ThenBy(i => i))
+            {
+                ScheduledVm v = _vms[i];
+                long lent = Math.Max(0, Math.Min((long)v.CeilingPages, held[i]) - (long)v.AllocationPages);
+                long take = Math.Min(callBack, lent);
+                // Lent pages the VM was not using yet go first: its ceiling drops to what it holds.
+                v.CeilingPages = (ulong)Math.Max((long)v.AllocationPages, Math.Min((long)v.CeilingPages, held[i]) - take);
+                callBack -= take;
+            }
+            return;
+        }
+        long lendable = free - reserve - owed;
+        foreach (int i in Enumerable.Range(0, _vms.Count).Where(i => pressed[i] && held[i] >= (long)_vms[i].AllocationPages)
+                     .OrderByDescending(i => _vms[i].Shares / (double)Math.Max(1, held[i])).ThenBy(i => i))
+        {
+            ScheduledVm v = _vms[i];
+            long grant = Math.Min(Math.Min(batch, lendable), (long)v.MaxPages - (long)v.CeilingPages);
+            if (grant <= 0) continue;
+            v.CeilingPages += (ulong)grant;
+            lendable -= grant;
         }
     }
 
@@ -142,6 +261,8 @@ public sealed class MemoryScheduler
         // Where the frames in `frames` came from, front to back (a VM's name, or null for the arena).
         var sources = FramesMoved is null ? null : new List<(string? Vm, int Frames)>();
         int refused = 0;
+        UpdateCeilings();
+        foreach (ScheduledVm v in _vms) v.Vm.SetFrameLimit(v.CeilingPages);
         try
         {
             foreach (ScheduledVm v in _vms)
@@ -162,11 +283,13 @@ public sealed class MemoryScheduler
             {
                 if (v.Backend.ActualPages <= v.BalloonTargetPages) continue;
                 int want = (int)Math.Min((ulong)Options.BatchPages, v.Backend.ActualPages - v.BalloonTargetPages);
-                long room = (long)v.AllocationPages - v.Vm.HeldFrames;
+                long room = (long)v.CeilingPages - v.Vm.HeldFrames;
                 want = (int)Math.Min(want, Math.Max(0, room));
-                if (want > frames.Count && Arena.Counts.Free > 0)
+                // From the arena only what no VM holds: its slack is for demand pools and steps in flight.
+                long freeHost = Math.Min(FreeHostPages - frames.Count, Arena.Counts.Free);
+                if (want > frames.Count && freeHost > 0)
                 {
-                    int fromArena = (int)Math.Min(want - frames.Count, Arena.Counts.Free);
+                    int fromArena = (int)Math.Min(want - frames.Count, freeHost);
                     frames.AddRange(Arena.Allocate((uint)fromArena));
                     sources?.Add((null, fromArena));
                 }
@@ -210,7 +333,7 @@ public sealed class MemoryScheduler
     private bool ProvideDemandFrame(ScheduledVm v, bool urgent)
     {
         if (v.Vm.PoolCount > 0) return true;
-        long room = urgent ? 1 : (long)v.AllocationPages - v.Vm.HeldFrames;
+        long room = urgent ? 1 : Math.Min((long)v.CeilingPages - v.Vm.HeldFrames, FreeHostPages);
         if (room > 0 && Arena.Counts.Free > 0 && v.Vm.RefillPool((int)Math.Min(room, 64)) > 0)
         {
             if (urgent) v.Overcommitted++;

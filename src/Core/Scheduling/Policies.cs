@@ -1,0 +1,107 @@
+// The built-in allocation policies: static (the initial partition), esx (Waldspurger, OSDI 2002: sampled
+// activity, shares and the idle memory tax) and pagelab (the guest's own working-set report first).
+namespace PageLab.Core.Scheduling;
+
+/// <summary>Allocations stay as they are: a static partition, the baseline for comparisons.</summary>
+public sealed class StaticPolicy : IAllocationPolicy
+{
+    public string Name => "static";
+    public ulong[] Allocate(AllocationRequest request) => request.Vms.Select(v => v.AllocationPages).ToArray();
+}
+
+/// <summary>ESX as the paper describes it, from sampling only: f is the sampled active fraction of the
+/// pages the VM holds, charged over its whole allocation (<see cref="MemoryScheduler.ActiveOverAllocation"/>),
+/// and host pages are shared by shares / (f + k(1 - f)) with min and max as floor and cap
+/// (<see cref="AllocationPolicy.Targets"/>). Kept faithful on purpose: it is the reference.</summary>
+public sealed class EsxPolicy : IAllocationPolicy
+{
+    public string Name => "esx";
+
+    public ulong[] Allocate(AllocationRequest request) =>
+        AllocationPolicy.Targets(request.Vms.Select(v => new VmDemand(v.Shares, FractionOf(v), v.MinPages, v.MaxPages)).ToList(),
+            request.HostPages, request.IdleTax);
+
+    /// <summary>The f the paper's formula is given for this VM.</summary>
+    public static double FractionOf(VmSignals v) =>
+        MemoryScheduler.ActiveOverAllocation(v.SampledActiveFraction ?? 1, v.HeldPages, v.AllocationPages);
+}
+
+/// <summary>PageLab's policy: demand is what the guest says it used (its working-set report over the last
+/// <see cref="WindowPeriods"/> periods, resident or swapped, plus its kernel and a margin), which sees a
+/// page touched once in several periods that one period's sample misses, and sees the pages the guest
+/// had to swap, which sampling of held pages cannot. Host pages first cover each VM's demand, shared by
+/// shares where demands pass the host (so shares still decide under contention); what is left is shared
+/// by the ESX rule with the idle tax, with the demand as the floor. A VM without a report is charged as
+/// ESX would charge it.</summary>
+public sealed class PageLabPolicy : IAllocationPolicy
+{
+    /// <summary>Bin edges the host asks guests for (ages in periods; a bin holds ages up to its edge).</summary>
+    public static readonly int[] ReportBins = [0, 1, 2, 3, 5, 7, 15, 31, 63];
+
+    public string Name => "pagelab";
+    /// <summary>A page used within this many periods is in the working set (one less must be a bin edge).
+    /// Six periods see 95% of a working set touched half a time per page per period (1 - e^-3).</summary>
+    public int WindowPeriods { get; init; } = 6;
+    /// <summary>Margin over the demand: room for the guest's free-page reserve and growth within a period.</summary>
+    public double MarginFraction { get; init; } = 0.03;
+    public ulong MarginPages { get; init; } = 96;
+
+    public ulong[] Allocate(AllocationRequest request)
+    {
+        IReadOnlyList<VmSignals> vms = request.Vms;
+        var demand = vms.Select(Demand).ToArray();
+        // Demand first: every VM's allocation up to its demand, by shares with no idle tax (all of it is used).
+        ulong[] covered = AllocationPolicy.Targets(
+            vms.Select((v, i) => new VmDemand(v.Shares, 1, v.MinPages, Math.Clamp(demand[i], v.MinPages, v.MaxPages))).ToList(),
+            request.HostPages, request.IdleTax);
+        // The rest by the ESX rule: the demand is active, the rest of the allocation idle.
+        return AllocationPolicy.Targets(
+            vms.Select((v, i) => new VmDemand(v.Shares, covered[i] == 0 ? 1 : Math.Min(1, (double)demand[i] / covered[i]), covered[i], v.MaxPages)).ToList(),
+            request.HostPages, request.IdleTax);
+    }
+
+    /// <summary>Pages the VM needs: its working set by its own report plus the margin.</summary>
+    public ulong Demand(VmSignals v)
+    {
+        ulong used = v.WorkingSet is { } report
+            ? report.PagesUsedWithin(WindowPeriods)
+            : (ulong)Math.Ceiling(EsxPolicy.FractionOf(v) * v.AllocationPages);
+        return used + Math.Max(MarginPages, (ulong)(used * MarginFraction));
+    }
+}
+
+/// <summary>Policies by name: the built-in ones, or a user's class named as <c>Namespace.Type, Assembly</c>
+/// (an assembly the runtime can load) or <c>path/to/Lib.dll:Namespace.Type</c>.</summary>
+public static class PolicyCatalog
+{
+    public static readonly string[] BuiltIn = ["static", "esx", "pagelab"];
+
+    /// <summary>A new instance of the named policy; <see cref="ArgumentException"/> saying why not.</summary>
+    public static IAllocationPolicy Create(string name, string? baseDirectory = null)
+    {
+        switch (name)
+        {
+            case "static": return new StaticPolicy();
+            case "esx": return new EsxPolicy();
+            case "pagelab": return new PageLabPolicy();
+        }
+        Type? type;
+        int colon = name.LastIndexOf(':');
+        if (colon > 1 && name[..colon].EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
+        {
+            string path = Path.GetFullPath(name[..colon], baseDirectory ?? Environment.CurrentDirectory);
+            if (!File.Exists(path)) throw new ArgumentException($"policy '{name}': no assembly at {path}");
+            type = System.Reflection.Assembly.LoadFrom(path).GetType(name[(colon + 1)..]);
+        }
+        else if (name.Contains(','))
+            type = Type.GetType(name, throwOnError: false);
+        else
+            throw new ArgumentException($"policy '{name}' is not one of {string.Join(", ", BuiltIn)}, nor a class named as 'Namespace.Type, Assembly' or 'path/Lib.dll:Namespace.Type'");
+        if (type is null) throw new ArgumentException($"policy '{name}': no such class");
+        if (!typeof(IAllocationPolicy).IsAssignableFrom(type))
+            throw new ArgumentException($"policy '{name}': {type.FullName} does not implement {nameof(IAllocationPolicy)}");
+        if (type.GetConstructor(Type.EmptyTypes) is null)
+            throw new ArgumentException($"policy '{name}': {type.FullName} has no public parameterless constructor");
+        return (IAllocationPolicy)Activator.CreateInstance(type)!;
+    }
+}
