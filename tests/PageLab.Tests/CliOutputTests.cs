@@ -100,6 +100,17 @@ public class CliOutputTests
     }
 
     [Fact]
+    public void Compare_writes_one_timeline_csv_per_policy()
+    {
+        using var dir = new TempDir();
+        string csv = Path.Combine(dir.Path, "t.csv");
+        Ok(CliHarness.InProcess("run", ShortFile(dir, ticks: 10), "--no-plot", "--compare", "static,pagelab", "--csv", csv));
+        foreach (string policy in new[] { "static", "pagelab" })
+            Assert.Equal(1 + 11 * 2, File.ReadAllLines(Path.Combine(dir.Path, $"t-{policy}.csv")).Length);
+        Assert.False(File.Exists(csv));
+    }
+
+    [Fact]
     public void A_csv_in_a_missing_directory_is_refused_before_the_run()
     {
         using var dir = new TempDir();
