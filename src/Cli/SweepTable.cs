@@ -43,8 +43,12 @@ internal sealed class SweepTable
     public static SweepTable Of(SweepSpec spec, IReadOnlyList<SweepRun> runs, IReadOnlyList<RunSummary> summaries)
     {
         var columns = new List<SweepColumn>();
-        void Add(string name, Type type, Func<int, object?> value) =>
+        // A figure named as a swept key (policy, ticks) is that key's column, given once.
+        void Add(string name, Type type, Func<int, object?> value)
+        {
+            if (columns.Any(c => c.Name == name)) return;
             columns.Add(new SweepColumn(name, type, Enumerable.Range(0, runs.Count).Select(value).ToArray()));
+        }
         for (int k = 0; k < spec.Grid.Count; k++)
         {
             int key = k;

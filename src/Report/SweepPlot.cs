@@ -42,10 +42,10 @@ public static class SweepPlot
     {
         if (Sans is not null) plot.Font.Set(Sans);
         string parameter = parameters[p];
-        // The parameter's values in order: numbers on a numeric axis, anything else as evenly spaced labels.
+        // The parameter's values: numbers on a numeric axis in order, anything else as evenly spaced labels in the grid's order.
         object?[] values = rows.Select(r => r[parameter]).Distinct().ToArray();
         bool numeric = values.All(v => v is long or double or int);
-        object?[] ordered = numeric ? values.OrderBy(v => Convert.ToDouble(v)).ToArray() : values.OrderBy(v => $"{v}").ToArray();
+        object?[] ordered = numeric ? values.OrderBy(v => Convert.ToDouble(v)).ToArray() : values; // text in the order of the grid
         double X(object? v) => numeric ? Convert.ToDouble(v) : Array.IndexOf(ordered, v);
         string[] others = parameters.Where((_, i) => i != p).ToArray();
         var groups = rows.GroupBy(r => string.Join(", ", others.Select(o => $"{o}={r[o]}"))).ToList();

@@ -191,6 +191,21 @@ public class CliSweepTests
     }
 
     [Fact]
+    public void A_sweep_over_policies_has_one_text_policy_column_in_the_grid_order()
+    {
+        using var dir = new TempDir();
+        Scenario(dir);
+        string sweep = Sweep(dir, """{ "scenario": "tiny.json", "grid": { "policy": ["static", "pagelab"] }, "seeds": 1 }"""), outDir = Path.Combine(dir.Path, "out");
+        CliResult r = CliHarness.Run(NoEnvironment, dir.Path, 300, "sweep", sweep, "--out", outDir, "-j", "2");
+        Assert.True(r.Exit == 0, $"exit {r.Exit}; stderr: {r.Err}");
+        Dictionary<string, object?[]> table = ReadParquet(Path.Combine(outDir, "sweep.parquet"));
+        Assert.Equal(["static", "pagelab"], table["policy"]);
+        Assert.Single(File.ReadLines(Path.Combine(outDir, "sweep.csv")).First().Split(','), c => c == "policy");
+        for (int i = 0; i < 2; i++)
+            Assert.Equal(RunSummary.FromJson(File.ReadAllText(Path.Combine(outDir, "runs", $"{table["run"][i]}.json"))).Policy, table["policy"][i]);
+    }
+
+    [Fact]
     public void Merge_without_the_runs_fails_naming_how_many_are_missing()
     {
         using var dir = new TempDir();
