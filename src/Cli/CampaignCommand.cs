@@ -45,13 +45,31 @@ internal static class CampaignCommand
                 if (!CliOptions.Given(parse, plot)) Directory.CreateDirectory(Path.GetDirectoryName(plotPath)!);
                 OutputPaths.CheckWritable("--plot", plotPath);
             }
+            using OutputLocks locks = OutputLocks.Take(("--plot", plotPath));
+            AnsiConsole.MarkupLine($"campaign: [bold]{options.Injections}[/] errors into a running guest, seed {options.Seed}, parity groups of {options.GroupSize} pages");
+            if (options.GcStress) AnsiConsole.MarkupLine("[yellow]GC stress on[/]: a thread forces full garbage collections throughout");
             CampaignResult r = null!;
-            AnsiConsole.Progress().Start(ctx =>
+            if (Console.IsOutputRedirected)
             {
-                ProgressTask task = ctx.AddTask("injecting", maxValue: options.Injections);
-                r = RecoveryCampaign.Run(options, new Progress<int>(n => task.Value = n));
-                task.Value = options.Injections;
-            });
+                // A line per 10 % of the injections, as `run` does per 10 % of its ticks.
+                var progress = new RunProgress(options.Injections, "injection");
+                r = RecoveryCampaign.Run(options, new Synchronous(n =>
+                {
+                    if (n > 0 && progress.Due(n)) Console.WriteLine($"  {progress.Caption(n)}");
+                }));
+            }
+            else
+            {
+                AnsiConsole.Progress()
+                    .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+                    .Start(ctx =>
+                    {
+                        ProgressTask task = ctx.AddTask("injecting", maxValue: options.Injections);
+                        // Reported every 64 injections on the campaign's own thread, so the bar moves evenly.
+                        r = RecoveryCampaign.Run(options, new Synchronous(n => task.Value = n));
+                        task.Value = options.Injections;
+                    });
+            }
             var table = new Table().Title($"campaign: {r.Injected} errors, seed {options.Seed}, k = {options.GroupSize}, {r.Elapsed.TotalSeconds:0.0} s");
             table.AddColumns("", "count");
             table.AddRow("recovered (pages, parity frames, free frames)", $"{r.Recovered}");
@@ -63,13 +81,13 @@ internal static class CampaignCommand
             table.AddRow("guest reads checked / mismatches", $"{r.ReaderChecks} / {r.ReaderMismatches}");
             table.AddRow("frames retired", $"{r.Retired}");
             table.AddRow("report -> handled latency p50 / p90 / p99", $"{r.P50Micros:0.0} / {r.P90Micros:0.0} / {r.P99Micros:0.0} µs");
-            foreach ((CampaignTarget t, long n) in r.Targets.OrderBy(kv => kv.Key)) table.AddRow($"  injected into {t}", $"{n}");
-            AnsiConsole.Write(table);
+            foreach ((CampaignTarget t, long n) in r.Targets.OrderBy(kv => kv.Key)) table.AddRow($"  injected into a {PageLab.Report.CampaignPlot.Words(t)}", $"{n}");
+            Terminal.Write(table);
             foreach (string p in r.Problems) AnsiConsole.MarkupLine($"[red]{Markup.Escape(p)}[/]");
             if (plotPath is not null)
             {
                 PageLab.Report.PlotImage image = PageLab.Report.CampaignPlot.SavePng(r, plotPath);
-                AnsiConsole.MarkupLine($"Plot: {Markup.Escape(image.Path)} ({image.WidthPx}x{image.HeightPx})");
+                AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(Path.GetFullPath(image.Path))}[/] ({image.WidthPx}x{image.HeightPx} px)");
             }
             return r.Lost == 0 && r.Problems.Count == 0 && r.ReaderMismatches == 0 ? 0 : 1;
         }));
@@ -128,5 +146,12 @@ internal static class CampaignCommand
     {
         arena.Release([f]);
         return f;
+    }
+
+    // Progress reported on the reporting thread itself (Progress<T> posts to the thread pool, so a bar fed by
+    // it lags and jumps).
+    private sealed class Synchronous(Action<int> report) : IProgress<int>
+    {
+        public void Report(int value) => report(value);
     }
 }

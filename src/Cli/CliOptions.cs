@@ -128,6 +128,14 @@ internal static partial class CliOptions
         return o;
     }
 
+    /// <summary>A repeatable key=value option (e.g. --set); each value is parsed by the command.</summary>
+    public static Option<string[]> Settings(string name, string description)
+    {
+        var o = new Option<string[]>(name) { Description = description, Arity = ArgumentArity.OneOrMore, AllowMultipleArgumentsPerToken = false };
+        Accepted.AddOrUpdate(o, "key=value, e.g. idleTax=0.5 or vms[1].shares=2000");
+        return o;
+    }
+
     /// <summary>A file argument (optional unless <paramref name="required"/>); a word starting with '-' is an
     /// option this command does not know.</summary>
     public static Argument<string?> FileArgument(string name, string description, string command, bool required = false)

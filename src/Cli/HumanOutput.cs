@@ -26,7 +26,7 @@ internal sealed class HumanOutput : IDisposable
     {
         var output = new HumanOutput(Console.Out, AnsiConsole.Console);
         AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-        if (Console.IsErrorRedirected) AnsiConsole.Profile.Width = 160; // as Program does for a redirected stdout
+        Terminal.Apply(Console.IsErrorRedirected); // as Program does for stdout
         Console.SetOut(Console.Error);
         return output;
     }

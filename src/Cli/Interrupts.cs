@@ -11,10 +11,13 @@ internal sealed class Interrupts : IDisposable
     private int _signals;
     private volatile string? _signal;
     private int _exitCode;
+    private readonly string _stopping;
 
-    /// <summary>Takes over SIGINT and SIGTERM until disposed (the runtime's default is to exit at once).</summary>
-    public Interrupts()
+    /// <summary>Takes over SIGINT and SIGTERM until disposed (the runtime's default is to exit at once);
+    /// <paramref name="stopping"/> is what the first signal is answered with.</summary>
+    public Interrupts(string stopping = "stopping after this tick")
     {
+        _stopping = stopping;
         _registrations = [PosixSignalRegistration.Create(PosixSignal.SIGINT, Handle), PosixSignalRegistration.Create(PosixSignal.SIGTERM, Handle)];
     }
 
@@ -43,7 +46,7 @@ internal sealed class Interrupts : IDisposable
         {
             Volatile.Write(ref _exitCode, code);
             _signal = name;
-            Console.Error.WriteLine($"pagelab: {name}: stopping after this tick (send it again to exit at once)");
+            Console.Error.WriteLine($"pagelab: {name}: {_stopping} (send it again to exit at once)");
             return;
         }
         Console.Error.WriteLine($"pagelab: {name} again: exiting at once");

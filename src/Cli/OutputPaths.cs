@@ -9,6 +9,7 @@ internal static class OutputPaths
     /// behind (an existing file is opened for writing without being changed; a new one is created and removed).</summary>
     public static void CheckWritable(string option, string path)
     {
+        if (path == "-") throw new UsageException($"{option} -: only --json writes to stdout ('-'); give {option} a file name");
         string full = Path.GetFullPath(path);
         if (Directory.Exists(full)) throw new UsageException($"{option} {path}: is a directory; give a file name in it");
         string dir = Path.GetDirectoryName(full) ?? "/";

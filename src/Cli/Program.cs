@@ -27,8 +27,9 @@ internal static class Program
     {
         // Messages in one language, so the parser's errors can be rephrased (Explain) and scripts can match them.
         CultureInfo.CurrentUICulture = CultureInfo.InvariantCulture;
-        // Redirected output (CI, logs) gets a width that fits the tables instead of 80 columns.
-        if (Console.IsOutputRedirected) Spectre.Console.AnsiConsole.Profile.Width = 160;
+        // COLUMNS or the terminal's width; redirected output (CI, logs) gets 160 so tables stay whole.
+        Terminal.Apply(Console.IsOutputRedirected);
+        Terminal.Wide = false;
         RootCommand root = CreateRoot();
         ParseResult parse = root.Parse(args);
         if (parse.Errors.Count > 0) return ParseErrors(parse);
@@ -43,6 +44,7 @@ internal static class Program
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(RunCommand.Create());
         root.Subcommands.Add(ValidateCommand.Create());
+        root.Subcommands.Add(SweepCommand.Create());
         root.Subcommands.Add(ConditionCommand.Create());
         Command campaign = CampaignCommand.Create();
         campaign.Subcommands.Add(ModelCommand.Create());

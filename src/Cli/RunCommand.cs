@@ -5,6 +5,7 @@ using System.Diagnostics;
 using PageLab.Core.Scenarios;
 using PageLab.Report;
 using Spectre.Console;
+using Spectre.Console.Rendering;
 
 namespace PageLab.Cli;
 
@@ -27,9 +28,12 @@ internal static class RunCommand
         var noPlot = new Option<bool>("--no-plot") { Description = "Do not write the timeline PNG" };
         var trace = CliOptions.File("--trace", "Write the event trace (JSON lines) here");
         var json = CliOptions.File("--json", "Write the run's summary as one JSON object here, '-' for stdout (fields: docs/run-summary.md)");
+        var csv = CliOptions.File("--csv", "Write the per-tick timeline here as CSV, one row per tick per VM (columns: docs/run-summary.md)");
+        var set = CliOptions.Settings("--set", "Set a scenario key before the scenario is checked, e.g. idleTax=0.5 or vms[1].shares=2000 (repeatable)");
+        var wide = new Option<bool>("--wide") { Description = "Print tables with every column whatever the terminal's width" };
         var command = new Command("run", "Run a scenario: VMs, workloads, balloons and the cooperative memory scheduler.");
         command.Arguments.Add(file);
-        Option[] options = [ticks, seed, staticPartition, policy, compare, print, plot, noPlot, trace, json];
+        Option[] options = [ticks, seed, staticPartition, policy, compare, print, plot, noPlot, trace, json, csv, set, wide];
         foreach (Option o in options) command.Options.Add(o);
         command.SetAction(parse => Program.Guarded(() =>
         {
@@ -54,7 +58,13 @@ internal static class RunCommand
             CliOptions.Conflict(parse, policy, compare, "--compare names the policies to run");
             CliOptions.Conflict(parse, plot, noPlot, "give one");
             // Everything is checked before anything runs or any output file is created.
-            Scenario s = f is null ? Scenario.Default : ScenarioInput.Load(f);
+            Terminal.Wide = parse.GetValue(wide);
+            List<ScenarioSetting> settings = (parse.GetValue(set) ?? []).Select(v => ScenarioSettings.Parse("--set", v)).ToList();
+            if (CliOptions.Given(parse, ticks) && settings.FirstOrDefault(x => x.Key == "ticks") is { } st)
+                throw new UsageException($"--ticks and --set {st} cannot be used together: both set the run's ticks; give one");
+            if (CliOptions.Given(parse, seed) && settings.FirstOrDefault(x => x.Key == "seed") is { } ss)
+                throw new UsageException($"--seed and --set {ss} cannot be used together: both set the seed; give one");
+            Scenario s = f is null && settings.Count == 0 ? Scenario.Default : ScenarioInput.Load(f, settings);
             if (parse.GetValue(ticks) is int t) s = WithTicks(s, t, f);
             if (parse.GetValue(seed) is int sd) s = s with { Seed = sd };
             if (parse.GetValue(staticPartition)) s = s with { Policy = "static", Adaptive = true };
@@ -63,15 +73,18 @@ internal static class RunCommand
             foreach (string pName in policies)
                 (s with { Policy = pName, Adaptive = true }).Validate(f is null ? "--compare" : Path.GetFullPath(f));
             s.Validate(f is null ? "built-in scenario" : Path.GetFullPath(f));
-            string? plotPath = parse.GetValue(noPlot) ? null : parse.GetValue(plot) is string p ? Path.GetFullPath(p) : DefaultPlotPath(s);
-            string? tracePath = parse.GetValue(trace) is string tr ? Path.GetFullPath(tr) : null;
+            string? plotPath = parse.GetValue(noPlot) ? null : parse.GetValue(plot) is string p ? p == "-" ? "-" : Path.GetFullPath(p) : DefaultPlotPath(s);
+            string? tracePath = parse.GetValue(trace) is string tr ? tr == "-" ? "-" : Path.GetFullPath(tr) : null;
             string? jsonPath = parse.GetValue(json) is string js ? js == "-" ? "-" : Path.GetFullPath(js) : null;
+            string? csvPath = parse.GetValue(csv) is string cs ? cs == "-" ? "-" : Path.GetFullPath(cs) : null;
             bool several = CliOptions.Given(parse, compare);
             string[] runs = several ? policies.Select(SuffixOf).ToArray() : [""];
             foreach (string suffix in runs)
             {
                 string? plotFile = Suffixed(plotPath, suffix), traceFile = Suffixed(tracePath, suffix), jsonFile = Suffixed(jsonPath, suffix);
-                OutputPaths.CheckDistinct(("--plot", plotFile), ("--trace", traceFile), ("--json", jsonFile));
+                string? csvFile = Suffixed(csvPath, suffix);
+                OutputPaths.CheckDistinct(("--plot", plotFile), ("--trace", traceFile), ("--json", jsonFile), ("--csv", csvFile));
+                if (csvFile is not null) OutputPaths.CheckWritable("--csv", csvFile);
                 if (plotFile is not null)
                 {
                     if (!CliOptions.Given(parse, plot)) Directory.CreateDirectory(Path.GetDirectoryName(plotFile)!);
@@ -80,9 +93,15 @@ internal static class RunCommand
                 if (traceFile is not null) OutputPaths.CheckWritable("--trace", traceFile);
                 if (jsonFile is not null and not "-") OutputPaths.CheckWritable("--json", jsonFile);
             }
+            using var interrupts = new Interrupts();
+            // Held until the command ends: another PageLab process given one of these files is refused.
+            using OutputLocks locks = OutputLocks.Take(runs.SelectMany(x => new[]
+            {
+                ("--plot", Suffixed(plotPath, x)), ("--trace", Suffixed(tracePath, x)), ("--json", Suffixed(jsonPath, x)), ("--csv", Suffixed(csvPath, x)),
+            }).Append(("--plot", several ? Suffixed(plotPath, "compare") : null)).ToArray());
+            using IDisposable removeUnwritten = interrupts.AtExitNow(locks.RemoveUnwritten);
             // With the summary on stdout, everything for people goes to stderr, so stdout is JSON only.
             using HumanOutput human = jsonPath == "-" ? HumanOutput.ToStderr() : HumanOutput.Unchanged();
-            using var interrupts = new Interrupts();
             string? source = f is null ? null : Path.GetFullPath(f);
             var results = new List<Summary>();
             if (several)
@@ -91,7 +110,7 @@ internal static class RunCommand
                 {
                     string suffix = runs[i];
                     results.Add(RunOne(s with { Policy = policies[i], Adaptive = true }, live: false, $"run {i + 1}/{policies.Length} ({policies[i]})",
-                        Suffixed(plotPath, suffix), Suffixed(tracePath, suffix), source, interrupts));
+                        Suffixed(plotPath, suffix), Suffixed(tracePath, suffix), source, interrupts, Suffixed(csvPath, suffix)));
                     WriteSummary(results[^1], Suffixed(jsonPath, suffix), human.Stdout, interrupts);
                 }
                 if (results.Count == policies.Length && results.All(r => r.InterruptedBy is null))
@@ -108,7 +127,7 @@ internal static class RunCommand
             }
             else
             {
-                results.Add(RunOne(s, live: !Console.IsOutputRedirected && jsonPath != "-", label: null, plotPath, tracePath, source, interrupts));
+                results.Add(RunOne(s, live: !Console.IsOutputRedirected && jsonPath != "-", label: null, plotPath, tracePath, source, interrupts, csvPath));
                 WriteSummary(results[^1], jsonPath, human.Stdout, interrupts);
             }
             if (results.FirstOrDefault(r => r.InterruptedBy is not null) is Summary cut)
@@ -179,7 +198,7 @@ internal static class RunCommand
     /// <summary>What one run did. <paramref name="InterruptedBy"/> names the signal that stopped it early.</summary>
     private sealed record Summary(Scenario Scenario, TickSnapshot Last, bool AccountingOk, string? InterruptedBy, RunSummary Data);
 
-    private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath, string? source, Interrupts interrupts)
+    private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath, string? source, Interrupts interrupts, string? csvPath)
     {
         AnsiConsole.MarkupLine($"{(label is null ? "" : $"{Markup.Escape(label)}: ")}[bold]{Markup.Escape(s.Name)}[/]: {s.Vms.Count} VMs, " +
                                $"host {s.HostPages} pages, {s.Ticks} ticks, policy {s.PolicyName}{(s.WorkConserving && s.PolicyName != "static" ? " (work-conserving)" : "")}, seed {s.Seed}");
@@ -210,8 +229,12 @@ internal static class RunCommand
             {
                 try
                 {
+                    // Booting a large scenario (arena, guests, balloons to their start) takes a while: say so.
+                    ulong guestPages = s.Vms.Aggregate(0UL, (n, v) => n + v.Pages);
+                    Console.WriteLine($"  booting {s.Vms.Count} VM{(s.Vms.Count == 1 ? "" : "s")} ({guestPages} guest pages) on {s.HostPages} host pages");
                     runner.Boot();
                     booted = clock.Elapsed;
+                    Console.WriteLine($"  booted in {booted.TotalSeconds:0.0} s");
                     last = new(0, runner.Snapshot(), runner.Arena.Counts.Free, 0, new(new Dictionary<string, int>(), new Dictionary<string, int>(), 0, 0));
                     last = Ticks(runner, s, live, last, () => interrupts.Requested || trace?.Error is not null);
                     ticked = clock.Elapsed - booted;
@@ -231,7 +254,7 @@ internal static class RunCommand
             AnsiConsole.MarkupLine($"{last.TransferredFrames} frames moved between VMs by ballooning; {clock.Elapsed.TotalSeconds:0.0} s.");
             if (problems.Count == 0) AnsiConsole.MarkupLine("[green]Frame accounting: every frame is free or owned by exactly one guest page or pool.[/]");
             else foreach (string p in problems) AnsiConsole.MarkupLine($"[red]Frame accounting: {Markup.Escape(p)}[/]");
-            AnsiConsole.Write(SummaryTable(timeline));
+            Terminal.Write(SummaryTable(timeline));
             if (plotPath is not null)
             {
                 // A second signal while the PNG is written removes the partial file rather than leave a broken image.
@@ -241,6 +264,13 @@ internal static class RunCommand
                 if (!image.HasText) AnsiConsole.MarkupLine("[yellow]plot: no font found, so the plot has no labels (Debian/Ubuntu: sudo apt-get install fonts-dejavu-core)[/]");
             }
             if (trace is not null) AnsiConsole.MarkupLine($"trace: [bold]{Markup.Escape(trace.Path)}[/] ({trace.EventsWritten} events)");
+            if (csvPath is not null)
+            {
+                using (interrupts.AtExitNow(() => File.Delete(csvPath))) // a second signal mid-write leaves no half table
+                using (var writer = new StreamWriter(csvPath, append: false))
+                    timeline.WriteCsv(writer);
+                AnsiConsole.MarkupLine($"timeline: [bold]{Markup.Escape(csvPath)}[/] ({timeline.Ticks.Count} ticks x {timeline.Vms.Count} VMs)");
+            }
             var timings = new RunTimings(booted.TotalSeconds, ticked.TotalSeconds, last.Tick == 0 ? 0 : ticked.TotalMilliseconds / last.Tick, clock.Elapsed.TotalSeconds);
             RunSummary data = RunSummary.Of(timeline, last, runner.Arena, problems, timings, source, interruptedBy);
             return new Summary(s, last, problems.Count == 0, interruptedBy, data);
@@ -287,36 +317,39 @@ internal static class RunCommand
             last = runner.Advance();
             if (progress.Due(last.Tick)) Console.WriteLine($"  {progress.Caption(last.Tick)}");
         }
-        AnsiConsole.Write(Table(last, s, progress.Caption(last.Tick)));
+        Terminal.Write(Table(last, s, progress.Caption(last.Tick)));
         return last;
     }
 
-    private static Table Table(TickSnapshot t, Scenario s, string progress)
+    // The live table of every VM at a tick, fitted to the width: the least telling columns go first.
+    private static IRenderable Table(TickSnapshot t, Scenario s, string progress)
     {
         // Host memory is hostPages; the arena has slack past it (demand pools, a balloon batch, parity
         // frames), so its free frames are not free host memory.
         long hostFree = Math.Max(0, (long)s.HostPages - t.Vms.Sum(v => v.HeldFrames));
-        var table = new Table().Title($"{progress} · host pages not held by a VM {hostFree} · free arena frames (incl. slack) {t.FreeFrames} · moved {t.TransferredFrames}");
-        foreach (string c in new[] { "VM", "alloc", "held", "balloon", "active est", "true WS", "guest free", "swap out", "swap in", "demand flt", "host stall", "bal. out", "condition", "avail" })
-            table.AddColumn(new TableColumn(c).RightAligned());
+        var table = new FittedTable($"{progress} · host pages not held by a VM {hostFree} · free arena frames (incl. slack) {t.FreeFrames} · moved {t.TransferredFrames}")
+            .Column("VM", 0).Column("alloc", 0).Column("held", 9).Column("balloon", 8).Column("active est", 7).Column("true WS", 3)
+            .Column("guest free", 2).Column("swap out", 6).Column("swap in", 10).Column("demand flt", 4).Column("host stall", 5)
+            .Column("bal. out", 1).Column("condition", 11).Column("avail", 2);
         foreach (VmSnapshot v in t.Vms)
-            table.AddRow(v.Name, $"{v.AllocationPages}", $"{v.HeldFrames}", $"{v.BalloonTarget}/{v.BalloonActual}", $"{v.ActiveEstimatePages}",
+            table.Row(v.Name, $"{v.AllocationPages}", $"{v.HeldFrames}", $"{v.BalloonTarget}/{v.BalloonActual}", $"{v.ActiveEstimatePages}",
                 $"{v.WorkingSetPages}", $"{v.FreePages}", $"{v.SwapOuts}", $"{v.SwapIns}", $"{v.DemandFaults}", $"{v.HostStalls}", $"{v.BalloonPageOuts}",
                 $"{v.Condition}", $"{v.TrueAvailablePages}");
-        return table;
+        return table.Render(AnsiConsole.Profile.Width, Terminal.Wide, blocksWhenNarrow: false);
     }
 
-    private static Table SummaryTable(RunTimeline timeline)
+    // The end-of-run summary: one table when it fits the width (or with --wide), else one block per VM.
+    private static IRenderable SummaryTable(RunTimeline timeline)
     {
-        var table = new Table().Title($"summary of {timeline.Scenario.Name} over {timeline.Ticks.LastOrDefault()} ticks");
-        foreach (string c in new[] { "VM", "alloc range", "alloc end", "held end", "peak est", "frames in", "frames out",
-                     "page-outs", "page-ins", "demand flt", "host stall", "ticks low", "ticks crit", "inj+rec" })
-            table.AddColumn(new TableColumn(c).RightAligned());
+        var table = new FittedTable($"summary of {timeline.Scenario.Name} over {timeline.Ticks.LastOrDefault()} ticks")
+            .Column("VM", 0).Column("alloc range", 0).Column("alloc end", 0).Column("held end", 0).Column("peak est", 0).Column("frames in", 0)
+            .Column("frames out", 0).Column("page-outs", 0).Column("page-ins", 0).Column("demand flt", 0).Column("host stall", 0)
+            .Column("ticks low", 0).Column("ticks crit", 0).Column("inj+rec", 0);
         foreach (VmRunSummary v in timeline.Summarize())
-            table.AddRow(v.Name, $"{v.MinAllocationPages}-{v.MaxAllocationPages}", $"{v.FinalAllocationPages}", $"{v.FinalHeldFrames}",
+            table.Row(v.Name, $"{v.MinAllocationPages}-{v.MaxAllocationPages}", $"{v.FinalAllocationPages}", $"{v.FinalHeldFrames}",
                 $"{v.PeakActiveEstimatePages}", $"{v.FramesIn}", $"{v.FramesOut}", $"{v.GuestPageOuts}", $"{v.GuestPageIns}",
                 $"{v.DemandFaults}", $"{v.HostStalls}", $"{v.LowTicks}", $"{v.CriticalTicks}", $"{v.Markers}");
-        return table;
+        return table.Render(AnsiConsole.Profile.Width, Terminal.Wide, blocksWhenNarrow: true);
     }
 
     // One row per policy: what each cost the guests and the host on the same scenario and seed.
@@ -336,8 +369,8 @@ internal static class RunCommand
     }
 }
 
-/// <summary>Progress of a run in ticks: percentage, elapsed wall time and an estimate of what is left.</summary>
-internal sealed class RunProgress(int totalTicks)
+/// <summary>Progress of a run in ticks (or a campaign in injections): percentage, elapsed wall time and an estimate of what is left.</summary>
+internal sealed class RunProgress(int totalTicks, string unit = "tick")
 {
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private int _nextPercent = 10;
@@ -354,6 +387,6 @@ internal sealed class RunProgress(int totalTicks)
     {
         double elapsedS = _clock.Elapsed.TotalSeconds;
         string left = tick == 0 || tick >= totalTicks ? "" : $", ~{elapsedS / tick * (totalTicks - tick):0.0} s left";
-        return $"tick {tick}/{totalTicks} ({100L * tick / totalTicks}%), {elapsedS:0.0} s{left}";
+        return $"{unit} {tick}/{totalTicks} ({100L * tick / totalTicks}%), {elapsedS:0.0} s{left}";
     }
 }

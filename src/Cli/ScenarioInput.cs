@@ -1,5 +1,7 @@
 // The scenario file a command was given: refused in plain words when it is missing, a directory or
 // unreadable, then loaded and checked by Scenario.Load (which names the key and value of any mistake).
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using PageLab.Core.Scenarios;
 
 namespace PageLab.Cli;
@@ -8,14 +10,39 @@ internal static class ScenarioInput
 {
     /// <summary>The checked scenario in <paramref name="path"/>; <see cref="UsageException"/> or
     /// <see cref="ScenarioException"/> (both exit code 2) when it cannot be used.</summary>
-    public static Scenario Load(string path)
+    public static Scenario Load(string path) => Load(path, []);
+
+    /// <summary>The scenario in <paramref name="path"/> (the built-in one when null) with <paramref name="settings"/>
+    /// applied to its JSON before it is checked; errors after a setting name the file "with --set".</summary>
+    public static Scenario Load(string? path, IReadOnlyList<ScenarioSetting> settings, string option = "--set")
+    {
+        string text = path is null ? Scenario.Default.ToJson() : Read(path);
+        string source = path is null ? "built-in scenario" : Path.GetFullPath(path);
+        if (settings.Count == 0) return Scenario.Parse(text, source);
+        JsonNode root;
+        try
+        {
+            root = JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true, AllowDuplicateProperties = false })
+                   ?? throw new ScenarioException(source, "$", "the file holds no scenario (null)");
+        }
+        catch (Exception e) when (e is JsonException or ArgumentException or InvalidOperationException)
+        {
+            // Malformed JSON or a duplicate key: the file's own check says where, with line and column.
+            Scenario.Parse(text, source);
+            throw;
+        }
+        ScenarioSettings.Apply(root, settings, option);
+        return Scenario.Parse(root.ToJsonString(), $"{source} with {string.Join(' ', settings.Select(s => $"{option} {s}"))}");
+    }
+
+    private static string Read(string path)
     {
         string full = Path.GetFullPath(path);
         if (Directory.Exists(full)) throw new UsageException($"scenario file {path}: is a directory, not a JSON file (pagelab run --print-default prints one)");
         if (!File.Exists(full)) throw new UsageException($"scenario file {path}: does not exist");
         try
         {
-            return Scenario.Load(full);
+            return File.ReadAllText(full);
         }
         catch (UnauthorizedAccessException)
         {

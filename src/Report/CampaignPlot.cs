@@ -31,7 +31,7 @@ public static class CampaignPlot
             if (of.Length == 0) continue;
             var points = latency.Add.ScatterPoints(of.Select(s => (double)s.Index + 1).ToArray(), of.Select(s => Math.Log10(Math.Max(0.1, s.Micros))).ToArray());
             points.MarkerSize = 2;
-            points.LegendText = outcome.ToString();
+            points.LegendText = Words(outcome);
         }
         latency.Title($"report to handled: p50 {result.P50Micros:0.0} µs, p90 {result.P90Micros:0.0} µs, p99 {result.P99Micros:0.0} µs");
         latency.YLabel("log10 µs");
@@ -41,6 +41,29 @@ public static class CampaignPlot
         multiplot.SavePng(path, widthPx, heightPx);
         return new PlotImage(path, widthPx, heightPx, SkiaSharp.SKTypeface.Default.GlyphCount > 0);
     }
+
+    /// <summary>An outcome in words, for legends and tables ("parity frame rebuilt", not ParityRebuilt).</summary>
+    public static string Words(ErrorOutcome outcome) => outcome switch
+    {
+        ErrorOutcome.Recovered => "page recovered",
+        ErrorOutcome.ParityRebuilt => "parity frame rebuilt",
+        ErrorOutcome.FreeFrameRetired => "free frame retired",
+        ErrorOutcome.Contained => "contained (context ended)",
+        _ => outcome.ToString(),
+    };
+
+    /// <summary>Where a campaign's error hit, in words ("read-mostly page", not ReadMostlyPage).</summary>
+    public static string Words(CampaignTarget target) => target switch
+    {
+        CampaignTarget.ReadMostlyPage => "read-mostly page (parity)",
+        CampaignTarget.WrittenPage => "written page (parity)",
+        CampaignTarget.DiskPage => "clean page with a disk copy",
+        CampaignTarget.SilentPage => "page found by the scrubber",
+        CampaignTarget.UnprotectedPage => "unprotected page",
+        CampaignTarget.ParityFrame => "parity frame",
+        CampaignTarget.FreeFrame => "free frame",
+        _ => target.ToString(),
+    };
 
     private static void Cumulative(Plot plot, double[] x, IEnumerable<bool> hits, Color color, string label)
     {

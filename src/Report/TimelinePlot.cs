@@ -27,25 +27,122 @@ public static class TimelinePlot
         if (panelHeightPx is < 100 or > 5_000)
             throw new ArgumentOutOfRangeException(nameof(panelHeightPx), panelHeightPx, $"panel height must be 100..5000 px, got {panelHeightPx}");
         if (timeline.Ticks.Count == 0) throw new ArgumentException($"timeline of '{timeline.Scenario.Name}' has no ticks to plot", nameof(timeline));
-        int heightPx = panelHeightPx * timeline.Vms.Count;
         string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
         if (dir is not null) Directory.CreateDirectory(dir);
+        if (timeline.Vms.Count > MaxFullPanels) return SaveGrid(timeline, path, widthPx);
+        int heightPx = panelHeightPx * timeline.Vms.Count;
 
         var multiplot = new Multiplot();
         multiplot.AddPlots(timeline.Vms.Count);
         double[] ticks = timeline.Ticks.Select(t => (double)t).ToArray();
         for (int i = 0; i < timeline.Vms.Count; i++)
-            Panel(multiplot.GetPlot(i), timeline, timeline.Vms[i], ticks, first: i == 0, last: i == timeline.Vms.Count - 1);
+            Panel(multiplot.GetPlot(i), timeline, timeline.Vms[i], ticks, first: i == 0, last: i == timeline.Vms.Count - 1, DataWidthPx(widthPx));
         multiplot.SharedAxes.ShareX(multiplot.GetPlots());
         multiplot.SavePng(path, widthPx, heightPx);
         return new PlotImage(path, widthPx, heightPx, SkiaSharp.SKTypeface.Default.GlyphCount > 0);
+    }
+
+    /// <summary>Most VMs drawn as one full panel each; more get a grid of small panels under an overview.</summary>
+    public const int MaxFullPanels = 6;
+
+    /// <summary>Columns of the small-panel grid, and the height of one small panel and of the overview.</summary>
+    public const int GridColumns = 4, SmallPanelHeightPx = 200, OverviewHeightPx = 400;
+
+    // More than MaxFullPanels VMs: an overview (every VM's allocation stacked, host pages as a line) over a
+    // grid of small panels, one per VM (frames held, allocation, balloon, condition, unlabelled markers).
+    private static PlotImage SaveGrid(RunTimeline timeline, string path, int widthPx)
+    {
+        Scenario s = timeline.Scenario;
+        int n = timeline.Vms.Count, gridRows = (n + GridColumns - 1) / GridColumns;
+        // The overview spans two grid rows.
+        int rows = gridRows + OverviewHeightPx / SmallPanelHeightPx, heightPx = rows * SmallPanelHeightPx;
+        double[] ticks = timeline.Ticks.Select(t => (double)t).ToArray();
+        var multiplot = new Multiplot();
+        multiplot.AddPlots(n + 1);
+        var layout = new ScottPlot.MultiplotLayouts.CustomGrid();
+        Plot overview = multiplot.GetPlot(0);
+        layout.Set(overview, new GridCell(0, 0, rows, GridColumns, OverviewHeightPx / SmallPanelHeightPx, GridColumns));
+        Overview(overview, timeline, ticks);
+        for (int i = 0; i < n; i++)
+        {
+            Plot small = multiplot.GetPlot(i + 1);
+            layout.Set(small, new GridCell(OverviewHeightPx / SmallPanelHeightPx + i / GridColumns, i % GridColumns, rows, GridColumns, 1, 1));
+            SmallPanel(small, timeline, timeline.Vms[i], ticks);
+        }
+        multiplot.Layout = layout;
+        multiplot.SharedAxes.ShareX(multiplot.GetPlots().Skip(1));
+        multiplot.SavePng(path, widthPx, heightPx);
+        return new PlotImage(path, widthPx, heightPx, SkiaSharp.SKTypeface.Default.GlyphCount > 0);
+    }
+
+    private static readonly Color[] Palette =
+    [
+        Colors.SteelBlue, Colors.DarkOrange, Colors.ForestGreen, Colors.Crimson, Colors.MediumPurple, Colors.SaddleBrown,
+        Colors.HotPink, Colors.Gray, Colors.Olive, Colors.DarkCyan,
+    ];
+
+    // Every VM's allocation stacked (VM 1 at the bottom), so the stack's top is what the scheduler shared out.
+    private static void Overview(Plot plot, RunTimeline timeline, double[] ticks)
+    {
+        Scenario s = timeline.Scenario;
+        if (Sans is not null) plot.Font.Set(Sans);
+        var cumulative = new double[timeline.Vms.Count][];
+        double[] sum = new double[ticks.Length];
+        for (int i = 0; i < timeline.Vms.Count; i++)
+        {
+            for (int t = 0; t < ticks.Length; t++) sum[t] += timeline.Vms[i].AllocationPages[t];
+            cumulative[i] = (double[])sum.Clone();
+        }
+        // Drawn from the top of the stack down, each filled to zero in an opaque colour, so each band shows one VM.
+        for (int i = timeline.Vms.Count - 1; i >= 0; i--)
+        {
+            var band = plot.Add.ScatterLine(ticks, cumulative[i], Palette[i % Palette.Length]);
+            band.FillY = true;
+            band.FillYColor = Palette[i % Palette.Length].Lighten(0.3 + 0.4 * (i / Palette.Length % 2));
+            band.LineWidth = 1;
+            if (timeline.Vms.Count <= 16) band.LegendText = timeline.Vms[i].Name;
+        }
+        var host = plot.Add.HorizontalLine(s.HostPages, 2, Colors.Black, LinePattern.Dashed);
+        host.LegendText = "host pages";
+        plot.Axes.Title.Label.Text = $"{s.Name}: allocation of every VM, stacked ({timeline.Vms.Count} VMs, first at the bottom) · host {s.HostPages} pages · seed {s.Seed} · " +
+                                     (s.Adaptive ? "scheduler on" : "static allocations");
+        plot.Axes.Title.Label.FontSize = 14;
+        plot.Axes.Title.Label.Bold = true;
+        plot.Axes.Left.Label.Text = "pages";
+        plot.Axes.Bottom.Label.Text = "tick · below, per VM: host frames held (blue), allocation (dotted), balloon actual (orange), " +
+                                      "condition low / critical (yellow / red), errors and recoveries (vertical lines; details in the trace)";
+        plot.Axes.Bottom.Label.FontSize = 11;
+        plot.Axes.SetLimitsX(0, Math.Max(1, ticks[^1]));
+        plot.Axes.SetLimitsY(0, Math.Max(s.HostPages, sum.DefaultIfEmpty(0).Max()) * 1.05);
+        plot.ShowLegend(Edge.Right);
+        plot.Legend.FontSize = 9;
+    }
+
+    // One VM in a small panel: frames held, allocation, balloon actual and condition shading; marker lines
+    // without labels (the trace has their text).
+    private static void SmallPanel(Plot plot, RunTimeline timeline, VmTimeline vm, double[] ticks)
+    {
+        if (Sans is not null) plot.Font.Set(Sans);
+        ShadeConditions(plot, vm, ticks);
+        Line(plot, ticks, vm.HeldFrames.Select(x => (double)x), Held, "host frames held", LinePattern.Solid, 1.5f);
+        Line(plot, ticks, vm.AllocationPages.Select(x => (double)x), Allocation, "allocation", LinePattern.Dotted, 1);
+        Line(plot, ticks, vm.BalloonActualPages.Select(x => (double)x), Actual, "balloon actual", LinePattern.Solid, 1);
+        Markers(plot, timeline, vm, ticks, 0, labelled: false);
+        int errors = timeline.Markers.Count(m => m.Vm == vm.Name && m.Kind == RunEventKind.Injection);
+        plot.Axes.Title.Label.Text = $"{vm.Name} ({vm.Pages} pages{(errors > 0 ? $", {errors} error{(errors == 1 ? "" : "s")}" : "")})";
+        plot.Axes.Title.Label.FontSize = 11;
+        plot.Axes.Bottom.TickLabelStyle.FontSize = 9;
+        plot.Axes.Left.TickLabelStyle.FontSize = 9;
+        plot.Axes.SetLimitsX(0, Math.Max(1, ticks[^1]));
+        plot.Axes.SetLimitsY(0, vm.Pages * 1.05);
+        plot.Legend.IsVisible = false;
     }
 
     // A sans-serif family the machine has, if any (Skia's default is often a serif face).
     private static readonly string? Sans = new[] { "DejaVu Sans", "Liberation Sans", "Noto Sans", "Arial" }
         .FirstOrDefault(f => SkiaSharp.SKFontManager.Default.FontFamilies.Contains(f));
 
-    private static void Panel(Plot plot, RunTimeline timeline, VmTimeline vm, double[] ticks, bool first, bool last)
+    private static void Panel(Plot plot, RunTimeline timeline, VmTimeline vm, double[] ticks, bool first, bool last, float areaWidthPx)
     {
         Scenario s = timeline.Scenario;
         if (Sans is not null) plot.Font.Set(Sans);
@@ -62,12 +159,7 @@ public static class TimelinePlot
         outs.Axes.YAxis = plot.Axes.Right;
         plot.Axes.Right.Label.Text = "page-outs";
 
-        foreach (RunEvent m in timeline.Markers.Where(m => m.Vm is null || m.Vm == vm.Name))
-        {
-            var line = plot.Add.VerticalLine(m.Tick, 2, m.Kind == RunEventKind.Injection ? Injection : Recovery, LinePattern.Solid);
-            line.LabelText = m.Detail is null ? $"{m.Kind}" : $"{m.Kind}: {m.Detail}";
-            line.LabelOppositeAxis = true;
-        }
+        Markers(plot, timeline, vm, ticks, areaWidthPx, labelled: true);
 
         plot.Axes.Left.Label.Text = "pages";
         plot.Axes.Title.Label.Text = first
@@ -85,6 +177,50 @@ public static class TimelinePlot
             plot.Legend.FontSize = 11;
         }
         else plot.Legend.IsVisible = false;
+    }
+
+    /// <summary>Most rows of marker labels a panel stacks before it leaves labels out.</summary>
+    public const int MaxLabelRows = 3;
+
+    private const float LabelFontSize = 11;
+
+    // The width of a panel's data area: the figure's width less its left and right axes (a little less
+    // than ScottPlot gives it, so labels laid out in it never reach the axes).
+    private static float DataWidthPx(int widthPx) => widthPx - 150;
+
+    // A marker line per injection and recovery of this VM; with labels, their short texts stacked in rows
+    // from the top of the panel so that none overlaps another (a label with no free row is left out).
+    private static void Markers(Plot plot, RunTimeline timeline, VmTimeline vm, double[] ticks, float areaWidthPx, bool labelled)
+    {
+        RunEvent[] markers = timeline.Markers.Where(m => m.Vm is null || m.Vm == vm.Name).ToArray();
+        foreach (RunEvent m in markers)
+            plot.Add.VerticalLine(m.Tick, labelled ? 2 : 1, m.Kind == RunEventKind.Injection ? Injection : Recovery, LinePattern.Solid);
+        if (!labelled || markers.Length == 0) return;
+        double span = Math.Max(1, ticks[^1]);
+        string[] texts = markers.Select(MarkerLabels.Short).ToArray();
+        List<LabelSlot> slots = MarkerLabels.Place(
+            markers.Select((m, i) => (m.Tick / span * areaWidthPx, (double)TextWidthPx(texts[i]) + 6)).ToList(), areaWidthPx, MaxLabelRows);
+        for (int i = 0; i < markers.Length; i++)
+        {
+            if (!slots[i].Shown) continue;
+            bool leftOfLine = slots[i].EndPx <= markers[i].Tick / span * areaWidthPx + 0.5;
+            var text = plot.Add.Text(texts[i], markers[i].Tick, vm.Pages * 1.05);
+            text.Alignment = leftOfLine ? Alignment.UpperRight : Alignment.UpperLeft;
+            text.OffsetX = leftOfLine ? -3 : 3;
+            text.OffsetY = 3 + slots[i].Row * (LabelFontSize + 5);
+            text.LabelFontSize = LabelFontSize;
+            text.LabelFontColor = markers[i].Kind == RunEventKind.Injection ? Injection : Recovery;
+            if (Sans is not null) text.LabelFontName = Sans;
+        }
+    }
+
+    // A label's width in pixels in the font the plot uses (an estimate when the machine has no font).
+    private static float TextWidthPx(string text)
+    {
+        using SkiaSharp.SKTypeface? face = Sans is null ? null : SkiaSharp.SKTypeface.FromFamilyName(Sans);
+        if (face is null || face.GlyphCount == 0) return text.Length * LabelFontSize * 0.65f;
+        using var font = new SkiaSharp.SKFont(face, LabelFontSize);
+        return font.MeasureText(text);
     }
 
     private static void Line(Plot plot, double[] xs, IEnumerable<double> ys, Color color, string label, LinePattern pattern, float width)

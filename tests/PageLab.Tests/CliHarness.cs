@@ -44,8 +44,22 @@ internal static class CliHarness
     public static ChildCli Start(string workingDirectory, string tempDirectory, params string[] args) =>
         StartProgram("dotnet", workingDirectory, tempDirectory, ["exec", Dll, .. args]);
 
+    /// <summary>As <see cref="Start"/>, with <paramref name="environment"/> added to the child's environment.</summary>
+    public static ChildCli StartWith(IReadOnlyDictionary<string, string> environment, string workingDirectory, string tempDirectory, params string[] args) =>
+        StartProgram("dotnet", workingDirectory, tempDirectory, ["exec", Dll, .. args], environment);
+
+    /// <summary>Runs `pagelab args` as a child process to its end (at most <paramref name="timeoutS"/> seconds).</summary>
+    public static CliResult Run(IReadOnlyDictionary<string, string> environment, string workingDirectory, int timeoutS, params string[] args)
+    {
+        // The Windows lane runs a published, self-contained test exe under Wine, with no `dotnet` to start pagelab.dll.
+        if (!OperatingSystem.IsLinux()) Assert.Skip("starts pagelab as a child process with `dotnet exec` (Linux lane)");
+        using ChildCli child = StartWith(environment, workingDirectory, workingDirectory, args);
+        int exit = child.WaitForExit(TimeSpan.FromSeconds(timeoutS));
+        return new CliResult(exit, child.Out, child.Err);
+    }
+
     /// <summary>Starts <paramref name="program"/> with <paramref name="args"/>, output redirected, TMPDIR set.</summary>
-    public static ChildCli StartProgram(string program, string workingDirectory, string tempDirectory, params string[] args)
+    public static ChildCli StartProgram(string program, string workingDirectory, string tempDirectory, string[] args, IReadOnlyDictionary<string, string>? environment = null)
     {
         var info = new ProcessStartInfo(program)
         {
@@ -55,6 +69,7 @@ internal static class CliHarness
             UseShellExecute = false,
         };
         info.Environment["TMPDIR"] = tempDirectory;
+        foreach ((string key, string value) in environment ?? new Dictionary<string, string>()) info.Environment[key] = value;
         foreach (string a in args) info.ArgumentList.Add(a);
         return new ChildCli(Process.Start(info) ?? throw new InvalidOperationException($"{program} did not start"));
     }

@@ -80,7 +80,7 @@ public class CliSignalTests
         string typescript = Path.Combine(dir.Path, "terminal.out");
         // script(1) gives pagelab a pseudo-terminal (so the live table runs) and records what it drew; -e: its exit code.
         string command = $"exec dotnet exec '{CliHarness.Dll}' run --ticks 1000000 --no-plot --trace '{trace}'";
-        using ChildCli terminal = CliHarness.StartProgram("script", dir.Path, tmp, "-qefc", command, typescript);
+        using ChildCli terminal = CliHarness.StartProgram("script", dir.Path, tmp, ["-qefc", command, typescript]);
         Assert.True(terminal.WaitUntil(() => TraceReaches(trace, 20), Patience), $"the run did not reach tick 20; output: {terminal.Out}");
         string children = File.ReadAllText($"/proc/{terminal.Process.Id}/task/{terminal.Process.Id}/children").Trim();
         Assert.True(int.TryParse(children, out int pagelab), $"script's children: '{children}'");

@@ -112,4 +112,36 @@ public sealed class RunTimeline
         v.GuestPageOuts.LastOrDefault(), v.GuestPageIns.LastOrDefault(), v.DemandFaults.LastOrDefault(), v.HostStalls.LastOrDefault(),
         v.Condition.Count(c => c == MemoryLevel.Low), v.Condition.Count(c => c == MemoryLevel.Critical),
         _markers.Count(m => m.Vm == v.Name))).ToList();
+
+    /// <summary>The columns of <see cref="WriteCsv"/>, in order (docs/run-summary.md describes them).</summary>
+    public static readonly string[] CsvColumns =
+    [
+        "tick", "vm", "heldFrames", "allocationPages", "balloonTargetPages", "balloonActualPages", "activeEstimatePages",
+        "workingSetPages", "guestPageOuts", "guestPageIns", "demandFaults", "hostStalls", "condition", "freeArenaFrames",
+    ];
+
+    /// <summary>Writes the timeline as CSV: a header line of <see cref="CsvColumns"/>, then one row per recorded
+    /// tick per VM (ticks in order, VMs in the scenario's order); counts are totals so far.</summary>
+    public void WriteCsv(TextWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        writer.Write(string.Join(',', CsvColumns));
+        writer.Write('\n');
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        for (int i = 0; i < Ticks.Count; i++)
+            foreach (VmTimeline v in Vms)
+            {
+                writer.Write(string.Join(',',
+                    Ticks[i].ToString(inv), CsvField(v.Name), v.HeldFrames[i].ToString(inv), v.AllocationPages[i].ToString(inv),
+                    v.BalloonTargetPages[i].ToString(inv), v.BalloonActualPages[i].ToString(inv), v.ActiveEstimatePages[i].ToString(inv),
+                    v.WorkingSetPages[i].ToString(inv), v.GuestPageOuts[i].ToString(inv), v.GuestPageIns[i].ToString(inv),
+                    v.DemandFaults[i].ToString(inv), v.HostStalls[i].ToString(inv), v.Condition[i].ToString().ToLowerInvariant(),
+                    FreeFrames[i].ToString(inv)));
+                writer.Write('\n');
+            }
+    }
+
+    // A CSV field, quoted (RFC 4180) when it holds a comma, a quote or a line break.
+    public static string CsvField(string value) =>
+        value.IndexOfAny([',', '"', '\n', '\r']) < 0 ? value : $"\"{value.Replace("\"", "\"\"")}\"";
 }

@@ -116,9 +116,12 @@ public sealed record Scenario
 
     /// <summary>Reads and checks a scenario file: malformed JSON, unknown keys, values of the wrong type and
     /// impossible configurations are refused (<see cref="ScenarioException"/>) before anything runs.</summary>
-    public static Scenario Load(string path)
+    public static Scenario Load(string path) => Parse(File.ReadAllText(path), path);
+
+    /// <summary>Checks and reads a scenario from JSON <paramref name="text"/>, as <see cref="Load"/> does a file;
+    /// <paramref name="path"/> is what its errors name as the source.</summary>
+    public static Scenario Parse(string text, string path)
     {
-        string text = File.ReadAllText(path);
         Scenario s;
         try
         {
