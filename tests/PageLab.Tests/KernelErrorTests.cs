@@ -252,7 +252,12 @@ public class KernelErrorTests
                 HostFrame? f;
                 while ((f = KernelFaultInjector.IntoPage(s.Vm, page, i % 4000, [0xFF], onlyIfProtected: true, how)) is null) Thread.Yield();
                 bad.Add(f.Value.Value);
-                while (s.Vm.Translate(page) == f) Thread.Yield();               // a reader takes the SIGBUS
+                long deadline = Environment.TickCount64 + 10_000;
+                while (s.Vm.Translate(page) == f)                                // a reader takes the SIGBUS
+                {
+                    Assert.True(Environment.TickCount64 < deadline, $"error {i}: no guest access replaced {f} in 10 s");
+                    Thread.Yield();
+                }
             }
         }
         finally
