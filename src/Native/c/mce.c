@@ -183,7 +183,7 @@ static void pl_on_sigbus(int sig, siginfo_t *info, void *ctx)
     if (!handled) chain_bus(sig, info, ctx);
 }
 
-/* Called by os_install after the SIGSEGV handler: same flags and mask discipline as the runtime's. */
+/* Called by os_install after the SIGSEGV handler: the runtime's SIGBUS mask and flags. */
 int mce_install(void)
 {
     struct sigaction sa;
@@ -191,7 +191,9 @@ int mce_install(void)
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = pl_on_sigbus;
     sa.sa_mask = pl_previous_bus.sa_mask;
-    sa.sa_flags = (pl_previous_bus.sa_flags & ~(int)SA_RESETHAND) | SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    /* Not SA_ONSTACK unless the runtime asked for it (its SIGBUS handler, unlike its SIGSEGV one, runs on
+     * the thread's own stack, measured: SA_SIGINFO|SA_RESTORER|SA_RESTART), since we chain to it. */
+    sa.sa_flags = (pl_previous_bus.sa_flags & ~(int)SA_RESETHAND) | SA_SIGINFO | SA_RESTART;
     if (sigaction(SIGBUS, &sa, NULL) != 0) return -errno;
     return 0;
 }
