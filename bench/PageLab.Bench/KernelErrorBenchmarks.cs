@@ -26,7 +26,7 @@ namespace PageLab.Bench;
 [InvocationCount(Rounds)]
 public unsafe class KernelErrorBenchmarks
 {
-    private const int Rounds = 4096;
+    private const int Rounds = 8192; // >= 100 ms per iteration for the C row too
     private const int K = 8;
 
     private HostArena? _arena;

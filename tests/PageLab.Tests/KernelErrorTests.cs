@@ -160,6 +160,27 @@ public class KernelErrorTests
     }
 
     [Fact]
+    public void A_page_the_kernel_poisoned_while_it_was_unprotected_is_not_protected_with_its_bad_bytes_and_is_contained()
+    {
+        KernelInjector how = Injector();
+        using var s = new Setup();
+        var page = new GuestPage(3);
+        s.Vm.Page(page)[0] ^= 0xFF;                                           // written: unprotected, a parity member
+        s.Vm.Page(page)[0] ^= 0xFF;
+        Assert.Equal(GuestPageState.Backed, s.Vm.StateOf(page));
+        HostFrame bad = KernelFaultInjector.IntoPage(s.Vm, page, 256, [0x3C], how: how)!.Value;
+
+        s.Engine.Reprotect(coldOnly: false);                                 // the protector must not record the bad bytes
+
+        Assert.Equal(GuestPageState.Backed, s.Vm.StateOf(page));
+        Assert.Equal(0, s.Vm.Page(page)[256]);                               // SIGBUS: no good copy, contained
+        Assert.True(s.Vm.IsLost(page));
+        Assert.Equal(FrameState.Retired, s.T.Arena.StateOf(bad));
+        Assert.Equal(1, s.Engine.Reprotect(coldOnly: false));                // a fresh frame: protected again
+        Assert.Empty(s.Vm.ScrubParity());
+    }
+
+    [Fact]
     public void An_action_optional_report_from_the_kernel_makes_the_page_poisoned_and_the_engine_recovers_it()
     {
         KernelInjector how = Injector();

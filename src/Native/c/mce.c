@@ -74,6 +74,15 @@ static int mapping_fails(const void *addr)
     return n != 1;
 }
 
+int kernel_poisoned(struct pl_region *r, uint64_t g)
+{
+    if (!(r->flags[g] & PL_PF_KPOISON)) return 0;
+    uint32_t st = st_of(r, g);
+    if ((st == PL_BACKED || st == PL_TRACKED) && mapping_fails(r->base + g * page_size)) return 1;
+    r->flags[g] &= (uint8_t)~PL_PF_KPOISON; /* replaced since (or not readable, so not ours to judge) */
+    return 0;
+}
+
 /* Nothing to do on page g (another thread replaced it, or its next access faults as SIGSEGV and is
  * resolved there): the access re-runs. Endless repeats are not ours to hide: chain. Region lock held. */
 static int nothing_to_do(struct pl_region *r, uint64_t g)
@@ -117,6 +126,7 @@ static int memory_error(struct pl_region *r, uint64_t g, int optional, int code)
             }
         } else {
             done = (st == PL_TRACKED && recover_in_handler(r, g)) || contain_in_handler(r, g);
+            if (done) r->flags[g] &= (uint8_t)~PL_PF_KPOISON; /* a fresh frame, no marker */
             if (done) count(code == BUS_MCEERR_AR ? PL_MCE_AR : PL_MCE_MARKER);
             else why = "a page the kernel reported bad: no frame to recover or contain it into";
         }
@@ -362,8 +372,10 @@ PL_EXPORT int pl_kernel_inject(int id, uint64_t page, uint32_t offset, const uin
             uint8_t *bytes = frame_bytes(r->arena, f) + offset;
             for (uint32_t i = 0; i < len; i++) bytes[i] ^= mask[i];
         }
+        if (rc == 0) r->flags[page] |= PL_PF_KPOISON;
     } else {
         rc = madvise(at, page_size, MADV_HWPOISON) == 0 ? 0 : -errno;
+        if (rc == 0) r->flags[page] |= PL_PF_KPOISON;
     }
     pl_unlock(&r->lock);
     if (rc == 0) *hit = f;
@@ -375,6 +387,7 @@ PL_EXPORT int pl_kernel_inject(int id, uint64_t page, uint32_t offset, const uin
  * a page from. Nothing to install, nothing to inject. */
 #include <stdio.h>
 int mce_install(void) { return 0; }
+int kernel_poisoned(struct pl_region *r, uint64_t g) { (void)r, (void)g; return 0; }
 int64_t mce_previous_flags(void) { return -1; }
 PL_EXPORT int64_t pl_previous_bus_flags(void) { return -1; }
 

@@ -298,6 +298,11 @@ struct pl_region *region_at(uintptr_t addr, struct pl_slot **slot); /* entered (
 enum { PL_KI_UFFD_POISON = 1, PL_KI_HWPOISON = 2 }; /* kernel injectors (bits of pl_kernel_injectors) */
 /* pl_memory_error_counts order: AR handled, marker (ADRERR/OBJERR) handled, AO queued, nothing to do, chained */
 enum { PL_MCE_AR, PL_MCE_MARKER, PL_MCE_QUEUED, PL_MCE_SPURIOUS, PL_MCE_CHAINED, PL_MCE_COUNTS };
+/* Per-page flag set by the kernel injector: the page's mapping may carry a poison marker, so its frame
+ * is not its content; the protector probes such a page and leaves it unprotected while it fails. A hint
+ * only: cleared when the probe reads fine, and with all flags when the page is mapped again. */
+#define PL_PF_KPOISON 0x80u
+int kernel_poisoned(struct pl_region *r, uint64_t g); /* region lock held */
 int mce_install(void);           /* the SIGBUS handler; os_install calls it after SIGSEGV's */
 int64_t mce_previous_flags(void);
 int pl_installed(void);          /* handler.c */
