@@ -318,6 +318,66 @@ public class KernelErrorTests
             Assert.True(r.Targets.GetValueOrDefault(t) > 300, $"{t}: {r.Targets.GetValueOrDefault(t)}");
     }
 
+    [Theory]
+    [InlineData("parity-page")]
+    [InlineData("disk-page")]
+    [InlineData("unprotected-page")]
+    public void Inject_via_kernel_has_the_guest_access_take_the_SIGBUS_and_reports_the_outcome(string target)
+    {
+        Injector();
+        CliResult r = WithAnsiCaptured("inject", "--via", "kernel", "--target", target, "--kind", "WholePage");
+        Assert.True(r.Exit == 0, r.Out + r.Err);
+        Assert.Contains(Squeeze("SIGBUS (1 resolved in the handler)"), Squeeze(r.Out));
+        Assert.Contains(Squeeze(target == "unprotected-page" ? "outcome: Contained" : "outcome: Recovered"), Squeeze(r.Out));
+    }
+
+    [Fact]
+    public void Inject_via_kernel_into_a_frame_no_guest_maps_is_refused_with_the_reason()
+    {
+        Injector();
+        CliResult r = CliHarness.InProcess("inject", "--via", "kernel", "--target", "parity-frame");
+        Assert.Equal(2, r.Exit);
+        Assert.Contains("the kernel poisons a guest mapping", r.Err);
+        foreach (string leak in CliHarness.DotNetLeaks) Assert.DoesNotContain(leak, r.Err);
+    }
+
+    [Fact]
+    public void Info_names_the_SIGBUS_handler_and_each_kernel_injector_with_its_reason()
+    {
+        if (!OperatingSystem.IsLinux()) Assert.Skip(KernelFaultInjector.WindowsReason);
+        CliResult r = WithAnsiCaptured("info");
+        string text = Squeeze(r.Out);
+        Assert.Equal(0, r.Exit);
+        Assert.Contains(Squeeze("SIGBUS handler"), text);
+        Assert.Contains(Squeeze("kernel injector: UFFDIO_POISON"), text);
+        Assert.Contains(Squeeze("kernel injector: MADV_HWPOISON"), text);
+        Assert.Contains(Squeeze(KernelFaultInjector.Available.UffdPoison ? "available: UFFDIO_POISON" : "unavailable"), text);
+    }
+
+    // `pagelab` in this process with Spectre.Console's output (tables, markup) captured too: AnsiConsole
+    // keeps the console it made first, so Console.SetOut alone does not reach it. Out = both.
+    private static CliResult WithAnsiCaptured(params string[] args)
+    {
+        var ansi = new StringWriter();
+        Spectre.Console.IAnsiConsole previous = Spectre.Console.AnsiConsole.Console;
+        Spectre.Console.AnsiConsole.Console = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings
+        {
+            Out = new Spectre.Console.AnsiConsoleOutput(ansi), Ansi = Spectre.Console.AnsiSupport.No,
+        });
+        try
+        {
+            CliResult r = CliHarness.InProcess(args);
+            return r with { Out = r.Out + ansi };
+        }
+        finally
+        {
+            Spectre.Console.AnsiConsole.Console = previous;
+        }
+    }
+
+    // The console wraps table cells and lines at its width: compare without whitespace and table borders.
+    private static string Squeeze(string text) => System.Text.RegularExpressions.Regex.Replace(text, @"[\s│┃|]+", "");
+
     // ---- a signal the process sends itself ----
 
     private const int BusMceerrAo = 5;
