@@ -35,7 +35,10 @@ public sealed record KernelInjectors(bool UffdPoison, string UffdPoisonReason, b
 /// <param name="ActionOptionalQueued">BUS_MCEERR_AO on guest pages: made Poisoned and queued for the recovery engine.</param>
 /// <param name="NothingToDo">SIGBUS on a guest page another thread had already replaced (the access re-ran).</param>
 /// <param name="Chained">SIGBUS passed on to the runtime's handler (not a guest page, or not a memory error).</param>
-public readonly record struct MemoryErrorCounters(ulong ActionRequired, ulong PoisonMarkers, ulong ActionOptionalQueued, ulong NothingToDo, ulong Chained)
+/// <param name="ActionOptionalDeferred">BUS_MCEERR_AO that arrived while the region's lock was taken (possibly by
+/// the very thread it interrupted): left for the next collection of handler events, which handles it.</param>
+public readonly record struct MemoryErrorCounters(ulong ActionRequired, ulong PoisonMarkers, ulong ActionOptionalQueued, ulong NothingToDo, ulong Chained,
+    ulong ActionOptionalDeferred)
 {
     /// <summary>Kernel-delivered errors the handler resolved (AR and poison markers).</summary>
     public ulong Resolved => ActionRequired + PoisonMarkers;
@@ -65,7 +68,7 @@ public static unsafe class KernelErrors
         {
             ulong* c = stackalloc ulong[Lib.MemoryErrorCounts];
             _ = Lib.MemoryErrorCountsGet(c, Lib.MemoryErrorCounts); // fills them all; nothing can fail
-            return new MemoryErrorCounters(c[0], c[1], c[2], c[3], c[4]);
+            return new MemoryErrorCounters(c[0], c[1], c[2], c[3], c[4], c[5]);
         }
     }
 

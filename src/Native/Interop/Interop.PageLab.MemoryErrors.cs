@@ -11,9 +11,10 @@ internal static unsafe partial class Interop
         /// <summary>Event kind: the kernel reported the page bad (BUS_MCEERR_AO); handle it as a report.</summary>
         public const uint EventReported = 16;
         public const int KernelUffdPoison = 1, KernelHwPoison = 2;
-        public const int MemoryErrorCounts = 5;
+        public const int MemoryErrorCounts = 6;
 
         [LibraryImport(Lib, EntryPoint = "pl_memory_error_counts")] public static partial int MemoryErrorCountsGet(ulong* counts, int n);
+        [LibraryImport(Lib, EntryPoint = "pl_memory_errors_drain")] public static partial int MemoryErrorsDrain(int id);
         [LibraryImport(Lib, EntryPoint = "pl_previous_bus_flags")] public static partial long PreviousBusFlags();
         [LibraryImport(Lib, EntryPoint = "pl_kernel_injectors")]
         public static partial int KernelInjectors(byte* whyUffd, byte* whyHw, uint cap);

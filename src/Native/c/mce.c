@@ -106,9 +106,8 @@ static int nothing_to_do(struct pl_region *r, uint64_t g)
  * marker). Action optional (found by a scrub, nobody is waiting): the page is poisoned in the tables
  * (no access) and the engine is told (PL_EV_REPORTED) to handle it as a report; a guest touch before
  * that recovers it in the SIGSEGV handler. Returns 1 if handled, 0 to chain. */
-static int memory_error(struct pl_region *r, uint64_t g, int optional, int code)
+static int memory_error_locked(struct pl_region *r, uint64_t g, int optional, int code)
 {
-    pl_lock(&r->lock);
     uint32_t st = st_of(r, g);
     int done;
     const char *why = NULL;
@@ -133,10 +132,71 @@ static int memory_error(struct pl_region *r, uint64_t g, int optional, int code)
     } else {
         done = nothing_to_do(r, g);
     }
-    if (!done && why) atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
-    pl_unlock(&r->lock);
-    if (!done && why) say(why, (uint64_t)r->owner, g);
+    if (!done && why) {
+        atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
+        say(why, (uint64_t)r->owner, g); /* write(2) only: fine under the lock */
+    }
     return done;
+}
+
+/* The region lock if nobody holds or waits for it, else 0 (a ticket lock: take the next ticket only if
+ * it is the one being served). */
+static int try_lock(struct pl_spin *l)
+{
+    uint32_t serving = atomic_load_explicit(&l->serving, memory_order_acquire), expected = serving;
+    return atomic_compare_exchange_strong_explicit(&l->next, &expected, serving + 1, memory_order_acquire, memory_order_relaxed);
+}
+
+/* Action-optional reports whose region lock was taken when they arrived, page addresses (0: free slot).
+ * A BUS_MCEERR_AO is sent to some thread of the process at any moment, possibly one inside a pl_* call
+ * holding the very lock the handler needs: waiting there would never end. So an AO handler only tries the
+ * lock, and otherwise leaves the address here for the next pl_memory_errors_drain (RecoveryEngine calls
+ * it whenever it collects handler events). A guest access to the page meanwhile is a SIGBUS like any. */
+static _Atomic uintptr_t pending[PL_MCE_PENDING];
+
+static int defer(uintptr_t page_addr)
+{
+    for (int i = 0; i < PL_MCE_PENDING; i++) {
+        uintptr_t expected = 0;
+        if (atomic_compare_exchange_strong(&pending[i], &expected, page_addr)) {
+            count(PL_MCE_DEFERRED);
+            return 1;
+        }
+    }
+    return 0; /* full: the report is lost, but the page's next access still raises SIGBUS and is handled */
+}
+
+static int memory_error(struct pl_region *r, uint64_t g, int optional, int code)
+{
+    if (optional) {
+        if (!try_lock(&r->lock)) {
+            (void)defer((uintptr_t)r->base + g * page_size);
+            return 1; /* optional either way: nobody waits for this page */
+        }
+    } else {
+        pl_lock(&r->lock);
+    }
+    int done = memory_error_locked(r, g, optional, code);
+    pl_unlock(&r->lock);
+    return done;
+}
+
+/* Handles the action-optional reports deferred for region `id` (outside any signal handler). Returns how
+ * many were taken. */
+PL_EXPORT int pl_memory_errors_drain(int id)
+{
+    ENTER_REGION(r, id);
+    int n = 0;
+    uintptr_t lo = (uintptr_t)r->base, hi = lo + r->pages * page_size;
+    for (int i = 0; i < PL_MCE_PENDING; i++) {
+        uintptr_t a = atomic_load(&pending[i]);
+        if (a < lo || a >= hi || !atomic_compare_exchange_strong(&pending[i], &a, 0)) continue;
+        pl_lock(&r->lock);
+        (void)memory_error_locked(r, (uint64_t)(a - lo) / page_size, 1, BUS_MCEERR_AO);
+        pl_unlock(&r->lock);
+        n++;
+    }
+    return n;
 }
 
 /* Every guest page in the poisoned range [addr rounded down to 2^lsb, + 2^lsb) (a huge page reports
@@ -388,6 +448,7 @@ PL_EXPORT int pl_kernel_inject(int id, uint64_t page, uint32_t offset, const uin
 #include <stdio.h>
 int mce_install(void) { return 0; }
 int kernel_poisoned(struct pl_region *r, uint64_t g) { (void)r, (void)g; return 0; }
+PL_EXPORT int pl_memory_errors_drain(int id) { (void)id; return 0; }
 int64_t mce_previous_flags(void) { return -1; }
 PL_EXPORT int64_t pl_previous_bus_flags(void) { return -1; }
 

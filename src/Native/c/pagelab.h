@@ -296,8 +296,10 @@ struct pl_region *region_at(uintptr_t addr, struct pl_slot **slot); /* entered (
  * report. The bad frame is the faulting page's p2m entry. Other codes, other addresses: chained. */
 #define PL_EV_REPORTED 16 /* event kind: the kernel reported the page bad (AO); C# handles it as a report */
 enum { PL_KI_UFFD_POISON = 1, PL_KI_HWPOISON = 2 }; /* kernel injectors (bits of pl_kernel_injectors) */
-/* pl_memory_error_counts order: AR handled, marker (ADRERR/OBJERR) handled, AO queued, nothing to do, chained */
-enum { PL_MCE_AR, PL_MCE_MARKER, PL_MCE_QUEUED, PL_MCE_SPURIOUS, PL_MCE_CHAINED, PL_MCE_COUNTS };
+/* pl_memory_error_counts order: AR handled, marker (ADRERR/OBJERR) handled, AO queued, nothing to do,
+ * chained, AO deferred (the region lock was taken when it arrived: handled by pl_memory_errors_drain) */
+enum { PL_MCE_AR, PL_MCE_MARKER, PL_MCE_QUEUED, PL_MCE_SPURIOUS, PL_MCE_CHAINED, PL_MCE_DEFERRED, PL_MCE_COUNTS };
+#define PL_MCE_PENDING 256
 /* Per-page flag set by the kernel injector: the page's mapping may carry a poison marker, so its frame
  * is not its content; the protector probes such a page and leaves it unprotected while it fails. A hint
  * only: cleared when the probe reads fine, and with all flags when the page is mapped again. */
