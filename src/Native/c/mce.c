@@ -178,7 +178,7 @@ static int memory_error(struct pl_region *r, uint64_t g, int optional, int code)
     }
     int done = memory_error_locked(r, g, optional, code);
     pl_unlock(&r->lock);
-    return done;
+    return done || optional; /* an AO is never chained: nothing re-runs, and the page's next access is an AR */
 }
 
 /* Handles the action-optional reports deferred for region `id` (outside any signal handler). Returns how
