@@ -1,5 +1,5 @@
 // The C floors of the fault, recovery and host-swap benchmarks (c/baseline.c, c/demand_floor.c,
-// c/recovery_floor.c, c/hostswap_floor.c, built into libpagelab_baseline by the bench project).
+// c/recovery_floor.c, c/hostswap_floor.c, c/sigbus_floor.c, built into libpagelab_baseline by the bench project).
 using System.Runtime.InteropServices;
 
 namespace PageLab.Bench;
@@ -29,4 +29,10 @@ internal static unsafe partial class Baseline
     public static partial int RecoveryInit(nint guestPage, nint hostView, int fd, uint k);
     [LibraryImport("pagelab_baseline", EntryPoint = "bl_recovery_round")]
     public static partial int RecoveryRound(byte* mask, uint offset, uint len);
+
+    // Kernel-delivered error (c/sigbus_floor.c): a poison marker, then a read whose SIGBUS a handler
+    // resolves by mapping a fresh frame.
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_sigbus_init")] public static partial int SigbusInit(nint guestPage, int fd);
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_sigbus_uninstall")] public static partial int SigbusUninstall();
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_sigbus_round")] public static partial int SigbusRound();
 }

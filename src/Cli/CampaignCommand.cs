@@ -16,6 +16,20 @@ internal static class CampaignCommand
 
     private static readonly string[] Targets = ["parity-page", "disk-page", "unprotected-page", "parity-frame", "free-frame"];
 
+    /// <summary>`--via`: protection (the engine poisons the page and is told at once) or kernel (the kernel
+    /// poisons the page, nobody is told, and the guest's access takes the SIGBUS).</summary>
+    private static Option<string> Via(string what) => CliOptions.Choice("--via",
+        $"How {what} made: protection (page protection and a report to the engine) or kernel (a kernel poison marker; the guest's access takes the SIGBUS; Linux 6.6+)",
+        ["protection", "kernel"], "protection");
+
+    private static InjectionPath PathOf(string via)
+    {
+        if (via != "kernel") return InjectionPath.Protection;
+        if (!OperatingSystem.IsLinux()) throw new UsageException($"--via kernel: {KernelFaultInjector.WindowsReason}");
+        if (KernelFaultInjector.Available.Unavailable is string why) throw new UsageException($"--via kernel: no kernel injector here: {why}");
+        return InjectionPath.Kernel;
+    }
+
     public static Command Create()
     {
         var injections = CliOptions.Int("--injections", "Errors to inject", 1, MaxInjections, 20_000);
@@ -24,6 +38,7 @@ internal static class CampaignCommand
         var gc = new Option<bool>("--gc-stress") { Description = "Run a thread that forces full GCs meanwhile" };
         var plot = CliOptions.File("--plot", "Where to write the campaign's PNG (default: artifacts/pagelab-campaign.png)");
         var noPlot = new Option<bool>("--no-plot") { Description = "Do not write a PNG" };
+        var via = Via("errors are");
         var command = new Command("campaign", "Inject many memory errors of every kind while guest threads run; print what was recovered, contained or lost.");
         command.Options.Add(injections);
         command.Options.Add(seed);
@@ -31,11 +46,13 @@ internal static class CampaignCommand
         command.Options.Add(gc);
         command.Options.Add(plot);
         command.Options.Add(noPlot);
+        command.Options.Add(via);
         command.SetAction(parse => Program.Guarded(() =>
         {
             var options = new CampaignOptions
             {
                 Injections = parse.GetValue(injections), Seed = parse.GetValue(seed), GroupSize = parse.GetValue(k), GcStress = parse.GetValue(gc),
+                Via = PathOf(parse.GetValue(via)!),
             };
             options.Validate();
             CliOptions.Conflict(parse, plot, noPlot, "give one");
@@ -70,7 +87,8 @@ internal static class CampaignCommand
                         task.Value = options.Injections;
                     });
             }
-            var table = new Table().Title($"campaign: {r.Injected} errors, seed {options.Seed}, k = {options.GroupSize}, {r.Elapsed.TotalSeconds:0.0} s");
+            string by = options.Via == InjectionPath.Kernel ? $", delivered by the kernel ({KernelFaultInjector.Available.Preferred})" : "";
+            var table = new Table().Title($"campaign: {r.Injected} errors{by}, seed {options.Seed}, k = {options.GroupSize}, {r.Elapsed.TotalSeconds:0.0} s");
             table.AddColumns("", "count");
             table.AddRow("recovered (pages, parity frames, free frames)", $"{r.Recovered}");
             table.AddRow("contained (unprotected page: its context terminated)", $"{r.Contained}");
@@ -80,7 +98,8 @@ internal static class CampaignCommand
             table.AddRow("write faults on covered pages", $"{r.TrackedWrites}");
             table.AddRow("guest reads checked / mismatches", $"{r.ReaderChecks} / {r.ReaderMismatches}");
             table.AddRow("frames retired", $"{r.Retired}");
-            table.AddRow("report -> handled latency p50 / p90 / p99", $"{r.P50Micros:0.0} / {r.P90Micros:0.0} / {r.P99Micros:0.0} µs");
+            table.AddRow(options.Via == InjectionPath.Kernel ? "guest access -> resolved latency p50 / p90 / p99" : "report -> handled latency p50 / p90 / p99",
+                $"{r.P50Micros:0.0} / {r.P90Micros:0.0} / {r.P99Micros:0.0} µs");
             foreach ((CampaignTarget t, long n) in r.Targets.OrderBy(kv => kv.Key)) table.AddRow($"  injected into a {PageLab.Report.CampaignPlot.Words(t)}", $"{n}");
             Terminal.Write(table);
             foreach (string p in r.Problems) AnsiConsole.MarkupLine($"[red]{Markup.Escape(p)}[/]");
@@ -99,13 +118,18 @@ internal static class CampaignCommand
         var kind = CliOptions.Enum("--kind", "The error pattern", ErrorKind.MultiBit);
         var target = CliOptions.Choice("--target", "Where the error hits", Targets, "parity-page");
         var seed = CliOptions.Int("--seed", "Seed of the error pattern", int.MinValue, int.MaxValue, 1);
+        var via = Via("the error is");
         var command = new Command("inject", "Inject one memory error into a small protected VM and show how it is handled.");
         command.Options.Add(kind);
         command.Options.Add(target);
         command.Options.Add(seed);
+        command.Options.Add(via);
         command.SetAction(parse => Program.Guarded(() =>
         {
             string where = parse.GetValue(target)!;
+            InjectionPath injection = PathOf(parse.GetValue(via)!);
+            if (injection == InjectionPath.Kernel && where is "parity-frame" or "free-frame")
+                throw new UsageException($"--via kernel --target {where}: the kernel poisons a guest mapping; choose parity-page, disk-page or unprotected-page");
             using var arena = HostArena.Create(256, "pagelab-inject");
             using var vm = GuestVm.Create(arena, "vm", 48, 16);
             vm.RefillPool();
@@ -123,6 +147,7 @@ internal static class CampaignCommand
                 g => ((long)g.Value - 16) * arena.PageSize);
             (int offset, byte[] mask) = FaultInjector.Pattern(parse.GetValue(kind), arena.PageSize, new Random(parse.GetValue(seed)));
             GuestPage? page = where switch { "parity-page" => new GuestPage(5), "disk-page" => new GuestPage(20), "unprotected-page" => new GuestPage(40), _ => null };
+            if (injection == InjectionPath.Kernel) return InjectViaKernel(vm, engine, page!.Value, offset, mask, parse.GetValue(kind), where);
             HostFrame frame = where switch
             {
                 "parity-frame" => new HostFrame(engine.ParityFrames.Keys.First()),
@@ -140,6 +165,29 @@ internal static class CampaignCommand
             return intact ? 0 : 1;
         }));
         return command;
+    }
+
+    // The kernel poisons the page and nobody is told; a guest read is the first to see it (the kernel's
+    // SIGBUS), and the fault engine recovers or contains the page inside that fault.
+    private static int InjectViaKernel(GuestVm vm, RecoveryEngine engine, GuestPage page, int offset, byte[] mask, ErrorKind kind, string where)
+    {
+        PageLab.Core.Faults.MemoryErrorCounters before = PageLab.Core.Faults.KernelErrors.Counters;
+        HostFrame bad = KernelFaultInjector.IntoPage(vm, page, offset, mask)!.Value;
+        GuestPageState stateBefore = vm.StateOf(page);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        byte first = System.Threading.Volatile.Read(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(vm.Page(page)));
+        TimeSpan took = clock.Elapsed;
+        engine.RetireHandlerReplaced();
+        bool lost = vm.IsLost(page);
+        bool intact = lost ? vm.Page(page).IndexOfAnyExcept((byte)0) < 0 : vm.Page(page).IndexOfAnyExcept((byte)(page.Value + 1)) < 0;
+        PageLab.Core.Faults.MemoryErrorCounters after = PageLab.Core.Faults.KernelErrors.Counters;
+        AnsiConsole.MarkupLine($"{kind} error ({mask.Length} mask bytes at offset {offset}) in {where} {bad} (guest {page}) " +
+                               $"behind a kernel poison marker ({KernelFaultInjector.Available.Preferred}); the engine was not told (page still {stateBefore})");
+        AnsiConsole.MarkupLine($"guest read: SIGBUS ({after.Resolved - before.Resolved} resolved in the handler), read {first}; " +
+                               $"outcome: [bold]{(lost ? ErrorOutcome.Contained : ErrorOutcome.Recovered)}[/] in {took.TotalMicroseconds:0.0} µs; " +
+                               $"{(lost ? (intact ? "page reads zeros (contained), context ended" : "[red]page shows bad bytes[/]") : (intact ? "content bit-exact" : "[red]content differs[/]"))}; " +
+                               $"frame now {vm.Arena.StateOf(bad)}");
+        return intact && after.Resolved == before.Resolved + 1 ? 0 : 1;
     }
 
     private static HostFrame Release(HostArena arena, HostFrame f)

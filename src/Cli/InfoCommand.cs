@@ -1,5 +1,6 @@
 // `pagelab info`: installs the fault engine and reports what the host offers it: page size, the
-// mapping limit and PageLab's budget under it, userfaultfd, and the SIGSEGV handler chain.
+// mapping limit and PageLab's budget under it, userfaultfd, the SIGSEGV / SIGBUS handler chain, and
+// which kernel injectors of memory errors are available (and why not).
 using System.CommandLine;
 using System.Runtime.InteropServices;
 using PageLab.Core.Faults;
@@ -46,6 +47,21 @@ internal static class InfoCommand
         Row(table, "SIGSEGV handler", FaultEngine.Installed ? "installed; chains faults it does not own to the runtime's handler" : "not installed");
         Row(table, "chained handler flags", FaultEngine.PreviousHandlerFlags is long flags ? DescribeFlags(flags) : "n/a (handler not installed)");
         Row(table, "faults chained so far", $"{FaultEngine.ChainedFaults}");
+        if (OperatingSystem.IsWindows())
+        {
+            Row(table, "memory errors from the OS", "none reach the process: " + PageLab.Core.Recovery.KernelFaultInjector.WindowsReason);
+        }
+        else
+        {
+            Row(table, "SIGBUS handler", FaultEngine.Installed
+                ? "installed; memory errors on guest pages (BUS_MCEERR_AR, poison markers) recovered or contained in the handler, BUS_MCEERR_AO queued; others chained"
+                : "not installed");
+            Row(table, "chained SIGBUS handler flags", KernelErrors.PreviousHandlerFlags is long bus ? DescribeFlags(bus) : "n/a (handler not installed)");
+            KernelInjectors k = KernelErrors.Injectors;
+            Row(table, "kernel injector: UFFDIO_POISON", (k.UffdPoison ? "available: " : "unavailable: ") + k.UffdPoisonReason);
+            Row(table, "kernel injector: MADV_HWPOISON", (k.HwPoison ? "available: " : "unavailable: ") + k.HwPoisonReason);
+            Row(table, "inject --via kernel / campaign --via kernel", k.Preferred is KernelInjector p ? $"use {p}" : "unavailable");
+        }
         AnsiConsole.Write(table);
         return 0;
     }

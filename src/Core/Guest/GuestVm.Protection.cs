@@ -12,8 +12,10 @@ internal enum RecoverResult { Recovered, NoGoodCopy, AlreadyReplaced }
 
 /// <summary>What the fault handler did on a guest access to a poisoned or corrupt page: recovered it
 /// (bit-exact) or contained it (the page reads as zero; its guest context must end). The bad frame is
-/// retired either way.</summary>
-public readonly record struct HandlerEvent(GuestPage Page, HostFrame BadFrame, bool Contained);
+/// retired either way. <paramref name="Reported"/>: nothing was done yet; the kernel reported the page bad
+/// (BUS_MCEERR_AO), the handler made it Poisoned, and <paramref name="BadFrame"/> is to be handled as a
+/// report.</summary>
+public readonly record struct HandlerEvent(GuestPage Page, HostFrame BadFrame, bool Contained, bool Reported = false);
 
 public sealed unsafe partial class GuestVm
 {
@@ -152,13 +154,16 @@ public sealed unsafe partial class GuestVm
         var result = new List<HandlerEvent>();
         var events = new Lib.Event[64];
         using RegionUse use = Use();
+        // Kernel reports (BUS_MCEERR_AO) that arrived while the region lock was taken become events now.
+        FaultEngine.Check(Lib.MemoryErrorsDrain(use.Id), $"{Name}: deferred memory error reports");
         while (true)
         {
             int n;
             fixed (Lib.Event* e = events) n = Lib.EventsTake(use.Id, e, (uint)events.Length);
             FaultEngine.Check(n, $"{Name}: taking handler events");
             for (int i = 0; i < n; i++)
-                result.Add(new HandlerEvent(new GuestPage(events[i].Page), new HostFrame(events[i].Frame), events[i].Kind == Lib.EventContained));
+                result.Add(new HandlerEvent(new GuestPage(events[i].Page), new HostFrame(events[i].Frame), events[i].Kind == Lib.EventContained,
+                    events[i].Kind == Lib.EventReported));
             if (n < events.Length) return result;
         }
     }

@@ -16,6 +16,12 @@ public sealed record CampaignOptions
     public int Writers { get; init; } = 1;
     /// <summary>A thread that allocates and forces full GCs while faults are taken.</summary>
     public bool GcStress { get; init; }
+    /// <summary>Protection: each error is injected by page protection and reported to the engine at once
+    /// (every target). Kernel: each error is put under a guest page by the kernel (a poison marker) and
+    /// nobody is told; a guest access (the reader, the writer, or the campaign's own read right after) takes
+    /// the kernel's SIGBUS and the engine recovers or contains the page inside that fault. Only guest pages
+    /// can be hit that way: read-mostly, written, disk and unprotected pages.</summary>
+    public InjectionPath Via { get; init; } = InjectionPath.Protection;
 
     public void Validate()
     {
@@ -66,6 +72,7 @@ public static class RecoveryCampaign
         try
         {
             var rng = new Random(o.Seed);
+            Faults.KernelInjector? kernel = o.Via == InjectionPath.Kernel ? KernelFaultInjector.Require() : null;
             vm.RefillPool();
             vm.Back(new GuestPage(0), VmPages);
             var version = new long[VmPages];
@@ -116,12 +123,53 @@ public static class RecoveryCampaign
                     progress?.Report(n);
                 }
                 long lostBefore = lost;
-                var target = (CampaignTarget)rng.Next(7);
+                var target = kernel is null ? (CampaignTarget)rng.Next(7) : KernelTargets[rng.Next(KernelTargets.Length)];
                 var kind = (ErrorKind)rng.Next(4);
                 (int offset, byte[] mask) = FaultInjector.Pattern(kind, arena.PageSize, rng);
                 ErrorReport? report = null;
                 switch (target)
                 {
+                    case CampaignTarget.ReadMostlyPage or CampaignTarget.WrittenPage or CampaignTarget.DiskPage when kernel is not null:
+                    {
+                        (ulong first, ulong count) = target switch
+                        {
+                            CampaignTarget.ReadMostlyPage => (ReadMostly, ReadMostlyPages),
+                            CampaignTarget.WrittenPage => (Written, WrittenPages),
+                            _ => (Disk, DiskPages),
+                        };
+                        var page = new GuestPage(first + (ulong)rng.NextInt64((long)count));
+                        if (KernelFaultInjector.IntoPage(vm, page, offset, mask, onlyIfProtected: true, kernel) is not HostFrame bad) continue;
+                        // Nobody is told: this guest read (or the reader's, or the writer's write) takes the SIGBUS.
+                        TimeSpan took = GuestTouch(vm, page);
+                        engine.RetireHandlerReplaced();
+                        bool recovered = vm.Translate(page) != bad && arena.StateOf(bad) == FrameState.Retired && !vm.IsLost(page);
+                        report = new ErrorReport(bad, recovered ? ErrorOutcome.Recovered : ErrorOutcome.Contained, page, took);
+                        if (!recovered) lost++;
+                        else if (target != CampaignTarget.WrittenPage && !Holds(arena, vm, page, 0)) lost++;
+                        break;
+                    }
+                    case CampaignTarget.UnprotectedPage when kernel is not null:
+                    {
+                        ulong ctx = (ulong)rng.NextInt64((long)(UnprotectedPages / ContextPages));
+                        if (deadContexts.Contains(ctx)) RestartContext(vm, ctx, deadContexts);
+                        var page = new GuestPage(Unprotected + ctx * ContextPages + (ulong)rng.NextInt64((long)ContextPages));
+                        HostFrame bad = KernelFaultInjector.IntoPage(vm, page, offset, mask, how: kernel)!.Value;
+                        int before = deadContexts.Count;
+                        TimeSpan took = GuestTouch(vm, page);
+                        engine.RetireHandlerReplaced();    // the handler's event ends the context
+                        bool contained = vm.IsLost(page) && vm.Translate(page) != bad && arena.StateOf(bad) == FrameState.Retired
+                                         && deadContexts.Count == before + 1 && vm.Page(page).IndexOfAnyExcept((byte)0) < 0;
+                        report = new ErrorReport(bad, ErrorOutcome.Contained, page, took);
+                        if (!contained) lost++;
+                        else
+                        {
+                            contexts++;
+                            vm.Unback(new GuestPage(Unprotected + ctx * ContextPages), ContextPages);
+                            ulong other = Unprotected + ((ctx + 1) % (UnprotectedPages / ContextPages)) * ContextPages;
+                            if (!deadContexts.Contains((other - Unprotected) / ContextPages) && !Holds(arena, vm, new GuestPage(other), 0)) lost++;
+                        }
+                        break;
+                    }
                     case CampaignTarget.ReadMostlyPage or CampaignTarget.WrittenPage or CampaignTarget.DiskPage:
                     {
                         (ulong first, ulong count) = target switch
@@ -153,14 +201,7 @@ public static class RecoveryCampaign
                     case CampaignTarget.UnprotectedPage:
                     {
                         ulong ctx = (ulong)rng.NextInt64((long)(UnprotectedPages / ContextPages));
-                        if (deadContexts.Contains(ctx))
-                        {
-                            // Start a new context in the dead one's pages (fresh frames; the guest reloads them).
-                            GuestPage first = new(Unprotected + ctx * ContextPages);
-                            vm.Back(first, ContextPages);
-                            for (ulong g = first.Value; g < first.Value + ContextPages; g++) Fill(vm.Page(new GuestPage(g)), g, 0);
-                            deadContexts.Remove(ctx);
-                        }
+                        if (deadContexts.Contains(ctx)) RestartContext(vm, ctx, deadContexts);
                         var page = new GuestPage(Unprotected + ctx * ContextPages + (ulong)rng.NextInt64((long)ContextPages));
                         HostFrame bad = FaultInjector.IntoPage(vm, page, offset, mask)!.Value;
                         int before = deadContexts.Count;
@@ -227,6 +268,28 @@ public static class RecoveryCampaign
             foreach (Thread t in threads) if (t.IsAlive) t.Join();
             vm.Dispose();
         }
+    }
+
+    /// <summary>The targets a kernel injection can hit: guest pages (a poison marker needs a guest mapping).</summary>
+    private static readonly CampaignTarget[] KernelTargets =
+        [CampaignTarget.ReadMostlyPage, CampaignTarget.WrittenPage, CampaignTarget.DiskPage, CampaignTarget.UnprotectedPage];
+
+    // Starts a new context in a dead one's pages (fresh frames; the guest reloads them).
+    private static void RestartContext(GuestVm vm, ulong ctx, HashSet<ulong> deadContexts)
+    {
+        GuestPage first = new(Unprotected + ctx * ContextPages);
+        vm.Back(first, ContextPages);
+        for (ulong g = first.Value; g < first.Value + ContextPages; g++) Fill(vm.Page(new GuestPage(g)), g, 0);
+        deadContexts.Remove(ctx);
+    }
+
+    // A guest read of one word of the page through its guest view: the access that takes the kernel's
+    // SIGBUS if no other guest thread got there first. Returns how long it took.
+    private static TimeSpan GuestTouch(GuestVm vm, GuestPage page)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        _ = Volatile.Read(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(vm.Page(page)));
+        return Stopwatch.GetElapsedTime(t0);
     }
 
     private static GuestPage[] Pages(ulong first, ulong count) =>

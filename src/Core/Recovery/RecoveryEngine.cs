@@ -288,14 +288,33 @@ public sealed class RecoveryEngine : IDisposable
 
     private void DrainHandlerEvents()
     {
+        List<HandlerEvent>? reported = null;
         foreach (HandlerEvent e in Vm.TakeHandlerEvents())
         {
+            if (e.Reported)
+            {
+                // The kernel reported the page bad (action optional): handled below, as a report of its frame.
+                (reported ??= []).Add(e);
+                continue;
+            }
             _retired.Add(e.BadFrame.Value);
             if (_handled.ContainsKey(e.BadFrame.Value)) continue;
             _handled[e.BadFrame.Value] = e.Contained ? ErrorOutcome.Contained : ErrorOutcome.Recovered;
             if (e.Contained) Unrecoverable?.Invoke(e.Page);
         }
+        // Each still behind its page and Poisoned (a guest touch may have had the handler recover it meanwhile;
+        // that event is then in the next batch).
+        foreach (HandlerEvent e in reported ?? [])
+            if (Vm.Translate(e.Page) == e.BadFrame && Vm.StateOf(e.Page) == GuestPageState.Poisoned && !_handled.ContainsKey(e.BadFrame.Value))
+            {
+                KernelReported++;
+                RecoverPage(e.Page, e.BadFrame);
+            }
     }
+
+    /// <summary>Errors the kernel reported on a page nobody was touching (BUS_MCEERR_AO) that this engine
+    /// then handled as reports.</summary>
+    public long KernelReported { get; private set; }
 
     private HostFrame? TryAllocate()
     {

@@ -118,7 +118,7 @@ int resolve(struct pl_region *r, uint64_t g, int is_write)
 }
 
 /* The region whose slot covers addr, entered (the caller leaves it), or NULL. */
-static struct pl_region *find(uintptr_t addr, struct pl_slot **slot)
+struct pl_region *region_at(uintptr_t addr, struct pl_slot **slot)
 {
     for (int i = 0; i < PL_MAX_REGIONS; i++) {
         struct pl_slot *s = &pl_slots[i];
@@ -139,7 +139,7 @@ static struct pl_region *find(uintptr_t addr, struct pl_slot **slot)
 static int handle(uintptr_t addr, int is_write)
 {
     struct pl_slot *s;
-    struct pl_region *r = find(addr, &s);
+    struct pl_region *r = region_at(addr, &s);
     if (!r) return 0;
     int ok = resolve(r, (uint64_t)(addr - (uintptr_t)r->base) / page_size, is_write);
     atomic_fetch_sub(&s->inside, 1);

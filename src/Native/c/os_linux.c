@@ -1,7 +1,7 @@
 /* os_linux.c: the fault engine's OS layer on Linux. The arena is a memfd; a guest page is a
  * MAP_SHARED|MAP_FIXED view of one of its frames; a hole is anonymous PROT_NONE memory; protection is
  * mprotect; frames go back to the OS by fallocate(PUNCH_HOLE); the handler is a SIGSEGV sigaction
- * installed after the runtime's, which it chains to. Callers hold the region lock where one applies. */
+ * installed after the runtime's, which it chains to (SIGBUS likewise, mce.c). Callers hold the region lock where one applies. */
 #ifndef _WIN32
 #include "pagelab.h"
 #include <errno.h>
@@ -103,7 +103,7 @@ int os_install(void)
     sa.sa_mask = pl_previous.sa_mask; /* same blocking discipline as the runtime's handler */
     sa.sa_flags = (pl_previous.sa_flags & ~(int)SA_RESETHAND) | SA_SIGINFO | SA_ONSTACK | SA_RESTART;
     if (sigaction(SIGSEGV, &sa, NULL) != 0) return -errno;
-    return 0;
+    return mce_install(); /* SIGBUS: memory errors the kernel delivers (mce.c) */
 }
 
 int64_t os_previous_flags(void) { return (int64_t)pl_previous.sa_flags; }

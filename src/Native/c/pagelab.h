@@ -15,6 +15,7 @@
  *   hostswap.c    where a fault gets a frame: pool, free arena frame, or a victim page host-swapped out
  *   parity.c      protection: hashes, parity groups, protect, inject, recover, scrub
  *   handler.c     the fault handler: finds the region, resolves the fault, chains what is not ours
+ *   mce.c         memory errors the kernel delivers (SIGBUS) and the kernel-backed injectors
  *
  * OWNERSHIP OF FRAMES (the truth is arena.c's table; C# reads it and changes it only through pl_* calls)
  *   state     owner                      who may move it, and where
@@ -285,5 +286,27 @@ int uncover(struct pl_region *r, uint64_t g, int content_good);
 
 /* handler.c */
 int resolve(struct pl_region *r, uint64_t g, int is_write);
+struct pl_region *region_at(uintptr_t addr, struct pl_slot **slot); /* entered (caller leaves slot), or NULL */
+
+/* ---- memory errors the kernel delivers (mce.c) ----
+ * SIGBUS on a guest page whose mapping fails a kernel read: BUS_MCEERR_AR (a hardware error the access
+ * needs), BUS_ADRERR / BUS_OBJERR (a poison marker: what this kernel, without CONFIG_MEMORY_FAILURE,
+ * sends for UFFDIO_POISON) are recovered or contained inside the handler like a POISONED page;
+ * BUS_MCEERR_AO (found by a scrub) makes the page POISONED and queues PL_EV_REPORTED for C# to handle as a
+ * report. The bad frame is the faulting page's p2m entry. Other codes, other addresses: chained. */
+#define PL_EV_REPORTED 16 /* event kind: the kernel reported the page bad (AO); C# handles it as a report */
+enum { PL_KI_UFFD_POISON = 1, PL_KI_HWPOISON = 2 }; /* kernel injectors (bits of pl_kernel_injectors) */
+/* pl_memory_error_counts order: AR handled, marker (ADRERR/OBJERR) handled, AO queued, nothing to do,
+ * chained, AO deferred (the region lock was taken when it arrived: handled by pl_memory_errors_drain) */
+enum { PL_MCE_AR, PL_MCE_MARKER, PL_MCE_QUEUED, PL_MCE_SPURIOUS, PL_MCE_CHAINED, PL_MCE_DEFERRED, PL_MCE_COUNTS };
+#define PL_MCE_PENDING 256
+/* Per-page flag set by the kernel injector: the page's mapping may carry a poison marker, so its frame
+ * is not its content; the protector probes such a page and leaves it unprotected while it fails. A hint
+ * only: cleared when the probe reads fine, and with all flags when the page is mapped again. */
+#define PL_PF_KPOISON 0x80u
+int kernel_poisoned(struct pl_region *r, uint64_t g); /* region lock held */
+int mce_install(void);           /* the SIGBUS handler; os_install calls it after SIGSEGV's */
+int64_t mce_previous_flags(void);
+int pl_installed(void);          /* handler.c */
 
 #endif

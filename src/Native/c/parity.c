@@ -272,6 +272,7 @@ PL_EXPORT int pl_protect(int id, const uint64_t *pages, uint32_t n, const int64_
         int64_t off = disk_offsets ? disk_offsets[i] : -1;
         if (st_of(r, g) != PL_BACKED) continue;
         if (r->group_of[g] == PL_NO_GROUP && (off < 0 || r->disk < 0)) continue;
+        if (kernel_poisoned(r, g)) continue; /* the kernel says its bytes are bad: never record them as good */
         /* Read-only first: once mprotect returns no CPU can still write the page, so the hash and the
          * parity below see its final content. */
         if ((rc = change_pages(r, g, 1, PL_TRACKED, NULL, PL_KEEP_FRAME, 0)) != 0) break;

@@ -1,0 +1,472 @@
+/* mce.c: memory errors the kernel delivers, and the injectors that make the kernel deliver them. The
+ * SIGBUS handler (installed beside the SIGSEGV one, chained the same way) turns BUS_MCEERR_AR, poison-marker
+ * faults (BUS_ADRERR / BUS_OBJERR) and BUS_MCEERR_AO on guest pages into the engine's own recovery, and the
+ * kernel injectors put a userfaultfd poison marker (UFFDIO_POISON) or a real hardware poison
+ * (MADV_HWPOISON) under a guest page. Async-signal-safe where it runs in the handler.
+ *
+ * WHICH FRAME IS BAD. The kernel names an address, not a frame. A poison marker poisons one mapping (the
+ * guest view of one page); MADV_HWPOISON and a real machine check poison the physical page behind every
+ * mapping of it. Either way the engine takes the faulting guest page's frame (p2m[page], under the region
+ * lock) as the bad one: it is retired like any poisoned frame, and the page gets a fresh frame. Before it
+ * acts, the handler checks with a kernel read of the page (process_vm_readv, which fails with EFAULT
+ * instead of signalling) that the page's current mapping still fails: a second thread whose SIGBUS was
+ * for the same poison finds the page already replaced and simply retries its access. */
+#include "pagelab.h"
+
+/* ---- counts (process-wide; pl_memory_error_counts) ---- */
+static _Atomic uint64_t mce_counts[PL_MCE_COUNTS];
+
+PL_EXPORT int pl_memory_error_counts(uint64_t *out, int n)
+{
+    for (int i = 0; i < n && i < PL_MCE_COUNTS; i++) out[i] = atomic_load_explicit(&mce_counts[i], memory_order_relaxed);
+    return PL_MCE_COUNTS;
+}
+
+#ifndef _WIN32
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <linux/userfaultfd.h>
+
+/* Newer than Debian 12's headers (Linux 6.6+): the uffd poison feature and ioctl. */
+#ifndef UFFD_FEATURE_POISON
+#define UFFD_FEATURE_POISON (1 << 14)
+#endif
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
+#endif
+struct pl_uffdio_poison {
+    struct uffdio_range range;
+    uint64_t mode;
+    int64_t updated;
+};
+#define PL_UFFDIO_POISON _IOWR(UFFDIO, 0x08, struct pl_uffdio_poison)
+#ifndef MADV_HWPOISON
+#define MADV_HWPOISON 100
+#endif
+#ifndef BUS_MCEERR_AR
+#define BUS_MCEERR_AR 4
+#define BUS_MCEERR_AO 5
+#endif
+
+struct sigaction pl_previous_bus;
+
+static void count(int which) { atomic_fetch_add_explicit(&mce_counts[which], 1, memory_order_relaxed); }
+
+/* Does the page's current mapping fail a read? A kernel read (copy from the process's own memory) fails
+ * with EFAULT on a poison marker or a hardware-poisoned page instead of raising SIGBUS. Called only for
+ * pages the tables say are readable (Backed or Tracked), so a failure means poison. If the call itself is
+ * refused (seccomp), the answer is yes: the page is then treated as bad, which never shows bad bytes. */
+static int mapping_fails(const void *addr)
+{
+    uint8_t byte;
+    struct iovec local = {&byte, 1}, remote = {(void *)addr, 1};
+    ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    return n != 1;
+}
+
+int kernel_poisoned(struct pl_region *r, uint64_t g)
+{
+    if (!(r->flags[g] & PL_PF_KPOISON)) return 0;
+    uint32_t st = st_of(r, g);
+    if ((st == PL_BACKED || st == PL_TRACKED) && mapping_fails(r->base + g * page_size)) return 1;
+    r->flags[g] &= (uint8_t)~PL_PF_KPOISON; /* replaced since (or not readable, so not ours to judge) */
+    return 0;
+}
+
+/* Nothing to do on page g (another thread replaced it, or its next access faults as SIGSEGV and is
+ * resolved there): the access re-runs. Endless repeats are not ours to hide: chain. Region lock held. */
+static int nothing_to_do(struct pl_region *r, uint64_t g)
+{
+    count(PL_MCE_SPURIOUS);
+    atomic_fetch_add_explicit(&r->counters.spurious, 1, memory_order_relaxed);
+    if (r->spurious_page != g) {
+        r->spurious_page = g;
+        r->spurious_streak = 0;
+    }
+    if (++r->spurious_streak >= PL_SPURIOUS_LIMIT) {
+        say("SIGBUS repeats on a page whose mapping reads fine", (uint64_t)r->owner, g);
+        return 0;
+    }
+    return 1;
+}
+
+/* The kernel says page g is bad. Action required (the faulting access needs it): recover it inside the
+ * handler (parity rebuild or disk refill into a fresh frame) or contain it (zero frame, flagged lost), as
+ * for a poisoned page; the access then re-runs on the new frame (the MAP_FIXED remap also clears a poison
+ * marker). Action optional (found by a scrub, nobody is waiting): the page is poisoned in the tables
+ * (no access) and the engine is told (PL_EV_REPORTED) to handle it as a report; a guest touch before
+ * that recovers it in the SIGSEGV handler. Returns 1 if handled, 0 to chain. */
+static int memory_error_locked(struct pl_region *r, uint64_t g, int optional, int code)
+{
+    uint32_t st = st_of(r, g);
+    int done;
+    const char *why = NULL;
+    if ((st == PL_BACKED || st == PL_TRACKED) && mapping_fails(r->base + g * page_size)) {
+        r->spurious_streak = 0;
+        if (optional) {
+            done = change_pages(r, g, 1, PL_POISONED, NULL, PL_KEEP_FRAME, 1) == 0;
+            if (done) {
+                if (st != PL_TRACKED) r->hash[g] = 0; /* an unprotected page has no good copy */
+                atomic_store_explicit(&r->state[g], PL_POISONED, memory_order_release);
+                push_event(r, g, fr_of(r, g), PL_EV_REPORTED);
+                count(PL_MCE_QUEUED);
+            } else {
+                why = "a page the kernel reported bad could not be made inaccessible";
+            }
+        } else {
+            done = (st == PL_TRACKED && recover_in_handler(r, g)) || contain_in_handler(r, g);
+            if (done) r->flags[g] &= (uint8_t)~PL_PF_KPOISON; /* a fresh frame, no marker */
+            if (done) count(code == BUS_MCEERR_AR ? PL_MCE_AR : PL_MCE_MARKER);
+            else why = "a page the kernel reported bad: no frame to recover or contain it into";
+        }
+    } else {
+        done = nothing_to_do(r, g);
+    }
+    if (!done && why) {
+        atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
+        say(why, (uint64_t)r->owner, g); /* write(2) only: fine under the lock */
+    }
+    return done;
+}
+
+/* The region lock if nobody holds or waits for it, else 0 (a ticket lock: take the next ticket only if
+ * it is the one being served). */
+static int try_lock(struct pl_spin *l)
+{
+    uint32_t serving = atomic_load_explicit(&l->serving, memory_order_acquire), expected = serving;
+    return atomic_compare_exchange_strong_explicit(&l->next, &expected, serving + 1, memory_order_acquire, memory_order_relaxed);
+}
+
+/* Action-optional reports whose region lock was taken when they arrived, page addresses (0: free slot).
+ * A BUS_MCEERR_AO is sent to some thread of the process at any moment, possibly one inside a pl_* call
+ * holding the very lock the handler needs: waiting there would never end. So an AO handler only tries the
+ * lock, and otherwise leaves the address here for the next pl_memory_errors_drain (RecoveryEngine calls
+ * it whenever it collects handler events). A guest access to the page meanwhile is a SIGBUS like any. */
+static _Atomic uintptr_t pending[PL_MCE_PENDING];
+
+static int defer(uintptr_t page_addr)
+{
+    for (int i = 0; i < PL_MCE_PENDING; i++) {
+        uintptr_t expected = 0;
+        if (atomic_compare_exchange_strong(&pending[i], &expected, page_addr)) {
+            count(PL_MCE_DEFERRED);
+            return 1;
+        }
+    }
+    return 0; /* full: the report is lost, but the page's next access still raises SIGBUS and is handled */
+}
+
+static int memory_error(struct pl_region *r, uint64_t g, int optional, int code)
+{
+    if (optional) {
+        if (!try_lock(&r->lock)) {
+            (void)defer((uintptr_t)r->base + g * page_size);
+            return 1; /* optional either way: nobody waits for this page */
+        }
+    } else {
+        pl_lock(&r->lock);
+    }
+    int done = memory_error_locked(r, g, optional, code);
+    pl_unlock(&r->lock);
+    return done || optional; /* an AO is never chained: nothing re-runs, and the page's next access is an AR */
+}
+
+/* Handles the action-optional reports deferred for region `id` (outside any signal handler). Returns how
+ * many were taken. */
+PL_EXPORT int pl_memory_errors_drain(int id)
+{
+    ENTER_REGION(r, id);
+    int n = 0;
+    uintptr_t lo = (uintptr_t)r->base, hi = lo + r->pages * page_size;
+    for (int i = 0; i < PL_MCE_PENDING; i++) {
+        uintptr_t a = atomic_load(&pending[i]);
+        if (a < lo || a >= hi || !atomic_compare_exchange_strong(&pending[i], &a, 0)) continue;
+        pl_lock(&r->lock);
+        (void)memory_error_locked(r, (uint64_t)(a - lo) / page_size, 1, BUS_MCEERR_AO);
+        pl_unlock(&r->lock);
+        n++;
+    }
+    return n;
+}
+
+/* Every guest page in the poisoned range [addr rounded down to 2^lsb, + 2^lsb) (a huge page reports
+ * more than one); 1 if the page at addr was handled. */
+static int memory_error_at(uintptr_t addr, int lsb, int optional, int code)
+{
+    struct pl_slot *s;
+    struct pl_region *r = region_at(addr, &s);
+    if (!r) return 0;
+    uintptr_t base = (uintptr_t)r->base, end = base + r->pages * page_size;
+    uintptr_t span = lsb > 12 && lsb < 40 ? (uintptr_t)1 << lsb : page_size;
+    uintptr_t lo = addr & ~(span - 1), hi = lo + span;
+    if (lo < base) lo = base;
+    if (hi > end) hi = end;
+    int ok = 1;
+    for (uintptr_t a = lo & ~(page_size - 1); a < hi; a += page_size) {
+        int handled = memory_error(r, (uint64_t)(a - base) / page_size, optional, code);
+        if (addr - a < page_size) ok = handled;
+    }
+    atomic_fetch_sub(&s->inside, 1);
+    return ok;
+}
+
+static void chain_bus(int sig, siginfo_t *info, void *ctx)
+{
+    count(PL_MCE_CHAINED);
+    atomic_fetch_add_explicit(&chained_faults, 1, memory_order_relaxed);
+    if (pl_previous_bus.sa_flags & SA_SIGINFO) {
+        pl_previous_bus.sa_sigaction(sig, info, ctx);
+    } else if (pl_previous_bus.sa_handler == SIG_DFL || pl_previous_bus.sa_handler == SIG_IGN) {
+        /* The default action, as without us (see handler.c's chain). */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigaction(sig, &dfl, NULL);
+        if (info->si_code <= 0) raise(sig);
+    } else {
+        pl_previous_bus.sa_handler(sig);
+    }
+}
+
+static void pl_on_sigbus(int sig, siginfo_t *info, void *ctx)
+{
+    int saved_errno = errno;
+    int code = info->si_code, handled = 0;
+    /* Codes the kernel uses for memory that cannot be read: a hardware error (MCEERR_AR / AO), and a
+     * poison marker or a mapping with no page behind it (ADRERR, OBJERR). ADRALN and codes sent by
+     * kill (<= 0) are never ours. */
+    if (code == BUS_MCEERR_AR || code == BUS_ADRERR || code == BUS_OBJERR || code == BUS_MCEERR_AO) {
+        int lsb = code == BUS_MCEERR_AR || code == BUS_MCEERR_AO ? info->si_addr_lsb : 0;
+        handled = memory_error_at((uintptr_t)info->si_addr, lsb, code == BUS_MCEERR_AO, code);
+    }
+    errno = saved_errno;
+    if (!handled) chain_bus(sig, info, ctx);
+}
+
+/* Called by os_install after the SIGSEGV handler: the runtime's SIGBUS mask and flags. */
+int mce_install(void)
+{
+    struct sigaction sa;
+    if (sigaction(SIGBUS, NULL, &pl_previous_bus) != 0) return -errno;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = pl_on_sigbus;
+    sa.sa_mask = pl_previous_bus.sa_mask;
+    /* Not SA_ONSTACK unless the runtime asked for it (its SIGBUS handler, unlike its SIGSEGV one, runs on
+     * the thread's own stack, measured: SA_SIGINFO|SA_RESTORER|SA_RESTART), since we chain to it. */
+    sa.sa_flags = (pl_previous_bus.sa_flags & ~(int)SA_RESETHAND) | SA_SIGINFO | SA_RESTART;
+    if (sigaction(SIGBUS, &sa, NULL) != 0) return -errno;
+    return 0;
+}
+
+int64_t mce_previous_flags(void) { return (int64_t)pl_previous_bus.sa_flags; }
+
+/* Flags of the SIGBUS handler we chain to (for `pagelab info`), or -1 before install. */
+PL_EXPORT int64_t pl_previous_bus_flags(void) { return pl_installed() ? mce_previous_flags() : -1; }
+
+/* ---- the kernel injectors ---- */
+
+/* One userfaultfd for the process, opened on first use; -errno if there is none (why: uffd_why). */
+static _Atomic int uffd_fd = -2; /* -2: not tried yet */
+static struct pl_spin uffd_lock;
+static char uffd_why[300];
+
+static int uffd_new(int *how)
+{
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+    *how = 0;
+    if (fd >= 0) return fd;
+    fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    *how = 1;
+    if (fd >= 0) return fd;
+    int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+    *how = 2;
+    if (dev < 0) return -errno;
+    fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+    int e = errno;
+    close(dev);
+    return fd >= 0 ? fd : -e;
+}
+
+static int sysctl_value(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char buf[16] = {0};
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    return n > 0 ? buf[0] - '0' : -1;
+}
+
+static int uffd_get(void)
+{
+    int fd = atomic_load(&uffd_fd);
+    if (fd != -2) return fd;
+    pl_lock(&uffd_lock);
+    fd = atomic_load(&uffd_fd);
+    if (fd == -2) {
+        int how, e;
+        fd = uffd_new(&how);
+        static const char *paths[] = {"userfaultfd(UFFD_USER_MODE_ONLY)", "userfaultfd()", "/dev/userfaultfd"};
+        if (fd < 0) {
+            e = -fd;
+            snprintf(uffd_why, sizeof uffd_why,
+                     "no userfaultfd: the syscall (with and without UFFD_USER_MODE_ONLY) and /dev/userfaultfd failed (%s; "
+                     "vm.unprivileged_userfaultfd=%d; needs CONFIG_USERFAULTFD, and root or the sysctl or access to /dev/userfaultfd)",
+                     strerror(e), sysctl_value("/proc/sys/vm/unprivileged_userfaultfd"));
+            fd = -e;
+        } else {
+            struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_POISON | UFFD_FEATURE_MISSING_SHMEM};
+            if (ioctl(fd, UFFDIO_API, &api) != 0) {
+                e = errno;
+                close(fd);
+                snprintf(uffd_why, sizeof uffd_why,
+                         "userfaultfd (%s) refuses UFFD_FEATURE_POISON with MISSING_SHMEM (%s): UFFDIO_POISON needs Linux 6.6+",
+                         paths[how], strerror(e));
+                fd = -e;
+            } else {
+                snprintf(uffd_why, sizeof uffd_why, "UFFDIO_POISON through %s", paths[how]);
+            }
+        }
+        atomic_store(&uffd_fd, fd);
+    }
+    pl_unlock(&uffd_lock);
+    return fd;
+}
+
+/* Puts a poison marker on the one page at `at` (this mapping only): registered MISSING, its PTE dropped,
+ * UFFDIO_POISON, unregistered, and its protection set again so the VMA merges back with its neighbours
+ * (UFFDIO_UNREGISTER leaves them split, measured on 6.18). A guest thread that touches the page between
+ * the drop and the ioctl brings the PTE back (EEXIST): drop it again. */
+static int poison_marker(uint8_t *at, int prot)
+{
+    int u = uffd_get();
+    if (u < 0) return u;
+    struct uffdio_register reg = {.range = {(uintptr_t)at, page_size}, .mode = UFFDIO_REGISTER_MODE_MISSING};
+    if (ioctl(u, UFFDIO_REGISTER, &reg) != 0) return -errno;
+    int rc = -EEXIST;
+    for (int tries = 0; tries < 1000 && rc == -EEXIST; tries++) {
+        if (madvise(at, page_size, MADV_DONTNEED) != 0) {
+            rc = -errno;
+            break;
+        }
+        struct pl_uffdio_poison po = {{(uintptr_t)at, page_size}, 0, 0};
+        rc = ioctl(u, PL_UFFDIO_POISON, &po) == 0 ? 0 : -errno;
+    }
+    struct uffdio_range range = {(uintptr_t)at, page_size};
+    (void)ioctl(u, UFFDIO_UNREGISTER, &range); /* the marker stays; a registration left behind only costs a VMA */
+    (void)mprotect(at, page_size, prot);       /* merges the VMAs back; the marker survives it */
+    return rc;
+}
+
+static int has_cap_sys_admin(void)
+{
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return geteuid() == 0;
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return geteuid() == 0;
+    buf[n] = 0;
+    const char *p = strstr(buf, "CapEff:");
+    if (!p) return geteuid() == 0;
+    unsigned long long caps = strtoull(p + 7, NULL, 16);
+    return (caps >> 21) & 1; /* CAP_SYS_ADMIN */
+}
+
+/* Which kernel injectors this process can use (bit PL_KI_*), with the reason for each in why_uffd /
+ * why_hw (NUL-terminated, up to cap bytes). */
+PL_EXPORT int pl_kernel_injectors(char *why_uffd, char *why_hw, uint32_t cap)
+{
+    int avail = 0;
+    if (uffd_get() >= 0) avail |= PL_KI_UFFD_POISON;
+    if (cap) snprintf(why_uffd, cap, "%s", uffd_why);
+    int root = has_cap_sys_admin();
+    int memory_failure = access("/proc/sys/vm/memory_failure_early_kill", F_OK) == 0;
+    if (root && memory_failure) avail |= PL_KI_HWPOISON;
+    if (cap)
+        snprintf(why_hw, cap, "%s",
+                 root && memory_failure ? "MADV_HWPOISON (root, CONFIG_MEMORY_FAILURE): poisons the physical page"
+                 : memory_failure ? "MADV_HWPOISON needs CAP_SYS_ADMIN; this process lacks it"
+                 : root ? "MADV_HWPOISON needs CONFIG_MEMORY_FAILURE; this kernel has none (no /proc/sys/vm/memory_failure_early_kill)"
+                        : "MADV_HWPOISON needs CAP_SYS_ADMIN and CONFIG_MEMORY_FAILURE; neither is here");
+    return avail;
+}
+
+/* The kernel injector: makes the kernel, not the engine, the first to know page `page` is bad. With
+ * PL_KI_UFFD_POISON a poison marker goes on the page's guest mapping and then mask[0..len) is XORed into
+ * its frame at `offset` (the bad cell's bytes: a path that missed the SIGBUS would read them); with
+ * PL_KI_HWPOISON the physical page is poisoned (the mask is not used: the page cannot be read at all). The
+ * tables are not changed: the page stays Backed or Tracked until a guest access takes the SIGBUS. *hit is
+ * the frame that is now bad. PL_ESTATE if the page is not Backed or Tracked (or, with require_tracked,
+ * not Tracked). */
+PL_EXPORT int pl_kernel_inject(int id, uint64_t page, uint32_t offset, const uint8_t *mask, uint32_t len, int require_tracked,
+                               int how, uint32_t *hit)
+{
+    ENTER_REGION(r, id);
+    if (page >= r->pages || (how != PL_KI_UFFD_POISON && how != PL_KI_HWPOISON)) return PL_EINVAL;
+    if (how == PL_KI_UFFD_POISON && (len == 0 || offset >= page_size || len > page_size - offset)) return PL_EINVAL;
+    if (how == PL_KI_UFFD_POISON && uffd_get() < 0) return uffd_get();
+    pl_lock(&r->lock);
+    uint32_t st = st_of(r, page);
+    if ((st != PL_BACKED && st != PL_TRACKED) || (require_tracked && st != PL_TRACKED)) {
+        pl_unlock(&r->lock);
+        return PL_ESTATE;
+    }
+    uint32_t f = fr_of(r, page);
+    uint8_t *at = r->base + page * page_size;
+    int rc;
+    if (how == PL_KI_UFFD_POISON) {
+        rc = poison_marker(at, prot_of(st));
+        if (rc == 0) {
+            /* Only now: no guest access can reach the frame through the marker. */
+            uint8_t *bytes = frame_bytes(r->arena, f) + offset;
+            for (uint32_t i = 0; i < len; i++) bytes[i] ^= mask[i];
+        }
+        if (rc == 0) r->flags[page] |= PL_PF_KPOISON;
+    } else {
+        rc = madvise(at, page_size, MADV_HWPOISON) == 0 ? 0 : -errno;
+        if (rc == 0) r->flags[page] |= PL_PF_KPOISON;
+    }
+    pl_unlock(&r->lock);
+    if (rc == 0) *hit = f;
+    return rc;
+}
+#else
+/* Windows: no user-mode way to poison a page, and uncorrectable memory errors reach the OS as machine
+ * checks (WHEA), which retires the page or bugchecks; no process receives an exception it could recover
+ * a page from. Nothing to install, nothing to inject. */
+#include <stdio.h>
+int mce_install(void) { return 0; }
+int kernel_poisoned(struct pl_region *r, uint64_t g) { (void)r, (void)g; return 0; }
+PL_EXPORT int pl_memory_errors_drain(int id) { (void)id; return 0; }
+int64_t mce_previous_flags(void) { return -1; }
+PL_EXPORT int64_t pl_previous_bus_flags(void) { return -1; }
+
+PL_EXPORT int pl_kernel_injectors(char *why_uffd, char *why_hw, uint32_t cap)
+{
+    if (cap) {
+        snprintf(why_uffd, cap, "%s", "Windows has no userfaultfd or any user-mode call that poisons a page");
+        snprintf(why_hw, cap, "%s",
+                 "Windows reports uncorrectable memory errors as machine checks through WHEA (the kernel retires the page or "
+                 "bugchecks); no process gets an exception for a page it could recover, and no user-mode API injects one");
+    }
+    return 0;
+}
+
+PL_EXPORT int pl_kernel_inject(int id, uint64_t page, uint32_t offset, const uint8_t *mask, uint32_t len, int require_tracked,
+                               int how, uint32_t *hit)
+{
+    (void)id, (void)page, (void)offset, (void)mask, (void)len, (void)require_tracked, (void)how, (void)hit;
+    return PL_EINVAL;
+}
+#endif
