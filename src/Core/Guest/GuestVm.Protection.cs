@@ -12,8 +12,9 @@ internal enum RecoverResult { Recovered, NoGoodCopy, AlreadyReplaced }
 
 /// <summary>What the fault handler did on a guest access to a poisoned or corrupt page: recovered it
 /// (bit-exact) or contained it (the page reads as zero; its guest context must end). The bad frame is
-/// retired either way.</summary>
-public readonly record struct HandlerEvent(GuestPage Page, HostFrame BadFrame, bool Contained);
+/// retired either way. <paramref name="SharedFrame"/>: the page was one of several sharers of the bad
+/// frame (an error reported in a shared frame), so each sharer has an event of its own.</summary>
+public readonly record struct HandlerEvent(GuestPage Page, HostFrame BadFrame, bool Contained, bool SharedFrame = false);
 
 public sealed unsafe partial class GuestVm
 {
@@ -158,7 +159,8 @@ public sealed unsafe partial class GuestVm
             fixed (Lib.Event* e = events) n = Lib.EventsTake(use.Id, e, (uint)events.Length);
             FaultEngine.Check(n, $"{Name}: taking handler events");
             for (int i = 0; i < n; i++)
-                result.Add(new HandlerEvent(new GuestPage(events[i].Page), new HostFrame(events[i].Frame), events[i].Kind == Lib.EventContained));
+                result.Add(new HandlerEvent(new GuestPage(events[i].Page), new HostFrame(events[i].Frame),
+                    events[i].Kind != Lib.EventRecovered, events[i].Kind == Lib.EventSharedLost));
             if (n < events.Length) return result;
         }
     }

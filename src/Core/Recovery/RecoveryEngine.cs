@@ -172,6 +172,15 @@ public sealed class RecoveryEngine : IDisposable
             case FrameState.Parity when _groupOfParity.TryGetValue(frame.Value, out int group):
                 RebuildParityLocked(frame, group);
                 return (ErrorOutcome.ParityRebuilt, null);
+            case FrameState.Shared:
+            {
+                // Shared by pages of this and maybe other VMs: every sharer is contained (or, for a zero
+                // page, unbacked with nothing lost) and the frame retired; each VM hears through its events.
+                if (Arena.ReportShared(frame) is not var (_, lost)) return ReportLocked(frame, attempt + 1);
+                DrainHandlerEvents();
+                _handled[frame.Value] = lost ? ErrorOutcome.Contained : ErrorOutcome.Recovered;
+                return (_handled[frame.Value], null);
+            }
             case FrameState.Retired:
                 // The handler (or an earlier report) already dealt with it.
                 return (_handled.GetValueOrDefault(frame.Value, ErrorOutcome.Recovered), null);
@@ -291,6 +300,13 @@ public sealed class RecoveryEngine : IDisposable
         foreach (HandlerEvent e in Vm.TakeHandlerEvents())
         {
             _retired.Add(e.BadFrame.Value);
+            if (e.SharedFrame)
+            {
+                // One event per sharer page of a bad shared frame: each page's context ends.
+                _handled.TryAdd(e.BadFrame.Value, ErrorOutcome.Contained);
+                Unrecoverable?.Invoke(e.Page);
+                continue;
+            }
             if (_handled.ContainsKey(e.BadFrame.Value)) continue;
             _handled[e.BadFrame.Value] = e.Contained ? ErrorOutcome.Contained : ErrorOutcome.Recovered;
             if (e.Contained) Unrecoverable?.Invoke(e.Page);
