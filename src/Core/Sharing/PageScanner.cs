@@ -32,8 +32,10 @@ public sealed record ScannerOptions(int PagesPerPeriod = 100, TimeSpan Period = 
 /// <param name="CowBreaks">Copy-on-write breaks in the scanned VMs (writes to shared pages).</param>
 /// <param name="ScanTime">Time spent scanning (sleep left out).</param>
 /// <param name="Elapsed">Time since the scanner started (sleep included).</param>
+/// <param name="MapLimitHits">Merges refused because the mapping budget (vm.max_map_count) was full: a
+/// shared page maps a frame that does not follow its neighbours' frames, so it is a mapping of its own.</param>
 public readonly record struct SharingMetrics(long PagesScanned, long PagesMerged, long UniformPagesMerged, long HashMatchesThatDiffered,
-    long SharedFrames, long SharingPages, ulong CowBreaks, TimeSpan ScanTime, TimeSpan Elapsed)
+    long SharedFrames, long SharingPages, ulong CowBreaks, TimeSpan ScanTime, TimeSpan Elapsed, long MapLimitHits = 0)
 {
     /// <summary>Frames sharing saves now.</summary>
     public long FramesSaved => SharingPages - SharedFrames;
@@ -55,7 +57,7 @@ public sealed class PageScanner
     private readonly Stopwatch _elapsed = new();
     private int _vm;
     private ulong _page;
-    private long _scanned, _merged, _uniformMerged, _differed;
+    private long _scanned, _merged, _uniformMerged, _differed, _mapLimitHits;
     private long _scanTicks;
 
     /// <param name="vms">VMs to scan; those that did not opt in (<see cref="GuestVm.EnableSharing"/>) are skipped.</param>
@@ -81,7 +83,7 @@ public sealed class PageScanner
             foreach (GuestVm vm in _vms)
                 if (!vm.IsDisposed) cow += vm.Counters.CowBreaks;
             return new SharingMetrics(_scanned, _merged, _uniformMerged, _differed, c.SharedFrames, c.SharingPages, cow,
-                TimeSpan.FromTicks(_scanTicks), _elapsed.Elapsed);
+                TimeSpan.FromTicks(_scanTicks), _elapsed.Elapsed, _mapLimitHits);
         }
     }
 
@@ -108,6 +110,7 @@ public sealed class PageScanner
             _scanned++;
             try { merged += ScanPage(vm, page) ? 1 : 0; }
             catch (ObjectDisposedException) { } // the VM went away while it was being scanned
+            catch (MapLimitException) { _mapLimitHits++; } // a shared page is a mapping of its own: the budget is full
         }
         _merged += merged;
         _scanTicks += Stopwatch.GetElapsedTime(start).Ticks;
