@@ -240,6 +240,56 @@ public class SharingTests
     }
 
     [Fact]
+    public void A_write_to_a_shared_page_whose_frame_went_bad_never_copies_the_bad_bytes_and_contains_every_sharer()
+    {
+        using var t = new TestArena(64);
+        var (a, b) = TwoSharingVms(t);
+        Fill(a, 1, 0xBEEF);
+        Fill(b, 2, 0xBEEF);
+        HostFrame shared = a.ShareCreate(new GuestPage(1))!.Value;
+        Assert.Equal(ShareResult.Merged, b.TryShare(new GuestPage(2), shared));
+        var lostA = new List<GuestPage>();
+        var lostB = new List<GuestPage>();
+        using var ea = new RecoveryEngine(a, new ProtectionPolicy()) { Unrecoverable = g => { lostA.Add(g); return "ctx"; } };
+        using var eb = new RecoveryEngine(b, new ProtectionPolicy()) { Unrecoverable = g => { lostB.Add(g); return "ctx"; } };
+        FaultInjector.IntoFrame(t.Arena, shared, 64, [0x10]);    // silent: nobody has reported it yet
+
+        b.Page(new GuestPage(2))[0] = 7;                         // copy-on-write: the copy fails the frame's hash
+
+        Assert.Equal(GuestPageState.Backed, b.StateOf(new GuestPage(2)));
+        Assert.True(b.IsLost(new GuestPage(2)));
+        Assert.Equal(7, b.Page(new GuestPage(2))[0]);
+        Assert.Equal(0, b.Page(new GuestPage(2))[64]);          // zeros, never the bad byte nor the old content
+        Assert.Equal(0, b.Page(new GuestPage(2))[8]);
+        Assert.Equal(1UL, b.Counters.Contained);
+        eb.RetireHandlerReplaced();                              // b's engine hears it and reports the frame for everyone
+        Assert.Equal([new GuestPage(2)], lostB);
+        Assert.Equal(FrameState.Retired, t.Arena.StateOf(shared));
+        Assert.Equal(GuestPageState.Unbacked, a.StateOf(new GuestPage(1)));
+        Assert.True(a.IsLost(new GuestPage(1)));
+        ea.RetireHandlerReplaced();
+        Assert.Equal([new GuestPage(1)], lostA);
+        AssertAccounting(t, a, b);
+    }
+
+    [Fact]
+    public void A_write_to_a_shared_zero_page_maps_a_zero_frame_without_copying_the_shared_one()
+    {
+        using var t = new TestArena(64);
+        var (a, b) = TwoSharingVms(t);
+        HostFrame zero = a.ShareCreate(new GuestPage(0))!.Value;
+        Assert.Equal(ShareResult.Merged, b.TryShare(new GuestPage(0), zero));
+        FaultInjector.IntoFrame(t.Arena, zero, 100, [0xFF]);    // even a corrupt zero frame is never copied
+
+        b.Page(new GuestPage(0))[0] = 1;
+
+        Assert.Equal(0, b.Page(new GuestPage(0))[100]);
+        Assert.False(b.IsLost(new GuestPage(0)));
+        Assert.Equal(1UL, b.Counters.CowBreaks);
+        AssertAccounting(t, a, b);
+    }
+
+    [Fact]
     public void An_error_in_a_shared_zero_frame_is_recovered_for_every_sharer_with_nothing_lost()
     {
         using var t = new TestArena(64);

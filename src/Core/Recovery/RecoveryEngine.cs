@@ -297,20 +297,25 @@ public sealed class RecoveryEngine : IDisposable
 
     private void DrainHandlerEvents()
     {
+        bool reported = false;
         foreach (HandlerEvent e in Vm.TakeHandlerEvents())
         {
             _retired.Add(e.BadFrame.Value);
             if (e.SharedFrame)
             {
-                // One event per sharer page of a bad shared frame: each page's context ends.
+                // One event per sharer page of a bad shared frame: each page's context ends. A guest write
+                // found the error (the frame failed its hash on the copy): the other sharers, in any VM,
+                // are contained now too, and the frame retired.
                 _handled.TryAdd(e.BadFrame.Value, ErrorOutcome.Contained);
                 Unrecoverable?.Invoke(e.Page);
+                if (Arena.StateOf(e.BadFrame) == FrameState.Shared) reported |= Arena.ReportShared(e.BadFrame) is not null;
                 continue;
             }
             if (_handled.ContainsKey(e.BadFrame.Value)) continue;
             _handled[e.BadFrame.Value] = e.Contained ? ErrorOutcome.Contained : ErrorOutcome.Recovered;
             if (e.Contained) Unrecoverable?.Invoke(e.Page);
         }
+        if (reported) DrainHandlerEvents(); // this VM's other sharers of that frame
     }
 
     private HostFrame? TryAllocate()

@@ -78,7 +78,10 @@
  *     frame is punched and freed. A page that differs is made writable again, unchanged.
  *   - copy-on-write (the handler, cow_break): a write to a SHARED page copies the frame into a frame
  *     found as for a demand fault (pool, free frame, host swap), maps it read-write (BACKED), and drops
- *     one sharer. The last sharer leaving punches the frame and frees it.
+ *     one sharer. The last sharer leaving punches the frame and frees it. The copy is checked against the
+ *     hash recorded at creation: a frame that no longer matches is never copied (the page gets a zero
+ *     frame, is flagged lost, and C# hears of it with a SHARED_LOST event); a zero frame is never copied
+ *     at all (the page gets a zero frame, losing nothing).
  *   - unmap / remap / region destroy drop the page's sharer (no frame goes back to the caller for it).
  *   - an error in a shared frame (pl_share_report): no new sharer may join (the count's high bit), every
  *     sharer page in every region is unbacked and, unless the frame was created from a zero page, flagged
@@ -187,6 +190,7 @@ struct pl_arena {
     int64_t counts[PL_F_STATES];
     uint32_t *sharers;        /* frame -> guest pages mapping it while SHARED (PL_SHARE_DYING: no joins) */
     uint8_t *share_zero;      /* frame -> 1 if SHARED and created from a zero page */
+    uint64_t *share_hash;     /* frame -> content hash recorded when it became SHARED */
     int64_t share_pages;      /* sum of sharers[] over SHARED frames */
     _Atomic int regions;
     struct pl_spin lock;

@@ -49,20 +49,35 @@ static int page_is_zero(const uint8_t *p)
 }
 
 /* A write to a SHARED page (handler or pl_unshare; region lock held): the content is copied into a frame
- * found as for a demand fault, mapped read-write, and the page drops its sharer. 1 done, 0 no frame. */
+ * found as for a demand fault, mapped read-write, and the page drops its sharer. A zero frame is not
+ * copied (the new frame is zeroed); a frame whose bytes no longer match the hash recorded when it became
+ * shared holds an error: its bytes are never copied, the page gets a zero frame, is flagged lost and C#
+ * is told (PL_EV_SHARED_LOST), which reports the frame for its other sharers. 1 done, 0 no frame. */
 int cow_break(struct pl_region *r, uint64_t g)
 {
     struct pl_arena *a = r->arena;
     uint32_t shared = fr_of(r, g), f;
     int zero;
+    /* Stable while this page holds its sharer: written under the arena lock before the page became SHARED. */
+    int zero_frame = a->share_zero[shared];
+    int bad = !zero_frame && page_hash(frame_bytes(a, shared), page_size) != a->share_hash[shared];
     if (take_frame(r, g, &f, &zero) != 0) return 0; /* may host-swap another page of r: never a SHARED one */
-    memcpy(frame_bytes(a, f), frame_bytes(a, shared), page_size);
+    if (zero_frame || bad) {
+        if (!zero) memset(frame_bytes(a, f), 0, page_size); /* a host-swapped victim's old content */
+    } else {
+        memcpy(frame_bytes(a, f), frame_bytes(a, shared), page_size);
+    }
     if (change_pages(r, g, 1, PL_BACKED, NULL, f, 1) != 0) {
         drop_frame(r, f, 0);
         return 0;
     }
     set_page(r, g, f, PL_BACKED);
     r->shared--;
+    if (bad) {
+        r->flags[g] |= PL_PF_LOST;
+        push_event(r, g, shared, PL_EV_SHARED_LOST);
+        atomic_fetch_add_explicit(&r->counters.contained, 1, memory_order_relaxed);
+    }
     share_put(a, shared);
     atomic_fetch_add_explicit(&r->counters.cow_breaks, 1, memory_order_relaxed);
     return 1;
@@ -100,10 +115,12 @@ PL_EXPORT int pl_share_create(int id, uint64_t page, uint32_t *frame)
     if (rc == 0) rc = change_pages(r, page, 1, PL_SHARED, NULL, PL_KEEP_FRAME, 0); /* read-only from here */
     if (rc == 0) {
         int zero = page_is_zero(frame_bytes(a, f)); /* read-only now: the content is final */
+        uint64_t hash = page_hash(frame_bytes(a, f), page_size);
         pl_lock(&a->lock);
         arena_set(a, f, PL_F_SHARED, 0);
         a->sharers[f] = 1;
         a->share_zero[f] = (uint8_t)zero;
+        a->share_hash[f] = hash;
         a->share_pages++;
         r->owned--;
         pl_unlock(&a->lock);
