@@ -1,5 +1,6 @@
-// The C floors of the fault, recovery and host-swap benchmarks (c/baseline.c, c/demand_floor.c,
-// c/recovery_floor.c, c/hostswap_floor.c, c/sigbus_floor.c, built into libpagelab_baseline by the bench project).
+// The C floors of the fault, recovery, host-swap, kernel-error and copy-on-write benchmarks (c/baseline.c,
+// c/demand_floor.c, c/recovery_floor.c, c/hostswap_floor.c, c/sigbus_floor.c, c/cow_floor.c, built into
+// libpagelab_baseline by the bench project).
 using System.Runtime.InteropServices;
 
 namespace PageLab.Bench;
@@ -23,6 +24,14 @@ internal static unsafe partial class Baseline
     public static partial int SwapInstall(nint @base, nuint pages, int fd, nint hostView, int swapFd);
     [LibraryImport("pagelab_baseline", EntryPoint = "bl_swap_uninstall")] public static partial int SwapUninstall();
     [LibraryImport("pagelab_baseline", EntryPoint = "bl_swap_round")] public static partial int SwapRound();
+
+    // Copy-on-write (c/cow_floor.c): every page maps one shared frame read-only; a handler copies it into
+    // the next pool frame and maps that read-write at the faulting page.
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_cow_install")]
+    public static partial int CowInstall(nint @base, nuint pages, int fd, nint hostView, uint shared, uint pool);
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_cow_uninstall")] public static partial int CowUninstall();
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_cow_reshare")] public static partial int CowReshare();
+    [LibraryImport("pagelab_baseline", EntryPoint = "bl_cow_round")] public static partial void CowRound();
 
     // Parity recovery (c/recovery_floor.c): inject + rebuild + hash + one mmap, no handler.
     [LibraryImport("pagelab_baseline", EntryPoint = "bl_recovery_init")]

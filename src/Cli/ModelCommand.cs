@@ -38,6 +38,7 @@ internal static class ModelCommand
             table.AddRow("recovered inside the fault handler", $"{r.HandlerRecovered:N0}");
             table.AddRow("contained (no good copy)", $"{r.Contained:N0}");
             table.AddRow("host swap-outs", $"{r.HostSwapOuts:N0}");
+            table.AddRow("pages merged / copy-on-write breaks", $"{r.PagesMerged:N0} / {r.CowBreaks:N0}");
             table.AddRow("page checks", $"{r.PagesChecked:N0}");
             table.AddRow("problems", $"{r.Problems.Count}");
             AnsiConsole.Write(table);

@@ -46,6 +46,7 @@ internal static class Program
         root.Subcommands.Add(ValidateCommand.Create());
         root.Subcommands.Add(SweepCommand.Create());
         root.Subcommands.Add(ConditionCommand.Create());
+        root.Subcommands.Add(SharingCommand.Create());
         Command campaign = CampaignCommand.Create();
         campaign.Subcommands.Add(ModelCommand.Create());
         root.Subcommands.Add(campaign);

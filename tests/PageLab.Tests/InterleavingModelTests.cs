@@ -20,5 +20,6 @@ public class InterleavingModelTests
         Assert.True(r.Problems.Count == 0, $"seed {seed}:\n{string.Join("\n", r.Problems.Take(10))}");
         Assert.True(r.Injected > 100 && r.Reported > 50, $"{r.Injected} injected, {r.Reported} reported");
         Assert.True(r.PagesChecked > 1000 * 100, $"{r.PagesChecked} page checks");
+        Assert.True(r.PagesMerged > 50 && r.CowBreaks > 20, $"{r.PagesMerged} pages merged, {r.CowBreaks} copy-on-write breaks");
     }
 }

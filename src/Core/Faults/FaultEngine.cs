@@ -66,6 +66,7 @@ public static class FaultEngine
             Lib.ELOST => new InvalidOperationException($"{operation}: no good copy (parity and disk both failed the hash check)"),
             Lib.ENOFRAME => new InvalidOperationException($"{operation}: the arena has no free frame"),
             Lib.EBUSY => new InvalidOperationException($"{operation}: the arena still has live VMs"),
+            Lib.ENOSHARE => new InvalidOperationException($"{operation}: the VM has not opted in to page sharing (GuestVm.EnableSharing)"),
             _ => new ErrnoException(operation, -rc),
         };
     }
@@ -80,6 +81,9 @@ public static class FaultEngine
 /// <param name="Overcommits">Free frames taken past the VM's frame limit (nothing to swap out).</param>
 /// <param name="Spurious">Faults with nothing to do (another thread got there first, or a repaired mapping).</param>
 /// <param name="EventsDropped">Handler events not collected before the engine's ring overflowed.</param>
+/// <param name="CowBreaks">Writes to shared pages given a private copy (copy-on-write faults, and unshares).</param>
+/// <param name="PagesMerged">Pages merged onto a shared frame.</param>
 public readonly record struct FaultCounters(
     ulong DemandFaults, ulong SampleTouches, ulong PoolEmpty, ulong MapFailures, ulong TrackedWrites, ulong HandlerRecoveries,
-    ulong HostSwapOuts, ulong HostSwapIns, ulong Contained, ulong Overcommits, ulong Spurious, ulong EventsDropped);
+    ulong HostSwapOuts, ulong HostSwapIns, ulong Contained, ulong Overcommits, ulong Spurious, ulong EventsDropped,
+    ulong CowBreaks = 0, ulong PagesMerged = 0);

@@ -14,8 +14,9 @@ internal enum RecoverResult { Recovered, NoGoodCopy, AlreadyReplaced }
 /// (bit-exact) or contained it (the page reads as zero; its guest context must end). The bad frame is
 /// retired either way. <paramref name="Reported"/>: nothing was done yet; the kernel reported the page bad
 /// (BUS_MCEERR_AO), the handler made it Poisoned, and <paramref name="BadFrame"/> is to be handled as a
-/// report.</summary>
-public readonly record struct HandlerEvent(GuestPage Page, HostFrame BadFrame, bool Contained, bool Reported = false);
+/// report. <paramref name="SharedFrame"/>: the page was one of several sharers of the bad frame (an error
+/// reported in a shared frame), so each sharer has an event of its own.</summary>
+public readonly record struct HandlerEvent(GuestPage Page, HostFrame BadFrame, bool Contained, bool Reported = false, bool SharedFrame = false);
 
 public sealed unsafe partial class GuestVm
 {
@@ -162,8 +163,9 @@ public sealed unsafe partial class GuestVm
             fixed (Lib.Event* e = events) n = Lib.EventsTake(use.Id, e, (uint)events.Length);
             FaultEngine.Check(n, $"{Name}: taking handler events");
             for (int i = 0; i < n; i++)
-                result.Add(new HandlerEvent(new GuestPage(events[i].Page), new HostFrame(events[i].Frame), events[i].Kind == Lib.EventContained,
-                    events[i].Kind == Lib.EventReported));
+                result.Add(new HandlerEvent(new GuestPage(events[i].Page), new HostFrame(events[i].Frame),
+                    events[i].Kind is Lib.EventContained or Lib.EventSharedLost, events[i].Kind == Lib.EventReported,
+                    events[i].Kind == Lib.EventSharedLost));
             if (n < events.Length) return result;
         }
     }

@@ -25,6 +25,8 @@ public enum GuestPageState : uint
     Poisoned = 4,
     /// <summary>Host-swapped: no frame; the content is in the VM's host swap file until the next touch.</summary>
     Swapped = 5,
+    /// <summary>Mapped read-only onto a shared frame (content-based sharing); a write takes a copy-on-write fault.</summary>
+    Shared = 6,
 }
 
 public sealed unsafe partial class GuestVm : IDisposable
@@ -180,7 +182,7 @@ public sealed unsafe partial class GuestVm : IDisposable
             using RegionUse use = Use();
             ulong* c = stackalloc ulong[Lib.Counters];
             FaultEngine.Check(Lib.RegionCounters(use.Id, c, Lib.Counters), "pl_region_counters");
-            return new FaultCounters(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]);
+            return new FaultCounters(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13]);
         }
     }
 

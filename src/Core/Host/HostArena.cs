@@ -14,6 +14,7 @@ public sealed unsafe class HostArena : IDisposable
     private readonly nint _engine;     // struct pl_arena *, freed by Dispose once no VM uses it
     private readonly byte* _state;     // frame -> FrameState (engine memory, read-only here)
     private readonly int* _owner;      // frame -> VM id while Guest
+    private readonly uint* _sharers;   // frame -> guest pages mapping it while Shared
     private int _disposed;
 
     private HostArena(IHostOs host, IOsArena os, uint frames)
@@ -24,6 +25,7 @@ public sealed unsafe class HostArena : IDisposable
         PageSize = host.PageSize;
         FaultEngine.Check(Lib.ArenaCreate(os.Handle, os.HostView, frames, out _engine), $"an arena of {frames} frames");
         FaultEngine.Check(Lib.ArenaTables(_engine, out _state, out _owner), "pl_arena_tables");
+        FaultEngine.Check(Lib.ShareTables(_engine, out _sharers), "pl_share_tables");
     }
 
     /// <summary>Creates an arena of <paramref name="frames"/> zero frames.</summary>
@@ -58,10 +60,43 @@ public sealed unsafe class HostArena : IDisposable
     {
         get
         {
-            long* c = stackalloc long[5];
+            long* c = stackalloc long[6];
             FaultEngine.Check(Lib.ArenaCounts(Engine, c), "pl_arena_counts");
-            return new(c[0], c[1], c[2], c[3], c[4]);
+            return new(c[0], c[1], c[2], c[3], c[4], c[5]);
         }
+    }
+
+    /// <summary>Shared frames and the guest pages mapping them (their difference is the frames sharing saves).</summary>
+    public SharingCounts Sharing
+    {
+        get
+        {
+            long* c = stackalloc long[2];
+            FaultEngine.Check(Lib.ShareCounts(Engine, c), "pl_share_counts");
+            return new(c[0], c[1]);
+        }
+    }
+
+    /// <summary>Guest pages mapping a Shared frame (0 for any other state).</summary>
+    public uint SharersOf(HostFrame frame)
+    {
+        CheckFrame(frame);
+        if (StateOf(frame) != FrameState.Shared) return 0;
+        // SAFETY: in range; the table lives as long as the arena and only the engine writes it.
+        return Volatile.Read(ref _sharers[frame.Value]) & ~Lib.ShareDying;
+    }
+
+    /// <summary>An uncorrected error in a Shared frame: no page may join it any more, every sharer (in any
+    /// VM) is unbacked, flagged lost unless the frame was created from a zero page (a hole reads zero, so
+    /// nothing is lost), and the frame is retired once the last sharer left. Null if the frame is not
+    /// Shared (any more). The VMs' recovery engines hear of lost pages through their handler events.</summary>
+    public (int Pages, bool Lost)? ReportShared(HostFrame frame)
+    {
+        CheckFrame(frame);
+        int rc = Lib.ShareReport(Engine, frame.Value, out int zero);
+        if (rc == Lib.ESTATE) return null;
+        FaultEngine.Check(rc, $"reporting an error in shared {frame}");
+        return (rc, zero == 0);
     }
 
     /// <summary>The bytes of a frame through the host view.</summary>

@@ -32,6 +32,13 @@ public sealed class ErrorRouter(HostArena arena)
                 return owner.Report(frame);
             case FrameState.Parity when engines.FirstOrDefault(e => e.ParityFrames.ContainsKey(frame.Value)) is { } owner:
                 return owner.Report(frame);
+            case FrameState.Shared when engines.Length > 0:
+            {
+                // Any engine contains every sharer (of every VM); the others hear on their next call.
+                ErrorReport r = engines[0].Report(frame);
+                foreach (RecoveryEngine e in engines.Skip(1)) e.RetireHandlerReplaced();
+                return r;
+            }
             case FrameState.Free or FrameState.Retired:
             {
                 var clock = System.Diagnostics.Stopwatch.StartNew();

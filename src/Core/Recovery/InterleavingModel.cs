@@ -1,6 +1,7 @@
 // A model-based interleaving check of the whole engine on real memory: random operations (guest reads
 // and writes, error injection into pages and parity frames, reports, scrubs, protection, remaps, unbacks,
-// host swap, sampling, frame limits, pool refills) from several threads in random orders, against a
+// host swap, sampling, frame limits, pool refills, page sharing: merges, copy-on-write writes, unshares,
+// errors in shared frames) from several threads in random orders, against a
 // managed shadow of every page's content; after every round of steps, every page, every parity group and
 // the frame accounting are checked. The suite runs a short form; `pagelab campaign --model` the long one.
 using System.Runtime.InteropServices;
@@ -10,7 +11,8 @@ using PageLab.Core.Host;
 namespace PageLab.Core.Recovery;
 
 public sealed record ModelResult(long Operations, long Rounds, long Injected, long Reported, long HandlerRecovered,
-    long Contained, long HostSwapOuts, long PagesChecked, IReadOnlyList<string> Problems, TimeSpan Elapsed);
+    long Contained, long HostSwapOuts, long PagesChecked, IReadOnlyList<string> Problems, TimeSpan Elapsed,
+    long PagesMerged = 0, long CowBreaks = 0);
 
 public static class InterleavingModel
 {
@@ -33,6 +35,12 @@ public static class InterleavingModel
         public GuestPage[] Sampled = [];
     }
 
+    // Values guests write now and then, the same in both VMs and on every page, so pages merge.
+    private static ulong Common(int k) => 0xC0DE_0000_0000_0000UL | (uint)k;
+
+    // Shareable pages: the unprotected blocks (2: the host's, 3: guest thread 0's).
+    private static bool Shareable(int page) => page >= 32;
+
     public static ModelResult Run(int seed, int rounds, bool gcStress = false, IProgress<long>? progress = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(rounds, 1);
@@ -51,6 +59,7 @@ public static class InterleavingModel
                 GuestVm vm = GuestVm.Create(arena, $"model{v}", Pages, poolCapacity: 8);
                 var m = new VmModel { Vm = vm, Engine = new RecoveryEngine(vm, new ProtectionPolicy { GroupSize = K }) };
                 vm.RefillPool();
+                vm.EnableSharing();
                 vm.Back(new GuestPage(0), Pages);
                 for (int p = 0; p < Pages; p++) Fill(vm, p, m.Value[p] = Word(seed, v, p, 0));
                 m.Engine.Protect(Enumerable.Range(0, 32).Select(p => new GuestPage((ulong)p)).ToArray(), PageCategory.ReadMostly);
@@ -82,9 +91,10 @@ public static class InterleavingModel
             }
             threads.ForEach(t => t.Start());
             var host = new Random(seed);
+            var sharedByValue = new Dictionary<ulong, HostFrame>();
             for (int round = 0; round < rounds; round++)
             {
-                HostStep(models, host, problems, round, ref injected, ref reported);
+                HostStep(models, sharedByValue, host, problems, round, ref injected, ref reported);
                 barrier.SignalAndWait();
                 checkedPages += Check(arena, models, problems, round);
                 if (problems.Count > 20) stop.Cancel();
@@ -93,16 +103,18 @@ public static class InterleavingModel
                 if (round % 1000 == 0) progress?.Report((long)round * (Guests + 1));
             }
             threads.ForEach(t => t.Join());
-            long handler = 0, contained = 0, swaps = 0;
+            long handler = 0, contained = 0, swaps = 0, merged = 0, cow = 0;
             foreach (VmModel m in models)
             {
                 Faults.FaultCounters c = m.Vm.Counters;
                 handler += (long)c.HandlerRecoveries;
                 contained += (long)c.Contained;
                 swaps += (long)c.HostSwapOuts;
+                merged += (long)c.PagesMerged;
+                cow += (long)c.CowBreaks;
             }
             return new ModelResult((long)rounds * (Guests + 1), rounds, injected, reported, handler, contained, swaps, checkedPages,
-                problems, clock.Elapsed);
+                problems, clock.Elapsed, merged, cow);
         }
         finally
         {
@@ -151,7 +163,8 @@ public static class InterleavingModel
                 return;
             }
             int epoch = Volatile.Read(ref m.LossEpoch[page]);
-            ulong value = Word(m.Vm.Id, me, page, rng.NextInt64());
+            // A value both VMs' pages may hold (so the host can merge them), or one of this page's own.
+            ulong value = rng.Next(2) == 0 ? Common(rng.Next(4)) : Word(m.Vm.Id, me, page, rng.NextInt64());
             Fill(m.Vm, page, value);
             m.Value[page] = value;
             // Lost half way through the write (the host contained it meanwhile): parts may read as zero. A
@@ -162,13 +175,15 @@ public static class InterleavingModel
         catch (Exception e) { lock (problems) problems.Add($"round {round}: guest {me}: {e.GetType().Name}: {e.Message}"); }
     }
 
-    private static void HostStep(List<VmModel> models, Random rng, List<string> problems, int round, ref long injected, ref long reported)
+    // sharedByValue: shared frames the host made, by content (entries go stale; the engine checks every merge).
+    private static void HostStep(List<VmModel> models, Dictionary<ulong, HostFrame> sharedByValue, Random rng, List<string> problems, int round,
+        ref long injected, ref long reported)
     {
         VmModel m = models[rng.Next(models.Count)];
         GuestVm vm = m.Vm;
         int page = rng.Next(Pages);
         var g = new GuestPage((ulong)page);
-        int op = rng.Next(12);
+        int op = rng.Next(15);
         try
         {
             switch (op)
@@ -265,9 +280,51 @@ public static class InterleavingModel
                 case 11:
                     vm.RefillPool(rng.Next(1, 9));
                     break;
+                case 12 or 13: // merge a shareable page onto a shared frame of the same content, or make one
+                {
+                    int sp = 32 + rng.Next(32);
+                    var sg = new GuestPage((ulong)sp);
+                    // The shadow is read racily for a guest's page: the engine compares the bytes anyway.
+                    ulong value = m.Value[sp];
+                    if (sharedByValue.TryGetValue(value, out HostFrame f) && vm.Arena.StateOf(f) == FrameState.Shared &&
+                        vm.TryShare(sg, f) != ShareResult.NotEligible)
+                        break;
+                    if (vm.ShareCreate(sg) is HostFrame made) sharedByValue[value] = made;
+                    break;
+                }
+                case 14:
+                    if (rng.Next(3) != 0) { vm.Unshare(new GuestPage((ulong)(32 + rng.Next(32))), 1); break; }
+                    // An error in a shared frame whose sharers are all the host's pages (a guest read of a
+                    // sharer before the report would see the bad bytes: no poison marks a shared frame).
+                    foreach (HostFrame f in sharedByValue.Values.Distinct().ToArray())
+                    {
+                        if (vm.Arena.StateOf(f) != FrameState.Shared || !OnlyHostPagesShare(models, f)) continue;
+                        bool zero = MemoryMarshal.Cast<byte, ulong>(vm.Arena.FrameBytes(f)).IndexOfAnyExcept(0UL) < 0;
+                        FaultInjector.IntoFrame(vm.Arena, f, rng.Next(vm.Arena.PageSize), [0x5A]);
+                        injected++;
+                        ErrorReport r = m.Engine.Report(f);
+                        reported++;
+                        if (r.Outcome != (zero ? ErrorOutcome.Recovered : ErrorOutcome.Contained))
+                            problems.Add($"round {round}: an error in shared {f} (zero: {zero}) ended {r.Outcome}");
+                        if (vm.Arena.StateOf(f) != FrameState.Retired) problems.Add($"round {round}: shared {f} with an error is {vm.Arena.StateOf(f)}");
+                        foreach (VmModel o in models) o.Engine.RetireHandlerReplaced(); // every VM hears of its lost pages now
+                        break;
+                    }
+                    break;
             }
         }
         catch (Exception e) { problems.Add($"round {round}: host op {op} on {vm.Name} {g}: {e.GetType().Name}: {e.Message}"); }
+    }
+
+    private static bool OnlyHostPagesShare(List<VmModel> models, HostFrame f)
+    {
+        foreach (VmModel m in models)
+            for (int p = 0; p < Pages; p++)
+            {
+                var g = new GuestPage((ulong)p);
+                if (Owner(p) != Guests && m.Vm.StateOf(g) == GuestPageState.Shared && m.Vm.Translate(g) == f) return false;
+            }
+        return true;
     }
 
     // At a quiescent point: every page reads as its shadow says, parity is true, every frame is accounted for.

@@ -172,6 +172,15 @@ public sealed class RecoveryEngine : IDisposable
             case FrameState.Parity when _groupOfParity.TryGetValue(frame.Value, out int group):
                 RebuildParityLocked(frame, group);
                 return (ErrorOutcome.ParityRebuilt, null);
+            case FrameState.Shared:
+            {
+                // Shared by pages of this and maybe other VMs: every sharer is contained (or, for a zero
+                // page, unbacked with nothing lost) and the frame retired; each VM hears through its events.
+                if (Arena.ReportShared(frame) is not var (_, lost)) return ReportLocked(frame, attempt + 1);
+                DrainHandlerEvents();
+                _handled[frame.Value] = lost ? ErrorOutcome.Contained : ErrorOutcome.Recovered;
+                return (_handled[frame.Value], null);
+            }
             case FrameState.Retired:
                 // The handler (or an earlier report) already dealt with it.
                 return (_handled.GetValueOrDefault(frame.Value, ErrorOutcome.Recovered), null);
@@ -289,6 +298,7 @@ public sealed class RecoveryEngine : IDisposable
     private void DrainHandlerEvents()
     {
         List<HandlerEvent>? reported = null;
+        bool otherSharers = false;
         foreach (HandlerEvent e in Vm.TakeHandlerEvents())
         {
             if (e.Reported)
@@ -298,6 +308,16 @@ public sealed class RecoveryEngine : IDisposable
                 continue;
             }
             _retired.Add(e.BadFrame.Value);
+            if (e.SharedFrame)
+            {
+                // One event per sharer page of a bad shared frame: each page's context ends. A guest write
+                // found the error (the frame failed its hash on the copy): the other sharers, in any VM,
+                // are contained now too, and the frame retired.
+                _handled.TryAdd(e.BadFrame.Value, ErrorOutcome.Contained);
+                Unrecoverable?.Invoke(e.Page);
+                if (Arena.StateOf(e.BadFrame) == FrameState.Shared) otherSharers |= Arena.ReportShared(e.BadFrame) is not null;
+                continue;
+            }
             if (_handled.ContainsKey(e.BadFrame.Value)) continue;
             _handled[e.BadFrame.Value] = e.Contained ? ErrorOutcome.Contained : ErrorOutcome.Recovered;
             if (e.Contained) Unrecoverable?.Invoke(e.Page);
@@ -310,6 +330,7 @@ public sealed class RecoveryEngine : IDisposable
                 KernelReported++;
                 RecoverPage(e.Page, e.BadFrame);
             }
+        if (otherSharers) DrainHandlerEvents(); // this VM's other sharers of that frame
     }
 
     /// <summary>Errors the kernel reported on a page nobody was touching (BUS_MCEERR_AO) that this engine

@@ -23,9 +23,11 @@ internal static unsafe partial class Interop
         public const int ELOST = -100005;
         public const int ENOFRAME = -100006;
         public const int EBUSY = -100007;
+        public const int ENOSHARE = -100008;
         public const uint NoFrame = 0xFFFFFFFF;
         public const uint MapBack = 1;
-        public const int Counters = 12;
+        public const uint ShareDying = 0x80000000;
+        public const int Counters = 14;
 
         /// <summary>What the handler did that managed code must finish (struct pl_event).</summary>
         [StructLayout(LayoutKind.Sequential)]
@@ -36,7 +38,7 @@ internal static unsafe partial class Interop
             public uint Kind;
         }
 
-        public const uint EventRecovered = 1, EventContained = 2;
+        public const uint EventRecovered = 1, EventContained = 2, EventSharedLost = 3;
         public const int PageFlagLost = 4;
 
         [LibraryImport(Lib, EntryPoint = "pl_install")] public static partial int Install();
@@ -106,5 +108,15 @@ internal static unsafe partial class Interop
         public static partial int Scrub(int id, ulong first, ulong count, ulong* bad, uint cap);
         [LibraryImport(Lib, EntryPoint = "pl_scrub_parity")] public static partial int ScrubParity(int id, uint* bad, uint cap);
         [LibraryImport(Lib, EntryPoint = "pl_group_of")] public static partial int GroupOf(int id, ulong page);
+
+        // ---- page sharing (share.c) ----
+        [LibraryImport(Lib, EntryPoint = "pl_set_sharing")] public static partial int SetSharing(int id, int on);
+        [LibraryImport(Lib, EntryPoint = "pl_share_create")] public static partial int ShareCreate(int id, ulong page, out uint frame);
+        [LibraryImport(Lib, EntryPoint = "pl_share_page")] public static partial int SharePage(int id, ulong page, uint frame);
+        [LibraryImport(Lib, EntryPoint = "pl_unshare")] public static partial int Unshare(int id, ulong first, ulong count);
+        [LibraryImport(Lib, EntryPoint = "pl_share_report")] public static partial int ShareReport(nint arena, uint frame, out int wasZero);
+        [LibraryImport(Lib, EntryPoint = "pl_share_tables")] public static partial int ShareTables(nint arena, out uint* sharers);
+        [LibraryImport(Lib, EntryPoint = "pl_share_counts")] public static partial int ShareCounts(nint arena, long* counts);
+        [LibraryImport(Lib, EntryPoint = "pl_region_shared")] public static partial long RegionShared(int id);
     }
 }

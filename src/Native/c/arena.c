@@ -99,7 +99,7 @@ PL_EXPORT int pl_arena_create(intptr_t os, void *view, uint64_t frames, struct p
     if (!view || frames == 0 || frames >= PL_NO_FRAME) return PL_EINVAL;
     if (!page_size) page_size = os_page_size();
     size_t words = (size_t)(frames + 63) / 64;
-    size_t bytes = sizeof(struct pl_arena) + words * 8 + (size_t)frames * (sizeof(int32_t) + 1) + 64;
+    size_t bytes = sizeof(struct pl_arena) + words * 8 + (size_t)frames * (sizeof(uint64_t) + 2 * sizeof(int32_t) + 2) + 64;
     bytes = (bytes + page_size - 1) / page_size * page_size;
     uint8_t *mem = os_tables_alloc(bytes);
     if (!mem) return os_last_error();
@@ -108,8 +108,11 @@ PL_EXPORT int pl_arena_create(intptr_t os, void *view, uint64_t frames, struct p
     a->view = view;
     a->frames = (uint32_t)frames;
     a->free_bits = (uint64_t *)(mem + ((sizeof *a + 7) & ~(size_t)7));
-    a->owner = (_Atomic int32_t *)(a->free_bits + words);
-    a->fstate = (_Atomic uint8_t *)(a->owner + frames);
+    a->share_hash = a->free_bits + words;
+    a->owner = (_Atomic int32_t *)(a->share_hash + frames);
+    a->sharers = (uint32_t *)(a->owner + frames);
+    a->fstate = (_Atomic uint8_t *)(a->sharers + frames);
+    a->share_zero = (uint8_t *)(a->fstate + frames);
     a->tables_bytes = bytes;
     for (uint64_t f = 0; f < frames; f++) a->free_bits[f / 64] |= 1ull << (f % 64); /* fstate 0 = FREE */
     a->counts[PL_F_FREE] = (int64_t)frames;

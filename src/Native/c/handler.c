@@ -101,6 +101,10 @@ int resolve(struct pl_region *r, uint64_t g, int is_write)
         if (!is_write) done = was_spurious = spurious(r, g); /* a read raced with a recovery that has just mapped the page */
         else if (!(done = tracked_write(r, g))) why = "protected page could not be made writable";
         break;
+    case PL_SHARED: /* copy-on-write (share.c) */
+        if (!is_write) done = was_spurious = spurious(r, g);
+        else if (!(done = cow_break(r, g))) why = "a write to a shared page found no frame to copy it into";
+        break;
     case PL_POISONED:
         done = recover_in_handler(r, g) || contain_in_handler(r, g);
         if (!done) why = "poisoned page: no frame to recover or contain it into";

@@ -16,6 +16,7 @@
  *   parity.c      protection: hashes, parity groups, protect, inject, recover, scrub
  *   handler.c     the fault handler: finds the region, resolves the fault, chains what is not ours
  *   mce.c         memory errors the kernel delivers (SIGBUS) and the kernel-backed injectors
+ *   share.c       content-based page sharing: shared frames with N sharers, merge, copy-on-write breaks
  *
  * OWNERSHIP OF FRAMES (the truth is arena.c's table; C# reads it and changes it only through pl_* calls)
  *   state     owner                      who may move it, and where
@@ -27,6 +28,7 @@
  *                                        HELD; a poisoned frame -> RETIRED, never back to HELD or FREE
  *   PARITY    one parity group           pl_frames_move -> HELD (after pl_parity_rebuild / group free)
  *   RETIRED   nobody, forever            nothing moves it (its memory is given back to the OS)
+ *   SHARED    its sharers (sharers[f] guest pages of any VMs, mapped read-only; see SHARING below)
  *
  * PAGE STATES (state[page], 32-bit words read by C# with acquire loads)
  *   UNBACKED  no frame; an anonymous PROT_NONE hole. A touch is a demand-zero fault.
@@ -36,6 +38,7 @@
  *             a clean disk copy). A write takes a fault that keeps parity true.
  *   POISONED  p2m[page] holds an uncorrected error; PROT_NONE so no access sees the bad bytes.
  *   SWAPPED   host-swapped: no frame, the content is at page * page_size in the region's host swap file.
+ *   SHARED    p2m[page] is a SHARED frame, mapped read-only; a write takes a copy-on-write fault.
  *
  * LOCKS AND ORDER
  *   - Each region has a spin lock; state[], p2m[], flags, pool, groups and the region's mapping count
@@ -63,6 +66,30 @@
  * unprotected poisoned page (or a protected one with no good copy) is contained: it gets a zero frame,
  * is flagged lost, the bad frame is retired, and C# hears of it (handler events) to end the guest
  * context that used it. Nothing reads corrupted bytes as good data.
+ *
+ * SHARING (share.c; opt-in per region, pl_set_sharing)
+ *   A SHARED frame holds content that several guest pages (of one or several VMs) have in common. Its
+ *   sharer count (arena->sharers[f]) changes only under the arena lock; a frame whose count is 0 is dying
+ *   and no page may join it. Every page mapping it is SHARED and read-only, so the frame never changes
+ *   while shared (only an injected error writes it, through the host view).
+ *   - create (pl_share_create): a BACKED page's own frame GUEST -> SHARED, 1 sharer.
+ *   - merge (pl_share_page): under the page's region lock, the page is made read-only first, its bytes are
+ *     compared with the shared frame's byte by byte, and only if they are equal is it remapped onto the
+ *     shared frame (one more sharer, taken before the compare so the frame cannot die meanwhile); its old
+ *     frame is punched and freed. A page that differs is made writable again, unchanged.
+ *   - copy-on-write (the handler, cow_break): a write to a SHARED page copies the frame into a frame
+ *     found as for a demand fault (pool, free frame, host swap), maps it read-write (BACKED), and drops
+ *     one sharer. The last sharer leaving punches the frame and frees it. The copy is checked against the
+ *     hash recorded at creation: a frame that no longer matches is never copied (the page gets a zero
+ *     frame, is flagged lost, and C# hears of it with a SHARED_LOST event); a zero frame is never copied
+ *     at all (the page gets a zero frame, losing nothing).
+ *   - unmap / remap / region destroy drop the page's sharer (no frame goes back to the caller for it).
+ *   - an error in a shared frame (pl_share_report): no new sharer may join (the count's high bit), every
+ *     sharer page in every region is unbacked and, unless the frame was created from a zero page, flagged
+ *     lost with a SHARED_LOST event (one per page); the last one leaving retires the frame. Protected pages (in a parity
+ *     group or with a disk copy) are never shared, so parity never covers a shared frame.
+ *   Only one region lock is ever held: a merge needs no lock of the other sharers' regions because the
+ *   shared frame's bytes cannot change.
  */
 #ifndef PAGELAB_H
 #define PAGELAB_H
@@ -92,8 +119,8 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "atomic int must be lock-free in a sig
 _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "atomic 64-bit must be lock-free in a signal handler");
 _Static_assert(ATOMIC_POINTER_LOCK_FREE == 2, "atomic pointers must be lock-free in a signal handler");
 
-enum { PL_UNBACKED = 0, PL_BACKED = 1, PL_SAMPLED = 2, PL_TRACKED = 3, PL_POISONED = 4, PL_SWAPPED = 5 };
-enum { PL_F_FREE = 0, PL_F_HELD = 1, PL_F_GUEST = 2, PL_F_PARITY = 3, PL_F_RETIRED = 4, PL_F_STATES = 5 };
+enum { PL_UNBACKED = 0, PL_BACKED = 1, PL_SAMPLED = 2, PL_TRACKED = 3, PL_POISONED = 4, PL_SWAPPED = 5, PL_SHARED = 6 };
+enum { PL_F_FREE = 0, PL_F_HELD = 1, PL_F_GUEST = 2, PL_F_PARITY = 3, PL_F_RETIRED = 4, PL_F_SHARED = 5, PL_F_STATES = 6 };
 
 /* Per-page flags (flags[page], under the region lock). */
 #define PL_PF_SAMPLING 1u /* in the current sampling period's sample */
@@ -117,9 +144,10 @@ enum { PL_F_FREE = 0, PL_F_HELD = 1, PL_F_GUEST = 2, PL_F_PARITY = 3, PL_F_RETIR
 #define PL_ELOST (-100005)      /* no good copy: parity and disk both failed the hash check */
 #define PL_ENOFRAME (-100006)   /* the arena has no free frame (and nothing could be swapped out) */
 #define PL_EBUSY (-100007)      /* the arena still has regions */
+#define PL_ENOSHARE (-100008)   /* the region has not opted in to page sharing */
 
 /* What the handler did that C# must hear about (pl_events_take). */
-enum { PL_EV_RECOVERED = 1, PL_EV_CONTAINED = 2 };
+enum { PL_EV_RECOVERED = 1, PL_EV_CONTAINED = 2, PL_EV_SHARED_LOST = 3 /* a sharer of a bad shared frame */ };
 struct pl_event {
     uint64_t page;
     uint32_t frame; /* the bad frame, now RETIRED */
@@ -139,8 +167,10 @@ struct pl_counters {
     _Atomic uint64_t overcommits;        /* free frames taken past the VM's frame limit (nothing to swap) */
     _Atomic uint64_t spurious;           /* faults on pages with nothing to do (raced, or repaired) */
     _Atomic uint64_t events_dropped;     /* handler events C# did not collect in time */
+    _Atomic uint64_t cow_breaks;         /* writes to SHARED pages given a private copy (handler or pl_unshare) */
+    _Atomic uint64_t pages_merged;       /* pages merged onto a shared frame (pl_share_create / pl_share_page) */
 };
-#define PL_COUNTERS 12
+#define PL_COUNTERS 14
 
 /* A ticket lock: waiters are served in arrival order, so a host loop that keeps calling into the engine
  * cannot starve a guest thread waiting in its fault handler (a test-and-set lock did, measured with four
@@ -159,6 +189,10 @@ struct pl_arena {
     uint64_t *free_bits;      /* bit set: FREE */
     uint32_t hint;            /* no free frame below it */
     int64_t counts[PL_F_STATES];
+    uint32_t *sharers;        /* frame -> guest pages mapping it while SHARED (PL_SHARE_DYING: no joins) */
+    uint8_t *share_zero;      /* frame -> 1 if SHARED and created from a zero page */
+    uint64_t *share_hash;     /* frame -> content hash recorded when it became SHARED */
+    int64_t share_pages;      /* sum of sharers[] over SHARED frames */
     _Atomic int regions;
     struct pl_spin lock;
     size_t tables_bytes;
@@ -202,6 +236,8 @@ struct pl_region {
     struct pl_spin lock;
     struct pl_counters counters;
     size_t tables_bytes;
+    int64_t shared;           /* pages of this region in state SHARED */
+    int share_ok;             /* opted in to page sharing */
 #ifdef _WIN32
     uint8_t *view_mapped;     /* page -> 1 if a view (not a placeholder) is there */
 #endif
@@ -283,6 +319,12 @@ int recover_in_handler(struct pl_region *r, uint64_t g);
 int contain_in_handler(struct pl_region *r, uint64_t g);
 void leave_group(struct pl_region *r, uint64_t g);
 int uncover(struct pl_region *r, uint64_t g, int content_good);
+
+/* share.c (callers hold the region lock; share_put takes the arena lock) */
+#define PL_SHARE_DYING 0x80000000u
+void share_put(struct pl_arena *a, uint32_t f);
+int cow_break(struct pl_region *r, uint64_t g);
+int share_report_region(struct pl_region *r, uint32_t f, int zero);
 
 /* handler.c */
 int resolve(struct pl_region *r, uint64_t g, int is_write);

@@ -46,7 +46,7 @@ void say(const char *what, uint64_t region, uint64_t page)
 
 int prot_of(uint32_t st)
 {
-    return st == PL_BACKED ? PROT_READ | PROT_WRITE : st == PL_TRACKED ? PROT_READ : PROT_NONE;
+    return st == PL_BACKED ? PROT_READ | PROT_WRITE : st == PL_TRACKED || st == PL_SHARED ? PROT_READ : PROT_NONE;
 }
 
 static int is_hole(uint32_t st) { return st == PL_UNBACKED || st == PL_SWAPPED; }
@@ -80,7 +80,7 @@ static uint32_t vma_kind(uint32_t st)
 {
     static const uint8_t kind[8] = {
         [PL_UNBACKED] = 0, [PL_BACKED] = 1 + (PROT_READ | PROT_WRITE), [PL_SAMPLED] = 1 + PROT_NONE,
-        [PL_TRACKED] = 1 + PROT_READ, [PL_POISONED] = 1 + PROT_NONE, [PL_SWAPPED] = 0, [6] = 1 + PROT_NONE,
+        [PL_TRACKED] = 1 + PROT_READ, [PL_POISONED] = 1 + PROT_NONE, [PL_SWAPPED] = 0, [PL_SHARED] = 1 + PROT_READ,
         [7] = 1 + PROT_NONE,
     };
     return st < 8 ? kind[st] : 1 + PROT_NONE; /* as is_hole / prot_of say for any other value */
@@ -325,9 +325,11 @@ static void free_frames(struct pl_region *r, const uint32_t *frames, uint64_t n,
         uint32_t st = states ? atomic_load_explicit(&states[i], memory_order_relaxed) : PL_BACKED;
         if (f == PL_NO_FRAME) { i++; continue; }
         if (st == PL_POISONED) { arena_retire(r, f); i++; continue; }
+        if (st == PL_SHARED) { share_put(a, f); i++; continue; } /* one sharer fewer; the frame is not ours */
         uint64_t run = 1;
         while (i + run < n && frames[i + run] == f + run &&
-               (!states || atomic_load_explicit(&states[i + run], memory_order_relaxed) != PL_POISONED))
+               (!states || (atomic_load_explicit(&states[i + run], memory_order_relaxed) != PL_POISONED &&
+                            atomic_load_explicit(&states[i + run], memory_order_relaxed) != PL_SHARED)))
             run++;
         int rc = os_discard(a, f, (uint32_t)run);
         pl_lock(&a->lock);
@@ -494,6 +496,10 @@ static void swap_frames(struct pl_region *r, uint64_t first, uint64_t count, con
             if (old != PL_NO_FRAME && st_of(r, g) == PL_POISONED) {
                 arena_retire(r, old); /* takes the arena lock itself (rare: an unmap or remap of a poisoned page) */
                 push_event(r, g, old, PL_EV_CONTAINED);
+                old = PL_NO_FRAME;
+            } else if (old != PL_NO_FRAME && st_of(r, g) == PL_SHARED) {
+                share_put(a, old); /* the frame stays shared by the others (or dies): never the caller's */
+                r->shared--;
                 old = PL_NO_FRAME;
             }
             held[k] = old;
