@@ -353,7 +353,9 @@ public sealed unsafe partial class GuestVm : IDisposable
         get
         {
             using RegionUse use = Use(); // refuse once disposed
-            return _arena.OwnedBy(Id);
+            long n = Lib.RegionOwned(use.Id);
+            FaultEngine.Check(n < int.MinValue ? int.MinValue : (int)Math.Min(n, 0), $"{Name}: counting its frames");
+            return n;
         }
     }
 

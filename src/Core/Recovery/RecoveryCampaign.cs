@@ -164,9 +164,7 @@ public static class RecoveryCampaign
                         else
                         {
                             contexts++;
-                            vm.Unback(new GuestPage(Unprotected + ctx * ContextPages), ContextPages);
-                            ulong other = Unprotected + ((ctx + 1) % (UnprotectedPages / ContextPages)) * ContextPages;
-                            if (!deadContexts.Contains((other - Unprotected) / ContextPages) && !Holds(arena, vm, new GuestPage(other), 0)) lost++;
+                            if (!ContextEndedAlone(arena, vm, ctx, deadContexts)) lost++;
                         }
                         break;
                     }
@@ -210,10 +208,7 @@ public static class RecoveryCampaign
                         else
                         {
                             contexts++;
-                            // Only that context's pages were taken: the neighbours keep their bytes.
-                            vm.Unback(new GuestPage(Unprotected + ctx * ContextPages), ContextPages);
-                            ulong other = Unprotected + ((ctx + 1) % (UnprotectedPages / ContextPages)) * ContextPages;
-                            if (!deadContexts.Contains((other - Unprotected) / ContextPages) && !Holds(arena, vm, new GuestPage(other), 0)) lost++;
+                            if (!ContextEndedAlone(arena, vm, ctx, deadContexts)) lost++;
                         }
                         break;
                     }
@@ -275,6 +270,15 @@ public static class RecoveryCampaign
         [CampaignTarget.ReadMostlyPage, CampaignTarget.WrittenPage, CampaignTarget.DiskPage, CampaignTarget.UnprotectedPage];
 
     // Starts a new context in a dead one's pages (fresh frames; the guest reloads them).
+    // After a context was ended for an error: its pages go, and the next context (unless it is dead too)
+    // must still hold its own bytes: only that context's pages were taken.
+    private static bool ContextEndedAlone(HostArena arena, GuestVm vm, ulong ctx, HashSet<ulong> deadContexts)
+    {
+        vm.Unback(new GuestPage(Unprotected + ctx * ContextPages), ContextPages);
+        ulong other = Unprotected + ((ctx + 1) % (UnprotectedPages / ContextPages)) * ContextPages;
+        return deadContexts.Contains((other - Unprotected) / ContextPages) || Holds(arena, vm, new GuestPage(other), 0);
+    }
+
     private static void RestartContext(GuestVm vm, ulong ctx, HashSet<ulong> deadContexts)
     {
         GuestPage first = new(Unprotected + ctx * ContextPages);

@@ -57,6 +57,7 @@ internal static unsafe partial class Interop
         public static partial int ArenaTables(nint arena, out byte* state, out int* owner);
         [LibraryImport(Lib, EntryPoint = "pl_arena_counts")] public static partial int ArenaCounts(nint arena, long* counts);
         [LibraryImport(Lib, EntryPoint = "pl_arena_owned")] public static partial long ArenaOwned(nint arena, int owner);
+        [LibraryImport(Lib, EntryPoint = "pl_region_owned")] public static partial long RegionOwned(int region);
         [LibraryImport(Lib, EntryPoint = "pl_frames_alloc")] public static partial int FramesAlloc(nint arena, uint count, uint* frames);
         [LibraryImport(Lib, EntryPoint = "pl_frames_release")] public static partial int FramesRelease(nint arena, uint* frames, uint n);
         [LibraryImport(Lib, EntryPoint = "pl_frames_retire")] public static partial int FramesRetire(nint arena, uint frame);

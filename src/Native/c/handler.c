@@ -153,12 +153,13 @@ static int handle(uintptr_t addr, int is_write)
 #ifndef _WIN32
 extern struct sigaction pl_previous;
 
-static void chain(int sig, siginfo_t *info, void *ctx)
+/* Hands a signal that is not ours to the handler installed before ours (SIGSEGV's or SIGBUS's). */
+void chain_to(const struct sigaction *previous, int sig, siginfo_t *info, void *ctx)
 {
     atomic_fetch_add_explicit(&chained_faults, 1, memory_order_relaxed);
-    if (pl_previous.sa_flags & SA_SIGINFO) {
-        pl_previous.sa_sigaction(sig, info, ctx);
-    } else if (pl_previous.sa_handler == SIG_DFL || pl_previous.sa_handler == SIG_IGN) {
+    if (previous->sa_flags & SA_SIGINFO) {
+        previous->sa_sigaction(sig, info, ctx);
+    } else if (previous->sa_handler == SIG_DFL || previous->sa_handler == SIG_IGN) {
         /* The default action, as without us: a real fault re-runs and terminates the process; a signal
          * sent by kill is raised again and is delivered when this handler returns. */
         struct sigaction dfl;
@@ -167,9 +168,11 @@ static void chain(int sig, siginfo_t *info, void *ctx)
         sigaction(sig, &dfl, NULL);
         if (info->si_code <= 0) raise(sig);
     } else {
-        pl_previous.sa_handler(sig);
+        previous->sa_handler(sig);
     }
 }
+
+static void chain(int sig, siginfo_t *info, void *ctx) { chain_to(&pl_previous, sig, info, ctx); }
 
 void pl_on_segv(int sig, siginfo_t *info, void *ctx)
 {

@@ -223,19 +223,7 @@ static int memory_error_at(uintptr_t addr, int lsb, int optional, int code)
 static void chain_bus(int sig, siginfo_t *info, void *ctx)
 {
     count(PL_MCE_CHAINED);
-    atomic_fetch_add_explicit(&chained_faults, 1, memory_order_relaxed);
-    if (pl_previous_bus.sa_flags & SA_SIGINFO) {
-        pl_previous_bus.sa_sigaction(sig, info, ctx);
-    } else if (pl_previous_bus.sa_handler == SIG_DFL || pl_previous_bus.sa_handler == SIG_IGN) {
-        /* The default action, as without us (see handler.c's chain). */
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        sigaction(sig, &dfl, NULL);
-        if (info->si_code <= 0) raise(sig);
-    } else {
-        pl_previous_bus.sa_handler(sig);
-    }
+    chain_to(&pl_previous_bus, sig, info, ctx);
 }
 
 static void pl_on_sigbus(int sig, siginfo_t *info, void *ctx)

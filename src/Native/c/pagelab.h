@@ -329,6 +329,10 @@ int share_report_region(struct pl_region *r, uint32_t f, int zero);
 /* handler.c */
 int resolve(struct pl_region *r, uint64_t g, int is_write);
 struct pl_region *region_at(uintptr_t addr, struct pl_slot **slot); /* entered (caller leaves slot), or NULL */
+#ifndef _WIN32
+#include <signal.h>
+void chain_to(const struct sigaction *previous, int sig, siginfo_t *info, void *ctx); /* to the handler before ours */
+#endif
 
 /* ---- memory errors the kernel delivers (mce.c) ----
  * SIGBUS on a guest page whose mapping fails a kernel read: BUS_MCEERR_AR (a hardware error the access

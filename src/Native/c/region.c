@@ -388,6 +388,17 @@ PL_EXPORT int64_t pl_arena_owned(struct pl_arena *a, int32_t owner)
     return n;
 }
 
+/* Frames one region holds: pl_arena_owned for the region at hand, without a walk of every slot (the
+ * scheduler asks for every VM's count on each demand-pool refill). */
+PL_EXPORT int64_t pl_region_owned(int id)
+{
+    ENTER_REGION(r, id);
+    pl_lock(&r->arena->lock);
+    int64_t n = r->owned;
+    pl_unlock(&r->arena->lock);
+    return n;
+}
+
 /* Read-only views of the tables for C#: valid while the caller keeps the region alive. */
 PL_EXPORT int pl_region_tables(int id, uint32_t **state, uint32_t **p2m)
 {
