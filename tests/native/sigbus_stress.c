@@ -162,6 +162,10 @@ int main(int argc, char **argv)
         contained += (pl_page_flags(id, u) & 4) && p2m[u] != hit;
         while (pl_events_take(id, ev, 64) > 0) {}
     }
+    /* The readers stop first: one touching the page between the AO and the check would have the handler
+     * rebuild it (right, but then nothing is left queued for the check to see). */
+    atomic_store(&stop, 1);
+    for (int i = 0; i < READERS; i++) pthread_join(t[i], NULL);
     /* Action optional: poison a protected page, then tell ourselves (as the kernel's scrub would) with
      * BUS_MCEERR_AO for its address; the page must become Poisoned and a report be queued. */
     uint32_t hit;
@@ -174,8 +178,6 @@ int main(int argc, char **argv)
     uint32_t fresh, old;
     check(pl_frames_alloc(arena, 1, &fresh), "fresh frame");
     ao_ok = ao_ok && pl_recover(id, 2, hit, fresh, &old) == 0 && base[2 * psz + 100] == 0x12;
-    atomic_store(&stop, 1);
-    for (int i = 0; i < READERS; i++) pthread_join(t[i], NULL);
 
     /* AO sent to a thread busy in engine calls: handled at once, or deferred (lock taken) and handled by
      * the drain; never a hang, and each ends as one Reported event. */
