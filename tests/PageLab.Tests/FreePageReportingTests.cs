@@ -92,4 +92,16 @@ public class FreePageReportingTests(ITestOutputHelper output)
         for (ulong v = 100; v < 300; v++) Assert.True(p.Page(v).IndexOfAnyExcept((byte)0) < 0, $"page {v} came back with old bytes");
         Assert.Empty(Core.Host.FrameAccounting.Check(t.Arena, [vm]));
     }
+
+    [Fact]
+    public void A_scenario_file_may_turn_reporting_off_with_null_but_not_give_it_a_bad_fraction()
+    {
+        using var dir = new TempDir();
+        string file = Path.Combine(dir.Path, "s.json");
+        File.WriteAllText(file, """{ "hostPages": 1024, "vms": [ { "name": "a", "pages": 1024, "freePageReporting": null, "workload": { "pages": 100 } } ] }""");
+        Assert.Null(Scenario.Load(file).Vms[0].FreePageReporting);
+        File.WriteAllText(file, """{ "hostPages": 1024, "vms": [ { "name": "a", "pages": 1024, "freePageReporting": { "fractionPerPass": 2 }, "workload": { "pages": 100 } } ] }""");
+        var e = Assert.Throws<ScenarioException>(() => Scenario.Load(file));
+        Assert.Contains("vms[0].freePageReporting.fractionPerPass: must be in (0, 1], got 2", e.Message);
+    }
 }

@@ -41,12 +41,15 @@ internal static partial class ScenarioFileCheck
         CheckValue(file, "$", doc.RootElement, typeof(Scenario));
     }
 
-    private static void CheckValue(string file, string key, JsonElement value, Type type)
+    private static readonly NullabilityInfoContext Nullability = new();
+
+    /// <param name="nullable">The key is an optional object or string (a nullable reference): null means "off".</param>
+    private static void CheckValue(string file, string key, JsonElement value, Type type, bool nullable = false)
     {
         Type? nullableOf = Nullable.GetUnderlyingType(type);
         if (value.ValueKind == JsonValueKind.Null)
         {
-            if (nullableOf is null) Bad(file, key, value, Expected(type));
+            if (nullableOf is null && !nullable) Bad(file, key, value, Expected(type));
             return;
         }
         type = nullableOf ?? type;
@@ -77,7 +80,9 @@ internal static partial class ScenarioFileCheck
                     throw new ScenarioException(file, at, $"unknown key '{p.Name}' (known here: {string.Join(", ", known.Keys)})");
                 // The parser would keep the last value silently; a key given twice is a mistake in one of them.
                 if (!seen.Add(p.Name)) throw new ScenarioException(file, at, $"the key '{p.Name}' is given twice in one object; keep one");
-                CheckValue(file, at, p.Value, prop.PropertyType);
+                bool optional;
+                lock (Nullability) optional = Nullability.Create(prop).WriteState == NullabilityState.Nullable;
+                CheckValue(file, at, p.Value, prop.PropertyType, optional);
             }
             foreach ((string name, string accepts) in Required.GetValueOrDefault(type, []))
                 if (!seen.Contains(name))
