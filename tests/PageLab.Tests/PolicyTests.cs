@@ -271,12 +271,19 @@ public class PolicyTests(ITestOutputHelper output)
     [InlineData("fair", "is not one of static, esx, pagelab")]
     [InlineData("No.Such.Type, NoSuchAssembly", "no such class")]
     [InlineData("System.String, System.Private.CoreLib", "does not implement IAllocationPolicy")]
-    [InlineData("/nonexistent/Lib.dll:A.B", "no assembly at /nonexistent/Lib.dll")]
     public void A_scenario_naming_an_unknown_policy_is_refused_with_the_reason(string policy, string expected)
     {
         var e = Assert.Throws<ScenarioException>(() => (Scenario.Default with { Policy = policy }).Validate());
         Assert.Contains("policy: ", e.Message);
         Assert.Contains(expected, e.Message);
+    }
+
+    [Fact]
+    public void A_scenario_naming_a_policy_in_a_missing_assembly_file_is_refused_with_its_full_path()
+    {
+        string dll = Path.Combine(Path.GetTempPath(), $"pagelab-no-such-{Guid.NewGuid():N}", "Lib.dll");
+        var e = Assert.Throws<ScenarioException>(() => (Scenario.Default with { Policy = $"{dll}:A.B" }).Validate());
+        Assert.Contains($"policy: policy '{dll}:A.B': no assembly at {dll}", e.Message);
     }
 
     // The bar: the built-in scenario paged 59,594 times (page-outs + page-ins) when it was filed.
