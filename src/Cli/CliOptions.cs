@@ -63,7 +63,8 @@ internal static partial class CliOptions
             {
                 if (r.Tokens.Count == 0) return new PolicyListValue(@default, null);
                 string raw = r.Tokens[0].Value;
-                string[] items = raw.Split(',', StringSplitOptions.TrimEntries);
+                // A comma followed by a space belongs to an assembly-qualified class name ("NS.Type, Asm").
+                string[] items = System.Text.RegularExpressions.Regex.Split(raw, ",(?! )").Select(i => i.Trim()).ToArray();
                 if (!items.All(LooksLikePolicy)) return new PolicyListValue(@default, raw);
                 if (items.Any(string.IsNullOrEmpty) || items.Distinct().Count() != items.Length)
                     r.AddError($"{name}: '{raw}' must list distinct policies separated by commas");

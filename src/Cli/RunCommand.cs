@@ -79,6 +79,8 @@ internal static class RunCommand
             string? csvPath = parse.GetValue(csv) is string cs ? cs == "-" ? "-" : Path.GetFullPath(cs) : null;
             bool several = CliOptions.Given(parse, compare);
             string[] runs = several ? policies.Select(SuffixOf).ToArray() : [""];
+            if (runs.Distinct().Count() != runs.Length)
+                throw new UsageException($"--compare: two of the policies would write the same files (suffixes {string.Join(", ", runs)}); name each policy once, and user classes by different class names");
             foreach (string suffix in runs)
             {
                 string? plotFile = Suffixed(plotPath, suffix), traceFile = Suffixed(tracePath, suffix), jsonFile = Suffixed(jsonPath, suffix);

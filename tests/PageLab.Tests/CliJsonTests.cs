@@ -84,6 +84,20 @@ public partial class CliJsonTests
     }
 
     [Fact]
+    public void Compare_takes_a_users_class_by_its_assembly_qualified_name_and_refuses_two_runs_writing_one_file()
+    {
+        using var dir = new TempDir();
+        string keep = $"{typeof(KeepAllocationsPolicy).FullName}, {typeof(KeepAllocationsPolicy).Assembly.GetName().Name}";
+        CliResult r = CliHarness.InProcess("run", ShortFile(dir, ticks: 12), "--compare", $"static,{keep}", "--no-plot", "--json", "-");
+        Assert.True(r.Exit == 0, $"exit {r.Exit}; stderr: {r.Err}");
+        Assert.Equal(["static", keep], r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => RunSummary.FromJson(l).Policy));
+
+        r = CliHarness.InProcess("run", ShortFile(dir, ticks: 12), "--compare", $"{keep},PageLab.Tests.KeepAllocationsPolicy, Other", "--no-plot");
+        Assert.Equal(2, r.Exit);
+        Assert.Contains("--compare: two of the policies would write the same files", r.Err);
+    }
+
+    [Fact]
     public void Every_key_of_the_summary_is_documented_and_every_documented_key_is_written()
     {
         using var dir = new TempDir();

@@ -23,14 +23,21 @@ public sealed class FreePageReporting(GuestOperatingSystem os, FreePageReporting
         pages.Sort((a, b) => a.Value.CompareTo(b.Value));
         var frames = new List<HostFrame>(pages.Count);
         var buffer = new HostFrame[1];
-        foreach (GuestPage g in pages)
+        try
         {
-            if (!os.IsFree(g) || os.Vm.StateOf(g) != GuestPageState.Backed) continue;
-            if (os.Vm.Unmap(g, 1, buffer) == 1) frames.Add(buffer[0]);
+            foreach (GuestPage g in pages)
+            {
+                if (!os.IsFree(g) || os.Vm.StateOf(g) != GuestPageState.Backed) continue;
+                if (os.Vm.Unmap(g, 1, buffer) == 1) frames.Add(buffer[0]);
+            }
         }
-        // Unmapped frames are Held; the arena zeroes them as it takes them back.
-        os.Vm.Arena.Release(frames.ToArray());
-        FramesReturned += frames.Count;
+        finally
+        {
+            // Unmapped frames are Held; the arena zeroes them as it takes them back (also when an unmap
+            // failed half way: what was taken is not left Held).
+            os.Vm.Arena.Release(frames.ToArray());
+            FramesReturned += frames.Count;
+        }
         return frames.Count;
     }
 }

@@ -151,7 +151,7 @@ public sealed record Scenario
         if (IdleTax is < 0 or >= 1) Fail("idleTax", $"must be in [0, 1), got {IdleTax}");
         if (!Adaptive && Policy is not (null or "static")) Fail("policy", $"'{Policy}' conflicts with adaptive: false (which means the static policy); give one");
         if (Policy is not null)
-            try { Scheduling.PolicyCatalog.Create(Policy, source.EndsWith(".json") ? Path.GetDirectoryName(source) : null); }
+            try { Scheduling.PolicyCatalog.CheckName(Policy); }
             catch (ArgumentException e) { Fail("policy", e.Message); }
         if (Vms is null || Vms.Count == 0) Fail("vms", "needs at least one VM");
         if (Vms!.Count > MaxVms) Fail("vms", $"{Vms.Count} VMs, more than the limit of {MaxVms}");

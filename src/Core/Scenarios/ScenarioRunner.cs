@@ -39,6 +39,7 @@ public sealed class ScenarioRunner : IDisposable
     public ScenarioRunner(Scenario scenario, string? swapDirectory = null, IAllocationPolicy? policy = null)
     {
         scenario.Validate();
+        policy ??= CreatePolicy(scenario.PolicyName);    // before any memory is made: it may be refused
         Scenario = scenario;
         _rng = new Random(scenario.Seed);
         const uint pool = 64;
@@ -51,7 +52,7 @@ public sealed class ScenarioRunner : IDisposable
         Scheduler = new MemoryScheduler(Arena, new SchedulerOptions
         {
             HostPages = scenario.HostPages, IdleTax = scenario.IdleTax, BatchPages = scenario.BatchPages,
-            Policy = policy ?? PolicyCatalog.Create(scenario.PolicyName), Seed = scenario.Seed,
+            Policy = policy, Seed = scenario.Seed,
             WorkConserving = scenario.WorkConserving && scenario.PolicyName != "static",
         });
         try
@@ -94,6 +95,19 @@ public sealed class ScenarioRunner : IDisposable
     /// <summary>The hypercall service guest applications query for their VM's memory condition.</summary>
     public ConditionService Condition { get; }
     public int Tick => _tick;
+
+    // A user's policy is loaded only now, when the scenario runs (checking one loads nothing).
+    private static IAllocationPolicy CreatePolicy(string name)
+    {
+        try
+        {
+            return PolicyCatalog.Create(name);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ScenarioException("scenario", "policy", e.Message);
+        }
+    }
 
     /// <summary>Progress of <see cref="Boot"/>: balloon pages inflated so far and the pages to inflate.</summary>
     public event Action<ulong, ulong>? BootProgress;

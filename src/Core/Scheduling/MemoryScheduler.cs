@@ -121,8 +121,8 @@ public sealed class MemoryScheduler
         // Work-conserving, a VM starts with all it may have: nothing is reclaimed before a VM needs it (ESX
         // balloons only when the host runs short), so a boot inflates no balloon.
         if (Options.WorkConserving) vm.CeilingPages = maxPages;
+        vm.Vm.SetFrameLimit(allocationPages);
         os.EnsureDemandFrame = urgent => ProvideDemandFrame(vm, urgent);
-        os.Vm.SetFrameLimit(vm.CeilingPages);
         _vms.Add(vm);
         return vm;
     }
@@ -189,6 +189,9 @@ public sealed class MemoryScheduler
         if (sum > Options.HostPages)
             throw new PolicyException($"{who} gave {sum} pages in all, more than the host's {Options.HostPages}");
     }
+
+    private static ulong NativeLimit(ScheduledVm v) =>
+        Math.Min(v.CeilingPages, Math.Max(v.AllocationPages, (ulong)Math.Max(0, v.Vm.HeldFrames)));
 
     /// <summary>Host pages no VM holds (demand pools included; negative while VMs are overcommitted).</summary>
     public long FreeHostPages => (long)Options.HostPages - _vms.Sum(v => v.Vm.HeldFrames);
@@ -265,7 +268,11 @@ public sealed class MemoryScheduler
         var sources = FramesMoved is null ? null : new List<(string? Vm, int Frames)>();
         int refused = 0;
         UpdateCeilings();
-        foreach (ScheduledVm v in _vms) v.Vm.SetFrameLimit(v.CeilingPages);
+        // The engine's own faults (a host-swapped page touched again, a fault no guest OS hook saw) take free
+        // frames only below this limit and never look at the host's total. Past its allocation a VM grows
+        // only through ProvideDemandFrame, which is bounded by the host's free pages; the ceiling itself
+        // (the balloon target) may be higher.
+        foreach (ScheduledVm v in _vms) v.Vm.SetFrameLimit(NativeLimit(v));
         try
         {
             foreach (ScheduledVm v in _vms)

@@ -74,13 +74,38 @@ public sealed class PageLabPolicy : IAllocationPolicy
 }
 
 /// <summary>Policies by name: the built-in ones, or a user's class named as <c>Namespace.Type, Assembly</c>
-/// (an assembly the runtime can load) or <c>path/to/Lib.dll:Namespace.Type</c>.</summary>
+/// (an assembly the runtime can load) or <c>path/to/Lib.dll:Namespace.Type</c> (a relative path is relative
+/// to the current directory).</summary>
 public static class PolicyCatalog
 {
     public static readonly string[] BuiltIn = ["static", "esx", "pagelab"];
 
-    /// <summary>A new instance of the named policy; <see cref="ArgumentException"/> saying why not.</summary>
-    public static IAllocationPolicy Create(string name, string? baseDirectory = null)
+    /// <summary>Checks a policy's name without loading anything (checking a scenario must not run code it
+    /// names): a built-in name, or a user's class in one of the two forms, its .dll present.
+    /// <see cref="ArgumentException"/> saying why not.</summary>
+    public static void CheckName(string name)
+    {
+        if (BuiltIn.Contains(name)) return;
+        if (DllPath(name) is (string path, _))
+        {
+            if (!File.Exists(path)) throw new ArgumentException($"policy '{name}': no assembly at {path}");
+            return;
+        }
+        if (!name.Contains(','))
+            throw new ArgumentException($"policy '{name}' is not one of {string.Join(", ", BuiltIn)}, nor a class named as 'Namespace.Type, Assembly' or 'path/Lib.dll:Namespace.Type'");
+    }
+
+    private static (string Path, string Type)? DllPath(string name)
+    {
+        int colon = name.LastIndexOf(':');
+        return colon > 1 && name[..colon].EndsWith(".dll", StringComparison.OrdinalIgnoreCase)
+            ? (Path.GetFullPath(name[..colon]), name[(colon + 1)..])
+            : null;
+    }
+
+    /// <summary>A new instance of the named policy (a user's class is loaded and constructed here);
+    /// <see cref="ArgumentException"/> saying why not.</summary>
+    public static IAllocationPolicy Create(string name)
     {
         switch (name)
         {
@@ -88,23 +113,30 @@ public static class PolicyCatalog
             case "esx": return new EsxPolicy();
             case "pagelab": return new PageLabPolicy();
         }
+        CheckName(name);
         Type? type;
-        int colon = name.LastIndexOf(':');
-        if (colon > 1 && name[..colon].EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
+        try
         {
-            string path = Path.GetFullPath(name[..colon], baseDirectory ?? Environment.CurrentDirectory);
-            if (!File.Exists(path)) throw new ArgumentException($"policy '{name}': no assembly at {path}");
-            type = System.Reflection.Assembly.LoadFrom(path).GetType(name[(colon + 1)..]);
+            type = DllPath(name) is (string path, string typeName)
+                ? System.Reflection.Assembly.LoadFrom(path).GetType(typeName)
+                : Type.GetType(name, throwOnError: false);
         }
-        else if (name.Contains(','))
-            type = Type.GetType(name, throwOnError: false);
-        else
-            throw new ArgumentException($"policy '{name}' is not one of {string.Join(", ", BuiltIn)}, nor a class named as 'Namespace.Type, Assembly' or 'path/Lib.dll:Namespace.Type'");
+        catch (Exception e) when (e is BadImageFormatException or FileLoadException or FileNotFoundException or TypeLoadException)
+        {
+            throw new ArgumentException($"policy '{name}': cannot be loaded ({e.Message})");
+        }
         if (type is null) throw new ArgumentException($"policy '{name}': no such class");
         if (!typeof(IAllocationPolicy).IsAssignableFrom(type))
             throw new ArgumentException($"policy '{name}': {type.FullName} does not implement {nameof(IAllocationPolicy)}");
         if (type.GetConstructor(Type.EmptyTypes) is null)
             throw new ArgumentException($"policy '{name}': {type.FullName} has no public parameterless constructor");
-        return (IAllocationPolicy)Activator.CreateInstance(type)!;
+        try
+        {
+            return (IAllocationPolicy)Activator.CreateInstance(type)!;
+        }
+        catch (System.Reflection.TargetInvocationException e)
+        {
+            throw new ArgumentException($"policy '{name}': its constructor failed ({e.InnerException?.Message ?? e.Message})");
+        }
     }
 }
