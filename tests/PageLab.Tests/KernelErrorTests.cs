@@ -314,8 +314,11 @@ public class KernelErrorTests
         Assert.Equal(r.Targets[CampaignTarget.UnprotectedPage], r.Contained);
         Assert.Equal(r.Injected, r.Retired);
         Assert.Equal((ulong)(r.Injected - r.Contained), r.HandlerRecoveries);    // every protected one rebuilt inside a fault
+        // Every kind of target is hit many times. Not a fixed share: a written page the writer has just made
+        // writable (unprotected until reprotected) is skipped, so how often written pages are drawn depends on
+        // the writer's timing (292 of 2000 seen once; a bound of 300 failed 2 runs in 45).
         foreach (CampaignTarget t in new[] { CampaignTarget.ReadMostlyPage, CampaignTarget.WrittenPage, CampaignTarget.DiskPage, CampaignTarget.UnprotectedPage })
-            Assert.True(r.Targets.GetValueOrDefault(t) > 300, $"{t}: {r.Targets.GetValueOrDefault(t)}");
+            Assert.True(r.Targets.GetValueOrDefault(t) > 100, $"{t}: {r.Targets.GetValueOrDefault(t)}");
     }
 
     [Theory]
