@@ -61,6 +61,7 @@ public sealed class ScenarioRunner : IDisposable
             {
                 GuestVm vm = GuestVm.Create(Arena, spec.Name, spec.Pages, pool);
                 _unscheduled = vm;
+                vm.SetFaultAround(scenario.FaultAroundPages);
                 var os = new GuestOperatingSystem(vm, new GuestOsOptions { SwapDirectory = swapDirectory });
                 var app = new BalloonApplication(os, vm.Id);
                 Scheduler.Add(os, app, spec.Shares, spec.MinPages, spec.MaxPages ?? spec.Pages, scenario.InitialOf(spec));

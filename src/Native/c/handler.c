@@ -30,18 +30,54 @@ static int spurious(struct pl_region *r, uint64_t g)
     return 1;
 }
 
+/* A page fault-around may fill: no frame now and never one before (see pagelab.h, FAULT-AROUND). */
+static int never_used(struct pl_region *r, uint64_t p)
+{
+    return st_of(r, p) == PL_UNBACKED && !(r->flags[p] & PL_PF_HAD_FRAME);
+}
+
+/* Spare zero frames for the never-used pages around g in its aligned block, g's own frame `fg` in its
+ * place: forward first (guests allocate upwards, and the pool's frames are in order, so the run usually
+ * maps with one call), then backward. Returns the run's first page and length; frames[] gets its frames. */
+static uint64_t around(struct pl_region *r, uint64_t g, uint32_t fg, uint32_t *frames, uint64_t *first)
+{
+    uint64_t w = r->fault_around, lo = g - g % w, hi = lo + w < r->pages ? lo + w : r->pages;
+    uint32_t back[PL_MAX_AROUND];
+    uint64_t ahead = 0, behind = 0;
+    frames[0] = fg;
+    if (!(r->flags[g] & PL_PF_HAD_FRAME)) {
+        while (g + 1 + ahead < hi && never_used(r, g + 1 + ahead) && take_spare_frame(r, &frames[1 + ahead]) == 0) ahead++;
+        while (g - behind > lo && never_used(r, g - behind - 1) && take_spare_frame(r, &back[behind]) == 0) behind++;
+    }
+    if (behind > 0) {
+        memmove(frames + behind, frames, (ahead + 1) * sizeof *frames);
+        for (uint64_t i = 0; i < behind; i++) frames[i] = back[behind - 1 - i];
+    }
+    *first = g - behind;
+    return behind + 1 + ahead;
+}
+
 static int demand_zero(struct pl_region *r, uint64_t g)
 {
-    uint32_t f;
+    uint32_t f, frames[PL_MAX_AROUND];
     int zero;
     if (take_frame(r, g, &f, &zero) != 0) return 0;
     if (!zero) memset(frame_bytes(r->arena, f), 0, page_size); /* a host-swapped victim's old content */
-    if (change_pages(r, g, 1, PL_BACKED, NULL, f, 1) != 0) {
+    uint64_t first = g, n = r->fault_around > 1 ? around(r, g, f, frames, &first) : 1;
+    if (n > 1 && change_pages(r, first, n, PL_BACKED, frames, 0, 0) != 0) {
+        /* Past the mapping budget (or a failed call): the spares go back, and g alone is mapped below. */
+        for (uint64_t i = 0; i < n; i++)
+            if (first + i != g) drop_frame(r, frames[i], 1);
+        first = g;
+        n = 1;
+    }
+    if (n == 1 && change_pages(r, g, 1, PL_BACKED, NULL, f, 1) != 0) {
         drop_frame(r, f, 1);
         return 0;
     }
-    set_page(r, g, f, PL_BACKED);
+    for (uint64_t i = 0; i < n; i++) set_page(r, first + i, n == 1 ? f : frames[i], PL_BACKED);
     atomic_fetch_add_explicit(&r->counters.demand_faults, 1, memory_order_relaxed);
+    if (n > 1) atomic_fetch_add_explicit(&r->counters.faulted_around, n - 1, memory_order_relaxed);
     return 1;
 }
 
