@@ -33,28 +33,33 @@ static int spurious(struct pl_region *r, uint64_t g)
 /* A page fault-around may fill: no frame now and never one before (see pagelab.h, FAULT-AROUND). */
 static int never_used(struct pl_region *r, uint64_t p)
 {
-    return st_of(r, p) == PL_UNBACKED && !(r->flags[p] & PL_PF_HAD_FRAME);
+    return st_of(r, p) == PL_UNBACKED && !(r->flags[p] & PL_PF_USED);
 }
 
-/* Spare zero frames for the never-used pages around g in its aligned block, g's own frame `fg` in its
- * place: forward first (guests allocate upwards, and the pool's frames are in order, so the run usually
- * maps with one call), then backward. Returns the run's first page and length; frames[] gets its frames. */
+/* The never-used pages around g in its aligned block get spare zero frames: as many as the VM can spare,
+ * pages after g first (guests allocate upwards), then before. The frames (g's own `fg` among them; all
+ * read zero) are sorted so that pages in order get frames in order: the run is usually one mmap and one
+ * VMA. Returns the run's first page and length; frames[] gets its frames. */
 static uint64_t around(struct pl_region *r, uint64_t g, uint32_t fg, uint32_t *frames, uint64_t *first)
 {
     uint64_t w = r->fault_around, lo = g - g % w, hi = lo + w < r->pages ? lo + w : r->pages;
-    uint32_t back[PL_MAX_AROUND];
-    uint64_t ahead = 0, behind = 0;
+    uint64_t ahead = 0, behind = 0, n = 1;
     frames[0] = fg;
-    if (!(r->flags[g] & PL_PF_HAD_FRAME)) {
-        while (g + 1 + ahead < hi && never_used(r, g + 1 + ahead) && take_spare_frame(r, &frames[1 + ahead]) == 0) ahead++;
-        while (g - behind > lo && never_used(r, g - behind - 1) && take_spare_frame(r, &back[behind]) == 0) behind++;
+    if (!(r->flags[g] & PL_PF_USED)) {
+        while (g + 1 + ahead < hi && never_used(r, g + 1 + ahead)) ahead++;
+        while (g - behind > lo && never_used(r, g - behind - 1)) behind++;
     }
-    if (behind > 0) {
-        memmove(frames + behind, frames, (ahead + 1) * sizeof *frames);
-        for (uint64_t i = 0; i < behind; i++) frames[i] = back[behind - 1 - i];
+    while (n < 1 + ahead + behind && take_spare_frame(r, &frames[n]) == 0) n++;
+    if (ahead > n - 1) ahead = n - 1;
+    behind = n - 1 - ahead;
+    for (uint64_t i = 1; i < n; i++) { /* insertion sort: at most PL_MAX_AROUND frames */
+        uint32_t f = frames[i];
+        uint64_t j = i;
+        for (; j > 0 && frames[j - 1] > f; j--) frames[j] = frames[j - 1];
+        frames[j] = f;
     }
     *first = g - behind;
-    return behind + 1 + ahead;
+    return n;
 }
 
 static int demand_zero(struct pl_region *r, uint64_t g)
@@ -67,7 +72,7 @@ static int demand_zero(struct pl_region *r, uint64_t g)
     if (n > 1 && change_pages(r, first, n, PL_BACKED, frames, 0, 0) != 0) {
         /* Past the mapping budget (or a failed call): the spares go back, and g alone is mapped below. */
         for (uint64_t i = 0; i < n; i++)
-            if (first + i != g) drop_frame(r, frames[i], 1);
+            if (frames[i] != f) drop_frame(r, frames[i], 1);
         first = g;
         n = 1;
     }

@@ -65,8 +65,9 @@
  *   the kernel maps a huge page or a file's neighbouring pages on one fault: one signal and one mmap
  *   instead of one each per page. Only frames that cost nothing extra are used (the VM's pool, then free
  *   frames under its frame limit; never a host swap or an overcommit), only pages that never had a frame
- *   (PL_PF_HAD_FRAME clear: a page the balloon or free page reporting gave back is never refilled behind
- *   the guest's back), and all are zero. The faulting page alone is still resolved when nothing else is.
+ *   and that the host never unmapped (PL_PF_USED clear: a page the balloon or free page reporting gave
+ *   back is never refilled behind the guest's back), and all are zero. When no spare frame is left, the
+ *   faulting page alone is mapped, as without fault-around.
  *
  * A FAULT IS ALWAYS RESOLVED when the machine has any frame to give: the handler takes the VM's pool
  * frame, else a free arena frame while the VM is under its frame limit, else it host-swaps one of the VM's
@@ -134,7 +135,7 @@ enum { PL_F_FREE = 0, PL_F_HELD = 1, PL_F_GUEST = 2, PL_F_PARITY = 3, PL_F_RETIR
 #define PL_PF_SAMPLING 1u /* in the current sampling period's sample */
 #define PL_PF_TOUCHED 2u  /* sampled and touched since */
 #define PL_PF_LOST 4u     /* its content was lost to an uncorrected error (contained) */
-#define PL_PF_HAD_FRAME 8u /* has had a frame since the region was made: never fault-around's to fill */
+#define PL_PF_USED 8u     /* has had a frame, or the host unmapped it: never fault-around's to fill */
 
 #define PL_MAX_K 32
 #define PL_MAX_AROUND 64 /* fault-around's largest block: its frame lists live on the signal stack */

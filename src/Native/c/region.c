@@ -211,7 +211,7 @@ int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t n
 
 void set_page(struct pl_region *r, uint64_t g, uint32_t frame, uint32_t st)
 {
-    if (frame != PL_NO_FRAME) r->flags[g] |= PL_PF_HAD_FRAME;
+    if (frame != PL_NO_FRAME) r->flags[g] |= PL_PF_USED;
     atomic_store_explicit(&r->p2m[g], frame, memory_order_relaxed);
     atomic_store_explicit(&r->state[g], st, memory_order_release);
 }
@@ -517,7 +517,7 @@ static void swap_frames(struct pl_region *r, uint64_t first, uint64_t count, con
             uint32_t old = fr_of(r, g);
             if (r->group_of[g] != PL_NO_GROUP) leave_group(r, g);
             disk_off[g] = -1;
-            flags[g] &= PL_PF_HAD_FRAME; /* the page's history stays: fault-around never refills it */
+            flags[g] &= PL_PF_USED; /* the page's history stays: fault-around never refills it */
             if (old != PL_NO_FRAME && st_of(r, g) == PL_POISONED) {
                 arena_retire(r, old); /* takes the arena lock itself (rare: an unmap or remap of a poisoned page) */
                 push_event(r, g, old, PL_EV_CONTAINED);
@@ -567,7 +567,10 @@ PL_EXPORT int pl_unmap(int id, uint64_t first, uint64_t count, uint32_t *old_out
     int rc = change_pages(r, first, count, PL_UNBACKED, NULL, PL_KEEP_FRAME, 0);
     if (rc == 0) {
         swap_frames(r, first, count, NULL, old_out);
-        for (uint64_t i = 0; i < count; i++) set_page(r, first + i, PL_NO_FRAME, PL_UNBACKED);
+        for (uint64_t i = 0; i < count; i++) {
+            set_page(r, first + i, PL_NO_FRAME, PL_UNBACKED);
+            r->flags[first + i] |= PL_PF_USED; /* the host said it holds nothing: only its own touch backs it */
+        }
     }
     pl_unlock(&r->lock);
     return rc;
