@@ -27,7 +27,7 @@ internal static unsafe partial class Interop
         public const uint NoFrame = 0xFFFFFFFF;
         public const uint MapBack = 1;
         public const uint ShareDying = 0x80000000;
-        public const int Counters = 15;
+        public const int Counters = 16;
 
         /// <summary>What the handler did that managed code must finish (struct pl_event).</summary>
         [StructLayout(LayoutKind.Sequential)]

@@ -25,8 +25,9 @@ static int spurious(struct pl_region *r, uint64_t g)
         say("a fault repeats on a page the tables say is accessible", (uint64_t)r->owner, g);
         return 0;
     }
-    /* Racing threads make a few in a row; dozens mean the mapping is not what the tables say. */
-    if (r->spurious_streak >= 64) (void)map_frames(r, g, 1, fr_of(r, g), prot_of(st_of(r, g)));
+    /* Racing threads make a few in a row; dozens mean the mapping is not what the tables say (a page
+     * with no frame is left alone: its hole is what the tables say). */
+    if (r->spurious_streak >= 64 && fr_of(r, g) != PL_NO_FRAME) (void)map_frames(r, g, 1, fr_of(r, g), prot_of(st_of(r, g)));
     return 1;
 }
 
@@ -121,6 +122,7 @@ int resolve(struct pl_region *r, uint64_t g, int is_write)
     pl_lock(&r->lock);
     uint32_t st = st_of(r, g);
     int done = 0, was_spurious = 0;
+    r->frame_busy = 0;
     const char *why = NULL;
     switch (st) {
     case PL_UNBACKED:
@@ -154,10 +156,15 @@ int resolve(struct pl_region *r, uint64_t g, int is_write)
         done = was_spurious = spurious(r, g);
         break;
     }
+    /* No frame only because another VM's lock was held: let the access re-run (the holder is never
+     * waiting for us), counted in a row as spurious faults are, so an endless repeat still chains. */
+    int retry = !done && r->frame_busy;
+    if (retry) done = was_spurious = spurious(r, g);
     /* Any real resolution ends a streak: spurious faults are counted in a row, across threads. */
     if (done && !was_spurious) r->spurious_streak = 0;
     if (!done && why) atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
     pl_unlock(&r->lock);
+    if (retry) os_yield(); /* let the lock's holder finish before the access faults again */
     if (why && !done) say(why, (uint64_t)r->owner, g);
     return done;
 }

@@ -1,7 +1,8 @@
 /* hostswap.c: where a fault gets a frame. The VM's demand pool first; then a free arena frame while the
  * VM holds fewer frames than its limit; then one of the VM's own pages swapped out to the host swap file
- * (what ESX does when ballooning is not enough), its frame reused; then a free frame past the limit.
- * Swapped pages come back the same way on their next touch. Callers hold the region lock. */
+ * (what ESX does when ballooning is not enough), its frame reused; then a free frame past the limit;
+ * last, on a full arena, a page of another VM swapped out and its frame handed over. Swapped pages come
+ * back the same way on their next touch. Callers hold the region lock. */
 #include "pagelab.h"
 
 /* Evicts one BACKED (or SAMPLED) page of r other than `except` (a clock over the VM's pages) to the host swap file,
@@ -31,6 +32,42 @@ static int evict(struct pl_region *r, uint64_t except, uint32_t *out)
         atomic_fetch_add_explicit(&r->counters.host_swap_outs, 1, memory_order_relaxed);
         *out = f;
         return 0;
+    }
+    return PL_ENOFRAME;
+}
+
+/* One page of another VM on r's arena host-swapped out, its frame handed to r (still holding that VM's
+ * bytes: the caller zeroes or overwrites it, as for its own victims). VMs past their frame limit first,
+ * as ESX reclaims from VMs above their target. The other region's lock is only tried, never waited for:
+ * two faults in two VMs, each holding its own lock, would otherwise wait for each other. *busy says a
+ * region was skipped because its lock was held (the fault may retry once the holder is done). */
+static int evict_elsewhere(struct pl_region *r, uint32_t *out, int *busy)
+{
+    struct pl_arena *a = r->arena;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < PL_MAX_REGIONS; i++) {
+            struct pl_slot *s = &pl_slots[i];
+            atomic_fetch_add(&s->inside, 1); /* as region_at: a destroy waits for us, or we see it dying */
+            struct pl_region *o = atomic_load(&s->region);
+            int rc = PL_ENOFRAME;
+            if (o && o != PL_DYING && o != r && o->arena == a && o->swap >= 0 &&
+                (pass == 1 || (uint64_t)o->owned > o->frame_limit)) {
+                if (!pl_trylock(&o->lock)) {
+                    *busy = 1;
+                } else {
+                    if ((rc = evict(o, o->pages, out)) == 0) {
+                        pl_lock(&a->lock);
+                        arena_set(a, *out, PL_F_GUEST, r->owner);
+                        o->owned--;
+                        r->owned++;
+                        pl_unlock(&a->lock);
+                    }
+                    pl_unlock(&o->lock);
+                }
+            }
+            atomic_fetch_sub(&s->inside, 1);
+            if (rc == 0) return 0;
+        }
     }
     return PL_ENOFRAME;
 }
@@ -69,10 +106,17 @@ int take_frame(struct pl_region *r, uint64_t g, uint32_t *out, int *zero)
     *zero = 0;
     if (evict(r, g, out) == 0) return 0;
     *zero = 1;
-    if (over && take_free(r, out) == 0) {
-        atomic_fetch_add_explicit(&r->counters.overcommits, 1, memory_order_relaxed);
+    if (take_free(r, out) == 0) {
+        if (over) atomic_fetch_add_explicit(&r->counters.overcommits, 1, memory_order_relaxed);
         return 0;
     }
+    *zero = 0;
+    int busy = 0;
+    if (evict_elsewhere(r, out, &busy) == 0) {
+        atomic_fetch_add_explicit(&r->counters.taken_from_others, 1, memory_order_relaxed);
+        return 0;
+    }
+    r->frame_busy = busy;
     return PL_ENOFRAME;
 }
 

@@ -71,7 +71,10 @@
  *
  * A FAULT IS ALWAYS RESOLVED when the machine has any frame to give: the handler takes the VM's pool
  * frame, else a free arena frame while the VM is under its frame limit, else it host-swaps one of the VM's
- * own pages out (a clock over backed pages) and reuses its frame, else a free frame past the limit. An
+ * own pages out (a clock over backed pages) and reuses its frame, else a free frame past the limit, else
+ * (the arena is full) it host-swaps a page of another VM, one past its limit first, whose lock it can take
+ * at once: it never waits for a second region lock. When every candidate's lock was held, the fault
+ * returns unresolved and re-runs (counted as spurious), so the holder finishes and the next try succeeds. An
  * unprotected poisoned page (or a protected one with no good copy) is contained: it gets a zero frame,
  * is flagged lost, the bad frame is retired, and C# hears of it (handler events) to end the guest
  * context that used it. Nothing reads corrupted bytes as good data.
@@ -181,8 +184,9 @@ struct pl_counters {
     _Atomic uint64_t cow_breaks;         /* writes to SHARED pages given a private copy (handler or pl_unshare) */
     _Atomic uint64_t pages_merged;       /* pages merged onto a shared frame (pl_share_create / pl_share_page) */
     _Atomic uint64_t faulted_around;     /* never-used pages a demand fault mapped besides its own */
+    _Atomic uint64_t taken_from_others;  /* frames a fault took by host-swapping another VM's page (arena full) */
 };
-#define PL_COUNTERS 15
+#define PL_COUNTERS 16
 
 /* A ticket lock: waiters are served in arrival order, so a host loop that keeps calling into the engine
  * cannot starve a guest thread waiting in its fault handler (a test-and-set lock did, measured with four
@@ -251,6 +255,7 @@ struct pl_region {
     size_t tables_bytes;
     int64_t shared;           /* pages of this region in state SHARED */
     int share_ok;             /* opted in to page sharing */
+    int frame_busy;           /* the last take_frame found no frame only because another VM's lock was held */
 #ifdef _WIN32
     uint8_t *view_mapped;     /* page -> 1 if a view (not a placeholder) is there */
 #endif
@@ -292,6 +297,7 @@ int64_t os_previous_flags(void);
 
 /* ---- shared helpers ---- */
 void pl_lock(struct pl_spin *l);
+int pl_trylock(struct pl_spin *l); /* 1: taken; 0: held by someone, nothing changed */
 void pl_unlock(struct pl_spin *l);
 void say(const char *what, uint64_t region, uint64_t page);
 static inline uint8_t *frame_bytes(struct pl_arena *a, uint32_t f) { return a->view + (size_t)f * page_size; }

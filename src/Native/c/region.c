@@ -21,6 +21,14 @@ void pl_lock(struct pl_spin *l)
         if (++spins % 64 == 0) os_yield();
 }
 
+int pl_trylock(struct pl_spin *l)
+{
+    uint32_t serving = atomic_load_explicit(&l->serving, memory_order_acquire), ticket = serving;
+    /* Free when the next ticket is the one being served: take it, unless another thread took it first. */
+    return atomic_compare_exchange_strong_explicit(&l->next, &ticket, serving + 1, memory_order_acquire,
+                                                   memory_order_relaxed);
+}
+
 void pl_unlock(struct pl_spin *l) { atomic_fetch_add_explicit(&l->serving, 1, memory_order_release); }
 
 void say(const char *what, uint64_t region, uint64_t page)
