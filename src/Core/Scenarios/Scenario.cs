@@ -46,7 +46,7 @@ public sealed record VmSpec
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public FreePageReportingSpec? FreePageReporting { get; init; }
     /// <summary>Opts this VM in to content-based page sharing (off by default: copy-on-write timing is a
-    /// side channel between tenants, docs/sharing.md). Only with "share" in the scenario's reclamation.</summary>
+    /// side channel between tenants, docs/sharing.md). It shares only when the scenario's reclamation has "share".</summary>
     public bool Sharing { get; init; }
     /// <summary>A guest image the VM boots from: read-mostly pages identical in every VM booted from the
     /// image of the same name (null: none).</summary>
@@ -214,8 +214,6 @@ public sealed record Scenario
                 if (fpr.DelayTicks < 0) Fail($"{at}.freePageReporting.delayTicks", $"must not be negative, got {fpr.DelayTicks}");
                 if (fpr.FractionPerPass is <= 0 or > 1) Fail($"{at}.freePageReporting.fractionPerPass", $"must be in (0, 1], got {fpr.FractionPerPass}");
             }
-            if (v.Sharing && !order.HasFlag(Scheduling.Reclamation.Share))
-                Fail($"{at}.sharing", $"true, but reclamation '{Reclamation}' does not share; add share (e.g. \"share,{Reclamation}\") or drop the key");
             if (v.Image is { } img)
             {
                 if (string.IsNullOrWhiteSpace(img.Name)) Fail($"{at}.image.name", "must not be empty");

@@ -78,7 +78,7 @@ public sealed class ScenarioRunner : IDisposable
             {
                 GuestVm vm = GuestVm.Create(Arena, spec.Name, spec.Pages, pool);
                 _unscheduled = vm;
-                if (spec.Sharing) vm.EnableSharing();
+                if (spec.Sharing && Scheduler.Options.Reclamation.HasFlag(Reclamation.Share)) vm.EnableSharing();
                 var os = new GuestOperatingSystem(vm, new GuestOsOptions { SwapDirectory = swapDirectory });
                 var app = new BalloonApplication(os, vm.Id);
                 Scheduler.Add(os, app, spec.Shares, spec.MinPages, spec.MaxPages ?? spec.Pages, scenario.InitialOf(spec));
