@@ -80,7 +80,8 @@ public sealed class ScenarioRunner : IDisposable
                 _unscheduled = vm;
                 if (spec.Sharing && Scheduler.Options.Reclamation.HasFlag(Reclamation.Share)) vm.EnableSharing();
                 var os = new GuestOperatingSystem(vm, new GuestOsOptions { SwapDirectory = swapDirectory });
-                var app = new BalloonApplication(os, vm.Id);
+                // A VM that shares writes the shareable balloon value, so balloon pages left mapped collapse onto one frame.
+                var app = new BalloonApplication(os, vm.Id, shareableValue: vm.SharingEnabled);
                 Scheduler.Add(os, app, spec.Shares, spec.MinPages, spec.MaxPages ?? spec.Pages, scenario.InitialOf(spec));
                 _unscheduled = null;
                 _recovery.Add(BootKernel(os, spec.KernelPages));

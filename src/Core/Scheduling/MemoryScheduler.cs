@@ -348,6 +348,7 @@ public sealed class MemoryScheduler
             }
             if (sources is not null) RaiseMoves(sources, frames.Count, to: null);
             Dictionary<string, int> swapped = HostSwapExcess(inflated);
+            UpdateSharingCredits();
             return new StepReport(inflated, deflated, deflated.Values.Sum(), refused)
             {
                 HostSwapped = swapped, PagesScanned = scanned, PagesMerged = merged,
@@ -373,6 +374,15 @@ public sealed class MemoryScheduler
         long before = Scanner.Metrics.PagesScanned;
         int merged = Scanner.ScanBatch(Options.ScanPagesPerStep);
         int scanned = (int)(Scanner.Metrics.PagesScanned - before);
+        UpdateSharingCredits();
+        return (scanned, merged);
+    }
+
+    // Each VM's credit and charge from the engine's counts now. Called after the scan, and again at the end of
+    // the step: the guest paging out a shared page or writing one (the balloon's own writes, too) changes them.
+    private void UpdateSharingCredits()
+    {
+        if (Scanner is null) return;
         SharingCounts all = Arena.Sharing;
         foreach (ScheduledVm v in _vms)
         {
@@ -381,7 +391,6 @@ public sealed class MemoryScheduler
             v.SharingCreditPages = (ulong)Math.Max(0, credit);
             v.SharingChargeFrames = Math.Max(0, mine - credit);
         }
-        return (scanned, merged);
     }
 
     // Host swap, the last mechanism: a VM that still costs more than its ceiling after sharing and its balloon
