@@ -203,7 +203,8 @@ internal static class RunCommand
     private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath, string? source, Interrupts interrupts, string? csvPath)
     {
         AnsiConsole.MarkupLine($"{(label is null ? "" : $"{Markup.Escape(label)}: ")}[bold]{Markup.Escape(s.Name)}[/]: {s.Vms.Count} VMs, " +
-                               $"host {s.HostPages} pages, {s.Ticks} ticks, policy {s.PolicyName}{(s.WorkConserving && s.PolicyName != "static" ? " (work-conserving)" : "")}, seed {s.Seed}");
+                               $"host {s.HostPages} pages, {s.Ticks} ticks, policy {s.PolicyName}{(s.WorkConserving && s.PolicyName != "static" ? " (work-conserving)" : "")}, " +
+                               (Order(s) == Core.Scheduling.Reclamation.Balloon ? "" : $"reclamation {Core.Scheduling.ReclamationParse.Format(Order(s))}, ") + $"seed {s.Seed}");
         var clock = Stopwatch.StartNew();
         // The guests' swap files go to a directory of this run, removed at the end however the run ends.
         string swapDirectory = Path.Combine(Path.GetTempPath(), $"pagelab-run-{Environment.ProcessId}-{Guid.NewGuid():N}");
@@ -284,15 +285,21 @@ internal static class RunCommand
         }
     }
 
+    private static Core.Scheduling.Reclamation Order(Scenario s) => Core.Scheduling.ReclamationParse.Parse(s.Reclamation);
+
+    // True when the run shares pages (the order shares and a VM opted in): its tables get the sharing columns.
+    private static bool Shares(Scenario s) => Order(s).HasFlag(Core.Scheduling.Reclamation.Share) && s.Vms.Any(v => v.Sharing);
+
     // Page sharing over the run, in lines that fit 80 columns whatever the counts.
     private static void WriteSharing(Core.Sharing.SharingMetrics m, TickSnapshot last)
     {
         Console.WriteLine($"sharing: {m.PagesScanned:N0} pages scanned ({m.ScanRatePagesPerSecond:N0}/s), " +
                           $"{m.ScanTime.TotalSeconds:0.000} s CPU scanning;");
-        Console.WriteLine($"  {last.Sharing.FramesSaved:N0} frames saved at the end: {last.Sharing.SharingPages:N0} pages " +
+        Console.WriteLine($"  {last.Sharing.FramesSaved:N0} frames saved: {last.Sharing.SharingPages:N0} pages " +
                           $"on {last.Sharing.SharedFrames:N0} shared frames;");
-        Console.WriteLine($"  {m.CowBreaks:N0} copy-on-write breaks, {m.PagesMerged:N0} pages merged" +
-                          (m.MapLimitHits > 0 ? $", {m.MapLimitHits:N0} refused (vm.max_map_count)" : ""));
+        Console.WriteLine($"  {m.CowBreaks:N0} copy-on-write breaks, {m.PagesMerged:N0} pages merged");
+        if (m.MapLimitHits > 0)
+            Console.WriteLine($"  {m.MapLimitHits:N0} merges refused: vm.max_map_count is full");
     }
 
     // Removes a directory of this run's temporary files; the run's end and a second signal may race to it.
@@ -345,7 +352,7 @@ internal static class RunCommand
             .Column("VM", 0).Column("alloc", 0).Column("held", 9).Column("balloon", 8).Column("active est", 7).Column("true WS", 3)
             .Column("guest free", 2).Column("swap out", 6).Column("swap in", 10).Column("demand flt", 4).Column("host stall", 5)
             .Column("bal. out", 1).Column("condition", 11).Column("avail", 2);
-        bool sharing = s.Vms.Any(v => v.Sharing) && s.Reclamation.Contains("share");
+        bool sharing = Shares(s);
         if (sharing) table.Column("shared", 8).Column("cow", 3);
         foreach (VmSnapshot v in t.Vms)
             table.Row([v.Name, $"{v.AllocationPages}", $"{v.HeldFrames}", $"{v.BalloonTarget}/{v.BalloonActual}", $"{v.ActiveEstimatePages}",
@@ -362,7 +369,7 @@ internal static class RunCommand
             .Column("frames out", 0).Column("page-outs", 0).Column("page-ins", 0).Column("demand flt", 0).Column("host stall", 0)
             .Column("ticks low", 0).Column("ticks crit", 0).Column("inj+rec", 0);
         // Columns of the other reclamation mechanisms only where the scenario uses them, so the usual table keeps its shape.
-        bool sharing = timeline.Scenario.Vms.Any(v => v.Sharing) && timeline.Scenario.Reclamation.Contains("share"), reclaims = timeline.Scenario.Reclamation != "balloon";
+        bool sharing = Shares(timeline.Scenario), reclaims = Order(timeline.Scenario) != Core.Scheduling.Reclamation.Balloon;
         if (reclaims) table.Column("balloon took", 0).Column("host swap", 0);
         if (sharing) table.Column("shared end", 0).Column("cow breaks", 0).Column("image errors", 0);
         foreach (VmRunSummary v in timeline.Summarize())
