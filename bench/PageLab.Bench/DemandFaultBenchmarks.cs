@@ -1,6 +1,7 @@
 // Why: a PageLab demand-zero fault (SIGSEGV resolved by the native handler) against its C floor (the
 // same unmap, punch and one mmap per fault from a plain C handler) and the kernel's own first touch of
-// punched memfd memory; per page, with the unback/punch and pool refill of each round included.
+// punched memfd memory; per page, with the unback/punch and pool refill of each round included. With
+// fault-around one fault maps a block, so a guest's first touches should cost close to the kernel's.
 using BenchmarkDotNet.Attributes;
 using PageLab.Core;
 using PageLab.Core.Guest;
@@ -24,9 +25,12 @@ public unsafe class DemandFaultBenchmarks
     private const uint PoolCapacity = 512;
     private static readonly GuestPage Page0 = new(0);
 
+    private const int AroundWindows = 4096;   // fresh windows of Pages pages per fault-around VM
+
     private RawMemfd? _raw;
     private HostArena? _arena;
     private GuestVm? _vm;
+    private int _window;
 
     [GlobalSetup(Target = nameof(KernelFirstTouch))]
     public void SetupKernel()
@@ -54,6 +58,24 @@ public unsafe class DemandFaultBenchmarks
         _vm.RefillPool();
     }
 
+    [GlobalSetup(Target = nameof(GuestVmFaultAround))]
+    public void SetupFaultAround()
+    {
+        _arena = HostArena.Create(Pages + PoolCapacity + Pages, "pagelab-bench-around");
+        NewAroundVm();
+    }
+
+    // Fault-around fills only pages that never had a frame, so every round needs fresh ones: a VM of many
+    // windows, made again when they are used up (once per AroundWindows rounds).
+    private void NewAroundVm()
+    {
+        _vm?.Dispose();
+        _vm = GuestVm.Create(_arena!, "around", (ulong)Pages * AroundWindows, PoolCapacity);
+        _vm.SetFaultAround(GuestVm.MaxFaultAround);
+        _vm.RefillPool();
+        _window = 0;
+    }
+
     [GlobalCleanup(Target = nameof(CFloor))]
     public void CleanupCFloor()
     {
@@ -61,7 +83,7 @@ public unsafe class DemandFaultBenchmarks
         _raw?.Dispose();
     }
 
-    [GlobalCleanup(Targets = [nameof(KernelFirstTouch), nameof(GuestVmDemandFault)])]
+    [GlobalCleanup(Targets = [nameof(KernelFirstTouch), nameof(GuestVmDemandFault), nameof(GuestVmFaultAround)])]
     public void Cleanup()
     {
         _vm?.Dispose();
@@ -90,6 +112,17 @@ public unsafe class DemandFaultBenchmarks
     {
         _vm!.Unback(Page0, Pages);
         Touch(_vm.Base, _vm.Arena.PageSize);
+        _vm.RefillPool();
+    }
+
+    /// <summary>First touches of never-used pages with a 64-page fault-around block: one fault per 64 pages.</summary>
+    [Benchmark(OperationsPerInvoke = Pages, Description = "fault-around 64: first touch + Unback + RefillPool, per page")]
+    public void GuestVmFaultAround()
+    {
+        if (_window == AroundWindows) NewAroundVm();
+        var first = new GuestPage((ulong)_window++ * Pages);
+        Touch(_vm!.Base + (nint)(first.Value * (ulong)_vm.Arena.PageSize), _vm.Arena.PageSize);
+        _vm.Unback(first, Pages);
         _vm.RefillPool();
     }
 

@@ -83,7 +83,8 @@ public static class FaultEngine
 /// <param name="EventsDropped">Handler events not collected before the engine's ring overflowed.</param>
 /// <param name="CowBreaks">Writes to shared pages given a private copy (copy-on-write faults, and unshares).</param>
 /// <param name="PagesMerged">Pages merged onto a shared frame.</param>
+/// <param name="FaultedAround">Never-used pages demand faults mapped besides their own (fault-around).</param>
 public readonly record struct FaultCounters(
     ulong DemandFaults, ulong SampleTouches, ulong PoolEmpty, ulong MapFailures, ulong TrackedWrites, ulong HandlerRecoveries,
     ulong HostSwapOuts, ulong HostSwapIns, ulong Contained, ulong Overcommits, ulong Spurious, ulong EventsDropped,
-    ulong CowBreaks = 0, ulong PagesMerged = 0);
+    ulong CowBreaks = 0, ulong PagesMerged = 0, ulong FaultedAround = 0);

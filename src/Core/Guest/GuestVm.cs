@@ -3,6 +3,7 @@
 // Every call holds a use of the region (RegionUse), so a concurrent Dispose waits for it or makes it
 // throw ObjectDisposedException: never a crash, never another VM's page.
 using System.Buffers;
+using System.Numerics;
 using System.Runtime.InteropServices;
 using PageLab.Core.Faults;
 using PageLab.Core.Host;
@@ -182,7 +183,7 @@ public sealed unsafe partial class GuestVm : IDisposable
             using RegionUse use = Use();
             ulong* c = stackalloc ulong[Lib.Counters];
             FaultEngine.Check(Lib.RegionCounters(use.Id, c, Lib.Counters), "pl_region_counters");
-            return new FaultCounters(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13]);
+            return new FaultCounters(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13], c[14]);
         }
     }
 
@@ -204,6 +205,22 @@ public sealed unsafe partial class GuestVm : IDisposable
         using RegionUse use = Use();
         FaultEngine.Check(Lib.SetFrameLimit(use.Id, frames ?? ulong.MaxValue), $"{Name}: setting the frame limit");
     }
+
+    /// <summary>How many pages a demand fault maps: besides its own page, the never-used pages of its
+    /// aligned block of this many (a power of two, 1 to 64; 1, the default, maps only the faulting page).
+    /// One signal and one mapping call then serve a guest's first touches of a whole block, as a huge page
+    /// does; pages that ever had a frame are never filled this way, so a page the balloon gave back stays
+    /// given back.</summary>
+    public void SetFaultAround(int pages)
+    {
+        if (pages < 1 || pages > MaxFaultAround || !BitOperations.IsPow2(pages))
+            throw new ArgumentOutOfRangeException(nameof(pages), pages, $"{Name}: fault-around must be a power of two from 1 to {MaxFaultAround} pages");
+        using RegionUse use = Use();
+        FaultEngine.Check(Lib.SetFaultAround(use.Id, (uint)pages), $"{Name}: setting fault-around to {pages} pages");
+    }
+
+    /// <summary>The largest fault-around block (the handler keeps its frame list on the signal stack).</summary>
+    public const int MaxFaultAround = 64;
 
     /// <summary>Host-swaps up to <paramref name="pages"/> of the VM's backed pages now, giving their frames
     /// back to the arena. Returns how many.</summary>

@@ -1,7 +1,9 @@
 // Scenario files (JSON): the host, its VMs and their workloads. Loading rejects unknown keys and
 // impossible values with the file, key and value named; a built-in default runs when none is given.
+using System.Numerics;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using PageLab.Core.Guest;
 
 namespace PageLab.Core.Scenarios;
 
@@ -97,6 +99,9 @@ public sealed record Scenario
     public string Reclamation { get; init; } = "balloon";
     /// <summary>Pages the sharing scanner looks at per tick (KSM's pages_to_scan per wake-up: 100).</summary>
     public int ScanPagesPerTick { get; init; } = 100;
+    /// <summary>Pages one demand fault maps: its own and the never-used pages of its aligned block of this
+    /// many (GuestVm.SetFaultAround). 1 maps only the faulting page.</summary>
+    public int FaultAroundPages { get; init; } = 64;
     public int Seed { get; init; } = 1;
     public List<VmSpec> Vms { get; init; } = [];
     public List<InjectionSpec> Injections { get; init; } = [];
@@ -173,6 +178,8 @@ public sealed record Scenario
         if (Ticks < 1) Fail("ticks", $"must be at least 1, got {Ticks}");
         if (SamplePeriodTicks < 1) Fail("samplePeriodTicks", $"must be at least 1, got {SamplePeriodTicks}");
         if (BatchPages is < 1 or > MaxBatchPages) Fail("batchPages", $"must be between 1 and {MaxBatchPages}, got {BatchPages}");
+        if (FaultAroundPages is < 1 or > GuestVm.MaxFaultAround || !BitOperations.IsPow2(FaultAroundPages))
+            Fail("faultAroundPages", $"must be a power of two from 1 to {GuestVm.MaxFaultAround}, got {FaultAroundPages}");
         if (IdleTax is < 0 or >= 1) Fail("idleTax", $"must be in [0, 1), got {IdleTax}");
         if (!Adaptive && Policy is not (null or "static")) Fail("policy", $"'{Policy}' conflicts with adaptive: false (which means the static policy); give one");
         if (Policy is not null)

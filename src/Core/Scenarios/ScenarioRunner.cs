@@ -79,6 +79,7 @@ public sealed class ScenarioRunner : IDisposable
                 GuestVm vm = GuestVm.Create(Arena, spec.Name, spec.Pages, pool);
                 _unscheduled = vm;
                 if (spec.Sharing && Scheduler.Options.Reclamation.HasFlag(Reclamation.Share)) vm.EnableSharing();
+                vm.SetFaultAround(scenario.FaultAroundPages);
                 var os = new GuestOperatingSystem(vm, new GuestOsOptions { SwapDirectory = swapDirectory });
                 // A VM that shares writes the shareable balloon value, so balloon pages left mapped collapse onto one frame.
                 var app = new BalloonApplication(os, vm.Id, shareableValue: vm.SharingEnabled);

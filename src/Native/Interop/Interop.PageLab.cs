@@ -27,7 +27,7 @@ internal static unsafe partial class Interop
         public const uint NoFrame = 0xFFFFFFFF;
         public const uint MapBack = 1;
         public const uint ShareDying = 0x80000000;
-        public const int Counters = 14;
+        public const int Counters = 15;
 
         /// <summary>What the handler did that managed code must finish (struct pl_event).</summary>
         [StructLayout(LayoutKind.Sequential)]
@@ -75,6 +75,7 @@ internal static unsafe partial class Interop
         [LibraryImport(Lib, EntryPoint = "pl_region_counters")]
         public static partial int RegionCounters(int id, ulong* counters, int n);
         [LibraryImport(Lib, EntryPoint = "pl_set_frame_limit")] public static partial int SetFrameLimit(int id, ulong limit);
+        [LibraryImport(Lib, EntryPoint = "pl_set_fault_around")] public static partial int SetFaultAround(int id, uint pages);
         [LibraryImport(Lib, EntryPoint = "pl_set_host_swap")] public static partial int SetHostSwap(int id, nint file);
         [LibraryImport(Lib, EntryPoint = "pl_host_swap_out")] public static partial int HostSwapOut(int id, uint n);
         [LibraryImport(Lib, EntryPoint = "pl_events_take")] public static partial int EventsTake(int id, Event* events, uint cap);

@@ -30,18 +30,59 @@ static int spurious(struct pl_region *r, uint64_t g)
     return 1;
 }
 
+/* A page fault-around may fill: no frame now and never one before (see pagelab.h, FAULT-AROUND). */
+static int never_used(struct pl_region *r, uint64_t p)
+{
+    return st_of(r, p) == PL_UNBACKED && !(r->flags[p] & PL_PF_USED);
+}
+
+/* The never-used pages around g in its aligned block get spare zero frames: as many as the VM can spare,
+ * pages after g first (guests allocate upwards), then before. The frames (g's own `fg` among them; all
+ * read zero) are sorted so that pages in order get frames in order: the run is usually one mmap and one
+ * VMA. Returns the run's first page and length; frames[] gets its frames. */
+static uint64_t around(struct pl_region *r, uint64_t g, uint32_t fg, uint32_t *frames, uint64_t *first)
+{
+    uint64_t w = r->fault_around, lo = g - g % w, hi = lo + w < r->pages ? lo + w : r->pages;
+    uint64_t ahead = 0, behind = 0, n = 1;
+    frames[0] = fg;
+    if (!(r->flags[g] & PL_PF_USED)) {
+        while (g + 1 + ahead < hi && never_used(r, g + 1 + ahead)) ahead++;
+        while (g - behind > lo && never_used(r, g - behind - 1)) behind++;
+    }
+    while (n < 1 + ahead + behind && take_spare_frame(r, &frames[n]) == 0) n++;
+    if (ahead > n - 1) ahead = n - 1;
+    behind = n - 1 - ahead;
+    for (uint64_t i = 1; i < n; i++) { /* insertion sort: at most PL_MAX_AROUND frames */
+        uint32_t f = frames[i];
+        uint64_t j = i;
+        for (; j > 0 && frames[j - 1] > f; j--) frames[j] = frames[j - 1];
+        frames[j] = f;
+    }
+    *first = g - behind;
+    return n;
+}
+
 static int demand_zero(struct pl_region *r, uint64_t g)
 {
-    uint32_t f;
+    uint32_t f, frames[PL_MAX_AROUND];
     int zero;
     if (take_frame(r, g, &f, &zero) != 0) return 0;
     if (!zero) memset(frame_bytes(r->arena, f), 0, page_size); /* a host-swapped victim's old content */
-    if (change_pages(r, g, 1, PL_BACKED, NULL, f, 1) != 0) {
+    uint64_t first = g, n = r->fault_around > 1 ? around(r, g, f, frames, &first) : 1;
+    if (n > 1 && change_pages(r, first, n, PL_BACKED, frames, 0, 0) != 0) {
+        /* Past the mapping budget (or a failed call): the spares go back, and g alone is mapped below. */
+        for (uint64_t i = 0; i < n; i++)
+            if (frames[i] != f) drop_frame(r, frames[i], 1);
+        first = g;
+        n = 1;
+    }
+    if (n == 1 && change_pages(r, g, 1, PL_BACKED, NULL, f, 1) != 0) {
         drop_frame(r, f, 1);
         return 0;
     }
-    set_page(r, g, f, PL_BACKED);
+    for (uint64_t i = 0; i < n; i++) set_page(r, first + i, n == 1 ? f : frames[i], PL_BACKED);
     atomic_fetch_add_explicit(&r->counters.demand_faults, 1, memory_order_relaxed);
+    if (n > 1) atomic_fetch_add_explicit(&r->counters.faulted_around, n - 1, memory_order_relaxed);
     return 1;
 }
 

@@ -48,20 +48,23 @@ static int take_free(struct pl_region *r, uint32_t *out)
     return rc;
 }
 
+static int pool_pop(struct pl_region *r, uint32_t *out)
+{
+    if (r->pool_count == 0) return PL_ENOFRAME;
+    *out = r->pool[r->pool_head];
+    r->pool_head = (r->pool_head + 1) % r->pool_capacity;
+    r->pool_count--;
+    return 0;
+}
+
 /* A frame for page g: the VM's (GUEST), mapped nowhere. *zero says whether it already reads as zero
  * (pool and free frames are punched holes; a host-swapped victim's frame still holds its old content). */
 int take_frame(struct pl_region *r, uint64_t g, uint32_t *out, int *zero)
 {
-    if (r->pool_count > 0) {
-        *out = r->pool[r->pool_head];
-        r->pool_head = (r->pool_head + 1) % r->pool_capacity;
-        r->pool_count--;
-        *zero = 1;
-        return 0;
-    }
+    *zero = 1;
+    if (pool_pop(r, out) == 0) return 0;
     atomic_fetch_add_explicit(&r->counters.pool_empty, 1, memory_order_relaxed);
     int over = (uint64_t)r->owned >= r->frame_limit;
-    *zero = 1;
     if (!over && take_free(r, out) == 0) return 0;
     *zero = 0;
     if (evict(r, g, out) == 0) return 0;
@@ -71,6 +74,15 @@ int take_frame(struct pl_region *r, uint64_t g, uint32_t *out, int *zero)
         return 0;
     }
     return PL_ENOFRAME;
+}
+
+/* A zero frame for a page no fault asked for yet (fault-around): the pool's, or a free frame while the VM
+ * is under its limit. Never a host swap or an overcommit: those cost more than the fault they would save. */
+int take_spare_frame(struct pl_region *r, uint32_t *out)
+{
+    if (pool_pop(r, out) == 0) return 0;
+    if ((uint64_t)r->owned >= r->frame_limit) return PL_ENOFRAME;
+    return take_free(r, out);
 }
 
 /* A frame take_frame gave that could not be used: back to the pool if it has room and the frame is

@@ -60,6 +60,15 @@
  *   nobody is inside, then frees it and bumps the generation, so a stale id is refused (PL_ENOREGION)
  *   and never reaches another VM's pages.
  *
+ * FAULT-AROUND (pl_set_fault_around; off, 1 page, unless asked). A demand fault on a page that has never
+ *   had a frame also maps the never-used pages next to it in its aligned block of fault_around pages, as
+ *   the kernel maps a huge page or a file's neighbouring pages on one fault: one signal and one mmap
+ *   instead of one each per page. Only frames that cost nothing extra are used (the VM's pool, then free
+ *   frames under its frame limit; never a host swap or an overcommit), only pages that never had a frame
+ *   and that the host never unmapped (PL_PF_USED clear: a page the balloon or free page reporting gave
+ *   back is never refilled behind the guest's back), and all are zero. When no spare frame is left, the
+ *   faulting page alone is mapped, as without fault-around.
+ *
  * A FAULT IS ALWAYS RESOLVED when the machine has any frame to give: the handler takes the VM's pool
  * frame, else a free arena frame while the VM is under its frame limit, else it host-swaps one of the VM's
  * own pages out (a clock over backed pages) and reuses its frame, else a free frame past the limit. An
@@ -126,8 +135,10 @@ enum { PL_F_FREE = 0, PL_F_HELD = 1, PL_F_GUEST = 2, PL_F_PARITY = 3, PL_F_RETIR
 #define PL_PF_SAMPLING 1u /* in the current sampling period's sample */
 #define PL_PF_TOUCHED 2u  /* sampled and touched since */
 #define PL_PF_LOST 4u     /* its content was lost to an uncorrected error (contained) */
+#define PL_PF_USED 8u     /* has had a frame, or the host unmapped it: never fault-around's to fill */
 
 #define PL_MAX_K 32
+#define PL_MAX_AROUND 64 /* fault-around's largest block: its frame lists live on the signal stack */
 #define PL_NO_GROUP 0xFFFFFFFFu
 #define PL_NO_FRAME 0xFFFFFFFFu
 #define PL_KEEP_FRAME 0xFFFFFFFEu /* change_pages: frames stay as they are (a protection change) */
@@ -169,8 +180,9 @@ struct pl_counters {
     _Atomic uint64_t events_dropped;     /* handler events C# did not collect in time */
     _Atomic uint64_t cow_breaks;         /* writes to SHARED pages given a private copy (handler or pl_unshare) */
     _Atomic uint64_t pages_merged;       /* pages merged onto a shared frame (pl_share_create / pl_share_page) */
+    _Atomic uint64_t faulted_around;     /* never-used pages a demand fault mapped besides its own */
 };
-#define PL_COUNTERS 14
+#define PL_COUNTERS 15
 
 /* A ticket lock: waiters are served in arrival order, so a host loop that keeps calling into the engine
  * cannot starve a guest thread waiting in its fault handler (a test-and-set lock did, measured with four
@@ -221,6 +233,7 @@ struct pl_region {
     int64_t maps;             /* VMAs this region needs */
     int64_t owned;            /* GUEST frames of this region (mapped + pool + in reuse), under arena lock */
     uint64_t frame_limit;     /* past it the handler host-swaps before it takes a free frame */
+    uint32_t fault_around;    /* a demand fault maps up to this many never-used pages of its aligned block */
     uint32_t *group_of;       /* page -> group or PL_NO_GROUP */
     struct pl_group *groups;
     uint32_t group_capacity;
@@ -309,6 +322,7 @@ void arena_retire(struct pl_region *r, uint32_t f);                     /* GUEST
 
 /* hostswap.c */
 int take_frame(struct pl_region *r, uint64_t g, uint32_t *out, int *zero);
+int take_spare_frame(struct pl_region *r, uint32_t *out);
 int swap_in(struct pl_region *r, uint64_t g);
 void drop_frame(struct pl_region *r, uint32_t f, int zero);
 

@@ -211,6 +211,7 @@ int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t n
 
 void set_page(struct pl_region *r, uint64_t g, uint32_t frame, uint32_t st)
 {
+    if (frame != PL_NO_FRAME) r->flags[g] |= PL_PF_USED;
     atomic_store_explicit(&r->p2m[g], frame, memory_order_relaxed);
     atomic_store_explicit(&r->state[g], st, memory_order_release);
 }
@@ -279,6 +280,7 @@ PL_EXPORT int pl_region_create(struct pl_arena *arena, int32_t owner, uint64_t p
     r->disk = -1;
     r->swap = -1;
     r->frame_limit = UINT64_MAX;
+    r->fault_around = 1;
     r->pool_capacity = pool_capacity;
     r->maps = 1;
     r->tables_bytes = tables;
@@ -436,6 +438,18 @@ PL_EXPORT int pl_set_frame_limit(int id, uint64_t limit)
     return 0;
 }
 
+/* A demand fault maps up to `pages` never-used pages of its aligned block of that many (1: only its own).
+ * A power of two, at most PL_MAX_AROUND. */
+PL_EXPORT int pl_set_fault_around(int id, uint32_t pages)
+{
+    if (pages == 0 || pages > PL_MAX_AROUND || (pages & (pages - 1)) != 0) return PL_EINVAL;
+    ENTER_REGION(r, id);
+    pl_lock(&r->lock);
+    r->fault_around = pages;
+    pl_unlock(&r->lock);
+    return 0;
+}
+
 /* The host swap file (fd / HANDLE, kept open by the caller while the region lives); -1: no host swap. */
 PL_EXPORT int pl_set_host_swap(int id, intptr_t file)
 {
@@ -503,7 +517,7 @@ static void swap_frames(struct pl_region *r, uint64_t first, uint64_t count, con
             uint32_t old = fr_of(r, g);
             if (r->group_of[g] != PL_NO_GROUP) leave_group(r, g);
             disk_off[g] = -1;
-            flags[g] = 0;
+            flags[g] &= PL_PF_USED; /* the page's history stays: fault-around never refills it */
             if (old != PL_NO_FRAME && st_of(r, g) == PL_POISONED) {
                 arena_retire(r, old); /* takes the arena lock itself (rare: an unmap or remap of a poisoned page) */
                 push_event(r, g, old, PL_EV_CONTAINED);
@@ -553,7 +567,10 @@ PL_EXPORT int pl_unmap(int id, uint64_t first, uint64_t count, uint32_t *old_out
     int rc = change_pages(r, first, count, PL_UNBACKED, NULL, PL_KEEP_FRAME, 0);
     if (rc == 0) {
         swap_frames(r, first, count, NULL, old_out);
-        for (uint64_t i = 0; i < count; i++) set_page(r, first + i, PL_NO_FRAME, PL_UNBACKED);
+        for (uint64_t i = 0; i < count; i++) {
+            set_page(r, first + i, PL_NO_FRAME, PL_UNBACKED);
+            r->flags[first + i] |= PL_PF_USED; /* the host said it holds nothing: only its own touch backs it */
+        }
     }
     pl_unlock(&r->lock);
     return rc;
