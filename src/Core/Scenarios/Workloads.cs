@@ -1,5 +1,7 @@
 // Guest workloads: C# code that reads and writes guest memory through the guest OS model, so every
 // access ends in a real load and store on guest physical memory.
+using System.IO.Hashing;
+using System.Runtime.InteropServices;
 using PageLab.Core.GuestOs;
 
 namespace PageLab.Core.Scenarios;
@@ -94,11 +96,11 @@ public sealed class ImageWorkload
     public ImageWorkload(GuestOperatingSystem os, ImageSpec spec)
     {
         _spec = spec;
-        _seed = System.IO.Hashing.XxHash3.HashToUInt64(System.Text.Encoding.UTF8.GetBytes(spec.Name));
+        _seed = XxHash3.HashToUInt64(System.Text.Encoding.UTF8.GetBytes(spec.Name));
         _process = os.Spawn("image", spec.Pages);
         for (ulong v = 0; v < spec.Pages; v++)
         {
-            Span<ulong> w = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(_process.Page(v));
+            Span<ulong> w = MemoryMarshal.Cast<byte, ulong>(_process.Page(v));
             for (int k = 0; k < w.Length; k++) w[k] = Word(v, k);
         }
     }
@@ -121,7 +123,7 @@ public sealed class ImageWorkload
             for (int i = 0; i < _spec.ReadsPerTick; i++)
             {
                 ulong vpn = (ulong)rng.NextInt64((long)_spec.Pages);
-                ReadOnlySpan<ulong> w = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(_process.Page(vpn));
+                ReadOnlySpan<ulong> w = MemoryMarshal.Cast<byte, ulong>(_process.Page(vpn));
                 int k = rng.Next(w.Length);
                 Reads++;
                 if (w[k] != Word(vpn, k) || w[0] != Word(vpn, 0)) WrongReads++;
@@ -129,7 +131,7 @@ public sealed class ImageWorkload
             for (int i = 0; i < _spec.WritesPerTick; i++)
             {
                 ulong vpn = (ulong)rng.NextInt64((long)_spec.Pages);
-                System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(_process.Page(vpn))[0] = Word(vpn, 0);
+                MemoryMarshal.Cast<byte, ulong>(_process.Page(vpn))[0] = Word(vpn, 0);
                 Writes++;
             }
         }
