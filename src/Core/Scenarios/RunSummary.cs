@@ -139,7 +139,8 @@ public sealed record VmTotals(
 /// <param name="FramesSavedEnd">SharingPagesEnd − SharedFramesEnd.</param>
 /// <param name="PeakFramesSaved">The most frames sharing saved at a recorded tick.</param>
 /// <param name="CowBreaks">Copy-on-write breaks in all VMs over the run.</param>
-/// <param name="ScanCpuSeconds">Time the scanner spent scanning (its thread's wall time inside scan batches).</param>
+/// <param name="ScanCpuSeconds">Time the scanner spent scanning: the wall time of its batches on the scheduler's thread
+/// (its CPU time, less any time the thread was preempted).</param>
 /// <param name="ScanRatePagesPerSecond">Pages scanned per second of the run (boot and ticks).</param>
 /// <param name="MapLimitHits">Merges refused because the mapping budget (vm.max_map_count) was full.</param>
 public sealed record SharingTotals(long PagesScanned, long PagesMerged, long UniformPagesMerged, long HashMatchesThatDiffered,
