@@ -80,9 +80,11 @@ public sealed class BalloonApplication
             Span<byte> page = _os.Vm.Page(new GuestPage(g));
             if (++_sequence == 0) _sequence = 1;              // 0 means "not reserved"
             uint seq = _sequence;
-            if (Behaviour == BalloonBehaviour.NeverWritesValue) { }
-            else if (ShareableValue) BalloonTag.WriteShared(page, VmId);
-            else BalloonTag.Write(page, VmId, vpn, seq);
+            if (Behaviour != BalloonBehaviour.NeverWritesValue)
+            {
+                if (ShareableValue) BalloonTag.WriteShared(page, VmId);
+                else BalloonTag.Write(page, VmId, vpn, seq);
+            }
             Reserve(vpn, seq);
             var claimed = new GuestPage(g);
             if (Behaviour == BalloonBehaviour.ReportsForeignPages) claimed = ForeignPage() ?? claimed;
