@@ -197,6 +197,27 @@ public class ReclamationOrderTests
     }
 
     [Fact]
+    public void A_balloon_that_does_not_write_its_own_shareable_value_is_refused_and_nothing_moves()
+    {
+        using var t = new TestArena(1024);
+        GuestVm a = t.Vm("a", 512), b = t.Vm("b", 512);
+        using var os = new GuestOperatingSystem(a);
+        var silent = new BalloonApplication(os, a.Id, BalloonBehaviour.NeverWritesValue, shareableValue: true);
+        silent.SetTarget(16);
+        List<BalloonReport> reports = silent.Inflate(16);
+        ReclaimResult r = new BalloonBackend(os, silent).Reclaim(reports);
+        Assert.Empty(r.Frames);
+        Assert.Equal(16, r.Refused[RefusalReason.ValueMismatch]);
+
+        // Another VM's value is not this VM's: a page filled with it is refused too.
+        foreach (BalloonReport report in reports) BalloonTag.WriteShared(silent.Process.Page(report.Vpn), b.Id);
+        r = new BalloonBackend(os, silent).Reclaim(reports);
+        Assert.Empty(r.Frames);
+        Assert.Equal(16, r.Refused[RefusalReason.ValueMismatch]);
+        Assert.All(reports, x => Assert.Equal(GuestPageState.Backed, a.StateOf(x.ClaimedPage)));
+    }
+
+    [Fact]
     public void The_content_route_finds_shareable_balloon_pages_only_in_the_balloon_process()
     {
         using var t = new TestArena(1024);
