@@ -203,7 +203,8 @@ internal static class RunCommand
     private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath, string? source, Interrupts interrupts, string? csvPath)
     {
         AnsiConsole.MarkupLine($"{(label is null ? "" : $"{Markup.Escape(label)}: ")}[bold]{Markup.Escape(s.Name)}[/]: {s.Vms.Count} VMs, " +
-                               $"host {s.HostPages} pages, {s.Ticks} ticks, policy {s.PolicyName}{(s.WorkConserving && s.PolicyName != "static" ? " (work-conserving)" : "")}, seed {s.Seed}");
+                               $"host {s.HostPages} pages, {s.Ticks} ticks, policy {s.PolicyName}{(s.WorkConserving && s.PolicyName != "static" ? " (work-conserving)" : "")}, " +
+                               (Order(s) == Core.Scheduling.Reclamation.Balloon ? "" : $"reclamation {Core.Scheduling.ReclamationParse.Format(Order(s))}, ") + $"seed {s.Seed}");
         var clock = Stopwatch.StartNew();
         // The guests' swap files go to a directory of this run, removed at the end however the run ends.
         string swapDirectory = Path.Combine(Path.GetTempPath(), $"pagelab-run-{Environment.ProcessId}-{Guid.NewGuid():N}");
@@ -256,6 +257,7 @@ internal static class RunCommand
             AnsiConsole.MarkupLine($"{last.TransferredFrames} frames moved between VMs by ballooning; {clock.Elapsed.TotalSeconds:0.0} s.");
             if (problems.Count == 0) AnsiConsole.MarkupLine("[green]Frame accounting: every frame is free or owned by exactly one guest page or pool.[/]");
             else foreach (string p in problems) AnsiConsole.MarkupLine($"[red]Frame accounting: {Markup.Escape(p)}[/]");
+            if (runner.Scheduler.Scanner?.Metrics is { } sm) WriteSharing(sm, last);
             Terminal.Write(SummaryTable(timeline));
             if (plotPath is not null)
             {
@@ -274,13 +276,30 @@ internal static class RunCommand
                 AnsiConsole.MarkupLine($"timeline: [bold]{Markup.Escape(csvPath)}[/] ({timeline.Ticks.Count} ticks x {timeline.Vms.Count} VMs)");
             }
             var timings = new RunTimings(booted.TotalSeconds, ticked.TotalSeconds, last.Tick == 0 ? 0 : ticked.TotalMilliseconds / last.Tick, clock.Elapsed.TotalSeconds);
-            RunSummary data = RunSummary.Of(timeline, last, runner.Arena, problems, timings, source, interruptedBy);
+            RunSummary data = RunSummary.Of(timeline, last, runner.Arena, problems, timings, source, interruptedBy, runner.Scheduler.Scanner?.Metrics);
             return new Summary(s, last, problems.Count == 0, interruptedBy, data);
         }
         finally
         {
             RemoveDirectory(swapDirectory);
         }
+    }
+
+    private static Core.Scheduling.Reclamation Order(Scenario s) => Core.Scheduling.ReclamationParse.Parse(s.Reclamation);
+
+    // True when the run shares pages (the order shares and a VM opted in): its tables get the sharing columns.
+    private static bool Shares(Scenario s) => Order(s).HasFlag(Core.Scheduling.Reclamation.Share) && s.Vms.Any(v => v.Sharing);
+
+    // Page sharing over the run, in lines that fit 80 columns whatever the counts.
+    private static void WriteSharing(Core.Sharing.SharingMetrics m, TickSnapshot last)
+    {
+        Console.WriteLine($"sharing: {m.PagesScanned:N0} pages scanned ({m.ScanRatePagesPerSecond:N0}/s), " +
+                          $"{m.ScanTime.TotalSeconds:0.000} s CPU scanning;");
+        Console.WriteLine($"  {last.Sharing.FramesSaved:N0} frames saved: {last.Sharing.SharingPages:N0} pages " +
+                          $"on {last.Sharing.SharedFrames:N0} shared frames;");
+        Console.WriteLine($"  {m.CowBreaks:N0} copy-on-write breaks, {m.PagesMerged:N0} pages merged");
+        if (m.MapLimitHits > 0)
+            Console.WriteLine($"  {m.MapLimitHits:N0} merges refused: vm.max_map_count is full");
     }
 
     // Removes a directory of this run's temporary files; the run's end and a second signal may race to it.
@@ -333,10 +352,12 @@ internal static class RunCommand
             .Column("VM", 0).Column("alloc", 0).Column("held", 9).Column("balloon", 8).Column("active est", 7).Column("true WS", 3)
             .Column("guest free", 2).Column("swap out", 6).Column("swap in", 10).Column("demand flt", 4).Column("host stall", 5)
             .Column("bal. out", 1).Column("condition", 11).Column("avail", 2);
+        bool sharing = Shares(s);
+        if (sharing) table.Column("shared", 8).Column("cow", 3);
         foreach (VmSnapshot v in t.Vms)
-            table.Row(v.Name, $"{v.AllocationPages}", $"{v.HeldFrames}", $"{v.BalloonTarget}/{v.BalloonActual}", $"{v.ActiveEstimatePages}",
+            table.Row([v.Name, $"{v.AllocationPages}", $"{v.HeldFrames}", $"{v.BalloonTarget}/{v.BalloonActual}", $"{v.ActiveEstimatePages}",
                 $"{v.WorkingSetPages}", $"{v.FreePages}", $"{v.SwapOuts}", $"{v.SwapIns}", $"{v.DemandFaults}", $"{v.HostStalls}", $"{v.BalloonPageOuts}",
-                $"{v.Condition}", $"{v.TrueAvailablePages}");
+                $"{v.Condition}", $"{v.TrueAvailablePages}", .. sharing ? new[] { $"{v.SharedPages}", $"{v.CowBreaks}" } : []]);
         return table.Render(AnsiConsole.Profile.Width, Terminal.Wide, blocksWhenNarrow: false);
     }
 
@@ -347,10 +368,19 @@ internal static class RunCommand
             .Column("VM", 0).Column("alloc range", 0).Column("alloc end", 0).Column("held end", 0).Column("peak est", 0).Column("frames in", 0)
             .Column("frames out", 0).Column("page-outs", 0).Column("page-ins", 0).Column("demand flt", 0).Column("host stall", 0)
             .Column("ticks low", 0).Column("ticks crit", 0).Column("inj+rec", 0);
+        // Columns of the other reclamation mechanisms only where the scenario uses them, so the usual table keeps its shape.
+        bool sharing = Shares(timeline.Scenario), reclaims = Order(timeline.Scenario) != Core.Scheduling.Reclamation.Balloon;
+        if (reclaims) table.Column("balloon took", 0).Column("host swap", 0);
+        if (sharing) table.Column("shared end", 0).Column("cow breaks", 0).Column("image errors", 0);
         foreach (VmRunSummary v in timeline.Summarize())
-            table.Row(v.Name, $"{v.MinAllocationPages}-{v.MaxAllocationPages}", $"{v.FinalAllocationPages}", $"{v.FinalHeldFrames}",
+        {
+            VmTimeline t = timeline.Vm(v.Name);
+            table.Row([v.Name, $"{v.MinAllocationPages}-{v.MaxAllocationPages}", $"{v.FinalAllocationPages}", $"{v.FinalHeldFrames}",
                 $"{v.PeakActiveEstimatePages}", $"{v.FramesIn}", $"{v.FramesOut}", $"{v.GuestPageOuts}", $"{v.GuestPageIns}",
-                $"{v.DemandFaults}", $"{v.HostStalls}", $"{v.LowTicks}", $"{v.CriticalTicks}", $"{v.Markers}");
+                $"{v.DemandFaults}", $"{v.HostStalls}", $"{v.LowTicks}", $"{v.CriticalTicks}", $"{v.Markers}",
+                .. reclaims ? new[] { $"{t.BalloonInflatedPages}", $"{t.HostSwapOuts.LastOrDefault()}" } : [],
+                .. sharing ? new[] { $"{t.SharedPages.LastOrDefault()}", $"{t.CowBreaks.LastOrDefault()}", $"{t.ImageWrongReads}" } : []]);
+        }
         return table.Render(AnsiConsole.Profile.Width, Terminal.Wide, blocksWhenNarrow: true);
     }
 

@@ -28,6 +28,8 @@ internal sealed class SweepTable
         ("allocationMaxPages", v => (long)v.AllocationMaxPages), ("peakActiveEstimatePages", v => (long)v.PeakActiveEstimatePages),
         ("injections", v => v.Injections), ("recoveries", v => v.Recoveries), ("guestPaging", v => (long)v.GuestPaging),
         ("hostSwapOuts", v => (long)v.HostSwapOuts), ("hostSwapIns", v => (long)v.HostSwapIns),
+        ("balloonInflatedPages", v => v.BalloonInflatedPages), ("hostSwappedByScheduler", v => v.HostSwappedByScheduler),
+        ("sharedPagesEnd", v => v.SharedPagesEnd), ("cowBreaks", v => (long)v.CowBreaks),
     ];
 
     /// <summary>Columns whose values are wall-clock times: they differ between runs of the same point.</summary>
@@ -64,6 +66,10 @@ internal sealed class SweepTable
         Add("framesMovedBetweenVms", typeof(long), i => summaries[i].Host.FramesMovedBetweenVms);
         Add("freeFramesEnd", typeof(long), i => summaries[i].Host.FreeFramesEnd);
         Add("retiredFrames", typeof(long), i => summaries[i].Host.RetiredFrames);
+        Add("reclamation", typeof(string), i => summaries[i].Reclamation);
+        Add("framesSavedEnd", typeof(long), i => summaries[i].Sharing?.FramesSavedEnd);
+        Add("peakFramesSaved", typeof(long), i => summaries[i].Sharing?.PeakFramesSaved);
+        Add("pagesScanned", typeof(long), i => summaries[i].Sharing?.PagesScanned);
         foreach ((string name, Func<VmTotals, long> of) in VmFigures)
             Add(name, typeof(long), i => summaries[i].Vms.Sum(of));
         // Per VM, in the order VMs first appear (a grid may rename or add VMs: absent VMs give nulls).

@@ -105,6 +105,16 @@ public partial class CliJsonTests
         Assert.True(r.Exit == 0, $"exit {r.Exit}; stderr: {r.Err}");
         using JsonDocument doc = JsonDocument.Parse(r.Out);
         var written = new SortedSet<string>(Keys(doc.RootElement));
+        // A run that shares writes the keys of its `sharing` object too (null in the run above).
+        string sameImage = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "examples", "same-image.json"));
+        if (File.Exists(sameImage))
+        {
+            CliResult shared = CliHarness.InProcess("run", sameImage, "--ticks", "3", "--no-plot", "--json", "-");
+            Assert.True(shared.Exit == 0, $"exit {shared.Exit}; stderr: {shared.Err}");
+            using JsonDocument sharedDoc = JsonDocument.Parse(shared.Out);
+            Assert.NotEqual(JsonValueKind.Null, sharedDoc.RootElement.GetProperty("sharing").ValueKind);
+            written.UnionWith(Keys(sharedDoc.RootElement));
+        }
 
         string docsPath = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "docs", "run-summary.md"));
         // The Windows lane runs a published test exe with no source tree beside it.

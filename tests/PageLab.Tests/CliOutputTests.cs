@@ -45,6 +45,35 @@ public class CliOutputTests
     }
 
     [Fact]
+    public void At_80_columns_a_run_that_shares_fits_and_says_what_sharing_saved_and_cost()
+    {
+        using var dir = new TempDir();
+        string example = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "examples", "same-image.json"));
+        if (!File.Exists(example)) Assert.Skip($"the repository's examples/ is not beside the tests ({example})");
+        string json = Path.Combine(dir.Path, "s.json");
+        CliResult r = Ok(CliHarness.Run(Columns80, dir.Path, 120, "run", example, "--ticks", "40", "--no-plot", "--json", json));
+
+        string[] lines = r.Out.Split('\n').Select(l => l.TrimEnd('\r')).ToArray();
+        Assert.All(lines, l => Assert.True(l.Length <= 80, $"{l.Length} characters: {l}"));
+        RunSummary summary = RunSummary.FromJson(File.ReadAllText(json));
+        SharingTotals sharing = summary.Sharing!;
+        Assert.Equal("share,balloon,swap", summary.Reclamation);
+        Assert.Contains($"sharing: {sharing.PagesScanned:N0} pages scanned", r.Out);
+        Assert.Contains($"  {sharing.FramesSavedEnd:N0} frames saved: {sharing.SharingPagesEnd:N0} pages on {sharing.SharedFramesEnd:N0} shared frames;", r.Out);
+        Assert.Contains($"  {sharing.CowBreaks:N0} copy-on-write breaks, {sharing.PagesMerged:N0} pages merged", r.Out);
+        string from = r.Out[r.Out.IndexOf("summary of", StringComparison.Ordinal)..];
+        foreach (VmTotals v in summary.Vms)
+        {
+            string block = from[(from.IndexOf($"\n{v.Name}\n", StringComparison.Ordinal) + v.Name.Length + 2)..];
+            Assert.Contains($"balloon took {v.BalloonInflatedPages}", block);
+            Assert.Contains($"host swap {v.HostSwapOuts}", block);
+            Assert.Contains($"shared end {v.SharedPagesEnd}", block);
+            Assert.Contains($"cow breaks {v.CowBreaks}", block);
+            Assert.Contains("image errors 0", block);
+        }
+    }
+
+    [Fact]
     public void Wide_prints_the_whole_summary_table_whatever_the_columns()
     {
         using var dir = new TempDir();
@@ -74,7 +103,7 @@ public class CliOutputTests
 
         string[] rows = File.ReadAllLines(csv);
         Assert.Equal(string.Join(',', RunTimeline.CsvColumns), rows[0]);
-        Assert.Equal("tick,vm,heldFrames,allocationPages,balloonTargetPages,balloonActualPages,activeEstimatePages,workingSetPages,guestPageOuts,guestPageIns,demandFaults,hostStalls,condition,freeArenaFrames", rows[0]);
+        Assert.Equal("tick,vm,heldFrames,allocationPages,balloonTargetPages,balloonActualPages,activeEstimatePages,workingSetPages,guestPageOuts,guestPageIns,demandFaults,hostStalls,condition,freeArenaFrames,sharedPages,cowBreaks,sharingCreditPages,hostSwapOuts,sharedFrames", rows[0]);
         RunSummary summary = RunSummary.FromJson(File.ReadAllText(json));
         Assert.Equal(26 * 2, rows.Length - 1); // ticks 0 to 25, two VMs
         string[][] cells = rows.Skip(1).Select(l => l.Split(',')).ToArray();

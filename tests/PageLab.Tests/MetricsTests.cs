@@ -15,7 +15,51 @@ public class MetricsTests
         "pagelab.vm.working_set.estimate", "pagelab.vm.condition", "pagelab.vm.page_outs", "pagelab.vm.page_ins", "pagelab.vm.faults",
         "pagelab.scheduler.transfers", "pagelab.balloon.refused", "pagelab.injections", "pagelab.recoveries", "pagelab.recovery.duration",
         "pagelab.tick.duration", "pagelab.scheduler.step.duration", "pagelab.scheduler.sample_period.duration",
+        "pagelab.scheduler.host_swapped", "pagelab.sharing.frames", "pagelab.sharing.pages", "pagelab.sharing.cow_breaks",
     ];
+
+    [Fact]
+    public void In_a_run_that_shares_the_sharing_instruments_agree_with_the_engine()
+    {
+        string example = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "examples", "same-image.json"));
+        if (!File.Exists(example)) Assert.Skip($"the repository's examples/ is not beside the tests ({example})");
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsWindows()) Assert.Skip("the fault engine runs on Linux and Windows");
+        var measured = new List<(string Name, double Value, object? Run, object? Scenario)>();
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == PageLabMetrics.MeterName && instrument.Name.StartsWith("pagelab.sharing.", StringComparison.Ordinal))
+                l.EnableMeasurementEvents(instrument);
+        };
+        void Add(Instrument i, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+        {
+            object? run = null, scenario = null;
+            foreach (KeyValuePair<string, object?> kv in tags)
+            {
+                if (kv.Key == PageLabMetrics.RunTag) run = kv.Value;
+                if (kv.Key == PageLabMetrics.ScenarioTag) scenario = kv.Value;
+            }
+            lock (measured) measured.Add((i.Name, value, run, scenario));
+        }
+        listener.SetMeasurementEventCallback<long>((i, v, tags, _) => Add(i, v, tags));
+        listener.Start();
+
+        Scenario s = Scenario.Load(example) with { Ticks = 30, Name = "metrics-sharing" };
+        using var runner = new ScenarioRunner(s);
+        TickSnapshot last = null!;
+        foreach (TickSnapshot t in runner.Run()) last = t;
+        listener.RecordObservableInstruments(); // gauges are measured only here, for this listener
+        // Other tests' runs may count on the same meter meanwhile: only this run's measurements count.
+        int run = (int)measured.First(m => m.Name == "pagelab.sharing.frames" && m.Scenario as string == "metrics-sharing").Run!;
+        double cow = measured.Where(m => m.Name == "pagelab.sharing.cow_breaks" && m.Run is int r && r == run).Sum(m => m.Value);
+        double Gauge(string name) => measured.Single(m => m.Name == name && m.Run is int r && r == run).Value;
+
+        Assert.Equal(last.Sharing.SharedFrames, Gauge("pagelab.sharing.frames"));
+        Assert.Equal(last.Sharing.SharingPages, Gauge("pagelab.sharing.pages"));
+        Assert.True(last.Sharing.FramesSaved > 0);
+        // Counted per tick from the engine's per-VM counters (the runner's share events): the run's total.
+        Assert.Equal(runner.Scheduler.Vms.Aggregate(0UL, (n, v) => n + v.Vm.Counters.CowBreaks), cow);
+    }
 
     [Fact]
     public void A_listener_on_the_PageLab_meter_sees_every_documented_instrument_and_the_run_s_values()

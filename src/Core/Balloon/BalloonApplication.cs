@@ -27,8 +27,11 @@ public sealed class BalloonApplication
     private uint _sequence;
     private int _backoffTicks;
 
-    public BalloonApplication(GuestOperatingSystem os, int vmId, BalloonBehaviour behaviour = BalloonBehaviour.Honest)
+    /// <param name="shareableValue">Write the VM's shareable value (<see cref="BalloonTag.WriteShared"/>), one word
+    /// over the whole page, instead of the per-page tag: for a VM that opted in to page sharing.</param>
+    public BalloonApplication(GuestOperatingSystem os, int vmId, BalloonBehaviour behaviour = BalloonBehaviour.Honest, bool shareableValue = false)
     {
+        ShareableValue = shareableValue;
         _os = os;
         VmId = vmId;
         Behaviour = behaviour;
@@ -40,6 +43,8 @@ public sealed class BalloonApplication
     }
 
     public int VmId { get; }
+    /// <summary>True: pages hold the VM's shareable value (one word over the whole page), not a per-page tag.</summary>
+    public bool ShareableValue { get; }
     public BalloonBehaviour Behaviour { get; set; }
     public GuestProcess Process { get; }
     /// <summary>Pages the scheduler asked for (the allocation parameter).</summary>
@@ -75,7 +80,11 @@ public sealed class BalloonApplication
             Span<byte> page = _os.Vm.Page(new GuestPage(g));
             if (++_sequence == 0) _sequence = 1;              // 0 means "not reserved"
             uint seq = _sequence;
-            if (Behaviour != BalloonBehaviour.NeverWritesValue) BalloonTag.Write(page, VmId, vpn, seq);
+            if (Behaviour != BalloonBehaviour.NeverWritesValue)
+            {
+                if (ShareableValue) BalloonTag.WriteShared(page, VmId);
+                else BalloonTag.Write(page, VmId, vpn, seq);
+            }
             Reserve(vpn, seq);
             var claimed = new GuestPage(g);
             if (Behaviour == BalloonBehaviour.ReportsForeignPages) claimed = ForeignPage() ?? claimed;

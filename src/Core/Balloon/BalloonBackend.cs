@@ -125,6 +125,17 @@ public sealed class BalloonBackend
     public ReclaimResult ReclaimByContent(int maxPages)
     {
         var accepted = new List<BalloonReport>();
+        if (App.ShareableValue)
+        {
+            // The shareable value names no page: walk the balloon process's page table and check each page's
+            // bytes, so a page holding the value outside the balloon is never taken.
+            for (ulong vpn = 0; vpn < App.Process.VirtualPages && accepted.Count < maxPages; vpn++)
+            {
+                if (Os.Translate(App.Process, vpn) is not GuestPage g || _reclaimedVpn[g.Value] != 0 || Vm.Translate(g) is not HostFrame f) continue;
+                if (BalloonTag.MatchesShared(Vm.Arena.FrameBytes(f), App.VmId)) accepted.Add(new BalloonReport(vpn, g, 0));
+            }
+            return new ReclaimResult(TakeFrames(accepted), new Dictionary<RefusalReason, int>());
+        }
         for (ulong g = 0; g < Vm.PageCount && accepted.Count < maxPages; g++)
         {
             if (_reclaimedVpn[g] != 0 || Vm.Translate(new GuestPage(g)) is not HostFrame f) continue;
@@ -181,7 +192,10 @@ public sealed class BalloonBackend
         // A poisoned frame leaves the VM only to be retired, never to another VM: its report recovers it.
         if (Vm.StateOf(g) == GuestPageState.Poisoned) return RefusalReason.Poisoned;
         if (Vm.Translate(g) is not HostFrame f) return RefusalReason.NotBacked;
-        if (!BalloonTag.Matches(Vm.Arena.FrameBytes(f), App.VmId, report.Vpn, report.Sequence)) return RefusalReason.ValueMismatch;
+        // The page may be on a shared frame (the scanner merged it): its bytes are the frame's, read-only.
+        ReadOnlySpan<byte> bytes = Vm.Arena.FrameBytes(f);
+        if (App.ShareableValue ? !BalloonTag.MatchesShared(bytes, App.VmId) : !BalloonTag.Matches(bytes, App.VmId, report.Vpn, report.Sequence))
+            return RefusalReason.ValueMismatch;
         return null;
     }
 

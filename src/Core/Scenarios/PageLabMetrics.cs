@@ -12,7 +12,8 @@ internal sealed record VmMetrics(
     IReadOnlyList<(string Kind, ulong Count)> Faults);
 
 /// <summary>Everything a runner publishes at the end of a tick.</summary>
-internal sealed record RunMetrics(long FreeFrames, long UsedFrames, long RetiredFrames, IReadOnlyList<VmMetrics> Vms);
+internal sealed record RunMetrics(long FreeFrames, long UsedFrames, long RetiredFrames, IReadOnlyList<VmMetrics> Vms,
+    long SharedFrames = 0, long SharingPages = 0);
 
 public static class PageLabMetrics
 {
@@ -31,6 +32,10 @@ public static class PageLabMetrics
         "Frames reclaimed from one VM's balloon and mapped into another VM");
     internal static readonly Counter<long> Refused = Meter.CreateCounter<long>("pagelab.balloon.refused", "{page}",
         "Balloon reports the host refused (page not the balloon's, value not written, ...)");
+    internal static readonly Counter<long> HostSwapped = Meter.CreateCounter<long>("pagelab.scheduler.host_swapped", "{page}",
+        "Pages the scheduler host-swapped out of a VM still over its ceiling after sharing and ballooning");
+    internal static readonly Counter<long> CowBreaks = Meter.CreateCounter<long>("pagelab.sharing.cow_breaks", "{fault}",
+        "Writes to shared pages (copy-on-write faults), per VM");
     internal static readonly Counter<long> Injections = Meter.CreateCounter<long>("pagelab.injections", "{error}",
         "Errors injected into guest memory (reported to the runner with kind injection)");
     internal static readonly Counter<long> Recoveries = Meter.CreateCounter<long>("pagelab.recoveries", "{recovery}",
@@ -51,6 +56,8 @@ public static class PageLabMetrics
         Observables.Add(Meter.CreateObservableGauge("pagelab.host.frames.free", () => Host(m => m.FreeFrames), "{frame}", "Free arena frames (holes: no memory)"));
         Observables.Add(Meter.CreateObservableGauge("pagelab.host.frames.used", () => Host(m => m.UsedFrames), "{frame}", "Arena frames held by the host, guests or parity"));
         Observables.Add(Meter.CreateObservableGauge("pagelab.host.frames.retired", () => Host(m => m.RetiredFrames), "{frame}", "Arena frames taken out of service"));
+        Observables.Add(Meter.CreateObservableGauge("pagelab.sharing.frames", () => Host(m => m.SharedFrames), "{frame}", "Shared frames (content-based page sharing)"));
+        Observables.Add(Meter.CreateObservableGauge("pagelab.sharing.pages", () => Host(m => m.SharingPages), "{page}", "Guest pages mapping a shared frame (less the shared frames: frames saved)"));
         Observables.Add(Meter.CreateObservableGauge("pagelab.vm.frames.held", () => PerVm(v => v.HeldFrames), "{frame}", "Host frames a VM holds (mapped or in its demand pool)"));
         Observables.Add(Meter.CreateObservableGauge("pagelab.vm.allocation", () => PerVm(v => (long)v.AllocationPages), "{page}", "Host pages the scheduler gives a VM"));
         Observables.Add(Meter.CreateObservableGauge("pagelab.vm.balloon.target", () => PerVm(v => (long)v.BalloonTargetPages), "{page}", "Guest pages a VM's balloon should hold"));

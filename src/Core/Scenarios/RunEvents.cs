@@ -31,6 +31,14 @@ public enum RunEventKind
     Recovery,
     /// <summary>Last event: the run reached its last tick.</summary>
     End,
+    /// <summary>Page sharing in VM <c>vm</c> since its last such event: <c>frames</c> pages merged onto shared
+    /// frames, <c>cowBreaks</c> writes that broke a sharing, <c>sharedPages</c> its pages shared now,
+    /// <c>savedFrames</c> its part of the frames sharing saves (its balloon target leaves them out). The
+    /// first events of a tick's step: sharing comes first.</summary>
+    Share,
+    /// <summary>The host swapped out <c>frames</c> pages of VM <c>vm</c>, still over its ceiling after sharing
+    /// and its balloon (reclamation's last resort, ESX's order).</summary>
+    HostSwap,
     /// <summary>Last event of a run stopped early, at a tick boundary (e.g. by Ctrl-C): <c>frames</c> moved
     /// between VMs so far; <c>detail</c> says why (e.g. "SIGINT").</summary>
     Interrupted,
@@ -54,6 +62,12 @@ public sealed record RunEvent
     public MemoryLevel? Level { get; init; }
     /// <summary>Balloon reports the host refused in this step (a misbehaving or unlucky balloon).</summary>
     public int? Refused { get; init; }
+    /// <summary>On <see cref="RunEventKind.Share"/>: copy-on-write breaks since the VM's last share event.</summary>
+    public long? CowBreaks { get; init; }
+    /// <summary>On <see cref="RunEventKind.Share"/>: the VM's pages mapping a shared frame now.</summary>
+    public long? SharedPages { get; init; }
+    /// <summary>On <see cref="RunEventKind.Share"/>: the VM's part of the frames sharing saves now.</summary>
+    public long? SavedFrames { get; init; }
     /// <summary>Free text from the layer that reported the event (e.g. what was injected, how it recovered).</summary>
     public string? Detail { get; init; }
     /// <summary>On <see cref="RunEventKind.Run"/>: the scenario, so a trace says how to run it again.</summary>

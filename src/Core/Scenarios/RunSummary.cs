@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using PageLab.Core.Condition;
 using PageLab.Core.Host;
+using PageLab.Core.Sharing;
 
 namespace PageLab.Core.Scenarios;
 
@@ -22,6 +23,8 @@ public sealed record RunSummary
     /// <summary>The allocation policy the run used (static, esx, pagelab or a user's class).</summary>
     public required string Policy { get; init; }
     public required bool WorkConserving { get; init; }
+    /// <summary>The mechanisms that took memory back, in ESX's order: e.g. "share,balloon,swap", "balloon".</summary>
+    public string Reclamation { get; init; } = "balloon";
     /// <summary>The ticks the run was to have.</summary>
     public required int Ticks { get; init; }
     /// <summary>The ticks it had: <see cref="Ticks"/>, or fewer when it was interrupted.</summary>
@@ -32,6 +35,8 @@ public sealed record RunSummary
     public required bool AccountingOk { get; init; }
     public required List<string> AccountingProblems { get; init; }
     public required HostTotals Host { get; init; }
+    /// <summary>Page sharing over the run; null when the reclamation order does not share.</summary>
+    public SharingTotals? Sharing { get; init; }
     public required List<VmTotals> Vms { get; init; }
     public required RunTimings Timings { get; init; }
 
@@ -48,8 +53,9 @@ public sealed record RunSummary
         JsonSerializer.Deserialize<RunSummary>(json, Json) ?? throw new JsonException("the text holds no run summary (null)");
 
     /// <summary>The summary of a run from its timeline, its last tick and its arena at the end.</summary>
+    /// <param name="scanner">The run's sharing scanner (<see cref="Scheduling.MemoryScheduler.Scanner"/>), null if none.</param>
     public static RunSummary Of(RunTimeline timeline, TickSnapshot last, HostArena arena, IReadOnlyList<string> accountingProblems,
-        RunTimings timings, string? scenarioFile = null, string? interrupted = null)
+        RunTimings timings, string? scenarioFile = null, string? interrupted = null, SharingMetrics? scanner = null)
     {
         ArgumentNullException.ThrowIfNull(timeline);
         ArgumentNullException.ThrowIfNull(last);
@@ -66,11 +72,24 @@ public sealed record RunSummary
                 v.PeakActiveEstimatePages, v.FramesIn, v.FramesOut, v.GuestPageOuts, v.GuestPageIns, v.DemandFaults, v.HostStalls,
                 end.OomKills, v.LowTicks, v.CriticalTicks, end.Condition,
                 timeline.Markers.Count(m => m.Vm == v.Name && m.Kind == RunEventKind.Injection),
-                timeline.Markers.Count(m => m.Vm == v.Name && m.Kind == RunEventKind.Recovery), end.HostSwapOuts, end.HostSwapIns));
+                timeline.Markers.Count(m => m.Vm == v.Name && m.Kind == RunEventKind.Recovery), end.HostSwapOuts, end.HostSwapIns)
+            {
+                BalloonInflatedPages = timeline.Vm(v.Name).BalloonInflatedPages, HostSwappedByScheduler = timeline.Vm(v.Name).HostSwappedByScheduler,
+                SharedPagesEnd = end.SharedPages, SharingCreditPagesEnd = end.SharingCreditPages, CowBreaks = end.CowBreaks,
+                ImageWrongReads = end.ImageWrongReads,
+            });
         }
+        SharingTotals? sharing = scanner is SharingMetrics m
+            ? new SharingTotals(m.PagesScanned, m.PagesMerged, m.UniformPagesMerged, m.HashMatchesThatDiffered, last.Sharing.SharedFrames,
+                last.Sharing.SharingPages, last.Sharing.FramesSaved, timeline.SharingPages.Zip(timeline.SharedFrames, (p, f) => p - f).DefaultIfEmpty().Max(),
+                vms.Aggregate(0UL, (n, v) => n + v.CowBreaks), m.ScanTime.TotalSeconds,
+                timings.TicksSeconds + timings.BootSeconds > 0 ? m.PagesScanned / (timings.TicksSeconds + timings.BootSeconds) : 0,
+                m.MapLimitHits)
+            : null;
         return new RunSummary
         {
             Scenario = s.Name, ScenarioFile = scenarioFile, Seed = s.Seed, Adaptive = s.PolicyName != "static", Policy = s.PolicyName, WorkConserving = s.WorkConserving && s.PolicyName != "static", Ticks = s.Ticks, TicksRun = last.Tick,
+            Reclamation = Scheduling.ReclamationParse.Format(Scheduling.ReclamationParse.Parse(s.Reclamation)), Sharing = sharing,
             Interrupted = interrupted, AccountingOk = accountingProblems.Count == 0, AccountingProblems = accountingProblems.ToList(),
             Host = new HostTotals(s.HostPages, arena.FrameCount, arena.PageSize, counts.Free, counts.Retired, last.TransferredFrames),
             Vms = vms, Timings = timings,
@@ -96,7 +115,37 @@ public sealed record VmTotals(
 {
     /// <summary>Guest page-outs plus page-ins: the paging the scheduler is there to keep low.</summary>
     public ulong GuestPaging => GuestPageOuts + GuestPageIns;
+    /// <summary>Pages its balloon took over the run.</summary>
+    public long BalloonInflatedPages { get; init; }
+    /// <summary>Pages the scheduler host-swapped out of it (reclamation's last resort), over the run.</summary>
+    public long HostSwappedByScheduler { get; init; }
+    /// <summary>Its guest pages mapping a shared frame at the end.</summary>
+    public long SharedPagesEnd { get; init; }
+    /// <summary>Its part of the frames sharing saved at the end (left out of its balloon target).</summary>
+    public ulong SharingCreditPagesEnd { get; init; }
+    /// <summary>Writes to its shared pages over the run (copy-on-write faults).</summary>
+    public ulong CowBreaks { get; init; }
+    /// <summary>Reads of its image that saw anything but the image's bytes (must be 0).</summary>
+    public long ImageWrongReads { get; init; }
 }
+
+/// <summary>Page sharing over a run (<c>sharing</c> in the JSON).</summary>
+/// <param name="PagesScanned">Pages the scanner looked at.</param>
+/// <param name="PagesMerged">Pages it merged onto shared frames (the first page of a new shared frame included).</param>
+/// <param name="UniformPagesMerged">Of those, pages of one 64-bit word repeated (zero pages, balloon values).</param>
+/// <param name="HashMatchesThatDiffered">Hash matches the engine's byte compare refused.</param>
+/// <param name="SharedFramesEnd">Shared frames at the end.</param>
+/// <param name="SharingPagesEnd">Guest pages mapping them at the end.</param>
+/// <param name="FramesSavedEnd">SharingPagesEnd − SharedFramesEnd.</param>
+/// <param name="PeakFramesSaved">The most frames sharing saved at a recorded tick.</param>
+/// <param name="CowBreaks">Copy-on-write breaks in all VMs over the run.</param>
+/// <param name="ScanCpuSeconds">Time the scanner spent scanning: the wall time of its batches on the scheduler's thread
+/// (its CPU time, less any time the thread was preempted).</param>
+/// <param name="ScanRatePagesPerSecond">Pages scanned per second of the run (boot and ticks).</param>
+/// <param name="MapLimitHits">Merges refused because the mapping budget (vm.max_map_count) was full.</param>
+public sealed record SharingTotals(long PagesScanned, long PagesMerged, long UniformPagesMerged, long HashMatchesThatDiffered,
+    long SharedFramesEnd, long SharingPagesEnd, long FramesSavedEnd, long PeakFramesSaved, ulong CowBreaks, double ScanCpuSeconds,
+    double ScanRatePagesPerSecond, long MapLimitHits);
 
 /// <summary>Wall-clock times of a run, in seconds (milliseconds for the mean tick). Not reproducible: the
 /// same seed gives the same totals, not the same timings.</summary>

@@ -22,6 +22,20 @@ public sealed class VmTimeline(string name, ulong pages)
     public List<ulong> DemandFaults { get; } = new();
     public List<ulong> HostStalls { get; } = new();
     public List<MemoryLevel> Condition { get; } = new();
+    /// <summary>Its guest pages mapping a shared frame.</summary>
+    public List<long> SharedPages { get; } = new();
+    /// <summary>Copy-on-write breaks so far.</summary>
+    public List<ulong> CowBreaks { get; } = new();
+    /// <summary>Its part of the frames sharing saves (left out of its balloon target).</summary>
+    public List<ulong> SharingCreditPages { get; } = new();
+    /// <summary>Its pages the host swapped out so far (the scheduler's and the fault engine's).</summary>
+    public List<ulong> HostSwapOuts { get; } = new();
+    /// <summary>Pages its balloon took over the run (inflate events).</summary>
+    public long BalloonInflatedPages { get; internal set; }
+    /// <summary>Pages the scheduler host-swapped out of it over the run (host_swap events).</summary>
+    public long HostSwappedByScheduler { get; internal set; }
+    /// <summary>Image reads that saw anything but the image's bytes, at the last tick.</summary>
+    public long ImageWrongReads { get; internal set; }
     /// <summary>Frames mapped into this VM from other VMs' balloons.</summary>
     public long FramesIn { get; internal set; }
     /// <summary>Frames reclaimed from this VM's balloon and mapped into other VMs.</summary>
@@ -55,6 +69,10 @@ public sealed class RunTimeline
     public Scenario Scenario { get; }
     public List<int> Ticks { get; } = new();
     public List<long> FreeFrames { get; } = new();
+    /// <summary>Shared frames in the arena, per recorded tick.</summary>
+    public List<long> SharedFrames { get; } = new();
+    /// <summary>Guest pages (of all VMs) mapping them, per recorded tick.</summary>
+    public List<long> SharingPages { get; } = new();
     public List<VmTimeline> Vms { get; } = new();
     /// <summary>Events shown as markers (<see cref="RunEvent.IsMarker"/>), in the order they happened.</summary>
     public IReadOnlyList<RunEvent> Markers => _markers;
@@ -74,6 +92,8 @@ public sealed class RunTimeline
             throw new ArgumentException($"tick {s.Tick} is not after the last recorded tick {Ticks[^1]}", nameof(s));
         Ticks.Add(s.Tick);
         FreeFrames.Add(s.FreeFrames);
+        SharedFrames.Add(s.Sharing.SharedFrames);
+        SharingPages.Add(s.Sharing.SharingPages);
         foreach (VmSnapshot v in s.Vms)
         {
             VmTimeline t = Vm(v.Name);
@@ -88,12 +108,19 @@ public sealed class RunTimeline
             t.DemandFaults.Add(v.DemandFaults);
             t.HostStalls.Add(v.HostStalls);
             t.Condition.Add(v.Condition);
+            t.SharedPages.Add(v.SharedPages);
+            t.CowBreaks.Add(v.CowBreaks);
+            t.SharingCreditPages.Add(v.SharingCreditPages);
+            t.HostSwapOuts.Add(v.HostSwapOuts);
+            t.ImageWrongReads = v.ImageWrongReads;
         }
     }
 
     public void Add(RunEvent e)
     {
         if (e.IsMarker) _markers.Add(e);
+        if (e.Kind == RunEventKind.Inflate && e.Vm is not null && e.Frames is long inflated) Vm(e.Vm).BalloonInflatedPages += inflated;
+        if (e.Kind == RunEventKind.HostSwap && e.Vm is not null && e.Frames is long swapped) Vm(e.Vm).HostSwappedByScheduler += swapped;
         if (e.Kind == RunEventKind.Transfer && e.Frames is long n)
         {
             if (e.From is not null) Vm(e.From).FramesOut += n;
@@ -118,6 +145,7 @@ public sealed class RunTimeline
     [
         "tick", "vm", "heldFrames", "allocationPages", "balloonTargetPages", "balloonActualPages", "activeEstimatePages",
         "workingSetPages", "guestPageOuts", "guestPageIns", "demandFaults", "hostStalls", "condition", "freeArenaFrames",
+        "sharedPages", "cowBreaks", "sharingCreditPages", "hostSwapOuts", "sharedFrames",
     ];
 
     /// <summary>Writes the timeline as CSV: a header line of <see cref="CsvColumns"/>, then one row per recorded
@@ -136,7 +164,8 @@ public sealed class RunTimeline
                     v.BalloonTargetPages[i].ToString(inv), v.BalloonActualPages[i].ToString(inv), v.ActiveEstimatePages[i].ToString(inv),
                     v.WorkingSetPages[i].ToString(inv), v.GuestPageOuts[i].ToString(inv), v.GuestPageIns[i].ToString(inv),
                     v.DemandFaults[i].ToString(inv), v.HostStalls[i].ToString(inv), v.Condition[i].ToString().ToLowerInvariant(),
-                    FreeFrames[i].ToString(inv)));
+                    FreeFrames[i].ToString(inv), v.SharedPages[i].ToString(inv), v.CowBreaks[i].ToString(inv),
+                    v.SharingCreditPages[i].ToString(inv), v.HostSwapOuts[i].ToString(inv), SharedFrames[i].ToString(inv)));
                 writer.Write('\n');
             }
     }

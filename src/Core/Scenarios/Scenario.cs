@@ -47,6 +47,26 @@ public sealed record VmSpec
     /// <summary>Free page reporting for this VM's guest (opt-in; null: off).</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public FreePageReportingSpec? FreePageReporting { get; init; }
+    /// <summary>Opts this VM in to content-based page sharing (off by default: copy-on-write timing is a
+    /// side channel between tenants, docs/sharing.md). It shares only when the scenario's reclamation has "share".</summary>
+    public bool Sharing { get; init; }
+    /// <summary>A guest image the VM boots from: read-mostly pages identical in every VM booted from the
+    /// image of the same name (null: none).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public ImageSpec? Image { get; init; }
+}
+
+/// <summary>A guest image (kernel text, libraries, page cache of the same files): <see cref="Pages"/> pages
+/// whose content depends only on the image's name and the page, loaded at boot, then read and now and then
+/// rewritten with the same bytes (every read checked).</summary>
+public sealed record ImageSpec
+{
+    public string Name { get; init; } = "";
+    public ulong Pages { get; init; }
+    public int ReadsPerTick { get; init; } = 100;
+    /// <summary>Writes per tick (each rewrites a page's first word with what it holds: a copy-on-write
+    /// fault if the page is shared).</summary>
+    public int WritesPerTick { get; init; } = 1;
 }
 
 public sealed record FreePageReportingSpec
@@ -74,6 +94,11 @@ public sealed record Scenario
     public string? Policy { get; init; }
     /// <summary>Lend host pages no VM holds to VMs that page for them (ignored by the static policy).</summary>
     public bool WorkConserving { get; init; } = true;
+    /// <summary>How the scheduler takes memory back from a VM over its ceiling, in ESX's order: any of
+    /// share, balloon, swap, comma-separated, in that order (<see cref="Scheduling.ReclamationParse"/>).</summary>
+    public string Reclamation { get; init; } = "balloon";
+    /// <summary>Pages the sharing scanner looks at per tick (KSM's pages_to_scan per wake-up: 100).</summary>
+    public int ScanPagesPerTick { get; init; } = 100;
     /// <summary>Pages one demand fault maps: its own and the never-used pages of its aligned block of this
     /// many (GuestVm.SetFaultAround). 1 maps only the faulting page.</summary>
     public int FaultAroundPages { get; init; } = 64;
@@ -117,7 +142,7 @@ public sealed record Scenario
     /// entry in the fault engine and about 24 bytes of guest OS model.</summary>
     public const ulong MaxTotalGuestPages = 1UL << 25;
     public const ulong MinVmPages = 256, MaxVmPages = 1UL << 24;
-    public const int MaxVms = 64, MaxBatchPages = 1 << 16;
+    public const int MaxVms = 64, MaxBatchPages = 1 << 16, MaxScanPagesPerTick = 1 << 20;
 
     /// <summary>Reads and checks a scenario file: malformed JSON, unknown keys, values of the wrong type and
     /// impossible configurations are refused (<see cref="ScenarioException"/>) before anything runs.</summary>
@@ -160,6 +185,11 @@ public sealed record Scenario
         if (Policy is not null)
             try { Scheduling.PolicyCatalog.CheckName(Policy); }
             catch (ArgumentException e) { Fail("policy", e.Message); }
+        Scheduling.Reclamation order = default;
+        try { order = Scheduling.ReclamationParse.Parse(Reclamation); }
+        catch (ArgumentException e) { Fail("reclamation", e.Message); }
+        if (ScanPagesPerTick is < 1 or > MaxScanPagesPerTick)
+            Fail("scanPagesPerTick", $"must be between 1 and {MaxScanPagesPerTick}, got {ScanPagesPerTick}");
         if (Vms is null || Vms.Count == 0) Fail("vms", "needs at least one VM");
         if (Vms!.Count > MaxVms) Fail("vms", $"{Vms.Count} VMs, more than the limit of {MaxVms}");
         var names = new HashSet<string>();
@@ -191,11 +221,20 @@ public sealed record Scenario
                 if (fpr.DelayTicks < 0) Fail($"{at}.freePageReporting.delayTicks", $"must not be negative, got {fpr.DelayTicks}");
                 if (fpr.FractionPerPass is <= 0 or > 1) Fail($"{at}.freePageReporting.fractionPerPass", $"must be in (0, 1], got {fpr.FractionPerPass}");
             }
+            if (v.Image is { } img)
+            {
+                if (string.IsNullOrWhiteSpace(img.Name)) Fail($"{at}.image.name", "must not be empty");
+                if (img.Pages == 0 || img.Pages > v.Pages / 2) Fail($"{at}.image.pages", $"must be between 1 and half the VM's pages ({v.Pages / 2}), got {img.Pages}");
+                if (img.ReadsPerTick < 0) Fail($"{at}.image.readsPerTick", $"must not be negative, got {img.ReadsPerTick}");
+                if (img.WritesPerTick < 0) Fail($"{at}.image.writesPerTick", $"must not be negative, got {img.WritesPerTick}");
+            }
             if (w.Pages == 0 || w.Pages >= v.Pages) Fail($"{at}.workload.pages", $"must be between 1 and the VM's pages - 1, got {w.Pages}");
             if (w.Kind == "growing" && (w.EndPages is not ulong e || e == 0 || e >= v.Pages))
                 Fail($"{at}.workload.endPages", $"a growing workload needs endPages between 1 and {v.Pages - 1}");
             if (w.TouchesPerTick < 0) Fail($"{at}.workload.touchesPerTick", $"must not be negative, got {w.TouchesPerTick}");
         }
+        if (order.HasFlag(Scheduling.Reclamation.Share) && !Vms.Any(v => v.Sharing))
+            Fail("reclamation", $"'{Reclamation}' shares, but no VM opted in; give a VM \"sharing\": true (sharing is per VM: copy-on-write timing is a side channel)");
         ulong guestPages = Vms.Aggregate(0UL, (s, v) => s + v.Pages);
         if (guestPages > MaxTotalGuestPages)
             Fail("vms[*].pages", $"the VMs' guest physical memory totals {guestPages} pages, more than the limit of {MaxTotalGuestPages} (128 GiB of 4 KiB pages)");

@@ -24,6 +24,7 @@ internal static partial class ScenarioFileCheck
             ("workload", "an object with at least pages"),
         ],
         [typeof(WorkloadSpec)] = [("pages", "1 to the VM's pages - 1")],
+        [typeof(ImageSpec)] = [("name", "the image's name (VMs booted from one name hold the same pages)"), ("pages", "1 to half the VM's pages")],
         [typeof(InjectionSpec)] = [("tick", "1 to ticks"), ("vm", "a VM's name")],
     };
 

@@ -18,13 +18,29 @@ public sealed record VmSnapshot(
     ulong ActiveEstimatePages, ulong WorkingSetPages, ulong FreePages, ulong AvailablePages,
     ulong SwapIns, ulong SwapOuts, ulong MajorFaults, ulong MinorFaults, ulong DemandFaults, ulong HostStalls,
     ulong BalloonPageOuts, ulong OomKills, MemoryLevel Condition, ulong TrueAvailablePages,
-    ulong HostSwapOuts = 0, ulong HostSwapIns = 0);
+    ulong HostSwapOuts = 0, ulong HostSwapIns = 0)
+{
+    /// <summary>Guest pages mapping a shared frame now.</summary>
+    public long SharedPages { get; init; }
+    /// <summary>Writes to shared pages so far (each a copy-on-write fault and a frame).</summary>
+    public ulong CowBreaks { get; init; }
+    /// <summary>The VM's part of the frames sharing saves (its balloon target leaves it out).</summary>
+    public ulong SharingCreditPages { get; init; }
+    /// <summary>Image reads that saw anything but the image's bytes so far (must be 0).</summary>
+    public long ImageWrongReads { get; init; }
+}
 
-public sealed record TickSnapshot(int Tick, IReadOnlyList<VmSnapshot> Vms, long FreeFrames, long TransferredFrames, StepReport Step);
+public sealed record TickSnapshot(int Tick, IReadOnlyList<VmSnapshot> Vms, long FreeFrames, long TransferredFrames, StepReport Step)
+{
+    /// <summary>Shared frames in the arena, and the guest pages (of all VMs) mapping them.</summary>
+    public SharingCounts Sharing { get; init; }
+}
 
 public sealed class ScenarioRunner : IDisposable
 {
     private readonly List<IWorkload> _workloads = new();
+    private readonly List<ImageWorkload?> _images = new();          // per VM, null where it boots no image
+    private readonly Dictionary<string, (ulong Merged, ulong Cow)> _shareSeen = new(); // per VM, at the last share event
     private readonly List<FreePageReporting?> _reporting = new();    // per VM, null where the guest does not report
     private readonly List<(GuestProcess Kernel, RecoveryEngine Engine)> _recovery = new();
     private readonly Random _rng;
@@ -54,6 +70,7 @@ public sealed class ScenarioRunner : IDisposable
             HostPages = scenario.HostPages, IdleTax = scenario.IdleTax, BatchPages = scenario.BatchPages,
             Policy = policy, Seed = scenario.Seed,
             WorkConserving = scenario.WorkConserving && scenario.PolicyName != "static",
+            Reclamation = ReclamationParse.Parse(scenario.Reclamation), ScanPagesPerStep = scenario.ScanPagesPerTick,
         });
         try
         {
@@ -61,15 +78,18 @@ public sealed class ScenarioRunner : IDisposable
             {
                 GuestVm vm = GuestVm.Create(Arena, spec.Name, spec.Pages, pool);
                 _unscheduled = vm;
+                if (spec.Sharing && Scheduler.Options.Reclamation.HasFlag(Reclamation.Share)) vm.EnableSharing();
                 vm.SetFaultAround(scenario.FaultAroundPages);
                 var os = new GuestOperatingSystem(vm, new GuestOsOptions { SwapDirectory = swapDirectory });
-                var app = new BalloonApplication(os, vm.Id);
+                // A VM that shares writes the shareable balloon value, so balloon pages left mapped collapse onto one frame.
+                var app = new BalloonApplication(os, vm.Id, shareableValue: vm.SharingEnabled);
                 Scheduler.Add(os, app, spec.Shares, spec.MinPages, spec.MaxPages ?? spec.Pages, scenario.InitialOf(spec));
                 _unscheduled = null;
                 _recovery.Add(BootKernel(os, spec.KernelPages));
                 _reporting.Add(spec.FreePageReporting is { } fpr
                     ? new FreePageReporting(os, new FreePageReportingOptions { DelayTicks = fpr.DelayTicks, FractionPerPass = fpr.FractionPerPass })
                     : null);
+                _images.Add(spec.Image is { } image ? new ImageWorkload(os, image) : null);
                 _workloads.Add(MakeWorkload(os, spec.Workload, scenario.Ticks));
             }
         }
@@ -130,7 +150,7 @@ public sealed class ScenarioRunner : IDisposable
         List<VmSnapshot> vms = Snapshot();
         _levels = vms.Select(v => v.Condition).ToArray();
         Publish(new TickSnapshot(0, vms, Arena.Counts.Free, Scheduler.TransferredFrames, new StepReport(
-            new Dictionary<string, int>(), new Dictionary<string, int>(), 0, 0)));
+            new Dictionary<string, int>(), new Dictionary<string, int>(), 0, 0)) { Sharing = Arena.Sharing });
     }
 
     /// <summary>Reports an event from another layer (an injected error, a recovery) at the current tick:
@@ -155,7 +175,11 @@ public sealed class ScenarioRunner : IDisposable
         long start = Stopwatch.GetTimestamp();
         _tick++;
         foreach (ScheduledVm v in Scheduler.Vms) v.Os.SetTime(_tick);
-        for (int i = 0; i < _workloads.Count; i++) _workloads[i].Step(_tick, _rng);
+        for (int i = 0; i < _workloads.Count; i++)
+        {
+            _workloads[i].Step(_tick, _rng);
+            _images[i]?.Step(_rng);
+        }
         for (int i = 0; i < _reporting.Count; i++)
             if (_reporting[i]?.Pass(_tick) is int n and > 0)
                 Raise(new RunEvent { Tick = _tick, Kind = RunEventKind.Return, From = Scheduler.Vms[i].Vm.Name, Frames = n, Detail = "free page reporting" });
@@ -164,7 +188,7 @@ public sealed class ScenarioRunner : IDisposable
         if (_tick % Scenario.SamplePeriodTicks == 0) SamplePeriodAndReport();
         StepReport step = StepAndReport();
         Condition.Tick(_tick);
-        var snapshot = new TickSnapshot(_tick, Snapshot(), Arena.Counts.Free, Scheduler.TransferredFrames, step);
+        var snapshot = new TickSnapshot(_tick, Snapshot(), Arena.Counts.Free, Scheduler.TransferredFrames, step) { Sharing = Arena.Sharing };
         for (int i = 0; i < snapshot.Vms.Count && i < _levels.Length; i++)
         {
             VmSnapshot v = snapshot.Vms[i];
@@ -194,6 +218,7 @@ public sealed class ScenarioRunner : IDisposable
         _moves.Clear();
         StepReport r = Scheduler.Step();
         PageLabMetrics.StepDuration.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds, _metrics.Tags);
+        RaiseSharing();
         foreach (ScheduledVm v in Scheduler.Vms)
         {
             long refusedBefore = _refused.GetValueOrDefault(v.Vm.Name);
@@ -226,7 +251,33 @@ public sealed class ScenarioRunner : IDisposable
                     Tick = _tick, Kind = RunEventKind.Deflate, Vm = v.Vm.Name, Frames = n,
                     BalloonTargetPages = v.BalloonTargetPages, BalloonActualPages = v.Backend.ActualPages,
                 });
+        foreach (ScheduledVm v in Scheduler.Vms)
+            if (r.HostSwapped.TryGetValue(v.Vm.Name, out int n) && n > 0)
+            {
+                PageLabMetrics.HostSwapped.Add(n, PageLabMetrics.With(_metrics, PageLabMetrics.VmTag, v.Vm.Name));
+                Raise(new RunEvent { Tick = _tick, Kind = RunEventKind.HostSwap, Vm = v.Vm.Name, Frames = n });
+            }
         return r;
+    }
+
+    // Sharing, the first of the step's events (the scanner ran first): per VM that merged pages or broke
+    // sharings (a guest write) since the last event, pages merged, its shared pages and its credit now.
+    private void RaiseSharing()
+    {
+        if (Scheduler.Scanner is null) return;
+        foreach (ScheduledVm v in Scheduler.Vms)
+        {
+            FaultCounters c = v.Vm.Counters;
+            (ulong merged, ulong cow) = _shareSeen.GetValueOrDefault(v.Vm.Name);
+            if (c.PagesMerged == merged && c.CowBreaks == cow) continue;
+            _shareSeen[v.Vm.Name] = (c.PagesMerged, c.CowBreaks);
+            PageLabMetrics.CowBreaks.Add((long)(c.CowBreaks - cow), PageLabMetrics.With(_metrics, PageLabMetrics.VmTag, v.Vm.Name));
+            Raise(new RunEvent
+            {
+                Tick = _tick, Kind = RunEventKind.Share, Vm = v.Vm.Name, Frames = (long)(c.PagesMerged - merged),
+                CowBreaks = (long)(c.CowBreaks - cow), SharedPages = v.Vm.SharedPages, SavedFrames = (long)v.SharingCreditPages,
+            });
+        }
     }
 
     // The end of a sampling period: new estimates and allocations, one decision event per VM.
@@ -261,7 +312,8 @@ public sealed class ScenarioRunner : IDisposable
                 [("demand", f.DemandFaults), ("sample_touch", f.SampleTouches), ("pool_empty", f.PoolEmpty), ("map_failure", f.MapFailures),
                  ("guest_major", v.MajorFaults), ("guest_minor", v.MinorFaults), ("host_stall", v.HostStalls)]));
         }
-        PageLabMetrics.Publish(_metrics, new RunMetrics(c.Free, c.Held + c.Guest + c.Parity, c.Retired, vms));
+        PageLabMetrics.Publish(_metrics, new RunMetrics(c.Free, c.Held + c.Guest + c.Parity + c.Shared, c.Retired, vms,
+            s.Sharing.SharedFrames, s.Sharing.SharingPages));
     }
 
     private static ulong ActiveEstimate(ScheduledVm v) => v.ActiveEstimatePages;
@@ -285,7 +337,11 @@ public sealed class ScenarioRunner : IDisposable
             list.Add(new VmSnapshot(v.Vm.Name, v.Vm.PageCount, v.AllocationPages, held, v.BalloonTargetPages,
                 v.Backend.ActualPages, active, _workloads[i].WorkingSetPages(_tick), s.FreePages, s.FreePages,
                 s.SwapIns, s.SwapOuts, s.MajorFaults, s.MinorFaults, v.Vm.Counters.DemandFaults, v.HostPressureStalls,
-                v.Balloon.PageOutsSeen, s.OomKills, c.Level, c.TrueAvailablePages, v.Vm.Counters.HostSwapOuts, v.Vm.Counters.HostSwapIns));
+                v.Balloon.PageOutsSeen, s.OomKills, c.Level, c.TrueAvailablePages, v.Vm.Counters.HostSwapOuts, v.Vm.Counters.HostSwapIns)
+            {
+                SharedPages = v.Vm.SharedPages, CowBreaks = v.Vm.Counters.CowBreaks, SharingCreditPages = v.SharingCreditPages,
+                ImageWrongReads = _images[i]?.WrongReads ?? 0,
+            });
         }
         return list;
     }

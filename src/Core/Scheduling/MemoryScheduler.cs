@@ -1,11 +1,13 @@
 // The cooperative memory scheduler: watches each VM's use of its guest physical memory (working-set
 // sampling and the guest's own reports), asks its policy for each VM's allocation, lends host memory no
 // VM uses to VMs that need it, and moves memory by driving balloon applications: frames reclaimed from
-// one VM's balloon are mapped into another's.
+// one VM's balloon are mapped into another's. Memory is taken back in ESX's order when the scenario says so:
+// page sharing first, then the balloon, then host swap (Reclamation.cs).
 using PageLab.Core.Balloon;
 using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
+using PageLab.Core.Sharing;
 
 namespace PageLab.Core.Scheduling;
 
@@ -23,14 +25,20 @@ public sealed record SchedulerOptions
     /// back only when a VM below its allocation needs them (lowest shares per page first). False: an
     /// allocation is a hard limit (a static partition).</summary>
     public bool WorkConserving { get; init; } = true;
+    /// <summary>The mechanisms that take memory back from a VM over its ceiling, in ESX's order.</summary>
+    public Reclamation Reclamation { get; init; } = Reclamation.Balloon;
+    /// <summary>Pages the sharing scanner looks at per step (KSM's pages_to_scan per wake-up: 100).</summary>
+    public int ScanPagesPerStep { get; init; } = 100;
     public int Seed { get; init; } = 1;
 }
 
 /// <summary>One VM under the scheduler, with its guest OS, balloon application and backend.</summary>
 public sealed class ScheduledVm
 {
-    internal ScheduledVm(GuestOperatingSystem os, BalloonApplication app, int shares, ulong min, ulong max, ulong allocation, Random rng, int samplePages)
+    internal ScheduledVm(GuestOperatingSystem os, BalloonApplication app, int shares, ulong min, ulong max, ulong allocation, Random rng, int samplePages,
+        bool ballooning)
     {
+        Ballooning = ballooning;
         Os = os;
         Balloon = app;
         Backend = new BalloonBackend(os, app);
@@ -66,8 +74,20 @@ public sealed class ScheduledVm
     /// <summary>The most host pages the VM may hold now: its allocation, or more while the host lends it
     /// pages no other VM needs (work conservation).</summary>
     public ulong CeilingPages { get; internal set; }
-    /// <summary>Guest pages the balloon should hold so the VM fits its ceiling.</summary>
-    public ulong BalloonTargetPages => Vm.PageCount > CeilingPages ? Vm.PageCount - CeilingPages : 0;
+    /// <summary>False when the scenario's reclamation leaves the balloon out: its target stays 0.</summary>
+    public bool Ballooning { get; }
+    /// <summary>Guest pages the balloon should hold so the VM fits its ceiling: what the guest has beyond
+    /// its ceiling, less the frames sharing already saves it (<see cref="SharingCreditPages"/>).</summary>
+    public ulong BalloonTargetPages =>
+        !Ballooning || Vm.PageCount <= CeilingPages + SharingCreditPages ? 0 : Vm.PageCount - CeilingPages - SharingCreditPages;
+    /// <summary>This VM's part of the frames sharing saves, as of the last step: its shared pages times the
+    /// host's saved frames over all sharing pages. Counted before the balloon (ESX's order).</summary>
+    public ulong SharingCreditPages { get; internal set; }
+    /// <summary>This VM's part of the shared frames themselves (its shared pages less its credit): memory it
+    /// uses that no VM owns, charged to it as if held.</summary>
+    public long SharingChargeFrames { get; internal set; }
+    /// <summary>Frames held plus the VM's part of the shared frames: what it costs the host.</summary>
+    public long ChargedFrames => Vm.HeldFrames + SharingChargeFrames;
     /// <summary>Demand faults the host could not give a frame for (the guest paged out instead).</summary>
     public ulong HostPressureStalls { get; internal set; }
     /// <summary>Frames given beyond the allocation because the guest had nothing left to page out.</summary>
@@ -81,7 +101,14 @@ public readonly record struct FrameMove(string? From, string? To, int Frames);
 
 /// <summary>Pages moved by one scheduler step.</summary>
 public sealed record StepReport(IReadOnlyDictionary<string, int> Inflated, IReadOnlyDictionary<string, int> Deflated,
-    int TransferredFrames, int RefusedReports);
+    int TransferredFrames, int RefusedReports)
+{
+    /// <summary>Pages each VM's host swap took in the step (reclamation's last resort), by VM.</summary>
+    public IReadOnlyDictionary<string, int> HostSwapped { get; init; } = new Dictionary<string, int>();
+    /// <summary>Pages the sharing scanner looked at in the step, and pages it merged.</summary>
+    public int PagesScanned { get; init; }
+    public int PagesMerged { get; init; }
+}
 
 public sealed class MemoryScheduler
 {
@@ -102,6 +129,9 @@ public sealed class MemoryScheduler
     public SchedulerOptions Options { get; }
     public IReadOnlyList<ScheduledVm> Vms => _vms;
     public long TransferredFrames { get; private set; }
+    /// <summary>The sharing scanner, when the reclamation order shares (null otherwise). Made at the first step,
+    /// over the VMs that opted in.</summary>
+    public PageScanner? Scanner { get; private set; }
 
     /// <summary>Raised during <see cref="Step"/> for every run of frames it moves, in the order it moves
     /// them (for traces and metrics; the handler must not call back into the scheduler).</summary>
@@ -117,7 +147,8 @@ public sealed class MemoryScheduler
         ulong committed = _vms.Aggregate(0UL, (s, v) => s + v.AllocationPages) + allocationPages;
         if (committed > Options.HostPages)
             throw new ArgumentException($"VM '{name}': allocations would total {committed} pages, more than the host's {Options.HostPages}");
-        var vm = new ScheduledVm(os, app, shares, minPages, maxPages, allocationPages, _rng, Options.SamplePages);
+        var vm = new ScheduledVm(os, app, shares, minPages, maxPages, allocationPages, _rng, Options.SamplePages,
+            Options.Reclamation.HasFlag(Reclamation.Balloon));
         // Work-conserving, a VM starts with all it may have: nothing is reclaimed before a VM needs it (ESX
         // balloons only when the host runs short), so a boot inflates no balloon.
         if (Options.WorkConserving) vm.CeilingPages = maxPages;
@@ -190,11 +221,13 @@ public sealed class MemoryScheduler
             throw new PolicyException($"{who} gave {sum} pages in all, more than the host's {Options.HostPages}");
     }
 
+    // The engine counts only the frames a VM owns; its part of the shared frames is memory it uses all the same.
     private static ulong NativeLimit(ScheduledVm v) =>
-        Math.Min(v.CeilingPages, Math.Max(v.AllocationPages, (ulong)Math.Max(0, v.Vm.HeldFrames)));
+        (ulong)Math.Max(0, (long)Math.Min(v.CeilingPages, Math.Max(v.AllocationPages, (ulong)Math.Max(0, v.Vm.HeldFrames))) - v.SharingChargeFrames);
 
-    /// <summary>Host pages no VM holds (demand pools included; negative while VMs are overcommitted).</summary>
-    public long FreeHostPages => (long)Options.HostPages - _vms.Sum(v => v.Vm.HeldFrames);
+    /// <summary>Host pages no VM holds (demand pools included; negative while VMs are overcommitted). Shared
+    /// frames are owned by no VM but are host memory in use: they count as held (by their sharers).</summary>
+    public long FreeHostPages => (long)Options.HostPages - _vms.Sum(v => v.ChargedFrames);
 
     // Work conservation, once per step. A VM below its allocation that pages may take what it is owed at
     // once: if the host's free pages do not cover that, pages lent to other VMs are called back, from the VM
@@ -218,7 +251,7 @@ public sealed class MemoryScheduler
         long batch = Options.BatchPages;
         long reserve = Math.Min(batch, (long)Options.HostPages / 50);
         long free = FreeHostPages;
-        var held = _vms.Select(v => v.Vm.HeldFrames).ToArray();
+        var held = _vms.Select(v => v.ChargedFrames).ToArray();
         long owed = 0;
         for (int i = 0; i < _vms.Count; i++)
             if (pressed[i] && held[i] < (long)_vms[i].AllocationPages)
@@ -267,6 +300,8 @@ public sealed class MemoryScheduler
         // Where the frames in `frames` came from, front to back (a VM's name, or null for the arena).
         var sources = FramesMoved is null ? null : new List<(string? Vm, int Frames)>();
         int refused = 0;
+        // 1. Share: the scanner runs first, and what it saves counts before any balloon inflates.
+        (int scanned, int merged) = Share();
         UpdateCeilings();
         // The engine's own faults (a host-swapped page touched again, a fault no guest OS hook saw) take free
         // frames only below this limit and never look at the host's total. Past its allocation a VM grows
@@ -279,7 +314,7 @@ public sealed class MemoryScheduler
             {
                 v.Balloon.TouchAll();
                 v.Balloon.SetTarget(v.BalloonTargetPages);
-                if (v.Backend.ActualPages < v.BalloonTargetPages)
+                if (v.Ballooning && v.Backend.ActualPages < v.BalloonTargetPages)
                 {
                     ReclaimResult r = v.Backend.Inflate((int)Math.Min((ulong)Options.BatchPages, v.BalloonTargetPages - v.Backend.ActualPages));
                     frames.AddRange(r.Frames);
@@ -312,7 +347,12 @@ public sealed class MemoryScheduler
                 reclaimed = Math.Max(0, reclaimed - used);
             }
             if (sources is not null) RaiseMoves(sources, frames.Count, to: null);
-            return new StepReport(inflated, deflated, deflated.Values.Sum(), refused);
+            Dictionary<string, int> swapped = HostSwapExcess(inflated);
+            UpdateSharingCredits();
+            return new StepReport(inflated, deflated, deflated.Values.Sum(), refused)
+            {
+                HostSwapped = swapped, PagesScanned = scanned, PagesMerged = merged,
+            };
         }
         finally
         {
@@ -321,6 +361,54 @@ public sealed class MemoryScheduler
             HostFrame[] left = frames.Where(f => Arena.StateOf(f) == FrameState.Held).ToArray();
             if (left.Length > 0) Arena.Release(left);
         }
+    }
+
+    // Sharing, the first mechanism: one scanner batch over the VMs that opted in, then each VM's part of what
+    // sharing saves (its credit, which its balloon target leaves out) and of the shared frames (its charge,
+    // counted as held). A VM's part is its shared pages times saved (or shared) frames over all sharing pages,
+    // so the credits add up to the frames saved and the charges to the shared frames.
+    private (int Scanned, int Merged) Share()
+    {
+        if (!Options.Reclamation.HasFlag(Reclamation.Share)) return (0, 0);
+        Scanner ??= new PageScanner(Arena, _vms.Select(v => v.Vm), new ScannerOptions(Options.ScanPagesPerStep));
+        long before = Scanner.Metrics.PagesScanned;
+        int merged = Scanner.ScanBatch(Options.ScanPagesPerStep);
+        int scanned = (int)(Scanner.Metrics.PagesScanned - before);
+        UpdateSharingCredits();
+        return (scanned, merged);
+    }
+
+    // Each VM's credit and charge from the engine's counts now. Called after the scan, and again at the end of
+    // the step: the guest paging out a shared page or writing one (the balloon's own writes, too) changes them.
+    private void UpdateSharingCredits()
+    {
+        if (Scanner is null) return;
+        SharingCounts all = Arena.Sharing;
+        foreach (ScheduledVm v in _vms)
+        {
+            long mine = all.SharingPages > 0 ? v.Vm.SharedPages : 0; // a VM that opted out keeps what it shared
+            long credit = all.SharingPages == 0 ? 0 : mine * all.FramesSaved / all.SharingPages;
+            v.SharingCreditPages = (ulong)Math.Max(0, credit);
+            v.SharingChargeFrames = Math.Max(0, mine - credit);
+        }
+    }
+
+    // Host swap, the last mechanism: a VM that still costs more than its ceiling after sharing and its balloon
+    // had their turn, and whose balloon made no progress in this step (out of puff, unresponsive, at target,
+    // or none), has pages swapped out by the host, a batch per step.
+    private Dictionary<string, int> HostSwapExcess(Dictionary<string, int> inflated)
+    {
+        var swapped = new Dictionary<string, int>();
+        if (!Options.Reclamation.HasFlag(Reclamation.HostSwap)) return swapped;
+        foreach (ScheduledVm v in _vms)
+        {
+            if (v.Ballooning && inflated.GetValueOrDefault(v.Vm.Name) > 0) continue;
+            long excess = v.ChargedFrames - (long)v.CeilingPages;
+            if (excess <= 0) continue;
+            int n = v.Vm.HostSwapOut((int)Math.Min(excess, Options.BatchPages));
+            if (n > 0) swapped[v.Vm.Name] = n;
+        }
+        return swapped;
     }
 
     // Takes `count` frames off the front of `sources` and reports them, one move per source.
