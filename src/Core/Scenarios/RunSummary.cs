@@ -25,6 +25,8 @@ public sealed record RunSummary
     public required bool WorkConserving { get; init; }
     /// <summary>The mechanisms that took memory back, in ESX's order: e.g. "share,balloon,swap", "balloon".</summary>
     public string Reclamation { get; init; } = "balloon";
+    /// <summary>Pages one demand fault mapped at most (the scenario's faultAroundPages; 1: no fault-around).</summary>
+    public int FaultAroundPages { get; init; } = 1;
     /// <summary>The ticks the run was to have.</summary>
     public required int Ticks { get; init; }
     /// <summary>The ticks it had: <see cref="Ticks"/>, or fewer when it was interrupted.</summary>
@@ -76,7 +78,8 @@ public sealed record RunSummary
             {
                 BalloonInflatedPages = timeline.Vm(v.Name).BalloonInflatedPages, HostSwappedByScheduler = timeline.Vm(v.Name).HostSwappedByScheduler,
                 SharedPagesEnd = end.SharedPages, SharingCreditPagesEnd = end.SharingCreditPages, CowBreaks = end.CowBreaks,
-                ImageWrongReads = end.ImageWrongReads,
+                ImageWrongReads = end.ImageWrongReads, FaultedAroundPages = end.FaultedAroundPages,
+                FramesTakenFromOthers = end.FramesTakenFromOthers,
             });
         }
         SharingTotals? sharing = scanner is SharingMetrics m
@@ -90,6 +93,7 @@ public sealed record RunSummary
         {
             Scenario = s.Name, ScenarioFile = scenarioFile, Seed = s.Seed, Adaptive = s.PolicyName != "static", Policy = s.PolicyName, WorkConserving = s.WorkConserving && s.PolicyName != "static", Ticks = s.Ticks, TicksRun = last.Tick,
             Reclamation = Scheduling.ReclamationParse.Format(Scheduling.ReclamationParse.Parse(s.Reclamation)), Sharing = sharing,
+            FaultAroundPages = s.FaultAroundPages,
             Interrupted = interrupted, AccountingOk = accountingProblems.Count == 0, AccountingProblems = accountingProblems.ToList(),
             Host = new HostTotals(s.HostPages, arena.FrameCount, arena.PageSize, counts.Free, counts.Retired, last.TransferredFrames),
             Vms = vms, Timings = timings,
@@ -127,6 +131,10 @@ public sealed record VmTotals(
     public ulong CowBreaks { get; init; }
     /// <summary>Reads of its image that saw anything but the image's bytes (must be 0).</summary>
     public long ImageWrongReads { get; init; }
+    /// <summary>Never-used pages its demand faults mapped besides their own (fault-around), over the run.</summary>
+    public ulong FaultedAroundPages { get; init; }
+    /// <summary>Frames its faults took, on a full arena, by host-swapping another VM's page, over the run.</summary>
+    public ulong FramesTakenFromOthers { get; init; }
 }
 
 /// <summary>Page sharing over a run (<c>sharing</c> in the JSON).</summary>

@@ -28,6 +28,10 @@ public sealed record VmSnapshot(
     public ulong SharingCreditPages { get; init; }
     /// <summary>Image reads that saw anything but the image's bytes so far (must be 0).</summary>
     public long ImageWrongReads { get; init; }
+    /// <summary>Never-used pages its demand faults mapped besides their own so far (fault-around).</summary>
+    public ulong FaultedAroundPages { get; init; }
+    /// <summary>Frames its faults took by host-swapping another VM's page on a full arena so far.</summary>
+    public ulong FramesTakenFromOthers { get; init; }
 }
 
 public sealed record TickSnapshot(int Tick, IReadOnlyList<VmSnapshot> Vms, long FreeFrames, long TransferredFrames, StepReport Step)
@@ -331,16 +335,18 @@ public sealed class ScenarioRunner : IDisposable
         {
             ScheduledVm v = Scheduler.Vms[i];
             GuestMemoryStats s = v.Os.Stats;
+            FaultCounters f = v.Vm.Counters;
             long held = v.Vm.HeldFrames;
             ulong active = ActiveEstimate(v);
             MemoryConditionReport c = Condition.Query(v.Vm.Name);
             list.Add(new VmSnapshot(v.Vm.Name, v.Vm.PageCount, v.AllocationPages, held, v.BalloonTargetPages,
                 v.Backend.ActualPages, active, _workloads[i].WorkingSetPages(_tick), s.FreePages, s.FreePages,
-                s.SwapIns, s.SwapOuts, s.MajorFaults, s.MinorFaults, v.Vm.Counters.DemandFaults, v.HostPressureStalls,
-                v.Balloon.PageOutsSeen, s.OomKills, c.Level, c.TrueAvailablePages, v.Vm.Counters.HostSwapOuts, v.Vm.Counters.HostSwapIns)
+                s.SwapIns, s.SwapOuts, s.MajorFaults, s.MinorFaults, f.DemandFaults, v.HostPressureStalls,
+                v.Balloon.PageOutsSeen, s.OomKills, c.Level, c.TrueAvailablePages, f.HostSwapOuts, f.HostSwapIns)
             {
-                SharedPages = v.Vm.SharedPages, CowBreaks = v.Vm.Counters.CowBreaks, SharingCreditPages = v.SharingCreditPages,
-                ImageWrongReads = _images[i]?.WrongReads ?? 0,
+                SharedPages = v.Vm.SharedPages, CowBreaks = f.CowBreaks, SharingCreditPages = v.SharingCreditPages,
+                ImageWrongReads = _images[i]?.WrongReads ?? 0, FaultedAroundPages = f.FaultedAround,
+                FramesTakenFromOthers = f.TakenFromOthers,
             });
         }
         return list;
