@@ -235,7 +235,7 @@ internal static class RunCommand
                     // Booting a large scenario (arena, guests, balloons to their start) takes a while: say so.
                     ulong guestPages = s.Vms.Aggregate(0UL, (n, v) => n + v.Pages);
                     Console.WriteLine($"  booting {s.Vms.Count} VM{(s.Vms.Count == 1 ? "" : "s")} ({guestPages} guest pages) on {s.HostPages} host pages");
-                    runner.Boot();
+                    runner.Boot(() => interrupts.Requested);
                     booted = clock.Elapsed;
                     Console.WriteLine($"  booted in {booted.TotalSeconds:0.0} s");
                     last = new(0, runner.Snapshot(), runner.Arena.Counts.Free, 0, new(new Dictionary<string, int>(), new Dictionary<string, int>(), 0, 0));

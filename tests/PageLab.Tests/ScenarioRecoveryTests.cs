@@ -44,4 +44,29 @@ public class ScenarioRecoveryTests
         Assert.False(idle.Processes.Single(p => p.Name == "balloon").Killed);
         Assert.Empty(runner.CheckAccounting());
     }
+
+    // Once a contained error ended the process, later injections into it have nothing to hit: they are in the
+    // trace (Missed) but are not counted or drawn as injections (a summary read "injections 300, recoveries 1").
+    [Fact]
+    public void Injections_that_find_nothing_to_hit_are_traced_as_missed_and_not_counted()
+    {
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsWindows()) Assert.Skip("the fault engine runs on Linux and Windows");
+        Scenario s = Scenario.Default with
+        {
+            Ticks = 30,
+            Injections = [.. Enumerable.Range(0, 4).Select(_ => new InjectionSpec { Tick = 20, Vm = "idle", Kind = "MultiBit", Target = "user" })],
+        };
+        using var runner = new ScenarioRunner(s);
+        var events = new List<RunEvent>();
+        runner.EventRaised += events.Add;
+        runner.Boot();
+        while (runner.Tick < s.Ticks) runner.Advance();
+
+        List<RunEvent> injections = events.Where(e => e.Kind == RunEventKind.Injection).ToList();
+        Assert.Equal(4, injections.Count);
+        Assert.Single(injections, e => e.Missed != true);
+        Assert.All(injections.Where(e => e.Missed == true), e => Assert.Contains("no resident page to hit (process 'idle' was ended)", e.Detail));
+        Assert.Single(events, e => e.Kind == RunEventKind.Recovery);
+        Assert.Equal(2, events.Count(e => e.IsMarker));                // the one injection and its recovery
+    }
 }

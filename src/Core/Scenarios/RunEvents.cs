@@ -70,12 +70,15 @@ public sealed record RunEvent
     public long? SavedFrames { get; init; }
     /// <summary>Free text from the layer that reported the event (e.g. what was injected, how it recovered).</summary>
     public string? Detail { get; init; }
+    /// <summary>On <see cref="RunEventKind.Injection"/>: true when the injection hit nothing (no resident page
+    /// to hit, e.g. its process was ended): in the trace, but not counted as an injection.</summary>
+    public bool? Missed { get; init; }
     /// <summary>On <see cref="RunEventKind.Run"/>: the scenario, so a trace says how to run it again.</summary>
     public Scenario? Scenario { get; init; }
 
     /// <summary>Events drawn as markers on a timeline (the rest are visible in its series).</summary>
     [JsonIgnore]
-    public bool IsMarker => Kind is RunEventKind.Injection or RunEventKind.Recovery;
+    public bool IsMarker => Kind is RunEventKind.Recovery || (Kind is RunEventKind.Injection && Missed != true);
 
     internal static readonly JsonSerializerOptions Json = new()
     {

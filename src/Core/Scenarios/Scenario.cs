@@ -28,6 +28,14 @@ public sealed record InjectionSpec
     public string Vm { get; init; } = "";
     /// <summary>SingleBit | MultiBit | ByteRange | WholePage</summary>
     public string Kind { get; init; } = "MultiBit";
+
+    /// <summary>True if <paramref name="kind"/> names an error kind exactly (any case): no numbers, no lists,
+    /// no spaces, which Enum.TryParse would take.</summary>
+    public static bool IsKind(string? kind) =>
+        kind is not null && Enum.GetNames<Recovery.ErrorKind>().Any(n => string.Equals(n, kind, StringComparison.OrdinalIgnoreCase));
+
+    public static Recovery.ErrorKind KindOf(string kind) =>
+        IsKind(kind) ? Enum.Parse<Recovery.ErrorKind>(kind, ignoreCase: true) : throw new ArgumentException($"'{kind}' is not an error kind", nameof(kind));
     /// <summary>kernel (a parity-protected page of the guest kernel) | user (a page of the VM's workload, unprotected)</summary>
     public string Target { get; init; } = "kernel";
 }
@@ -143,6 +151,13 @@ public sealed record Scenario
     public const ulong MaxTotalGuestPages = 1UL << 25;
     public const ulong MinVmPages = 256, MaxVmPages = 1UL << 24;
     public const int MaxVms = 64, MaxBatchPages = 1 << 16, MaxScanPagesPerTick = 1 << 20;
+    /// <summary>Touches one workload makes per tick at most (each is a real access of guest memory: 16 M take
+    /// about a second).</summary>
+    public const int MaxTouchesPerTick = 1 << 24;
+    /// <summary>Pages a guest needs beyond its kernel to run at all: the guest OS keeps this many free
+    /// (its high watermark), so an allocation below kernel + this leaves the balloon chasing a target the
+    /// guest can never reach.</summary>
+    public const ulong GuestReservePages = 96;
 
     /// <summary>Reads and checks a scenario file: malformed JSON, unknown keys, values of the wrong type and
     /// impossible configurations are refused (<see cref="ScenarioException"/>) before anything runs.</summary>
@@ -214,7 +229,8 @@ public sealed record Scenario
             if (w.Kind == "burst")
             {
                 if (w.FreeAtTick is not int ft || ft < 1 || ft > Ticks) Fail($"{at}.workload.freeAtTick", $"a burst workload needs freeAtTick between 1 and ticks ({Ticks})");
-                if (w.EndPages is ulong keep && keep >= w.Pages) Fail($"{at}.workload.endPages", $"a burst keeps fewer pages than it had ({w.Pages}), got {keep}");
+                if (w.EndPages is not ulong keep || keep == 0 || keep >= w.Pages)
+                    Fail($"{at}.workload.endPages", $"a burst needs endPages, the pages it keeps: between 1 and {w.Pages - 1} (fewer than its pages), got {w.EndPages?.ToString() ?? "none"}");
             }
             if (v.FreePageReporting is { } fpr)
             {
@@ -231,7 +247,12 @@ public sealed record Scenario
             if (w.Pages == 0 || w.Pages >= v.Pages) Fail($"{at}.workload.pages", $"must be between 1 and the VM's pages - 1, got {w.Pages}");
             if (w.Kind == "growing" && (w.EndPages is not ulong e || e == 0 || e >= v.Pages))
                 Fail($"{at}.workload.endPages", $"a growing workload needs endPages between 1 and {v.Pages - 1}");
-            if (w.TouchesPerTick < 0) Fail($"{at}.workload.touchesPerTick", $"must not be negative, got {w.TouchesPerTick}");
+            if (w.TouchesPerTick is < 0 or > MaxTouchesPerTick)
+                Fail($"{at}.workload.touchesPerTick", $"must be between 0 and {MaxTouchesPerTick}, got {w.TouchesPerTick}");
+            if (w.EndPages is not null && w.Kind is not ("growing" or "burst"))
+                Fail($"{at}.workload.endPages", $"only a growing or burst workload has endPages, not '{w.Kind}'");
+            if (w.FreeAtTick is not null && w.Kind != "burst")
+                Fail($"{at}.workload.freeAtTick", $"only a burst workload has freeAtTick, not '{w.Kind}'");
         }
         if (order.HasFlag(Scheduling.Reclamation.Share) && !Vms.Any(v => v.Sharing))
             Fail("reclamation", $"'{Reclamation}' shares, but no VM opted in; give a VM \"sharing\": true (sharing is per VM: copy-on-write timing is a side channel)");
@@ -241,13 +262,25 @@ public sealed record Scenario
         for (int i = 0; i < Vms.Count; i++)
             if (Vms[i].KernelPages is var k && (k < 2 || k > Vms[i].Pages / 4))
                 Fail($"vms[{i}].kernelPages", $"must be between 2 and a quarter of the VM's pages ({Vms[i].Pages / 4}), got {k}");
+        // Every VM must be able to hold its kernel (pinned) and the guest OS's free reserve.
+        ulong floors = Vms.Aggregate(0UL, (n, v) => n + FloorOf(v));
+        if (floors > HostPages)
+            Fail("hostPages", $"{HostPages} cannot hold the VMs' kernels (pinned) and the guest OS's {GuestReservePages} free pages each: at least {floors}");
+        for (int i = 0; i < Vms.Count; i++)
+        {
+            VmSpec v = Vms[i];
+            string why = $"cannot hold the VM's kernel ({v.KernelPages} pages, pinned) and the guest OS's {GuestReservePages} free pages: at least {FloorOf(v)}";
+            if ((v.MaxPages ?? v.Pages) < FloorOf(v)) Fail($"vms[{i}].maxPages", $"{v.MaxPages} {why}");
+            if (InitialOf(v) < FloorOf(v))
+                Fail($"vms[{i}].initialPages", $"{InitialOf(v)}{(v.InitialPages is null ? $" (hostPages / {Vms.Count} VMs)" : "")} {why}");
+        }
         for (int i = 0; i < (Injections?.Count ?? 0); i++)
         {
             InjectionSpec j = Injections![i];
             string at = $"injections[{i}]";
             if (j.Tick < 1 || j.Tick > Ticks) Fail($"{at}.tick", $"must be between 1 and ticks ({Ticks}), got {j.Tick}");
             if (!Vms.Any(v => v.Name == j.Vm)) Fail($"{at}.vm", $"'{j.Vm}' is not one of the VMs ({string.Join(", ", Vms.Select(v => v.Name))})");
-            if (!Enum.TryParse<Recovery.ErrorKind>(j.Kind, ignoreCase: true, out _))
+            if (!InjectionSpec.IsKind(j.Kind))
                 Fail($"{at}.kind", $"'{j.Kind}' is not one of {string.Join(", ", Enum.GetNames<Recovery.ErrorKind>())}");
             if (j.Target is not ("kernel" or "user")) Fail($"{at}.target", $"'{j.Target}' is not kernel or user");
         }
@@ -259,6 +292,9 @@ public sealed record Scenario
     /// <summary>The policy this scenario runs with.</summary>
     [JsonIgnore]
     public string PolicyName => Policy ?? (Adaptive ? "pagelab" : "static");
+
+    /// <summary>The least allocation a VM can run in: its kernel (pinned) and the guest OS's free reserve.</summary>
+    public static ulong FloorOf(VmSpec v) => v.KernelPages + GuestReservePages;
 
     public ulong InitialOf(VmSpec v) =>
         v.InitialPages ?? Math.Clamp(HostPages / (ulong)Vms.Count, v.MinPages, v.MaxPages ?? v.Pages);

@@ -134,21 +134,30 @@ public sealed class ScenarioRunner : IDisposable
         }
     }
 
+    private const int BootPatienceSteps = 16;
+
     /// <summary>Progress of <see cref="Boot"/>: balloon pages inflated so far and the pages to inflate.</summary>
     public event Action<ulong, ulong>? BootProgress;
 
     /// <summary>Inflates every balloon to its starting target so each VM fits its starting ceiling (its
     /// initial allocation; with work conservation, all it may have, so nothing is inflated).</summary>
-    public void Boot()
+    /// <param name="stopRequested">Polled between balloon steps: true ends the boot early (e.g. Ctrl-C).</param>
+    public void Boot(Func<bool>? stopRequested = null)
     {
         Raise(new RunEvent { Tick = 0, Kind = RunEventKind.Run, Scenario = Scenario });
         ulong toInflate = Scheduler.Vms.Aggregate(0UL, (s, v) => s + v.BalloonTargetPages);
-        for (int i = 0; i < 10_000; i++)
+        // Steps until the balloons stop moving, or stop getting closer to their targets: a guest whose pinned
+        // pages leave its balloon short of its target would otherwise inflate and deflate for ever.
+        ulong bestGap = ulong.MaxValue;
+        for (int i = 0, stale = 0; i < 10_000 && stale < BootPatienceSteps && stopRequested?.Invoke() != true; i++)
         {
             if (toInflate > 0)
                 BootProgress?.Invoke(Scheduler.Vms.Aggregate(0UL, (s, v) => s + Math.Min(v.Backend.ActualPages, v.BalloonTargetPages)), toInflate);
             StepReport r = StepAndReport();
             if (r.Inflated.Values.Sum() == 0 && r.Deflated.Values.Sum() == 0) break;
+            ulong gap = Scheduler.Vms.Aggregate(0UL, (s, v) => s + (ulong)Math.Abs((long)v.Backend.ActualPages - (long)v.BalloonTargetPages));
+            if (gap < bestGap) (bestGap, stale) = (gap, 0);
+            else stale++;
         }
         SamplePeriodAndReport();
         List<VmSnapshot> vms = Snapshot();
@@ -168,7 +177,7 @@ public sealed class ScenarioRunner : IDisposable
         if (e.Vm is not null && !Scheduler.Vms.Any(v => v.Vm.Name == e.Vm))
             throw new ArgumentException($"event for VM '{e.Vm}', which is not in scenario '{Scenario.Name}'", nameof(e));
         var tags = PageLabMetrics.With(_metrics, PageLabMetrics.VmTag, e.Vm);
-        (e.Kind == RunEventKind.Injection ? PageLabMetrics.Injections : PageLabMetrics.Recoveries).Add(1, tags);
+        if (e.Missed != true) (e.Kind == RunEventKind.Injection ? PageLabMetrics.Injections : PageLabMetrics.Recoveries).Add(1, tags);
         Raise(e);
     }
 
@@ -379,17 +388,22 @@ public sealed class ScenarioRunner : IDisposable
         ScheduledVm v = Scheduler.Vms[i];
         (GuestProcess kernel, RecoveryEngine engine) = _recovery[i];
         GuestProcess victim = j.Target == "kernel" ? kernel : _workloads[i].Process;
+        void Missed(string why) =>
+            Record(new RunEvent { Tick = _tick, Kind = RunEventKind.Injection, Vm = j.Vm, Missed = true, Detail = $"{j.Kind} into {j.Target}: {why}" });
         var resident = Enumerable.Range(0, (int)victim.VirtualPages).Select(p => (ulong)p).Where(victim.IsResident).ToList();
         if (resident.Count == 0)
         {
-            Record(new RunEvent { Tick = _tick, Kind = RunEventKind.Injection, Vm = j.Vm, Detail = $"{j.Kind} into {j.Target}: no resident page to hit" });
+            Missed($"no resident page to hit{(victim.Killed ? $" (process '{victim.Name}' was ended)" : "")}");
             return;
         }
         GuestPage page = v.Os.Translate(victim, resident[_rng.Next(resident.Count)])!.Value;
-        var kind = Enum.Parse<ErrorKind>(j.Kind, ignoreCase: true);
+        ErrorKind kind = InjectionSpec.KindOf(j.Kind);
         (int offset, byte[] mask) = FaultInjector.Pattern(kind, Arena.PageSize, _rng);
-        if (v.Vm.Translate(page) is not HostFrame) return;
-        if (FaultInjector.IntoPage(v.Vm, page, offset, mask) is not HostFrame frame) return;
+        if (v.Vm.Translate(page) is not HostFrame || FaultInjector.IntoPage(v.Vm, page, offset, mask) is not HostFrame frame)
+        {
+            Missed($"{page} has no frame the error could hit ({v.Vm.StateOf(page)})");
+            return;
+        }
         Record(new RunEvent { Tick = _tick, Kind = RunEventKind.Injection, Vm = j.Vm,
             Detail = $"{kind} in {j.Target} {page} ({frame}) of process '{victim.Name}'" });
         ErrorReport r = engine.Report(frame);
