@@ -43,7 +43,9 @@
  * LOCKS AND ORDER
  *   - Each region has a spin lock; state[], p2m[], flags, pool, groups and the region's mapping count
  *     change only under it, in the handler or in a pl_* call. The arena has one spin lock for the frame
- *     table. Order: region lock, then arena lock; never the other way, and never two region locks.
+ *     table. Order: region lock, then arena lock; never the other way, and never a wait for a second
+ *     region lock (a fault on a full arena only *tries* another VM's lock, hostswap.c), so no cycle of
+ *     waits can form.
  *   - A pl_* call runs in preemptive mode (the GC never stops it half way) and never touches guest memory
  *     or caller memory that could be guest memory while it holds a lock, so a lock holder always makes
  *     progress and the handler may spin.
