@@ -95,6 +95,7 @@ internal static class RunCommand
                 if (traceFile is not null) OutputPaths.CheckWritable("--trace", traceFile);
                 if (jsonFile is not null and not "-") OutputPaths.CheckWritable("--json", jsonFile);
             }
+            Descriptors.CheckRoomFor(s.Vms.Count, f is null ? "the built-in scenario" : $"{f} ({s.Vms.Count} VMs)");
             using var interrupts = new Interrupts();
             // Held until the command ends: another PageLab process given one of these files is refused.
             using OutputLocks locks = OutputLocks.Take(runs.SelectMany(x => new[]
