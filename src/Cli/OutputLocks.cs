@@ -34,6 +34,9 @@ internal sealed partial class OutputLocks : IDisposable
                 if (!TryLock(file, out int errno))
                 {
                     file.Dispose();
+                    // Two names of one file given to this process (a hard link, a symlink) conflict with our own lock.
+                    if (errno is Eagain or Eacces && locks._held.FirstOrDefault(h => OutputPaths.SameFile(h.File.Name, path)).File is FileStream mine)
+                        throw new UsageException($"{option} {path}: is the same file as another output of this command ({mine.Name}); give each its own");
                     if (errno is Eagain or Eacces)
                         throw new UsageException($"{option} {path}: another PageLab process is writing this file; wait for it to end or give another file");
                     throw new UsageException($"{option} {path}: cannot be locked for writing ({Marshal.GetPInvokeErrorMessage(errno)})");

@@ -32,14 +32,42 @@ internal static class OutputPaths
         }
     }
 
-    /// <summary>Refuses two outputs that name the same file (one would overwrite the other).</summary>
+    /// <summary>Refuses two outputs that name one file (one would overwrite the other): the same full path, or
+    /// (Linux) two names of one existing file, a hard link or a symlink to it.</summary>
     public static void CheckDistinct(params (string Option, string? Path)[] outputs)
     {
         var given = outputs.Where(o => o.Path is not null && o.Path != "-").ToList();
         for (int i = 0; i < given.Count; i++)
             for (int j = i + 1; j < given.Count; j++)
+            {
                 if (Path.GetFullPath(given[i].Path!) == Path.GetFullPath(given[j].Path!))
                     throw new UsageException($"{given[i].Option} and {given[j].Option} name the same file ({given[i].Path}); give each its own");
+                if (SameFile(given[i].Path!, given[j].Path!))
+                    throw new UsageException($"{given[i].Option} {given[i].Path} and {given[j].Option} {given[j].Path} name one file (a link to the other); give each its own");
+            }
+    }
+
+    /// <summary>Refuses an output that is one of the command's input files: writing it would destroy the input
+    /// the run was read from. <paramref name="inputs"/> name each input as people know it ("the scenario file").</summary>
+    public static void CheckNotInput((string Option, string? Path)[] outputs, params (string What, string? Path)[] inputs)
+    {
+        foreach ((string option, string? output) in outputs)
+        {
+            if (output is null or "-") continue;
+            foreach ((string what, string? input) in inputs)
+                if (input is not null && SameFile(output, input))
+                    throw new UsageException($"{option} {output}: is {what} ({input}); writing it would overwrite the input, give {option} another file");
+        }
+    }
+
+    /// <summary>True when <paramref name="a"/> and <paramref name="b"/> name one file: the same full path, or
+    /// (Linux) both exist and are one device and inode, whatever links lead to them.</summary>
+    internal static bool SameFile(string a, string b)
+    {
+        if (Path.GetFullPath(a) == Path.GetFullPath(b)) return true;
+        if (!OperatingSystem.IsLinux()) return false;
+        return Mono.Unix.Native.Syscall.stat(a, out Mono.Unix.Native.Stat x) == 0 && Mono.Unix.Native.Syscall.stat(b, out Mono.Unix.Native.Stat y) == 0 &&
+               x.st_dev == y.st_dev && x.st_ino == y.st_ino;
     }
 
     /// <summary>An IOException's text without the " : 'path'" .NET appends (the path is already named).</summary>

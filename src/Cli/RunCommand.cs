@@ -81,11 +81,16 @@ internal static class RunCommand
             string[] runs = several ? policies.Select(SuffixOf).ToArray() : [""];
             if (runs.Distinct().Count() != runs.Length)
                 throw new UsageException($"--compare: two of the policies would write the same files (suffixes {string.Join(", ", runs)}); name each policy once, and user classes by different class names");
+            (string, string?)[] outputs = runs.SelectMany(x => new[]
+            {
+                ("--plot", Suffixed(plotPath, x)), ("--trace", Suffixed(tracePath, x)), ("--json", Suffixed(jsonPath, x)), ("--csv", Suffixed(csvPath, x)),
+            }).Append(("--plot", several ? Suffixed(plotPath, "compare") : null)).ToArray();
+            OutputPaths.CheckDistinct(outputs);
+            OutputPaths.CheckNotInput(outputs, ("the scenario file", f is null ? null : Path.GetFullPath(f)));
             foreach (string suffix in runs)
             {
                 string? plotFile = Suffixed(plotPath, suffix), traceFile = Suffixed(tracePath, suffix), jsonFile = Suffixed(jsonPath, suffix);
                 string? csvFile = Suffixed(csvPath, suffix);
-                OutputPaths.CheckDistinct(("--plot", plotFile), ("--trace", traceFile), ("--json", jsonFile), ("--csv", csvFile));
                 if (csvFile is not null) OutputPaths.CheckWritable("--csv", csvFile);
                 if (plotFile is not null)
                 {
@@ -98,10 +103,7 @@ internal static class RunCommand
             Descriptors.CheckRoomFor(s.Vms.Count, f is null ? "the built-in scenario" : $"{f} ({s.Vms.Count} VMs)");
             using var interrupts = new Interrupts();
             // Held until the command ends: another PageLab process given one of these files is refused.
-            using OutputLocks locks = OutputLocks.Take(runs.SelectMany(x => new[]
-            {
-                ("--plot", Suffixed(plotPath, x)), ("--trace", Suffixed(tracePath, x)), ("--json", Suffixed(jsonPath, x)), ("--csv", Suffixed(csvPath, x)),
-            }).Append(("--plot", several ? Suffixed(plotPath, "compare") : null)).ToArray());
+            using OutputLocks locks = OutputLocks.Take(outputs);
             using IDisposable removeUnwritten = interrupts.AtExitNow(locks.RemoveUnwritten);
             // With the summary on stdout, everything for people goes to stderr, so stdout is JSON only.
             using HumanOutput human = jsonPath == "-" ? HumanOutput.ToStderr() : HumanOutput.Unchanged();

@@ -45,6 +45,9 @@ internal static class SweepCommand
             string outDir = Path.GetFullPath(parse.GetValue(output) ?? Path.Combine(RunCommand.DefaultOutputDirectory, $"sweep-{Path.GetFileNameWithoutExtension(path)}"));
             if (System.IO.File.Exists(outDir)) throw new UsageException($"--out {outDir}: is a file; give a directory");
             string runsDir = Path.Combine(outDir, "runs");
+            (string, string?)[] written = [("--out", Path.Combine(outDir, "sweep.parquet")), ("--out", Path.Combine(outDir, "sweep.csv")),
+                ("--out", parse.GetValue(noPlot) ? null : Path.Combine(outDir, "sweep.png"))];
+            OutputPaths.CheckNotInput(written, ("the sweep file", Path.GetFullPath(path)), ("the sweep's scenario file", spec.Scenario));
             if (parse.GetValue(emit))
             {
                 Directory.CreateDirectory(runsDir); // where the commands write their summaries
@@ -52,9 +55,9 @@ internal static class SweepCommand
                     Console.WriteLine(string.Join(' ', RunArguments(spec, r, runsDir, withProgram: true).Select(Quote)));
                 return ExitCodes.Ok;
             }
-            Directory.CreateDirectory(runsDir);
             if (!parse.GetValue(merge))
             {
+                Directory.CreateDirectory(runsDir); // --merge runs nothing, so it creates nothing either
                 int failed = RunAll(spec, runs, runsDir, parse.GetValue(jobs), out bool interrupted, out int exitCode);
                 if (interrupted)
                 {
