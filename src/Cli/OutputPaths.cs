@@ -9,27 +9,59 @@ internal static class OutputPaths
     /// behind (an existing file is opened for writing without being changed; a new one is created and removed).</summary>
     public static void CheckWritable(string option, string path)
     {
+        if (path.Length == 0) throw new UsageException($"{option}: the file name is empty; give a file name");
         if (path == "-") throw new UsageException($"{option} -: only --json writes to stdout ('-'); give {option} a file name");
         string full = Path.GetFullPath(path);
         if (Directory.Exists(full)) throw new UsageException($"{option} {path}: is a directory; give a file name in it");
         string dir = Path.GetDirectoryName(full) ?? "/";
         if (File.Exists(dir)) throw new UsageException($"{option} {path}: {dir} is a file, not a directory");
         if (!Directory.Exists(dir)) throw new UsageException($"{option} {path}: the directory {dir} does not exist");
+        if (DanglingLink(full) is string target)
+            throw new UsageException($"{option} {path}: is a symlink to {target}, which does not exist; give the file itself");
+        // Outputs are written beside the file and renamed over it (OutputLocks): that needs a regular file,
+        // and a device or pipe would never see the bytes (or, for /dev/full, fail after the whole run).
+        if (File.Exists(full) && !IsRegular(full))
+            throw new UsageException($"{option} {path}: is not a regular file (a device, pipe or socket); give a file name" +
+                                     (option == "--json" ? ", or '-' for stdout" : ""));
         try
         {
             if (File.Exists(full))
                 using (new FileStream(full, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, 1)) { }
-            else
-                using (new FileStream(full, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1, FileOptions.DeleteOnClose)) { }
+            // The file is written beside itself first (OutputLocks.PartialOf), so the directory must take a new file.
+            using (new FileStream(Path.Combine(dir, $".pagelab-check-{Environment.ProcessId}-{Guid.NewGuid():N}"), FileMode.CreateNew, FileAccess.Write,
+                       FileShare.None, 1, FileOptions.DeleteOnClose)) { }
         }
         catch (UnauthorizedAccessException)
         {
             throw new UsageException($"{option} {path}: not writable (permission denied)");
         }
+        catch (FileNotFoundException)
+        {
+            // A directory that takes no new files although it exists (/proc, /sys).
+            throw new UsageException($"{option} {path}: not writable (no file can be created in {dir})");
+        }
         catch (IOException e)
         {
             throw new UsageException($"{option} {path}: not writable ({Reason(e, full)})");
         }
+    }
+
+    /// <summary>Where <paramref name="path"/> leads when it is a symlink to nothing, else null.</summary>
+    internal static string? DanglingLink(string path)
+    {
+        if (!OperatingSystem.IsLinux()) return null;
+        if (Mono.Unix.Native.Syscall.lstat(path, out Mono.Unix.Native.Stat l) != 0) return null;
+        if ((l.st_mode & Mono.Unix.Native.FilePermissions.S_IFMT) != Mono.Unix.Native.FilePermissions.S_IFLNK) return null;
+        if (Mono.Unix.Native.Syscall.stat(path, out _) == 0) return null;
+        return new FileInfo(path).LinkTarget ?? "a missing file";
+    }
+
+    /// <summary>True when <paramref name="path"/> (through links) is a regular file; true where that cannot be told.</summary>
+    internal static bool IsRegular(string path)
+    {
+        if (!OperatingSystem.IsLinux()) return true;
+        return Mono.Unix.Native.Syscall.stat(path, out Mono.Unix.Native.Stat st) != 0 ||
+               (st.st_mode & Mono.Unix.Native.FilePermissions.S_IFMT) == Mono.Unix.Native.FilePermissions.S_IFREG;
     }
 
     /// <summary>Refuses two outputs that name one file (one would overwrite the other): the same full path, or

@@ -115,8 +115,8 @@ internal static class RunCommand
                 {
                     string suffix = runs[i];
                     results.Add(RunOne(s with { Policy = policies[i], Adaptive = true }, live: false, $"run {i + 1}/{policies.Length} ({policies[i]})",
-                        Suffixed(plotPath, suffix), Suffixed(tracePath, suffix), source, interrupts, Suffixed(csvPath, suffix)));
-                    WriteSummary(results[^1], Suffixed(jsonPath, suffix), human.Stdout, interrupts);
+                        Suffixed(plotPath, suffix), Suffixed(tracePath, suffix), source, interrupts, Suffixed(csvPath, suffix), locks));
+                    WriteSummary(results[^1], Suffixed(jsonPath, suffix), human.Stdout, locks);
                 }
                 if (results.Count == policies.Length && results.All(r => r.InterruptedBy is null))
                 {
@@ -124,16 +124,16 @@ internal static class RunCommand
                     if (plotPath is not null)
                     {
                         string comparePlot = Suffixed(plotPath, "compare")!;
-                        using IDisposable removePartial = interrupts.AtExitNow(() => File.Delete(comparePlot));
-                        PlotImage image = ComparisonPlot.SavePng(results.Select(r => r.Data).ToList(), comparePlot);
-                        AnsiConsole.MarkupLine($"comparison plot: [bold]{Markup.Escape(image.Path)}[/] ({image.WidthPx}x{image.HeightPx} px)");
+                        PlotImage image = ComparisonPlot.SavePng(results.Select(r => r.Data).ToList(), locks.Partial(comparePlot));
+                        locks.Commit(comparePlot);
+                        AnsiConsole.MarkupLine($"comparison plot: [bold]{Markup.Escape(comparePlot)}[/] ({image.WidthPx}x{image.HeightPx} px)");
                     }
                 }
             }
             else
             {
-                results.Add(RunOne(s, live: !Console.IsOutputRedirected && jsonPath != "-", label: null, plotPath, tracePath, source, interrupts, csvPath));
-                WriteSummary(results[^1], jsonPath, human.Stdout, interrupts);
+                results.Add(RunOne(s, live: !Console.IsOutputRedirected && jsonPath != "-", label: null, plotPath, tracePath, source, interrupts, csvPath, locks));
+                WriteSummary(results[^1], jsonPath, human.Stdout, locks);
             }
             if (results.FirstOrDefault(r => r.InterruptedBy is not null) is Summary cut)
             {
@@ -172,8 +172,9 @@ internal static class RunCommand
         return new string(name.Select(c => bad.Contains(c) || char.IsWhiteSpace(c) ? '-' : c).ToArray());
     }
 
-    // Writes a run's summary to its file, or as one line to stdout ("-"); the success line goes to people.
-    private static void WriteSummary(Summary run, string? path, TextWriter stdout, Interrupts interrupts)
+    // Writes a run's summary to its file (whole, or not at all: see OutputLocks), or as one line to stdout
+    // ("-"); the success line goes to people.
+    private static void WriteSummary(Summary run, string? path, TextWriter stdout, OutputLocks locks)
     {
         if (path is null) return;
         string text = run.Data.ToJson();
@@ -183,8 +184,8 @@ internal static class RunCommand
             stdout.Flush();
             return;
         }
-        using (interrupts.AtExitNow(() => File.Delete(path))) // a second signal mid-write leaves no half object
-            File.WriteAllText(path, text + "\n");
+        File.WriteAllText(locks.Partial(path), text + "\n");
+        locks.Commit(path);
         AnsiConsole.MarkupLine($"summary: [bold]{Markup.Escape(path)}[/]");
     }
 
@@ -203,7 +204,8 @@ internal static class RunCommand
     /// <summary>What one run did. <paramref name="InterruptedBy"/> names the signal that stopped it early.</summary>
     private sealed record Summary(Scenario Scenario, TickSnapshot Last, bool AccountingOk, string? InterruptedBy, RunSummary Data);
 
-    private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath, string? source, Interrupts interrupts, string? csvPath)
+    private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath, string? source, Interrupts interrupts, string? csvPath,
+        OutputLocks locks)
     {
         AnsiConsole.MarkupLine($"{(label is null ? "" : $"{Markup.Escape(label)}: ")}[bold]{Markup.Escape(s.Name)}[/]: {s.Vms.Count} VMs, " +
                                $"host {s.HostPages} pages, {s.Ticks} ticks, policy {s.PolicyName}{(s.WorkConserving && s.PolicyName != "static" ? " (work-conserving)" : "")}, " +
@@ -227,7 +229,7 @@ internal static class RunCommand
                 Console.WriteLine($"  boot: balloons inflated {done}/{total} pages ({percent}%), {bootClock.Elapsed.TotalSeconds:0.0} s");
             };
             RunTimeline timeline = RunTimeline.Attach(runner);
-            RunTraceWriter? trace = tracePath is null ? null : new RunTraceWriter(runner, tracePath);
+            RunTraceWriter? trace = tracePath is null ? null : new RunTraceWriter(runner, locks.Partial(tracePath));
             string? interruptedBy = null;
             TickSnapshot last;
             TimeSpan booted = TimeSpan.Zero, ticked = TimeSpan.Zero;
@@ -255,7 +257,9 @@ internal static class RunCommand
                     trace?.Dispose(); // the trace is complete (end or interrupted) before anything else is written
                 }
             }
-            if (trace?.Error is string error) throw new IOException($"--trace {trace.Path}: cannot be written ({error})");
+            if (trace?.Error is string error) throw new IOException($"--trace {tracePath}: cannot be written ({error})");
+            // Whole (to the end, or to the interruption): only now does it replace what the file held.
+            if (tracePath is not null) locks.Commit(tracePath);
             List<string> problems = runner.CheckAccounting();
             AnsiConsole.MarkupLine($"{last.TransferredFrames} frames moved between VMs by ballooning; {clock.Elapsed.TotalSeconds:0.0} s.");
             if (problems.Count == 0) AnsiConsole.MarkupLine("[green]Frame accounting: every frame is free or owned by exactly one guest page or pool.[/]");
@@ -264,18 +268,17 @@ internal static class RunCommand
             Terminal.Write(SummaryTable(timeline));
             if (plotPath is not null)
             {
-                // A second signal while the PNG is written removes the partial file rather than leave a broken image.
-                using IDisposable removePartial = interrupts.AtExitNow(() => File.Delete(plotPath));
-                PlotImage image = TimelinePlot.SavePng(timeline, plotPath);
-                AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(image.Path)}[/] ({image.WidthPx}x{image.HeightPx} px)");
+                PlotImage image = TimelinePlot.SavePng(timeline, locks.Partial(plotPath));
+                locks.Commit(plotPath);
+                AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(plotPath)}[/] ({image.WidthPx}x{image.HeightPx} px)");
                 if (!image.HasText) AnsiConsole.MarkupLine("[yellow]plot: no font found, so the plot has no labels (Debian/Ubuntu: sudo apt-get install fonts-dejavu-core)[/]");
             }
-            if (trace is not null) AnsiConsole.MarkupLine($"trace: [bold]{Markup.Escape(trace.Path)}[/] ({trace.EventsWritten} events)");
+            if (trace is not null) AnsiConsole.MarkupLine($"trace: [bold]{Markup.Escape(tracePath!)}[/] ({trace.EventsWritten} events)");
             if (csvPath is not null)
             {
-                using (interrupts.AtExitNow(() => File.Delete(csvPath))) // a second signal mid-write leaves no half table
-                using (var writer = new StreamWriter(csvPath, append: false))
+                using (var writer = new StreamWriter(locks.Partial(csvPath), append: false))
                     timeline.WriteCsv(writer);
+                locks.Commit(csvPath);
                 AnsiConsole.MarkupLine($"timeline: [bold]{Markup.Escape(csvPath)}[/] ({timeline.Ticks.Count} ticks x {timeline.Vms.Count} VMs)");
             }
             var timings = new RunTimings(booted.TotalSeconds, ticked.TotalSeconds, last.Tick == 0 ? 0 : ticked.TotalMilliseconds / last.Tick, clock.Elapsed.TotalSeconds);

@@ -42,12 +42,32 @@ internal static class SweepCommand
                     throw new UsageException($"sweep file {path}: point {string.Join(' ', r.Point)}: {e.Message}");
                 }
             }
+            if (parse.GetValue(output) is "") throw new UsageException("--out: the directory name is empty; give a directory");
             string outDir = Path.GetFullPath(parse.GetValue(output) ?? Path.Combine(RunCommand.DefaultOutputDirectory, $"sweep-{Path.GetFileNameWithoutExtension(path)}"));
             if (System.IO.File.Exists(outDir)) throw new UsageException($"--out {outDir}: is a file; give a directory");
             string runsDir = Path.Combine(outDir, "runs");
             (string, string?)[] written = [("--out", Path.Combine(outDir, "sweep.parquet")), ("--out", Path.Combine(outDir, "sweep.csv")),
                 ("--out", parse.GetValue(noPlot) ? null : Path.Combine(outDir, "sweep.png"))];
             OutputPaths.CheckNotInput(written, ("the sweep file", Path.GetFullPath(path)), ("the sweep's scenario file", spec.Scenario));
+            if (!parse.GetValue(merge) && !Directory.Exists(outDir))
+            {
+                try
+                {
+                    Directory.CreateDirectory(outDir);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    // /proc/x and the like: the parent exists but takes no new entries.
+                    string why = e switch
+                    {
+                        UnauthorizedAccessException => "permission denied",
+                        FileNotFoundException or DirectoryNotFoundException => $"{Path.GetDirectoryName(outDir)} takes no new directories",
+                        IOException io => OutputPaths.Reason(io, outDir),
+                        _ => e.Message,
+                    };
+                    throw new UsageException($"--out {outDir}: the directory cannot be created ({why})");
+                }
+            }
             if (parse.GetValue(emit))
             {
                 Directory.CreateDirectory(runsDir); // where the commands write their summaries
@@ -73,20 +93,22 @@ internal static class SweepCommand
                                     $"run them (pagelab sweep {path} --emit-jobs lists them) before --merge");
             SweepTable table = SweepTable.Of(spec, runs, summaries!);
             string parquet = Path.Combine(outDir, "sweep.parquet"), csv = Path.Combine(outDir, "sweep.csv");
-            using (OutputLocks.Take(("--out", parquet), ("--out", csv)))
-            {
-                table.WriteParquet(parquet);
-                table.WriteCsv(csv);
-            }
+            string? png = parse.GetValue(noPlot) ? null : Path.Combine(outDir, "sweep.png");
+            // Each written beside itself and renamed over the old one when whole: a failed or killed merge keeps the old table.
+            using OutputLocks locks = OutputLocks.Take(("--out", parquet), ("--out", csv), ("--out", png));
+            table.WriteParquet(locks.Partial(parquet));
+            locks.Commit(parquet);
+            table.WriteCsv(locks.Partial(csv));
+            locks.Commit(csv);
             AnsiConsole.MarkupLine($"sweep: [bold]{runs.Count}[/] runs ({runs.Count / spec.Seeds.Count} points x {spec.Seeds.Count} seeds), {table.Columns.Count} columns");
             AnsiConsole.MarkupLine($"parquet: [bold]{Markup.Escape(parquet)}[/]");
             AnsiConsole.MarkupLine($"csv: [bold]{Markup.Escape(csv)}[/]");
-            if (!parse.GetValue(noPlot))
+            if (png is not null)
             {
-                string png = Path.Combine(outDir, "sweep.png");
-                PageLab.Report.PlotImage image = PageLab.Report.SweepPlot.SavePng(png, Path.GetFileNameWithoutExtension(path),
+                PageLab.Report.PlotImage image = PageLab.Report.SweepPlot.SavePng(locks.Partial(png), Path.GetFileNameWithoutExtension(path),
                     spec.Grid.Select(g => SweepSpec.ColumnName(g.Key)).ToList(), SweepTable.PlottedFigures, table.Rows());
-                AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(image.Path)}[/] ({image.WidthPx}x{image.HeightPx} px)");
+                locks.Commit(png);
+                AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(png)}[/] ({image.WidthPx}x{image.HeightPx} px)");
             }
             return ExitCodes.Ok;
         }));
