@@ -115,6 +115,9 @@ internal static class SweepCommand
         return command;
     }
 
+    /// <summary>The run-summary format this pagelab writes and reads (RunSummary.Format, docs/run-summary.md).</summary>
+    internal const int SummaryFormat = 1;
+
     /// <summary>The run's summary if a previous or this sweep finished it (a whole summary of all its ticks), else null.</summary>
     internal static RunSummary? Finished(string runsDir, SweepRun run)
     {
@@ -122,7 +125,8 @@ internal static class SweepCommand
         try
         {
             RunSummary s = RunSummary.FromJson(System.IO.File.ReadAllText(file));
-            return s.Interrupted is null && s.TicksRun == s.Ticks && s.Seed == run.Seed ? s : null;
+            // A summary of another format (a newer or older pagelab's) may mean other things: run it again.
+            return s.Format == SummaryFormat && s.Interrupted is null && s.TicksRun == s.Ticks && s.Seed == run.Seed ? s : null;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException)
         {
