@@ -31,17 +31,23 @@ internal static class SweepCommand
             SweepSpec spec = SweepSpec.Load(path);
             List<SweepRun> runs = spec.Runs();
             // Every point is checked before anything runs: a bad value fails the sweep now, not run 17 of 18.
+            var vmNames = new List<string>();
             foreach (SweepRun r in runs.DistinctBy(r => string.Join(' ', r.Point)))
             {
                 try
                 {
-                    ScenarioInput.Load(spec.Scenario, spec.SettingsOf(r), "grid");
+                    vmNames.AddRange(ScenarioInput.Load(spec.Scenario, spec.SettingsOf(r), "grid").Vms.Select(v => v.Name));
                 }
                 catch (ScenarioException e)
                 {
                     throw new UsageException($"sweep file {path}: point {string.Join(' ', r.Point)}: {e.Message}");
                 }
             }
+            // Per-VM columns are vm_<name>_<figure> with the name's brackets and dots made '_': two VMs that
+            // differ only there would share one column (one VM's figures lost), so such a sweep is refused now.
+            if (vmNames.Distinct().GroupBy(SweepSpec.ColumnName).FirstOrDefault(g => g.Count() > 1) is { } clash)
+                throw new UsageException($"sweep file {path}: the VMs '{string.Join("' and '", clash)}' would share the table's columns vm_{clash.Key}_*; " +
+                                         "rename one of them (VM names may differ in more than '.', '[' and ']')");
             if (parse.GetValue(output) is "") throw new UsageException("--out: the directory name is empty; give a directory");
             string outDir = Path.GetFullPath(parse.GetValue(output) ?? Path.Combine(RunCommand.DefaultOutputDirectory, $"sweep-{Path.GetFileNameWithoutExtension(path)}"));
             if (System.IO.File.Exists(outDir)) throw new UsageException($"--out {outDir}: is a file; give a directory");

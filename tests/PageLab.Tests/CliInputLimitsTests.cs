@@ -75,4 +75,21 @@ public class CliInputLimitsTests
         Assert.Equal(1, merge.Exit);
         Assert.Contains("1 of 1 runs have no finished summary", merge.Err);
     }
+
+    [Fact]
+    public void Two_vms_whose_names_give_one_column_name_are_refused_naming_both()
+    {
+        using var dir = new TempDir();
+        string s = Path.Combine(dir.Path, "s.json"), sweep = Path.Combine(dir.Path, "sweep.json");
+        PageLab.Core.Scenarios.Scenario short_ = RunOutputTests.Short(ticks: 3);
+        short_ = short_ with { Vms = [short_.Vms[0] with { Name = "p.q" }, short_.Vms[1] with { Name = "p_q" }] };
+        File.WriteAllText(s, short_.ToJson());
+        File.WriteAllText(sweep, """{ "scenario": "s.json", "grid": { "idleTax": [0] } }""");
+
+        CliResult r = CliHarness.InProcess("sweep", sweep, "--out", Path.Combine(dir.Path, "out"));
+
+        Assert.True(r.Exit == 2, $"exit {r.Exit}; stderr: {r.Err}");
+        Assert.Contains("the VMs 'p.q' and 'p_q' would share the table's columns vm_p_q_*", r.Err);
+        Assert.False(Directory.Exists(Path.Combine(dir.Path, "out")));
+    }
 }
