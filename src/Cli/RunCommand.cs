@@ -73,6 +73,8 @@ internal static class RunCommand
             foreach (string pName in policies)
                 (s with { Policy = pName, Adaptive = true }).Validate(f is null ? "--compare" : Path.GetFullPath(f));
             s.Validate(f is null ? "built-in scenario" : Path.GetFullPath(f));
+            string policyOption = CliOptions.Given(parse, compare) ? "--compare" : CliOptions.Given(parse, policy) ? "--policy" : "policy";
+            foreach (string pName in policies) CheckPolicy(policyOption, pName);
             string? plotPath = parse.GetValue(noPlot) ? null : parse.GetValue(plot) is string p ? p == "-" ? "-" : Path.GetFullPath(p) : DefaultPlotPath(s);
             string? tracePath = parse.GetValue(trace) is string tr ? tr == "-" ? "-" : Path.GetFullPath(tr) : null;
             string? jsonPath = parse.GetValue(json) is string js ? js == "-" ? "-" : Path.GetFullPath(js) : null;
@@ -144,6 +146,35 @@ internal static class RunCommand
             return results.All(r => r.AccountingOk) ? ExitCodes.Ok : ExitCodes.Failed;
         }));
         return command;
+    }
+
+    /// <summary>Loads a user's policy class and reads its name before anything runs, so a class that cannot
+    /// be used fails now (exit 2) and not after the other policies of --compare wrote their outputs.</summary>
+    internal static void CheckPolicy(string option, string name)
+    {
+        if (Core.Scheduling.PolicyCatalog.BuiltIn.Contains(name)) return;
+        Core.Scheduling.IAllocationPolicy instance;
+        try
+        {
+            instance = Core.Scheduling.PolicyCatalog.Create(name);
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException($"{option}: {Program.PlainMessage(e)}");
+        }
+        try
+        {
+            _ = instance.Name;
+        }
+        catch (Exception e)
+        {
+            // A user's code: whatever it throws is its own failure, said with the class it came from.
+            throw new UsageException($"{option}: policy '{name}': its Name property failed ({e.GetType().Name}: {Program.PlainMessage(e)})");
+        }
+        finally
+        {
+            (instance as IDisposable)?.Dispose();
+        }
     }
 
     /// <summary>The scenario cut (or stretched) to <paramref name="ticks"/>. The built-in scenario loses the

@@ -93,3 +93,41 @@ public class CliInputLimitsTests
         Assert.False(Directory.Exists(Path.Combine(dir.Path, "out")));
     }
 }
+
+/// <summary>A user's policy whose Name getter throws (a broken user class for the CLI's checks).</summary>
+public sealed class ThrowingNamePolicy : PageLab.Core.Scheduling.IAllocationPolicy
+{
+    public string Name => throw new InvalidOperationException("boom-name");
+    public ulong[] Allocate(PageLab.Core.Scheduling.AllocationRequest request) => throw new InvalidOperationException("never called");
+}
+
+public class CliPolicyCheckTests
+{
+    [Fact]
+    public void Compare_checks_every_policy_before_the_first_run_writes_anything()
+    {
+        using var dir = new TempDir();
+        string s = Path.Combine(dir.Path, "s.json"), json = Path.Combine(dir.Path, "o.json");
+        File.WriteAllText(s, RunOutputTests.Short(ticks: 3).ToJson());
+
+        CliResult r = CliHarness.InProcess("run", s, "--no-plot", "--json", json, "--compare", "static,System.Object, System.Private.CoreLib");
+
+        Assert.Equal(2, r.Exit);
+        Assert.Contains("--compare: policy 'System.Object, System.Private.CoreLib': System.Object does not implement IAllocationPolicy", r.Err);
+        Assert.Empty(Directory.GetFiles(dir.Path, "o*"));
+        Assert.DoesNotContain("run 1/2", r.Out);
+    }
+
+    [Fact]
+    public void A_policy_whose_name_getter_throws_is_named_with_what_failed()
+    {
+        using var dir = new TempDir();
+        string s = Path.Combine(dir.Path, "s.json");
+        File.WriteAllText(s, RunOutputTests.Short(ticks: 3).ToJson());
+
+        CliResult r = CliHarness.InProcess("run", s, "--no-plot", "--policy", "PageLab.Tests.ThrowingNamePolicy, PageLab.Tests");
+
+        Assert.Equal(2, r.Exit);
+        Assert.Contains("--policy: policy 'PageLab.Tests.ThrowingNamePolicy, PageLab.Tests': its Name property failed (InvalidOperationException: boom-name)", r.Err);
+    }
+}
