@@ -68,6 +68,16 @@ internal static partial class Descriptors
         }
     }
 
+    /// <summary>False when fd 1 cannot take output: closed when pagelab started (the runtime then opened one of
+    /// its own files read-only under that number) or opened read-only. True where that cannot be told.</summary>
+    public static bool StdoutWritable()
+    {
+        if (!OperatingSystem.IsLinux()) return true;
+        const int FGetfl = 3, OAccmode = 3, ORdonly = 0;
+        int flags = Fcntl(1, FGetfl, 0);
+        return flags != -1 && (flags & OAccmode) != ORdonly;
+    }
+
     private static long RoundUp(long n) => Math.Max(1024, 1L << (int)Math.Ceiling(Math.Log2(n)));
 
     /// <summary>The soft limit on open files, null where unknown.</summary>
@@ -113,6 +123,9 @@ internal static partial class Descriptors
 
     [LibraryImport("libc.so.6", EntryPoint = "getrlimit", SetLastError = true)]
     private static partial int GetRlimit(int resource, out RLimit limit);
+
+    [LibraryImport("libc.so.6", EntryPoint = "fcntl", SetLastError = true)]
+    private static partial int Fcntl(int fd, int command, int argument);
 
     [LibraryImport("libc.so.6", EntryPoint = "dup", SetLastError = true)]
     private static partial int Dup(int fd);

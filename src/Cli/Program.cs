@@ -27,6 +27,10 @@ internal static class Program
     {
         // Messages in one language, so the parser's errors can be rephrased (Explain) and scripts can match them.
         CultureInfo.CurrentUICulture = CultureInfo.InvariantCulture;
+        // Before anything else opens a file: a closed stdout's number is soon some other file's, and every write
+        // to it would fail as "Access to the path is denied" (or land in that file).
+        if (!Descriptors.StdoutWritable())
+            return Fail("standard output is closed or not writable (was it closed with >&-?); send it to a file or to /dev/null");
         PrepareErrorPath();
         try
         {

@@ -62,4 +62,19 @@ public class CliDescriptorTests
         Assert.DoesNotContain("booting", r.Out);
         Assert.Empty(Directory.GetFiles(dir.Path, "pagelab-*"));
     }
+
+    [Fact]
+    public void A_closed_stdout_is_named_in_one_line_not_access_denied()
+    {
+        if (!OperatingSystem.IsLinux()) Assert.Skip("closes stdout with the shell's >&- (Linux)");
+        using var dir = new TempDir();
+        string s = Path.Combine(dir.Path, "s.json");
+        File.WriteAllText(s, RunOutputTests.Short(ticks: 3).ToJson());
+        using ChildCli child = CliHarness.StartProgram("bash", dir.Path, dir.Path, ["-c", "exec dotnet exec \"$0\" run \"$1\" --no-plot --json - >&-", CliHarness.Dll, s]);
+        int exit = child.WaitForExit(TimeSpan.FromSeconds(60));
+
+        Assert.Equal(1, exit);
+        Assert.Equal("pagelab: error: standard output is closed or not writable (was it closed with >&-?); send it to a file or to /dev/null",
+            child.Err.Trim());
+    }
 }
