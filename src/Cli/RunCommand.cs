@@ -73,8 +73,6 @@ internal static class RunCommand
             foreach (string pName in policies)
                 (s with { Policy = pName, Adaptive = true }).Validate(f is null ? "--compare" : Path.GetFullPath(f));
             s.Validate(f is null ? "built-in scenario" : Path.GetFullPath(f));
-            string policyOption = CliOptions.Given(parse, compare) ? "--compare" : CliOptions.Given(parse, policy) ? "--policy" : "policy";
-            foreach (string pName in policies) CheckPolicy(policyOption, pName);
             string? plotPath = parse.GetValue(noPlot) ? null : parse.GetValue(plot) is string p ? p == "-" ? "-" : Path.GetFullPath(p) : DefaultPlotPath(s);
             string? tracePath = parse.GetValue(trace) is string tr ? tr == "-" ? "-" : Path.GetFullPath(tr) : null;
             string? jsonPath = parse.GetValue(json) is string js ? js == "-" ? "-" : Path.GetFullPath(js) : null;
@@ -83,6 +81,8 @@ internal static class RunCommand
             string[] runs = several ? policies.Select(SuffixOf).ToArray() : [""];
             if (runs.Distinct().Count() != runs.Length)
                 throw new UsageException($"--compare: two of the policies would write the same files (suffixes {string.Join(", ", runs)}); name each policy once, and user classes by different class names");
+            string policyOption = CliOptions.Given(parse, compare) ? "--compare" : CliOptions.Given(parse, policy) ? "--policy" : "policy";
+            foreach (string pName in policies) CheckPolicy(policyOption, pName);
             (string, string?)[] outputs = runs.SelectMany(x => new[]
             {
                 ("--plot", Suffixed(plotPath, x)), ("--trace", Suffixed(tracePath, x)), ("--json", Suffixed(jsonPath, x)), ("--csv", Suffixed(csvPath, x)),
