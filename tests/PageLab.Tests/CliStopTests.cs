@@ -48,6 +48,25 @@ public class CliStopTests
     }
 
     [Fact]
+    public void A_run_killed_with_sigkill_leaves_no_empty_or_partial_output_and_keeps_the_old_summary()
+    {
+        if (!OperatingSystem.IsLinux()) Assert.Skip("signals are sent with the kill command (Linux)");
+        using var dir = new TempDir();
+        string tmp = Tmp(dir), json = Path.Combine(dir.Path, "s.json"), csv = Path.Combine(dir.Path, "t.csv"), trace = Path.Combine(dir.Path, "t.jsonl");
+        File.WriteAllText(json, "old summary");
+        using ChildCli child = CliHarness.Start(dir.Path, tmp, "run", "--ticks", "1000000", "--no-plot", "--json", json, "--csv", csv, "--trace", trace);
+        Assert.True(child.WaitUntil(() => File.Exists(CliHarness.Partial(trace)) && new FileInfo(CliHarness.Partial(trace)).Length > 1000, Patience),
+            $"the run did not start; stderr: {child.Err}");
+
+        child.Signal("KILL");
+        child.WaitForExit(Patience);
+
+        Assert.Equal("old summary", File.ReadAllText(json));
+        Assert.False(File.Exists(csv), "a 0-byte --csv placeholder was left");
+        Assert.False(File.Exists(trace), "a partial trace took the --trace name");
+    }
+
+    [Fact]
     public void Sharing_stopped_by_sigint_shows_the_experiments_done_and_exits_130()
     {
         if (!OperatingSystem.IsLinux()) Assert.Skip("signals are sent with the kill command (Linux)");
