@@ -62,30 +62,60 @@ internal static class CampaignCommand
                 if (!CliOptions.Given(parse, plot)) Directory.CreateDirectory(Path.GetDirectoryName(plotPath)!);
                 OutputPaths.CheckWritable("--plot", plotPath);
             }
+            using var interrupts = new Interrupts("stopping after the injections in progress");
             using OutputLocks locks = OutputLocks.Take(("--plot", plotPath));
+            // A second signal exits at once: the plot's partial file and the campaign's disk file must not stay.
+            using IDisposable removeUnwritten = interrupts.AtExitNow(locks.RemoveUnwritten);
+            using IDisposable removeDisk = interrupts.AtExitNow(RemoveCampaignFiles);
+            int injected = 0;
+            // Called on the campaign's own thread between injections: a stop there unwinds the campaign, which
+            // stops its guest threads and removes its files before the exception reaches us.
+            void Step(int n)
+            {
+                injected = n;
+                if (interrupts.Requested && n < options.Injections) throw new OperationCanceledException();
+            }
             AnsiConsole.MarkupLine($"campaign: [bold]{options.Injections}[/] errors into a running guest, seed {options.Seed}, parity groups of {options.GroupSize} pages");
             if (options.GcStress) AnsiConsole.MarkupLine("[yellow]GC stress on[/]: a thread forces full garbage collections throughout");
-            CampaignResult r = null!;
+            CampaignResult? r;
             if (Console.IsOutputRedirected)
             {
                 // A line per 10 % of the injections, as `run` does per 10 % of its ticks.
                 var progress = new RunProgress(options.Injections, "injection");
-                r = RecoveryCampaign.Run(options, new Synchronous(n =>
+                r = Stoppable(() => RecoveryCampaign.Run(options, new Synchronous(n =>
                 {
                     if (n > 0 && progress.Due(n)) Console.WriteLine($"  {progress.Caption(n)}");
-                }));
+                    Step(n);
+                })));
             }
             else
             {
-                AnsiConsole.Progress()
+                r = Stoppable(() =>
+                {
+                    CampaignResult? shown = null;
+                    AnsiConsole.Progress()
                     .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
                     .Start(ctx =>
                     {
                         ProgressTask task = ctx.AddTask("injecting", maxValue: options.Injections);
                         // Reported every 64 injections on the campaign's own thread, so the bar moves evenly.
-                        r = RecoveryCampaign.Run(options, new Synchronous(n => task.Value = n));
+                        shown = RecoveryCampaign.Run(options, new Synchronous(n =>
+                        {
+                            task.Value = n;
+                            Step(n);
+                        }));
                         task.Value = options.Injections;
                     });
+                    return shown;
+                });
+            }
+            if (r is null)
+            {
+                // Its counts and checks are only whole at the campaign's end (the final shadow check), so a
+                // stopped campaign reports how far it got and writes no plot rather than a misleading one.
+                Console.Error.WriteLine($"pagelab: interrupted after {injected} of {options.Injections} injections ({interrupts.Signal}); " +
+                                        "a campaign's report is made at its end, so none is printed and no plot written");
+                return interrupts.ExitCode;
             }
             string by = options.Via == InjectionPath.Kernel ? $", delivered by the kernel ({KernelFaultInjector.Available.Preferred})" : "";
             var table = new Table().Title($"campaign: {r.Injected} errors{by}, seed {options.Seed}, k = {options.GroupSize}, {r.Elapsed.TotalSeconds:0.0} s");
@@ -105,8 +135,9 @@ internal static class CampaignCommand
             foreach (string p in r.Problems) AnsiConsole.MarkupLine($"[red]{Markup.Escape(p)}[/]");
             if (plotPath is not null)
             {
-                PageLab.Report.PlotImage image = PageLab.Report.CampaignPlot.SavePng(r, plotPath);
-                AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(Path.GetFullPath(image.Path))}[/] ({image.WidthPx}x{image.HeightPx} px)");
+                PageLab.Report.PlotImage image = PageLab.Report.CampaignPlot.SavePng(r, locks.Partial(plotPath));
+                locks.Commit(plotPath);
+                AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(plotPath)}[/] ({image.WidthPx}x{image.HeightPx} px)");
             }
             return r.Lost == 0 && r.Problems.Count == 0 && r.ReaderMismatches == 0 ? 0 : 1;
         }));
@@ -188,6 +219,26 @@ internal static class CampaignCommand
                                $"{(lost ? (intact ? "page reads zeros (contained), context ended" : "[red]page shows bad bytes[/]") : (intact ? "content bit-exact" : "[red]content differs[/]"))}; " +
                                $"frame now {vm.Arena.StateOf(bad)}");
         return intact && after.Resolved == before.Resolved + 1 ? 0 : 1;
+    }
+
+    // The campaign's result, or null when a signal stopped it part way (Step threw).
+    private static CampaignResult? Stoppable(Func<CampaignResult?> campaign)
+    {
+        try
+        {
+            return campaign();
+        }
+        catch (OperationCanceledException)
+        {
+            return null;
+        }
+    }
+
+    // The campaign's disk file (RecoveryCampaign: pagelab-campaign-PID-SEED in the temporary directory), for a
+    // process exiting at once, whose open handle would otherwise never delete it.
+    private static void RemoveCampaignFiles()
+    {
+        foreach (string f in Directory.GetFiles(Path.GetTempPath(), $"pagelab-campaign-{Environment.ProcessId}-*")) File.Delete(f);
     }
 
     private static HostFrame Release(HostArena arena, HostFrame f)

@@ -126,6 +126,11 @@ internal static partial class CliOptions
     {
         var o = new Option<string?>(name) { Description = description };
         Accepted.AddOrUpdate(o, "a file path");
+        // An empty name (`--json ""`, an unset shell variable) would fail deep in path handling without the option named.
+        o.Validators.Add(r =>
+        {
+            if (r.Tokens.Count > 0 && r.Tokens[0].Value.Trim().Length == 0) r.AddError($"{name}: the file name is empty; give a file name");
+        });
         return o;
     }
 

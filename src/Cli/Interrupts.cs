@@ -1,5 +1,6 @@
 // Ctrl-C (SIGINT) and SIGTERM while a command runs: the first asks it to stop at the next tick boundary
 // and finish its outputs; a second exits at once, after quick last actions (trace cut at a whole line).
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 
 namespace PageLab.Cli;
@@ -8,16 +9,23 @@ internal sealed class Interrupts : IDisposable
 {
     private readonly PosixSignalRegistration[] _registrations;
     private readonly List<Action> _lastActions = new();
-    private int _signals;
+    private long _firstAt;
     private volatile string? _signal;
     private int _exitCode;
     private readonly string _stopping;
+    private readonly bool _firstExits;
+
+    /// <summary>A signal this soon after the first is the same one delivered twice, not a second Ctrl-C:
+    /// `timeout -s INT` signals the child and then its process group, microseconds apart.</summary>
+    internal static readonly TimeSpan Debounce = TimeSpan.FromMilliseconds(300);
 
     /// <summary>Takes over SIGINT and SIGTERM until disposed (the runtime's default is to exit at once);
-    /// <paramref name="stopping"/> is what the first signal is answered with.</summary>
-    public Interrupts(string stopping = "stopping after this tick")
+    /// <paramref name="stopping"/> is what the first signal is answered with. With <paramref name="firstExits"/>
+    /// (a command that cannot stop part way) the first signal already exits, after the last actions.</summary>
+    public Interrupts(string stopping = "stopping after this tick", bool firstExits = false)
     {
         _stopping = stopping;
+        _firstExits = firstExits;
         _registrations = [PosixSignalRegistration.Create(PosixSignal.SIGINT, Handle), PosixSignalRegistration.Create(PosixSignal.SIGTERM, Handle)];
     }
 
@@ -42,14 +50,28 @@ internal sealed class Interrupts : IDisposable
     {
         context.Cancel = true; // the command decides when to exit
         (string name, int code) = context.Signal == PosixSignal.SIGTERM ? ("SIGTERM", ExitCodes.Sigterm) : ("SIGINT", ExitCodes.Sigint);
-        if (Interlocked.Increment(ref _signals) == 1)
+        long now = Stopwatch.GetTimestamp();
+        if (Interlocked.CompareExchange(ref _firstAt, now, 0) == 0)
         {
             Volatile.Write(ref _exitCode, code);
             _signal = name;
-            Console.Error.WriteLine($"pagelab: {name}: {_stopping} (send it again to exit at once)");
-            return;
+            if (!_firstExits)
+            {
+                Console.Error.WriteLine($"pagelab: {name}: {_stopping} (send it again to exit at once)");
+                return;
+            }
+            Console.Error.WriteLine($"pagelab: {name}: {_stopping}");
         }
-        Console.Error.WriteLine($"pagelab: {name} again: exiting at once");
+        else if (Stopwatch.GetElapsedTime(Volatile.Read(ref _firstAt), now) < Debounce)
+            return; // the first signal again, not a second Ctrl-C
+        else
+            Console.Error.WriteLine($"pagelab: {name} again: exiting at once");
+        ExitNow(_firstExits ? ExitCode : code);
+    }
+
+    // Runs the last actions (newest first), shows the cursor and exits with code.
+    private void ExitNow(int code)
+    {
         Action[] actions;
         lock (_lastActions) actions = _lastActions.ToArray();
         foreach (Action a in actions.Reverse())

@@ -22,7 +22,10 @@ internal static class ModelCommand
         {
             long ops = parse.GetValue(operations);
             if (ops is < 3 or > 30_000_000)
-                return Program.Fail($"--operations {ops}: give 3..30000000");
+                throw new UsageException($"--operations {ops}: out of range (accepted: 3 to 30000000)");
+            // Its threads work on the VMs' memory between rounds, so it cannot stop part way: a signal exits at
+            // once (it writes no files), with the terminal's cursor shown again.
+            using var interrupts = new Interrupts("the model check has no partial result; exiting", firstExits: true);
             int rounds = (int)((ops + 2) / 3); // one operation per thread per round, three threads
             ModelResult r = null!;
             AnsiConsole.Progress().Start(ctx =>

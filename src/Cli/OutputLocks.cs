@@ -1,36 +1,68 @@
-// Output files (--trace, --json, --csv, --plot) are locked while a command writes them, so a second PageLab
-// process given the same file is refused instead of interleaving with the first (Linux open-file-description locks).
+// Output files (--trace, --json, --csv, --plot) are written to a partial file beside them and renamed over
+// them only when complete, so an existing file is replaced by a whole new one or not at all; the partial file
+// is locked while written, so a second PageLab process given the same output is refused.
 using System.Runtime.InteropServices;
 
 namespace PageLab.Cli;
 
-/// <summary>Write locks on a command's output files, held until disposed. Each lock is an advisory
-/// open-file-description lock (fcntl F_OFD_SETLK) on the file itself: another process's lock on it makes
-/// <see cref="Take"/> refuse the file; the kernel drops the locks when the process ends, however it ends.
-/// They do not interact with .NET's own flock(LOCK_SH) on the files this process writes. Linux only:
-/// elsewhere nothing is locked.</summary>
+/// <summary>A command's output files, each written as a partial file in the same directory
+/// (<see cref="Partial"/>, ".NAME.pagelab-partial.EXT") and renamed over the output by <see cref="Commit"/>
+/// (a rename within one directory is atomic). Each partial file carries an advisory open-file-description
+/// lock (fcntl F_OFD_SETLK, Linux) held until disposed: another process's lock on it makes <see cref="Take"/>
+/// refuse the output; the kernel drops the locks when the process ends, however it ends. A partial file not
+/// committed is removed on <see cref="Dispose"/> (and by <see cref="RemoveUnwritten"/> for a process exiting
+/// at once); only one killed with SIGKILL leaves it behind, never a 0-byte or half-written output.</summary>
 internal sealed partial class OutputLocks : IDisposable
 {
-    private readonly List<(FileStream File, bool Created)> _held = new();
+    private readonly List<Held> _held = new();
+
+    private sealed class Held(string output, string partial, FileStream? lockFile)
+    {
+        public string Output { get; } = output;
+        public string Partial { get; } = partial;
+        public FileStream? LockFile { get; } = lockFile;
+        public bool Committed { get; set; }
+    }
 
     private OutputLocks()
     {
     }
 
-    /// <summary>Locks every named output (null and "-" are skipped); <see cref="UsageException"/> naming the
-    /// option and file when another process holds one. A file that did not exist is created empty, and
-    /// removed again on <see cref="Dispose"/> if nothing was written to it.</summary>
+    /// <summary>The partial file that <paramref name="output"/> is written to before <see cref="Commit"/>.</summary>
+    public static string PartialOf(string output)
+    {
+        string full = Resolve(output);
+        return Path.Combine(Path.GetDirectoryName(full) ?? "/", $".{Path.GetFileNameWithoutExtension(full)}.pagelab-partial{Path.GetExtension(full)}");
+    }
+
+    /// <summary>Locks the partial file of every named output (null and "-" are skipped); <see cref="UsageException"/>
+    /// naming the option and file when another process holds one. Nothing is created at the outputs themselves.</summary>
     public static OutputLocks Take(params (string Option, string? Path)[] outputs)
     {
         var locks = new OutputLocks();
-        if (!OperatingSystem.IsLinux()) return locks;
         try
         {
             foreach ((string option, string? path) in outputs)
             {
                 if (path is null or "-") continue;
-                bool created = !File.Exists(path);
-                var file = new FileStream(path, FileMode.OpenOrCreate, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete, 1);
+                string full = Resolve(path), partial = PartialOf(full);
+                if (locks._held.FirstOrDefault(h => h.Partial == partial) is Held twice)
+                    throw new UsageException($"{option} {path}: is the same file as another output of this command ({twice.Output}); give each its own");
+                if (!OperatingSystem.IsLinux())
+                {
+                    locks._held.Add(new Held(full, partial, null));
+                    continue;
+                }
+                // Not truncated before the lock is ours: the partial file may be another process's, being written.
+                FileStream file;
+                try
+                {
+                    file = new FileStream(partial, FileMode.OpenOrCreate, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete, 1);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    throw new UsageException($"{option} {path}: cannot write {partial} beside it ({(e is IOException io ? OutputPaths.Reason(io, partial) : "permission denied")})");
+                }
                 if (!TryLock(file, out int errno))
                 {
                     file.Dispose();
@@ -38,7 +70,8 @@ internal sealed partial class OutputLocks : IDisposable
                         throw new UsageException($"{option} {path}: another PageLab process is writing this file; wait for it to end or give another file");
                     throw new UsageException($"{option} {path}: cannot be locked for writing ({Marshal.GetPInvokeErrorMessage(errno)})");
                 }
-                locks._held.Add((file, created));
+                file.SetLength(0); // what a killed process left there
+                locks._held.Add(new Held(full, partial, file));
             }
             return locks;
         }
@@ -49,43 +82,66 @@ internal sealed partial class OutputLocks : IDisposable
         }
     }
 
-    /// <summary>Removes the files <see cref="Take"/> created that are still empty (for a process exiting at
-    /// once, e.g. on a second Ctrl-C, which does not get to <see cref="Dispose"/>).</summary>
+    /// <summary>Where to write <paramref name="output"/> (one of the outputs given to <see cref="Take"/>).</summary>
+    public string Partial(string output) => Find(output).Partial;
+
+    /// <summary>Renames the complete partial file of <paramref name="output"/> over it.</summary>
+    public void Commit(string output)
+    {
+        Held h = Find(output);
+        File.Move(h.Partial, h.Output, overwrite: true);
+        h.Committed = true;
+    }
+
+    // An output given as a symlink is written where the link leads: the rename replaces the file, not the link.
+    private static string Resolve(string output)
+    {
+        string full = Path.GetFullPath(output);
+        return File.Exists(full) && new FileInfo(full).ResolveLinkTarget(returnFinalTarget: true) is FileSystemInfo target ? target.FullName : full;
+    }
+
+    private Held Find(string output)
+    {
+        string full = Resolve(output);
+        return _held.First(h => h.Output == full);
+    }
+
+    /// <summary>Removes the partial files not committed (for a process exiting at once, e.g. on a second
+    /// Ctrl-C, which does not get to <see cref="Dispose"/>); the outputs keep what they had.</summary>
     public void RemoveUnwritten()
     {
-        foreach ((FileStream file, bool created) in _held.ToArray())
-        {
-            try
-            {
-                if (created && new FileInfo(file.Name).Length == 0) File.Delete(file.Name);
-            }
-            catch (IOException)
-            {
-                // Being written or already gone: not an unwritten file of ours.
-            }
-        }
+        foreach (Held h in _held.ToArray())
+            if (!h.Committed) RemoveIfOurs(h);
     }
 
     public void Dispose()
     {
-        foreach ((FileStream file, bool created) in _held)
+        foreach (Held h in _held)
         {
-            string path = file.Name;
-            bool empty = file.Length == 0;
-            file.Dispose(); // closing the descriptor releases its lock
-            if (created && empty)
-            {
-                try
-                {
-                    File.Delete(path);
-                }
-                catch (IOException)
-                {
-                    // Someone else's file by now, or gone: nothing of ours to remove.
-                }
-            }
+            if (!h.Committed) RemoveIfOurs(h);
+            h.LockFile?.Dispose(); // closing the descriptor releases its lock
         }
         _held.Clear();
+    }
+
+    // Deletes a partial file while it is still the one this process locked (not one another process made
+    // since, under the same name, after this one was renamed away).
+    private static void RemoveIfOurs(Held h)
+    {
+        try
+        {
+            if (h.LockFile is FileStream f && OperatingSystem.IsLinux())
+            {
+                if (Mono.Unix.Native.Syscall.fstat((int)f.SafeFileHandle.DangerousGetHandle(), out Mono.Unix.Native.Stat mine) != 0 ||
+                    Mono.Unix.Native.Syscall.stat(h.Partial, out Mono.Unix.Native.Stat named) != 0 ||
+                    mine.st_dev != named.st_dev || mine.st_ino != named.st_ino) return;
+            }
+            File.Delete(h.Partial);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
+        {
+            // Gone already, or not ours to remove.
+        }
     }
 
     private const int FOfdSetlk = 37, FWrlck = 1, SeekSet = 0, Eagain = 11, Eacces = 13;

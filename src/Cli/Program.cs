@@ -27,14 +27,28 @@ internal static class Program
     {
         // Messages in one language, so the parser's errors can be rephrased (Explain) and scripts can match them.
         CultureInfo.CurrentUICulture = CultureInfo.InvariantCulture;
-        // COLUMNS or the terminal's width; redirected output (CI, logs) gets 160 so tables stay whole.
-        Terminal.Apply(Console.IsOutputRedirected);
-        Terminal.Wide = false;
-        RootCommand root = CreateRoot();
-        ParseResult parse = root.Parse(args);
-        if (parse.Errors.Count > 0) return ParseErrors(parse);
-        // No termination handling by System.CommandLine: `run` handles SIGINT and SIGTERM itself (Interrupts).
-        return parse.Invoke(new InvocationConfiguration { ProcessTerminationTimeout = null, EnableDefaultExceptionHandler = false });
+        // Before anything else opens a file: a closed stdout's number is soon some other file's, and every write
+        // to it would fail as "Access to the path is denied" (or land in that file).
+        if (!Descriptors.StdoutWritable())
+            return Fail("standard output is closed or not writable (was it closed with >&-?); send it to a file or to /dev/null");
+        PrepareErrorPath();
+        try
+        {
+            // COLUMNS or the terminal's width; redirected output (CI, logs) gets 160 so tables stay whole.
+            Terminal.Apply(Console.IsOutputRedirected);
+            Terminal.Wide = false;
+            RootCommand root = CreateRoot();
+            ParseResult parse = root.Parse(args);
+            if (parse.Errors.Count > 0) return ParseErrors(parse);
+            // No termination handling by System.CommandLine: `run` handles SIGINT and SIGTERM itself (Interrupts).
+            return parse.Invoke(new InvocationConfiguration { ProcessTerminationTimeout = null, EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception e)
+        {
+            // Outside a command's own guard (loading the parser or the console library, which needs free
+            // descriptors): still one line and exit 1, never the runtime's abort (134) with a stack trace.
+            return Fail(Descriptors.Explain(e) ?? PlainMessage(e));
+        }
     }
 
     internal static RootCommand CreateRoot()
@@ -81,22 +95,60 @@ internal static class Program
         }
         catch (Exception e)
         {
-            return Fail(PlainMessage(e));
+            return Fail(Descriptors.Explain(e) ?? PlainMessage(e));
         }
     }
 
     /// <summary>Reports a failure on one stderr line; returns exit code 1.</summary>
     internal static int Fail(string message)
     {
-        Console.Error.WriteLine($"pagelab: error: {OneLine(message)}");
+        WriteError(message);
         return ExitCodes.Failed;
     }
 
     /// <summary>Reports bad input on one stderr line; returns exit code 2.</summary>
     internal static int Usage(string message)
     {
-        Console.Error.WriteLine($"pagelab: error: {OneLine(message)}");
+        WriteError(message);
         return ExitCodes.Usage;
+    }
+
+    // The last thing a failing command does must not fail itself: a report that cannot be written (stderr
+    // closed, no descriptor left) is dropped, and the exit code still tells the failure.
+    private static void WriteError(string message)
+    {
+        string line = $"pagelab: error: {OneLine(message)}";
+        try
+        {
+            Console.Error.WriteLine(line);
+        }
+        catch (Exception)
+        {
+            // The console could not initialise (no descriptor left for what it loads): write the bytes to fd 2
+            // directly, which needs nothing new; if even that fails there is nowhere left to say it.
+            Descriptors.WriteStderr(line + "\n");
+        }
+    }
+
+    /// <summary>Loads now what reporting an error needs later. The console initialises itself (terminfo, an
+    /// assembly file) on its first write, which needs free file descriptors; a run that used them all up
+    /// (a scenario of many VMs under a low `ulimit -n`) could then not say why it failed and aborted (134).</summary>
+    private static void PrepareErrorPath()
+    {
+        try
+        {
+            // A zero-byte write initialises the console without printing anything (the stream is a dup of fd 2).
+            Console.OpenStandardError().Write([], 0, 0);
+            _ = Console.Error.Encoding;
+            // Exceptions for OS errors live in Microsoft.Win32.Primitives; load it while a descriptor is free.
+            _ = new System.ComponentModel.Win32Exception(24).Message;
+            _ = OneLine(PlainMessage(new IOException("x")));
+            Descriptors.Prepare();
+        }
+        catch (Exception)
+        {
+            // Best effort: without it only the error path under descriptor exhaustion is at risk.
+        }
     }
 
     private static string OneLine(string message) =>

@@ -81,11 +81,18 @@ internal static class RunCommand
             string[] runs = several ? policies.Select(SuffixOf).ToArray() : [""];
             if (runs.Distinct().Count() != runs.Length)
                 throw new UsageException($"--compare: two of the policies would write the same files (suffixes {string.Join(", ", runs)}); name each policy once, and user classes by different class names");
+            string policyOption = CliOptions.Given(parse, compare) ? "--compare" : CliOptions.Given(parse, policy) ? "--policy" : "policy";
+            foreach (string pName in policies) CheckPolicy(policyOption, pName);
+            (string, string?)[] outputs = runs.SelectMany(x => new[]
+            {
+                ("--plot", Suffixed(plotPath, x)), ("--trace", Suffixed(tracePath, x)), ("--json", Suffixed(jsonPath, x)), ("--csv", Suffixed(csvPath, x)),
+            }).Append(("--plot", several ? Suffixed(plotPath, "compare") : null)).ToArray();
+            OutputPaths.CheckDistinct(outputs);
+            OutputPaths.CheckNotInput(outputs, ("the scenario file", f is null ? null : Path.GetFullPath(f)));
             foreach (string suffix in runs)
             {
                 string? plotFile = Suffixed(plotPath, suffix), traceFile = Suffixed(tracePath, suffix), jsonFile = Suffixed(jsonPath, suffix);
                 string? csvFile = Suffixed(csvPath, suffix);
-                OutputPaths.CheckDistinct(("--plot", plotFile), ("--trace", traceFile), ("--json", jsonFile), ("--csv", csvFile));
                 if (csvFile is not null) OutputPaths.CheckWritable("--csv", csvFile);
                 if (plotFile is not null)
                 {
@@ -95,12 +102,10 @@ internal static class RunCommand
                 if (traceFile is not null) OutputPaths.CheckWritable("--trace", traceFile);
                 if (jsonFile is not null and not "-") OutputPaths.CheckWritable("--json", jsonFile);
             }
+            Descriptors.CheckRoomFor(s.Vms.Count, f is null ? "the built-in scenario" : $"{f} ({s.Vms.Count} VMs)");
             using var interrupts = new Interrupts();
             // Held until the command ends: another PageLab process given one of these files is refused.
-            using OutputLocks locks = OutputLocks.Take(runs.SelectMany(x => new[]
-            {
-                ("--plot", Suffixed(plotPath, x)), ("--trace", Suffixed(tracePath, x)), ("--json", Suffixed(jsonPath, x)), ("--csv", Suffixed(csvPath, x)),
-            }).Append(("--plot", several ? Suffixed(plotPath, "compare") : null)).ToArray());
+            using OutputLocks locks = OutputLocks.Take(outputs);
             using IDisposable removeUnwritten = interrupts.AtExitNow(locks.RemoveUnwritten);
             // With the summary on stdout, everything for people goes to stderr, so stdout is JSON only.
             using HumanOutput human = jsonPath == "-" ? HumanOutput.ToStderr() : HumanOutput.Unchanged();
@@ -112,8 +117,8 @@ internal static class RunCommand
                 {
                     string suffix = runs[i];
                     results.Add(RunOne(s with { Policy = policies[i], Adaptive = true }, live: false, $"run {i + 1}/{policies.Length} ({policies[i]})",
-                        Suffixed(plotPath, suffix), Suffixed(tracePath, suffix), source, interrupts, Suffixed(csvPath, suffix)));
-                    WriteSummary(results[^1], Suffixed(jsonPath, suffix), human.Stdout, interrupts);
+                        Suffixed(plotPath, suffix), Suffixed(tracePath, suffix), source, interrupts, Suffixed(csvPath, suffix), locks));
+                    WriteSummary(results[^1], Suffixed(jsonPath, suffix), human.Stdout, locks);
                 }
                 if (results.Count == policies.Length && results.All(r => r.InterruptedBy is null))
                 {
@@ -121,16 +126,16 @@ internal static class RunCommand
                     if (plotPath is not null)
                     {
                         string comparePlot = Suffixed(plotPath, "compare")!;
-                        using IDisposable removePartial = interrupts.AtExitNow(() => File.Delete(comparePlot));
-                        PlotImage image = ComparisonPlot.SavePng(results.Select(r => r.Data).ToList(), comparePlot);
-                        AnsiConsole.MarkupLine($"comparison plot: [bold]{Markup.Escape(image.Path)}[/] ({image.WidthPx}x{image.HeightPx} px)");
+                        PlotImage image = ComparisonPlot.SavePng(results.Select(r => r.Data).ToList(), locks.Partial(comparePlot));
+                        locks.Commit(comparePlot);
+                        AnsiConsole.MarkupLine($"comparison plot: [bold]{Markup.Escape(comparePlot)}[/] ({image.WidthPx}x{image.HeightPx} px)");
                     }
                 }
             }
             else
             {
-                results.Add(RunOne(s, live: !Console.IsOutputRedirected && jsonPath != "-", label: null, plotPath, tracePath, source, interrupts, csvPath));
-                WriteSummary(results[^1], jsonPath, human.Stdout, interrupts);
+                results.Add(RunOne(s, live: !Console.IsOutputRedirected && jsonPath != "-", label: null, plotPath, tracePath, source, interrupts, csvPath, locks));
+                WriteSummary(results[^1], jsonPath, human.Stdout, locks);
             }
             if (results.FirstOrDefault(r => r.InterruptedBy is not null) is Summary cut)
             {
@@ -141,6 +146,35 @@ internal static class RunCommand
             return results.All(r => r.AccountingOk) ? ExitCodes.Ok : ExitCodes.Failed;
         }));
         return command;
+    }
+
+    /// <summary>Loads a user's policy class and reads its name before anything runs, so a class that cannot
+    /// be used fails now (exit 2) and not after the other policies of --compare wrote their outputs.</summary>
+    internal static void CheckPolicy(string option, string name)
+    {
+        if (Core.Scheduling.PolicyCatalog.BuiltIn.Contains(name)) return;
+        Core.Scheduling.IAllocationPolicy instance;
+        try
+        {
+            instance = Core.Scheduling.PolicyCatalog.Create(name);
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException($"{option}: {Program.PlainMessage(e)}");
+        }
+        try
+        {
+            _ = instance.Name;
+        }
+        catch (Exception e)
+        {
+            // A user's code: whatever it throws is its own failure, said with the class it came from.
+            throw new UsageException($"{option}: policy '{name}': its Name property failed ({e.GetType().Name}: {Program.PlainMessage(e)})");
+        }
+        finally
+        {
+            (instance as IDisposable)?.Dispose();
+        }
     }
 
     /// <summary>The scenario cut (or stretched) to <paramref name="ticks"/>. The built-in scenario loses the
@@ -169,8 +203,9 @@ internal static class RunCommand
         return new string(name.Select(c => bad.Contains(c) || char.IsWhiteSpace(c) ? '-' : c).ToArray());
     }
 
-    // Writes a run's summary to its file, or as one line to stdout ("-"); the success line goes to people.
-    private static void WriteSummary(Summary run, string? path, TextWriter stdout, Interrupts interrupts)
+    // Writes a run's summary to its file (whole, or not at all: see OutputLocks), or as one line to stdout
+    // ("-"); the success line goes to people.
+    private static void WriteSummary(Summary run, string? path, TextWriter stdout, OutputLocks locks)
     {
         if (path is null) return;
         string text = run.Data.ToJson();
@@ -180,8 +215,8 @@ internal static class RunCommand
             stdout.Flush();
             return;
         }
-        using (interrupts.AtExitNow(() => File.Delete(path))) // a second signal mid-write leaves no half object
-            File.WriteAllText(path, text + "\n");
+        File.WriteAllText(locks.Partial(path), text + "\n");
+        locks.Commit(path);
         AnsiConsole.MarkupLine($"summary: [bold]{Markup.Escape(path)}[/]");
     }
 
@@ -200,7 +235,8 @@ internal static class RunCommand
     /// <summary>What one run did. <paramref name="InterruptedBy"/> names the signal that stopped it early.</summary>
     private sealed record Summary(Scenario Scenario, TickSnapshot Last, bool AccountingOk, string? InterruptedBy, RunSummary Data);
 
-    private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath, string? source, Interrupts interrupts, string? csvPath)
+    private static Summary RunOne(Scenario s, bool live, string? label, string? plotPath, string? tracePath, string? source, Interrupts interrupts, string? csvPath,
+        OutputLocks locks)
     {
         AnsiConsole.MarkupLine($"{(label is null ? "" : $"{Markup.Escape(label)}: ")}[bold]{Markup.Escape(s.Name)}[/]: {s.Vms.Count} VMs, " +
                                $"host {s.HostPages} pages, {s.Ticks} ticks, policy {s.PolicyName}{(s.WorkConserving && s.PolicyName != "static" ? " (work-conserving)" : "")}, " +
@@ -224,7 +260,7 @@ internal static class RunCommand
                 Console.WriteLine($"  boot: balloons inflated {done}/{total} pages ({percent}%), {bootClock.Elapsed.TotalSeconds:0.0} s");
             };
             RunTimeline timeline = RunTimeline.Attach(runner);
-            RunTraceWriter? trace = tracePath is null ? null : new RunTraceWriter(runner, tracePath);
+            RunTraceWriter? trace = tracePath is null ? null : new RunTraceWriter(runner, locks.Partial(tracePath));
             string? interruptedBy = null;
             TickSnapshot last;
             TimeSpan booted = TimeSpan.Zero, ticked = TimeSpan.Zero;
@@ -252,7 +288,9 @@ internal static class RunCommand
                     trace?.Dispose(); // the trace is complete (end or interrupted) before anything else is written
                 }
             }
-            if (trace?.Error is string error) throw new IOException($"--trace {trace.Path}: cannot be written ({error})");
+            if (trace?.Error is string error) throw new IOException($"--trace {tracePath}: cannot be written ({error})");
+            // Whole (to the end, or to the interruption): only now does it replace what the file held.
+            if (tracePath is not null) locks.Commit(tracePath);
             List<string> problems = runner.CheckAccounting();
             AnsiConsole.MarkupLine($"{last.TransferredFrames} frames moved between VMs by ballooning; {clock.Elapsed.TotalSeconds:0.0} s.");
             if (problems.Count == 0) AnsiConsole.MarkupLine("[green]Frame accounting: every frame is free or owned by exactly one guest page or pool.[/]");
@@ -261,18 +299,17 @@ internal static class RunCommand
             Terminal.Write(SummaryTable(timeline));
             if (plotPath is not null)
             {
-                // A second signal while the PNG is written removes the partial file rather than leave a broken image.
-                using IDisposable removePartial = interrupts.AtExitNow(() => File.Delete(plotPath));
-                PlotImage image = TimelinePlot.SavePng(timeline, plotPath);
-                AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(image.Path)}[/] ({image.WidthPx}x{image.HeightPx} px)");
+                PlotImage image = TimelinePlot.SavePng(timeline, locks.Partial(plotPath));
+                locks.Commit(plotPath);
+                AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(plotPath)}[/] ({image.WidthPx}x{image.HeightPx} px)");
                 if (!image.HasText) AnsiConsole.MarkupLine("[yellow]plot: no font found, so the plot has no labels (Debian/Ubuntu: sudo apt-get install fonts-dejavu-core)[/]");
             }
-            if (trace is not null) AnsiConsole.MarkupLine($"trace: [bold]{Markup.Escape(trace.Path)}[/] ({trace.EventsWritten} events)");
+            if (trace is not null) AnsiConsole.MarkupLine($"trace: [bold]{Markup.Escape(tracePath!)}[/] ({trace.EventsWritten} events)");
             if (csvPath is not null)
             {
-                using (interrupts.AtExitNow(() => File.Delete(csvPath))) // a second signal mid-write leaves no half table
-                using (var writer = new StreamWriter(csvPath, append: false))
+                using (var writer = new StreamWriter(locks.Partial(csvPath), append: false))
                     timeline.WriteCsv(writer);
+                locks.Commit(csvPath);
                 AnsiConsole.MarkupLine($"timeline: [bold]{Markup.Escape(csvPath)}[/] ({timeline.Ticks.Count} ticks x {timeline.Vms.Count} VMs)");
             }
             var timings = new RunTimings(booted.TotalSeconds, ticked.TotalSeconds, last.Tick == 0 ? 0 : ticked.TotalMilliseconds / last.Tick, clock.Elapsed.TotalSeconds);

@@ -35,6 +35,9 @@ internal static class ScenarioInput
         return Scenario.Parse(root.ToJsonString(), $"{source} with {string.Join(' ', settings.Select(s => $"{option} {s}"))}");
     }
 
+    /// <summary>Largest scenario file read (a scenario of thousands of VMs is well under it).</summary>
+    internal const long MaxBytes = 64L * 1024 * 1024;
+
     private static string Read(string path)
     {
         string full = Path.GetFullPath(path);
@@ -42,7 +45,18 @@ internal static class ScenarioInput
         if (!File.Exists(full)) throw new UsageException($"scenario file {path}: does not exist");
         try
         {
-            return File.ReadAllText(full);
+            // Read at most the limit and one byte more: a device that never ends (/dev/zero, /dev/urandom) is
+            // refused after that much, while a pipe (`run <(...)`) still works.
+            using var stream = new FileStream(full, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 16);
+            var bytes = new MemoryStream();
+            var buffer = new byte[1 << 16];
+            for (int n; (n = stream.Read(buffer, 0, (int)Math.Min(buffer.Length, MaxBytes + 1 - bytes.Length))) > 0 && bytes.Length <= MaxBytes;)
+                bytes.Write(buffer, 0, n);
+            if (bytes.Length > MaxBytes)
+                throw new UsageException($"scenario file {path}: is larger than a scenario's limit of {Program.Bytes(MaxBytes)} (a device that never ends?); give a JSON file");
+            string text = new System.Text.UTF8Encoding(false).GetString(bytes.GetBuffer(), 0, (int)bytes.Length).TrimStart('\uFEFF');
+            if (text.Trim().Length == 0) throw new UsageException($"scenario file {path}: the file is empty (pagelab run --print-default prints a scenario to start from)");
+            return text;
         }
         catch (UnauthorizedAccessException)
         {

@@ -25,7 +25,15 @@ internal static class SharingCommand
         {
             var options = new ReclamationOptions(Vms: parse.GetValue(vms), ReclaimFrames: parse.GetValue(reclaim),
                 Touches: parse.GetValue(touches), Seed: parse.GetValue(seed));
-            IReadOnlyList<ReclamationResult> results = ReclamationExperiment.RunAll(options);
+            using var interrupts = new Interrupts("stopping after the experiment in progress");
+            // One experiment per reclamation order; a signal stops between them and the table shows those done.
+            var results = new List<ReclamationResult>();
+            ReclamationOrder[] orders = Enum.GetValues<ReclamationOrder>();
+            foreach (ReclamationOrder order in orders)
+            {
+                if (interrupts.Requested) break;
+                results.Add(ReclamationExperiment.Run(order, options));
+            }
             var table = new Table().Title($"{options.Vms} VMs of {options.PagesPerVm} pages from one image " +
                 $"(kernel {options.KernelPages}, files {options.FilePages}, app {options.AppPages}, freed {options.FreePages}); " +
                 $"the host wants {options.ReclaimFrames} frames back");
@@ -48,6 +56,11 @@ internal static class SharingCommand
             AnsiConsole.Write(table);
             foreach (ReclamationResult r in results)
                 foreach (string p in r.Problems.Take(10)) Console.Error.WriteLine($"pagelab: {Name(r.Order)}: {p}");
+            if (interrupts.Requested && results.Count < orders.Length)
+            {
+                Console.Error.WriteLine($"pagelab: interrupted ({interrupts.Signal}); {orders.Length - results.Count} of the {orders.Length} experiments did not run");
+                return interrupts.ExitCode;
+            }
             return results.All(r => r.Problems.Count == 0 && r.WrongReads == 0) ? 0 : 1;
         }));
         return command;

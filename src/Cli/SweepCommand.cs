@@ -31,20 +31,49 @@ internal static class SweepCommand
             SweepSpec spec = SweepSpec.Load(path);
             List<SweepRun> runs = spec.Runs();
             // Every point is checked before anything runs: a bad value fails the sweep now, not run 17 of 18.
+            var vmNames = new List<string>();
             foreach (SweepRun r in runs.DistinctBy(r => string.Join(' ', r.Point)))
             {
                 try
                 {
-                    ScenarioInput.Load(spec.Scenario, spec.SettingsOf(r), "grid");
+                    vmNames.AddRange(ScenarioInput.Load(spec.Scenario, spec.SettingsOf(r), "grid").Vms.Select(v => v.Name));
                 }
                 catch (ScenarioException e)
                 {
                     throw new UsageException($"sweep file {path}: point {string.Join(' ', r.Point)}: {e.Message}");
                 }
             }
+            // Per-VM columns are vm_<name>_<figure> with the name's brackets and dots made '_': two VMs that
+            // differ only there would share one column (one VM's figures lost), so such a sweep is refused now.
+            if (vmNames.Distinct().GroupBy(SweepSpec.ColumnName).FirstOrDefault(g => g.Count() > 1) is { } clash)
+                throw new UsageException($"sweep file {path}: the VMs '{string.Join("' and '", clash)}' would share the table's columns vm_{clash.Key}_*; " +
+                                         "rename one of them (VM names may differ in more than '.', '[' and ']')");
+            if (parse.GetValue(output) is "") throw new UsageException("--out: the directory name is empty; give a directory");
             string outDir = Path.GetFullPath(parse.GetValue(output) ?? Path.Combine(RunCommand.DefaultOutputDirectory, $"sweep-{Path.GetFileNameWithoutExtension(path)}"));
             if (System.IO.File.Exists(outDir)) throw new UsageException($"--out {outDir}: is a file; give a directory");
             string runsDir = Path.Combine(outDir, "runs");
+            (string, string?)[] written = [("--out", Path.Combine(outDir, "sweep.parquet")), ("--out", Path.Combine(outDir, "sweep.csv")),
+                ("--out", parse.GetValue(noPlot) ? null : Path.Combine(outDir, "sweep.png"))];
+            OutputPaths.CheckNotInput(written, ("the sweep file", Path.GetFullPath(path)), ("the sweep's scenario file", spec.Scenario));
+            if (!parse.GetValue(merge) && !Directory.Exists(outDir))
+            {
+                try
+                {
+                    Directory.CreateDirectory(outDir);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    // /proc/x and the like: the parent exists but takes no new entries.
+                    string why = e switch
+                    {
+                        UnauthorizedAccessException => "permission denied",
+                        FileNotFoundException or DirectoryNotFoundException => $"{Path.GetDirectoryName(outDir)} takes no new directories",
+                        IOException io => OutputPaths.Reason(io, outDir),
+                        _ => e.Message,
+                    };
+                    throw new UsageException($"--out {outDir}: the directory cannot be created ({why})");
+                }
+            }
             if (parse.GetValue(emit))
             {
                 Directory.CreateDirectory(runsDir); // where the commands write their summaries
@@ -52,9 +81,9 @@ internal static class SweepCommand
                     Console.WriteLine(string.Join(' ', RunArguments(spec, r, runsDir, withProgram: true).Select(Quote)));
                 return ExitCodes.Ok;
             }
-            Directory.CreateDirectory(runsDir);
             if (!parse.GetValue(merge))
             {
+                Directory.CreateDirectory(runsDir); // --merge runs nothing, so it creates nothing either
                 int failed = RunAll(spec, runs, runsDir, parse.GetValue(jobs), out bool interrupted, out int exitCode);
                 if (interrupted)
                 {
@@ -70,25 +99,30 @@ internal static class SweepCommand
                                     $"run them (pagelab sweep {path} --emit-jobs lists them) before --merge");
             SweepTable table = SweepTable.Of(spec, runs, summaries!);
             string parquet = Path.Combine(outDir, "sweep.parquet"), csv = Path.Combine(outDir, "sweep.csv");
-            using (OutputLocks.Take(("--out", parquet), ("--out", csv)))
-            {
-                table.WriteParquet(parquet);
-                table.WriteCsv(csv);
-            }
+            string? png = parse.GetValue(noPlot) ? null : Path.Combine(outDir, "sweep.png");
+            // Each written beside itself and renamed over the old one when whole: a failed or killed merge keeps the old table.
+            using OutputLocks locks = OutputLocks.Take(("--out", parquet), ("--out", csv), ("--out", png));
+            table.WriteParquet(locks.Partial(parquet));
+            locks.Commit(parquet);
+            table.WriteCsv(locks.Partial(csv));
+            locks.Commit(csv);
             AnsiConsole.MarkupLine($"sweep: [bold]{runs.Count}[/] runs ({runs.Count / spec.Seeds.Count} points x {spec.Seeds.Count} seeds), {table.Columns.Count} columns");
             AnsiConsole.MarkupLine($"parquet: [bold]{Markup.Escape(parquet)}[/]");
             AnsiConsole.MarkupLine($"csv: [bold]{Markup.Escape(csv)}[/]");
-            if (!parse.GetValue(noPlot))
+            if (png is not null)
             {
-                string png = Path.Combine(outDir, "sweep.png");
-                PageLab.Report.PlotImage image = PageLab.Report.SweepPlot.SavePng(png, Path.GetFileNameWithoutExtension(path),
+                PageLab.Report.PlotImage image = PageLab.Report.SweepPlot.SavePng(locks.Partial(png), Path.GetFileNameWithoutExtension(path),
                     spec.Grid.Select(g => SweepSpec.ColumnName(g.Key)).ToList(), SweepTable.PlottedFigures, table.Rows());
-                AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(image.Path)}[/] ({image.WidthPx}x{image.HeightPx} px)");
+                locks.Commit(png);
+                AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(png)}[/] ({image.WidthPx}x{image.HeightPx} px)");
             }
             return ExitCodes.Ok;
         }));
         return command;
     }
+
+    /// <summary>The run-summary format this pagelab writes and reads (RunSummary.Format, docs/run-summary.md).</summary>
+    internal const int SummaryFormat = 1;
 
     /// <summary>The run's summary if a previous or this sweep finished it (a whole summary of all its ticks), else null.</summary>
     internal static RunSummary? Finished(string runsDir, SweepRun run)
@@ -97,7 +131,8 @@ internal static class SweepCommand
         try
         {
             RunSummary s = RunSummary.FromJson(System.IO.File.ReadAllText(file));
-            return s.Interrupted is null && s.TicksRun == s.Ticks && s.Seed == run.Seed ? s : null;
+            // A summary of another format (a newer or older pagelab's) may mean other things: run it again.
+            return s.Format == SummaryFormat && s.Interrupted is null && s.TicksRun == s.Ticks && s.Seed == run.Seed ? s : null;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException)
         {

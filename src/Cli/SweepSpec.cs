@@ -30,6 +30,12 @@ internal sealed class SweepSpec
     /// <summary>Settings every run gets (before the grid's).</summary>
     public required List<ScenarioSetting> Set { get; init; }
 
+    // One text per distinct value: numbers by their value (0 and 0.0 are one), anything else as JSON.
+    private static string Canonical(JsonNode? v) =>
+        v is JsonValue n && n.GetValueKind() == JsonValueKind.Number && n.TryGetValue(out double d)
+            ? d.ToString("R", System.Globalization.CultureInfo.InvariantCulture)
+            : v?.ToJsonString() ?? "null";
+
     /// <summary>Reads and checks <paramref name="path"/>; <see cref="UsageException"/> naming the file, key and value.</summary>
     public static SweepSpec Load(string path)
     {
@@ -38,6 +44,7 @@ internal sealed class SweepSpec
         if (!System.IO.File.Exists(full)) throw new UsageException($"sweep file {path}: does not exist");
         JsonNode? root;
         string text = System.IO.File.ReadAllText(full);
+        if (text.Trim().Length == 0) throw new UsageException($"sweep file {path}: the file is empty; give a JSON object with scenario, grid, seeds and set (docs/sweep.md)");
         try
         {
             root = JsonNode.Parse(text, documentOptions: new JsonDocumentOptions
@@ -71,6 +78,10 @@ internal sealed class SweepSpec
             if (key is "seed") Fail("grid.seed", "give seeds (a count or a list) instead of sweeping seed");
             if (values is not JsonArray list || list.Count == 0) Fail($"grid.{key}", $"{values?.ToJsonString() ?? "null"} is not a non-empty list of values");
             ScenarioSettings.CheckKey($"sweep file {path}: grid key", key);
+            // A value given twice (0 and 0, or 0 and 0.0) is one run under two rows: refused, as a seed given twice is.
+            var seen = new HashSet<string>();
+            foreach (JsonNode? v in (JsonArray)values!)
+                if (!seen.Add(Canonical(v))) Fail($"grid.{key}", $"the value {v?.ToJsonString() ?? "null"} is given twice");
             grid.Add((key, ((JsonArray)values!).Select(v => v?.DeepClone()).ToList()));
         }
 

@@ -36,6 +36,10 @@ internal static class CliHarness
         }
     }
 
+    /// <summary>Where pagelab writes <paramref name="output"/> until it is whole (then renamed over it).</summary>
+    public static string Partial(string output) =>
+        Path.Combine(Path.GetDirectoryName(output)!, $".{Path.GetFileNameWithoutExtension(output)}.pagelab-partial{Path.GetExtension(output)}");
+
     /// <summary>The built `pagelab.dll` (copied next to the tests by the project reference).</summary>
     public static string Dll => Path.Combine(AppContext.BaseDirectory, "pagelab.dll");
 

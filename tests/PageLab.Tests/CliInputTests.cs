@@ -239,18 +239,20 @@ public class CliInputTests
         Assert.Equal("keep me", File.ReadAllText(existing));
     }
 
-    [Fact]
-    public void A_trace_that_cannot_be_written_fails_without_its_success_line()
+    [Theory]
+    [InlineData("--trace")]
+    [InlineData("--json")]
+    public void A_device_as_an_output_is_refused_naming_the_option_before_the_run(string option)
     {
         if (!OperatingSystem.IsLinux()) Assert.Skip("/dev/full is Linux");
         using var dir = new TempDir();
         string file = WriteFile(dir, "short.json", RunOutputTests.Short(ticks: 10).ToJson());
 
-        CliResult r = CliHarness.InProcess("run", file, "--no-plot", "--trace", "/dev/full");
+        CliResult r = CliHarness.InProcess("run", file, "--no-plot", option, "/dev/full");
 
-        Assert.Equal(1, r.Exit);
-        Assert.Contains("pagelab: error: --trace /dev/full: cannot be written (No space left on device)", r.Err);
-        Assert.DoesNotContain("trace: ", r.Out);
+        Assert.Equal(2, r.Exit);
+        Assert.Contains($"pagelab: error: {option} /dev/full: is not a regular file", r.Err);
+        Assert.DoesNotContain("tick", r.Out);
         foreach (string leak in CliHarness.DotNetLeaks) Assert.DoesNotContain(leak, r.Err);
     }
 }

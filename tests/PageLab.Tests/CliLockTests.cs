@@ -15,7 +15,7 @@ public class CliLockTests
         using var dir = new TempDir();
         string trace = Path.Combine(dir.Path, "run.jsonl"), json = Path.Combine(dir.Path, "second.json");
         using ChildCli first = CliHarness.Start(dir.Path, dir.Path, "run", "--ticks", "1000000", "--no-plot", "--trace", trace);
-        Assert.True(first.WaitUntil(() => File.Exists(trace) && new FileInfo(trace).Length > 10_000, Patience), $"the first run wrote no trace; stderr: {first.Err}");
+        Assert.True(first.WaitUntil(() => File.Exists(CliHarness.Partial(trace)) && new FileInfo(CliHarness.Partial(trace)).Length > 10_000, Patience), $"the first run wrote no trace; stderr: {first.Err}");
 
         CliResult second = CliHarness.Run(new Dictionary<string, string>(), dir.Path, 60, "run", "--ticks", "5", "--no-plot", "--json", json, "--trace", trace);
 
@@ -46,7 +46,7 @@ public class CliLockTests
         using var dir = new TempDir();
         string json = Path.Combine(dir.Path, "s.json"), trace = Path.Combine(dir.Path, "t.jsonl");
         using ChildCli first = CliHarness.Start(dir.Path, dir.Path, "run", "--ticks", "1000000", "--no-plot", "--trace", trace, "--json", json);
-        Assert.True(first.WaitUntil(() => File.Exists(trace) && new FileInfo(trace).Length > 1000, Patience), $"the first run did not start; stderr: {first.Err}");
+        Assert.True(first.WaitUntil(() => File.Exists(CliHarness.Partial(trace)) && new FileInfo(CliHarness.Partial(trace)).Length > 1000, Patience), $"the first run did not start; stderr: {first.Err}");
 
         CliResult second = CliHarness.Run(new Dictionary<string, string>(), dir.Path, 60, "run", "--ticks", "5", "--no-plot", "--json", json);
 

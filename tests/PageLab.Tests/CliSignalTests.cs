@@ -21,7 +21,7 @@ public class CliSignalTests
         (string trace, string plot, string tmp) = Outputs(dir);
         string json = Path.Combine(dir.Path, "summary.json");
         using ChildCli child = CliHarness.Start(dir.Path, tmp, "run", "--ticks", "1000000", "--trace", trace, "--plot", plot, "--json", json);
-        Assert.True(child.WaitUntil(() => TraceReaches(trace, 20), Patience), $"the run did not reach tick 20; stderr: {child.Err}");
+        Assert.True(child.WaitUntil(() => TraceReaches(CliHarness.Partial(trace), 20), Patience), $"the run did not reach tick 20; stderr: {child.Err}");
 
         child.Signal(signal);
         int exit = child.WaitForExit(Patience);
@@ -46,28 +46,58 @@ public class CliSignalTests
     }
 
     [Fact]
-    public void A_second_sigint_exits_at_once_leaving_only_whole_trace_lines_and_no_partial_plot()
+    public void A_second_sigint_exits_at_once_keeping_the_old_trace_and_plot_and_leaving_no_partial_file()
     {
         if (!OperatingSystem.IsLinux()) Assert.Skip("signals are sent with the kill command (Linux)");
         using var dir = new TempDir();
         (string trace, string plot, string tmp) = Outputs(dir);
+        File.WriteAllText(trace, "old trace\n");
+        File.WriteAllText(plot, "old plot");
         using ChildCli child = CliHarness.Start(dir.Path, tmp, "run", "--ticks", "1000000", "--trace", trace, "--plot", plot);
-        Assert.True(child.WaitUntil(() => TraceReaches(trace, 20), Patience), $"the run did not reach tick 20; stderr: {child.Err}");
+        Assert.True(child.WaitUntil(() => TraceReaches(CliHarness.Partial(trace), 20), Patience), $"the run did not reach tick 20; stderr: {child.Err}");
 
         child.Signal("INT");
         // The first is handled (the run winds down: last tick, trace, tables, plot); the second cuts that short.
         Assert.True(child.WaitUntil(() => child.Err.Contains("stopping after this tick"), Patience), $"no sign of the first SIGINT; stderr: {child.Err}");
+        Thread.Sleep(400); // past the debounce: this is a second Ctrl-C, not the first one delivered twice
         var clock = Stopwatch.StartNew();
-        child.Signal("INT");
+        // (The run may have finished winding down meanwhile: then there is no process left to signal.)
+        using (var kill = Process.Start("kill", ["-s", "INT", $"{child.Process.Id}"])!) kill.WaitForExit();
         int exit = child.WaitForExit(Patience);
 
         Assert.True(exit == 130, $"exit {exit}; stderr: {child.Err}");
-        Assert.Contains("pagelab: SIGINT again: exiting at once", child.Err);
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"took {clock.Elapsed.TotalSeconds:0.0} s to exit after the second SIGINT");
-        List<JsonElement> events = WholeJsonLines(trace);
-        Assert.Equal("run", events[0].GetProperty("kind").GetString());
-        if (File.Exists(plot)) AssertPng(plot); // written before the second signal, or removed as partial
+        if (child.Err.Contains("pagelab: SIGINT again: exiting at once"))
+        {
+            // Cut short: each output is the old file or a whole new one, never a partial new one.
+            string text = File.ReadAllText(trace);
+            if (text != "old trace\n") Assert.Equal("interrupted", WholeJsonLines(trace)[^1].GetProperty("kind").GetString());
+            if (File.ReadAllText(plot) != "old plot") AssertPng(plot);
+        }
+        Assert.False(File.Exists(CliHarness.Partial(trace)), "the partial trace was left behind");
+        Assert.False(File.Exists(CliHarness.Partial(plot)), "the partial plot was left behind");
         Assert.Empty(PageLabFiles(tmp));
+    }
+
+    [Fact]
+    public void A_sigint_delivered_twice_at_once_counts_as_one_and_the_run_ends_with_its_summary()
+    {
+        if (!OperatingSystem.IsLinux()) Assert.Skip("signals are sent with the kill command (Linux)");
+        using var dir = new TempDir();
+        (string trace, _, string tmp) = Outputs(dir);
+        string json = Path.Combine(dir.Path, "s.json");
+        using ChildCli child = CliHarness.Start(dir.Path, tmp, "run", "--ticks", "1000000", "--no-plot", "--trace", trace, "--json", json);
+        Assert.True(child.WaitUntil(() => TraceReaches(CliHarness.Partial(trace), 20), Patience), $"the run did not reach tick 20; stderr: {child.Err}");
+
+        // As `timeout -s INT` does: the child, then its process group, microseconds apart.
+        using (var kill = Process.Start("sh", ["-c", $"kill -s INT {child.Process.Id}; kill -s INT {child.Process.Id}"])!) kill.WaitForExit();
+        int exit = child.WaitForExit(Patience);
+
+        Assert.True(exit == 130, $"exit {exit}; stderr: {child.Err}");
+        Assert.DoesNotContain("exiting at once", child.Err);
+        Assert.Contains("pagelab: interrupted at tick", child.Err);
+        Assert.Equal("SIGINT", RunSummary.FromJson(File.ReadAllText(json)).Interrupted);
+        Assert.Equal("interrupted", WholeJsonLines(trace)[^1].GetProperty("kind").GetString());
     }
 
     [Fact]
@@ -81,7 +111,7 @@ public class CliSignalTests
         // script(1) gives pagelab a pseudo-terminal (so the live table runs) and records what it drew; -e: its exit code.
         string command = $"exec dotnet exec '{CliHarness.Dll}' run --ticks 1000000 --no-plot --trace '{trace}'";
         using ChildCli terminal = CliHarness.StartProgram("script", dir.Path, tmp, ["-qefc", command, typescript]);
-        Assert.True(terminal.WaitUntil(() => TraceReaches(trace, 20), Patience), $"the run did not reach tick 20; output: {terminal.Out}");
+        Assert.True(terminal.WaitUntil(() => TraceReaches(CliHarness.Partial(trace), 20), Patience), $"the run did not reach tick 20; output: {terminal.Out}");
         string children = File.ReadAllText($"/proc/{terminal.Process.Id}/task/{terminal.Process.Id}/children").Trim();
         Assert.True(int.TryParse(children, out int pagelab), $"script's children: '{children}'");
 
