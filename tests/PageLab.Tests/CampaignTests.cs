@@ -26,7 +26,12 @@ public class CampaignTests
         Assert.Equal(r.Injected, r.Retired);                                   // one bad frame per error, no good one
         Assert.Equal(r.Targets[CampaignTarget.UnprotectedPage], r.Contained);
         Assert.Equal(r.Targets[CampaignTarget.SilentPage], r.SilentFound);
-        Assert.All(Enum.GetValues<CampaignTarget>(), t => Assert.True(r.Targets.GetValueOrDefault(t) > 5000, $"{t}: {r.Targets.GetValueOrDefault(t)}"));
+        // Every kind of target is hit many times (100k over 7 kinds: about 14k each when drawn evenly). Written
+        // pages get no fixed share: one the writer has just made writable (unprotected until reprotected) is
+        // skipped, so how often they are drawn follows the writer's timing (4,788 seen once on a loaded
+        // machine, under the 5,000 asked of the others).
+        Assert.All(Enum.GetValues<CampaignTarget>(), t =>
+            Assert.True(r.Targets.GetValueOrDefault(t) > (t == CampaignTarget.WrittenPage ? 1000 : 5000), $"{t}: {r.Targets.GetValueOrDefault(t)}"));
     }
 
     [Fact]
