@@ -75,7 +75,7 @@ public class CliOutputSafetyTests
         string s = Scenario(dir);
         // The sweep file is where --out would put the table's CSV.
         string sweep = Path.Combine(dir.Path, "sweep.csv");
-        string text = $$"""{ "scenario": "{{s}}", "grid": { "idleTax": [0] } }""";
+        string text = $$"""{ "scenario": {{System.Text.Json.JsonSerializer.Serialize(s)}}, "grid": { "idleTax": [0] } }""";
         File.WriteAllText(sweep, text);
 
         CliResult r = CliHarness.InProcess("sweep", sweep, "--out", dir.Path);
@@ -90,7 +90,7 @@ public class CliOutputSafetyTests
         using var dir = new TempDir();
         string s = Scenario(dir);
         string sweep = Path.Combine(dir.Path, "sweep.json");
-        File.WriteAllText(sweep, $$"""{ "scenario": "{{s}}", "grid": { "idleTax": [0] } }""");
+        File.WriteAllText(sweep, $$"""{ "scenario": {{System.Text.Json.JsonSerializer.Serialize(s)}}, "grid": { "idleTax": [0] } }""");
         string outDir = Path.Combine(dir.Path, "out");
 
         CliResult r = CliHarness.InProcess("sweep", sweep, "--out", outDir, "--merge");

@@ -143,7 +143,7 @@ public class CliStopTests
         using var dir = new TempDir();
         string s = Path.Combine(dir.Path, "s.json"), sweep = Path.Combine(dir.Path, "sweep.json");
         File.WriteAllText(s, RunOutputTests.Short(ticks: 3).ToJson());
-        File.WriteAllText(sweep, $$"""{ "scenario": "{{s}}", "grid": { "idleTax": [0] } }""");
+        File.WriteAllText(sweep, $$"""{ "scenario": {{System.Text.Json.JsonSerializer.Serialize(s)}}, "grid": { "idleTax": [0] } }""");
 
         CliResult r = CliHarness.InProcess("sweep", sweep, "--out", "/proc/pagelab-x");
 
