@@ -35,7 +35,7 @@ internal static unsafe partial class Baseline
 
     // Parity recovery (c/recovery_floor.c): inject + rebuild + hash + one mmap, no handler.
     [LibraryImport("pagelab_baseline", EntryPoint = "bl_recovery_init")]
-    public static partial int RecoveryInit(nint guestPage, nint hostView, int fd, uint k);
+    public static partial int RecoveryInit(nint guestPage, nint hostView, int fd, uint k, uint totalFrames);
     [LibraryImport("pagelab_baseline", EntryPoint = "bl_recovery_round")]
     public static partial int RecoveryRound(byte* mask, uint offset, uint len);
 

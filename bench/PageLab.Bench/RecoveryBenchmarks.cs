@@ -100,11 +100,15 @@ public unsafe class RecoveryLatencyBenchmarks
     private RawMemfd _raw = null!;
 
     [GlobalSetup]
-    public void Setup()
+    public void Setup() => _raw = new RawMemfd(frames: K + 1 + Rounds, rangePages: 1);
+
+    /// <summary>The floor starts each iteration as the PageLab row does: the group set up again and a
+    /// fresh (punched) frame for every round.</summary>
+    [IterationSetup(Target = nameof(C))]
+    public void NewFloor()
     {
-        _raw = new RawMemfd(frames: K + 2, rangePages: 1);
-        int rc = Baseline.RecoveryInit(_raw.Base, _raw.HostView, _raw.Fd, (uint)K);
-        if (rc != 0) throw new ErrnoException("bl_recovery_init: mmap", -rc);
+        int rc = Baseline.RecoveryInit(_raw.Base, _raw.HostView, _raw.Fd, (uint)K, (uint)(K + 1 + Rounds));
+        if (rc != 0) throw new ErrnoException("bl_recovery_init: mmap or fallocate", -rc);
     }
 
     [IterationSetup(Target = nameof(Recover))]
@@ -131,9 +135,10 @@ public unsafe class RecoveryLatencyBenchmarks
     }
 
     /// <summary>The C floor of the same round (c/recovery_floor.c): mprotect NONE and XOR the mask into
-    /// the frame, then rebuild the page from parity and k-1 members into the spare frame, hash-check it
-    /// and map it read-only with one mmap. The same two syscalls and page passes as the PageLab row.</summary>
-    [Benchmark(Baseline = true, Description = "C: poison + rebuild (k pages) + hash + mmap")]
+    /// the frame, then rebuild the page from parity and k-1 members into a fresh frame, hash-check it,
+    /// map it read-only with one mmap and punch the bad frame. The same three syscalls, page allocation
+    /// and page passes as the PageLab row.</summary>
+    [Benchmark(Baseline = true, Description = "C: poison + rebuild (k pages) + hash + mmap + punch")]
     public int C()
     {
         fixed (byte* mask = _mask)
