@@ -34,6 +34,24 @@ internal sealed class GcStress : IDisposable
         new(_ => Environment.FailFast($"{what} did not finish in {seconds} s: the fault path deadlocked"), null,
             TimeSpan.FromSeconds(seconds), Timeout.InfiniteTimeSpan);
 
+    /// <summary>Fails the whole run if <paramref name="progress"/> stops moving for
+    /// <paramref name="stallSeconds"/>: a deadlocked fault path makes no progress at all, while a slow
+    /// machine (Wine beside a heavy job) makes it slowly. So the bound is work done, not wall time.</summary>
+    public static Timer StallWatchdog(string what, Func<long> progress, int stallSeconds = 60)
+    {
+        long last = progress();
+        DateTime moved = DateTime.UtcNow;
+        return new Timer(_ =>
+        {
+            long now;
+            try { now = progress(); }
+            catch (ObjectDisposedException) { return; } // the test finished while this tick ran
+            if (now != last) { last = now; moved = DateTime.UtcNow; return; }
+            if (DateTime.UtcNow - moved > TimeSpan.FromSeconds(stallSeconds))
+                Environment.FailFast($"{what} made no progress for {stallSeconds} s (stuck at {now}): the fault path deadlocked");
+        }, null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+    }
+
     public void Dispose()
     {
         _stop.Cancel();
