@@ -16,6 +16,7 @@ internal static class SweepCommand
         var file = CliOptions.FileArgument("sweep", "Sweep JSON file: scenario, grid, seeds, set (docs/sweep.md)", "pagelab sweep", required: true);
         var jobs = CliOptions.Int("-j", "Runs at a time", 1, 1024, Environment.ProcessorCount);
         var output = CliOptions.File("--out", "Directory of the sweep's results (default: artifacts/sweep-<sweep file name>)");
+        output.Aliases.Add("-o");
         var emit = new Option<bool>("--emit-jobs") { Description = "Print one shell command per run not yet done, run nothing (for Slurm arrays, GNU parallel)" };
         var merge = new Option<bool>("--merge") { Description = "Run nothing: collect the runs' summaries into the Parquet, CSV and plot" };
         var noPlot = new Option<bool>("--no-plot") { Description = "Do not draw the sweep's plot" };

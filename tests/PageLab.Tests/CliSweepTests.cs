@@ -140,7 +140,7 @@ public class CliSweepTests
 
         // --emit-jobs: one command per run; run them (as a batch scheduler would), then --merge.
         string emitted = Path.Combine(dir.Path, "emitted");
-        CliResult jobs = CliHarness.InProcess("sweep", sweep, "--out", emitted, "--emit-jobs");
+        CliResult jobs = CliHarness.InProcess("sweep", sweep, "-o", emitted, "--emit-jobs"); // -o: --out's short form
         Assert.Equal(0, jobs.Exit);
         string[] commands = jobs.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Equal(27, commands.Length);
