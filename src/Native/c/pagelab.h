@@ -73,13 +73,22 @@
  *
  * A FAULT IS ALWAYS RESOLVED when the machine has any frame to give: the handler takes the VM's pool
  * frame, else a free arena frame while the VM is under its frame limit, else it host-swaps one of the VM's
- * own pages out (a clock over backed pages) and reuses its frame, else a free frame past the limit, else
- * (the arena is full) it host-swaps a page of another VM, one past its limit first, whose lock it can take
- * at once: it never waits for a second region lock. When every candidate's lock was held, the fault
- * returns unresolved and re-runs (counted as spurious), so the holder finishes and the next try succeeds. An
- * unprotected poisoned page (or a protected one with no good copy) is contained: it gets a zero frame,
- * is flagged lost, the bad frame is retired, and C# hears of it (handler events) to end the guest
- * context that used it. Nothing reads corrupted bytes as good data.
+ * own pages out (a clock over backed pages; a victim whose swap write fails is left as it was and the next
+ * one tried, up to 8) and reuses its frame, else a free frame past the limit, else (the arena is full) it
+ * host-swaps a page of another VM, one past its limit first, whose lock it can take at once: it never
+ * waits for a second region lock. One search per fault (take_frame), whose answer is the fault's:
+ * PL_EAGAIN when every candidate's lock was held (the fault returns unresolved and re-runs, counted as
+ * spurious, so the holder finishes and the next try succeeds; SIGSEGV and SIGBUS alike), PL_ENOFRAME
+ * when there is no frame at all. A poisoned page gets that one frame: its content is rebuilt into it if
+ * it can be (parity, then the disk copy, hash-checked); only if recovery says the content is gone
+ * (PL_ELOST), or the page had no good copy, is it contained in the same frame: zeroed, flagged lost, the
+ * bad frame retired, and C# hears of it (handler events) to end the guest context that used it. A busy
+ * lock or a failed OS call never turns into a lost page. Nothing reads corrupted bytes as good data.
+ *   The mapping a fault adds stays within the mapping budget (fault_map, hostswap.c): past it, a frame
+ * that joins a neighbour's VMA, else a victim page whose hole merges with a hole beside it (host-swapped;
+ * without host swap its context ends: unbacked, flagged lost, PL_EV_MAP_LIMIT, a log line naming
+ * vm.max_map_count). Only when no page can give a mapping back is the budget's headroom below
+ * vm.max_map_count used (and said). Victims whose own hole would need budget are passed over.
  *
  * SHARING (share.c; opt-in per region, pl_set_sharing)
  *   A SHARED frame holds content that several guest pages (of one or several VMs) have in common. Its
