@@ -12,6 +12,8 @@
  *                                event and flagged lost; the budget holds, the fault is resolved
  *   defect6_next_victim          a fault whose first victim's swap write fails (a file size limit:
  *                                RLIMIT_FSIZE, writes past it fail with EFBIG) swaps the next victim out
+ *   around_failure_one_mmap      fault-around onto two runs of frames one VMA short of vm.max_map_count:
+ *                                one mmap or none, never a run mapped and taken back
  * Build and run (from the repository root; .ci/run does this):
  *   cc -O2 -std=c11 -pthread -Wall -Wextra -Werror -o framesearch tests/native/framesearch.c src/Native/c/[a-z]*.c && ./framesearch
  */
@@ -43,6 +45,9 @@ int pl_inject(int id, uint64_t page, uint32_t offset, const uint8_t *mask, uint3
 int pl_region_counters(int id, uint64_t *out, int n);
 int pl_region_tables(int id, uint32_t **state, uint32_t **p2m);
 int pl_set_host_swap(int id, intptr_t file);
+int pl_set_fault_around(int id, uint32_t pages);
+int pl_pool_push(int id, const uint32_t *frames, uint32_t n);
+int pl_pool_take(int id, uint32_t *out, uint32_t cap);
 int pl_host_swap_out(int id, uint32_t n);
 int pl_page_flags(int id, uint64_t page);
 int pl_events_take(int id, struct pl_event *out, uint32_t cap);
@@ -331,6 +336,86 @@ static void defect6_next_victim(void)
     if (counter(id, C_HOST_SWAP_OUTS) < 2) FAIL("page 2 was not swapped out");
 }
 
+/* VMAs the kernel counts for this process (mm->map_count): lines of /proc/self/maps, less the
+ * [vsyscall] gate, which is not a VMA. Raw read(2): no allocation that could map memory. */
+static long map_count(void)
+{
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) FAIL("open /proc/self/maps");
+    static char buf[1 << 16];
+    long lines = 0, vsyscall = 0;
+    ssize_t n;
+    char prev[16] = {0};
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        for (ssize_t i = 0; i < n; i++) {
+            lines += buf[i] == '\n';
+            memmove(prev, prev + 1, sizeof prev - 2);
+            prev[sizeof prev - 2] = buf[i];
+            if (memcmp(prev + sizeof prev - 11, "[vsyscall]", 10) == 0) vsyscall = 1;
+        }
+    close(fd);
+    return lines - vsyscall;
+}
+
+/* Splits a reserved range into VMAs until the process has exactly `target` (a page made read-only in the
+ * middle of a PROT_NONE range: two more). 0 if it could not. */
+static int raise_map_count(long target)
+{
+    enum { PAGES = 80000 };
+    uint8_t *spare = mmap(NULL, PAGES * psz, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (spare == MAP_FAILED) return 0;
+    long now = map_count();
+    for (long k = 1; k + 2 < PAGES && now + 2 <= target; k += 2, now += 2)
+        if (mprotect(spare + k * psz, psz, PROT_READ) != 0) return 0;
+    /* One more: a shared anonymous page (its own shmem file: it merges with no neighbour). */
+    if (now + 1 == target && mmap(NULL, psz, PROT_READ, MAP_SHARED | MAP_ANONYMOUS, -1, 0) == MAP_FAILED) return 0;
+    if (getenv("FRAMESEARCH_VERBOSE")) fprintf(stderr, "  map count %ld, wanted %ld\n", map_count(), target);
+    return map_count() == target;
+}
+
+/* Fault-around onto two runs of frames (pool: 10, 11, 20, 21) with the process one VMA short of
+ * vm.max_map_count: the first run's mmap takes the last VMA, so a second mmap would fail with ENOMEM.
+ * The block must be mapped with one mmap or not at all: never a run mapped read-write (where a guest
+ * could write it) and then taken back, its frame returned to the pool as zero. */
+static void around_failure_one_mmap(void)
+{
+    long max = 0;
+    int fd = open("/proc/sys/vm/max_map_count", O_RDONLY);
+    char num[32] = {0};
+    if (fd >= 0 && read(fd, num, sizeof num - 1) > 0) max = atol(num);
+    if (fd >= 0) close(fd);
+    if (max <= 0 || max > 1000000) {
+        printf("skip around_failure_one_mmap: vm.max_map_count unreadable or too large to reach (%ld)\n", max);
+        exit(77);
+    }
+    pl_set_map_budget(INT64_MAX / 2); /* the kernel's limit is the one under test, not the engine's budget */
+    struct pl_arena *a = new_arena(32);
+    uint8_t *b;
+    int id;
+    void *vb;
+    check(pl_region_create(a, 1, 64, 8, &id, &vb), "pl_region_create");
+    b = vb;
+    check(pl_set_fault_around(id, 16), "pl_set_fault_around");
+    uint32_t all[32], pool[4] = {10, 11, 20, 21};
+    check(pl_frames_alloc(a, 32, all), "pl_frames_alloc"); /* nothing free: spares come from the pool only */
+    if (pl_pool_push(id, pool, 4) != 4) FAIL("pl_pool_push");
+    if (!raise_map_count(max - 1)) {
+        printf("skip around_failure_one_mmap: could not bring the process to %ld VMAs\n", max - 1);
+        exit(77);
+    }
+    b[16 * psz] = 1; /* block 16..31: pages 16, 17 on frames 10, 11 and 18, 19 on 20, 21 would be two mmaps */
+    b[17 * psz] = 2;
+    if (b[16 * psz] != 1 || b[17 * psz] != 2) FAIL("pages 16 and 17 do not hold what was written");
+    uint32_t *state, *p2m, left[8];
+    check(pl_region_tables(id, &state, &p2m), "pl_region_tables");
+    int n = pl_pool_take(id, left, 8);
+    for (int i = 0; i < n; i++)
+        for (uint64_t g = 16; g < 32; g++)
+            if (state[g] == PL_BACKED && p2m[g] == left[i]) FAIL("frame %u is in the pool and behind page %llu", left[i], (unsigned long long)g);
+    for (int i = 0; i < n; i++)
+        if (((volatile uint8_t *)frame_bytes(a, left[i]))[0] != 0) FAIL("pool frame %u is not zero", left[i]);
+}
+
 struct test_case { const char *name; void (*run)(void); };
 
 int main(void)
@@ -344,6 +429,7 @@ int main(void)
         {"defect5_budget_swap", defect5_budget_swap},
         {"defect5_budget_noswap", defect5_budget_noswap},
         {"defect6_next_victim", defect6_next_victim},
+        {"around_failure_one_mmap", around_failure_one_mmap},
     };
     int failed = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
