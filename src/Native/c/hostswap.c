@@ -275,27 +275,42 @@ static int end_for_budget(struct pl_region *r, uint64_t v)
     return 0;
 }
 
-/* Gives at least one mapping back: a victim whose page, made a hole, merges with a hole beside it.
- * Host-swapped if r has a swap file (its frame freed); else, or if every write failed, its context
- * ends (end_for_budget). PL_EMAPLIMIT if no page can. */
-static int make_room(struct pl_region *r, uint64_t g)
+/* Victim v made a hole to give mappings back: host-swapped (pass 0: its frame freed) or its context
+ * ended (pass 1). 0 done; else v is as it was. */
+static int give_back(struct pl_region *r, uint64_t v, int pass)
+{
+    uint32_t f;
+    if (pass == 1) return end_for_budget(r, v);
+    int rc = swap_out(r, v, 0, &f);
+    if (rc == 0) drop_frame(r, f, 0);
+    return rc;
+}
+
+/* Gives mappings back for fault page g, which needs `need` more than the budget has: a victim whose
+ * page, made a hole, merges with a hole beside it (one that gives back `need` at once if there is one,
+ * so fewer pages go). Host-swapped if r has a swap file; else, or if every write failed, its context
+ * ends (end_for_budget). Never g's neighbours: g's own mapping would cost what they give back.
+ * PL_EMAPLIMIT if no page can. */
+static int make_room(struct pl_region *r, uint64_t g, int64_t need)
 {
     for (int pass = r->swap >= 0 ? 0 : 1; pass < 2; pass++) {
         int failed_writes = 0;
+        uint64_t best = r->pages;
+        int64_t best_delta = 0;
         for (uint64_t tries = 0; tries < r->pages && failed_writes < PL_SWAP_WRITE_TRIES; tries++) {
             uint64_t v = r->clock_hand;
             r->clock_hand = (v + 1) % r->pages;
-            if (!victim_ok(r, v, g) || change_delta(r, v, 1, PL_SWAPPED, PL_KEEP_FRAME) >= 0) continue;
-            uint32_t f;
-            if (pass == 1) {
-                if (end_for_budget(r, v) == 0) return 0;
-            } else if (swap_out(r, v, 0, &f) == 0) {
-                drop_frame(r, f, 0);
-                return 0;
-            } else {
-                failed_writes++;
+            if (!victim_ok(r, v, g) || v + 1 == g || v == g + 1) continue;
+            int64_t d = change_delta(r, v, 1, PL_SWAPPED, PL_KEEP_FRAME);
+            if (d >= 0) continue;
+            if (-d < need) { /* gives some back: kept in case no page gives enough */
+                if (d < best_delta) best = v, best_delta = d;
+                continue;
             }
+            if (give_back(r, v, pass) == 0) return 0;
+            failed_writes++;
         }
+        if (best < r->pages && give_back(r, best, pass) == 0) return 0;
     }
     return PL_EMAPLIMIT;
 }
@@ -315,8 +330,11 @@ int fault_map(struct pl_region *r, uint64_t g, uint32_t st, uint32_t *frame, int
         *frame = alt;
         rc = change_pages(r, g, 1, st, NULL, *frame, 0);
     }
-    for (int tries = 0; rc == PL_EMAPLIMIT && tries < 4 && make_room(r, g) == 0; tries++)
+    for (int tries = 0; rc == PL_EMAPLIMIT && tries < 4; tries++) {
+        int64_t need = change_delta(r, g, 1, st, *frame) - (atomic_load(&map_budget) - atomic_load(&maps_in_use));
+        if (make_room(r, g, need > 0 ? need : 1) != 0) break;
         rc = change_pages(r, g, 1, st, NULL, *frame, 0);
+    }
     if (rc == PL_EMAPLIMIT) {
         atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
         say("past the mapping budget: no page could give a mapping back (headroom below vm.max_map_count used)",
