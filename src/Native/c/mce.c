@@ -84,7 +84,8 @@ int kernel_poisoned(struct pl_region *r, uint64_t g)
 }
 
 /* Nothing to do on page g now (another thread replaced it, its next access faults as SIGSEGV and is
- * resolved there, or its frame search met another VM's held lock): the access re-runs. Endless repeats are not ours to hide: chain. Region lock held. */
+ * resolved there, or its frame search met another VM's held lock): the access re-runs. Endless repeats
+ * are not ours to hide: chain. Region lock held. */
 static int nothing_to_do(struct pl_region *r, uint64_t g)
 {
     count(PL_MCE_SPURIOUS);
