@@ -331,6 +331,49 @@ public class EngineRobustnessTests
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Observe(byte value) => GC.KeepAlive(value);
+
+    [Fact]
+    public void A_fault_past_the_mapping_budget_with_nothing_to_swap_ends_a_named_context_and_keeps_the_budget()
+    {
+        using var t = new TestArena(256);
+        using GuestVm vm = GuestVm.Create(t.Arena, "fragmented", 128, poolCapacity: 4, hostSwap: false);
+        var engine = new RecoveryEngine(vm);
+        var ended = new List<GuestPage>();
+        engine.Unrecoverable = g => { ended.Add(g); return $"context of {g}"; };
+        // Pages 0, 2, .., 30 on frames that never follow on: each page is a mapping of its own.
+        HostFrame[] frames = t.Arena.Allocate(32);
+        for (int i = 0; i < 16; i++)
+        {
+            vm.Map(new GuestPage((ulong)(2 * i)), [frames[2 * i]]);
+            FillPattern(vm.Page(new GuestPage((ulong)(2 * i))), (ulong)i);
+        }
+        t.Arena.Release(Enumerable.Range(0, 16).Select(i => frames[2 * i + 1]).ToArray());
+        long saved = FaultEngine.MapBudget;
+        FaultEngine.MapBudget = FaultEngine.MapsInUse;
+        try
+        {
+            // A touch in a wide hole needs two more mappings than the budget has, and the VM has no host
+            // swap: the fault is resolved (it used to be charged past the budget, then die at
+            // vm.max_map_count) by giving another page up, whose context ends.
+            vm.Page(new GuestPage(100))[7] = 42;
+            Assert.True(FaultEngine.MapsInUse <= FaultEngine.MapBudget, $"{FaultEngine.MapsInUse} mappings, budget {FaultEngine.MapBudget}");
+            Assert.Equal(42, vm.Page(new GuestPage(100))[7]);
+            engine.RetireHandlerReplaced();
+            Assert.NotEmpty(ended);
+            for (int i = 0; i < 16; i++)
+            {
+                var g = new GuestPage((ulong)(2 * i));
+                if (ended.Contains(g)) Assert.True(vm.IsLost(g), $"{g} ended but not flagged lost");
+                else Assert.True(HasPattern(vm.Page(g), (ulong)i), $"{g} changed without being flagged lost");
+            }
+            Assert.Equal(GuestMemoryTests.KernelMappings(vm), vm.MappingCount);
+            Assert.Empty(FrameAccounting.Check(t.Arena, [vm]));
+        }
+        finally
+        {
+            FaultEngine.MapBudget = saved;
+        }
+    }
 }
 
 public class EngineLifetimeRaceTests

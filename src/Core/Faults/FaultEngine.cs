@@ -67,6 +67,7 @@ public static class FaultEngine
             Lib.ENOFRAME => new InvalidOperationException($"{operation}: the arena has no free frame"),
             Lib.EBUSY => new InvalidOperationException($"{operation}: the arena still has live VMs"),
             Lib.ENOSHARE => new InvalidOperationException($"{operation}: the VM has not opted in to page sharing (GuestVm.EnableSharing)"),
+            Lib.EAGAIN => new InvalidOperationException($"{operation}: no frame while another VM's engine lock stayed held; try again"),
             _ => new ErrnoException(operation, -rc),
         };
     }

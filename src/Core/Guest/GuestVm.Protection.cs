@@ -15,8 +15,12 @@ internal enum RecoverResult { Recovered, NoGoodCopy, AlreadyReplaced }
 /// retired either way. <paramref name="Reported"/>: nothing was done yet; the kernel reported the page bad
 /// (BUS_MCEERR_AO), the handler made it Poisoned, and <paramref name="BadFrame"/> is to be handled as a
 /// report. <paramref name="SharedFrame"/>: the page was one of several sharers of the bad frame (an error
-/// reported in a shared frame), so each sharer has an event of its own.</summary>
-public readonly record struct HandlerEvent(GuestPage Page, HostFrame BadFrame, bool Contained, bool Reported = false, bool SharedFrame = false);
+/// reported in a shared frame), so each sharer has an event of its own. <paramref name="MapLimit"/>: no
+/// error at all; the mapping budget was spent and nothing could be host-swapped, so the handler gave this
+/// page up to resolve another fault (unbacked, flagged lost, its frame freed: <paramref name="BadFrame"/> is
+/// not a frame); its guest context ends as for a contained page.</summary>
+public readonly record struct HandlerEvent(GuestPage Page, HostFrame BadFrame, bool Contained, bool Reported = false, bool SharedFrame = false,
+    bool MapLimit = false);
 
 public sealed unsafe partial class GuestVm
 {
@@ -164,8 +168,8 @@ public sealed unsafe partial class GuestVm
             FaultEngine.Check(n, $"{Name}: taking handler events");
             for (int i = 0; i < n; i++)
                 result.Add(new HandlerEvent(new GuestPage(events[i].Page), new HostFrame(events[i].Frame),
-                    events[i].Kind is Lib.EventContained or Lib.EventSharedLost, events[i].Kind == Lib.EventReported,
-                    events[i].Kind == Lib.EventSharedLost));
+                    events[i].Kind is Lib.EventContained or Lib.EventSharedLost or Lib.EventMapLimit, events[i].Kind == Lib.EventReported,
+                    events[i].Kind == Lib.EventSharedLost, events[i].Kind == Lib.EventMapLimit));
             if (n < events.Length) return result;
         }
     }

@@ -307,6 +307,12 @@ public sealed class RecoveryEngine : IDisposable
                 (reported ??= []).Add(e);
                 continue;
             }
+            if (e.MapLimit)
+            {
+                // No bad frame: the page was given up at the mapping budget (vm.max_map_count). Its context ends.
+                Unrecoverable?.Invoke(e.Page);
+                continue;
+            }
             _retired.Add(e.BadFrame.Value);
             if (e.SharedFrame)
             {

@@ -24,6 +24,7 @@ internal static unsafe partial class Interop
         public const int ENOFRAME = -100006;
         public const int EBUSY = -100007;
         public const int ENOSHARE = -100008;
+        public const int EAGAIN = -100009;
         public const uint NoFrame = 0xFFFFFFFF;
         public const uint MapBack = 1;
         public const uint ShareDying = 0x80000000;
@@ -38,7 +39,7 @@ internal static unsafe partial class Interop
             public uint Kind;
         }
 
-        public const uint EventRecovered = 1, EventContained = 2, EventSharedLost = 3;
+        public const uint EventRecovered = 1, EventContained = 2, EventSharedLost = 3, EventMapLimit = 4;
         public const int PageFlagLost = 4;
 
         [LibraryImport(Lib, EntryPoint = "pl_install")] public static partial int Install();

@@ -2,8 +2,8 @@
  * slots (never a region that may be freed), resolves the fault under the region lock, and chains every
  * fault that is not ours (or that cannot be resolved) to the runtime's handler. Async-signal-safe. */
 #include "pagelab.h"
-#ifndef _WIN32
 #include <errno.h>
+#ifndef _WIN32
 #include <signal.h>
 #include <ucontext.h>
 #endif
@@ -51,40 +51,56 @@ static uint64_t around(struct pl_region *r, uint64_t g, uint32_t fg, uint32_t *f
         while (g - behind > lo && never_used(r, g - behind - 1)) behind++;
     }
     while (n < 1 + ahead + behind && take_spare_frame(r, &frames[n]) == 0) n++;
-    if (ahead > n - 1) ahead = n - 1;
-    behind = n - 1 - ahead;
     for (uint64_t i = 1; i < n; i++) { /* insertion sort: at most PL_MAX_AROUND frames */
         uint32_t f = frames[i];
         uint64_t j = i;
         for (; j > 0 && frames[j - 1] > f; j--) frames[j] = frames[j - 1];
         frames[j] = f;
     }
+    /* Only the run of consecutive frames that holds g's own is used, so the block is one mmap: a failed
+     * MAP_FIXED leaves none of it accessible. With two runs, a failure in the second would unmap the
+     * first after a guest thread could have written it (its write lost, and its frame back in the pool
+     * as "zero"). */
+    uint64_t run_at = 0, run = 0;
+    for (uint64_t i = 1, at = 0; i <= n && run == 0; i++)
+        if (i == n || frames[i] != frames[i - 1] + 1) {
+            if (fg >= frames[at] && fg <= frames[i - 1]) run_at = at, run = i - at;
+            at = i;
+        }
+    for (uint64_t i = 0; i < n; i++)
+        if (i < run_at || i >= run_at + run) drop_frame(r, frames[i], 1); /* never mapped: zero */
+    memmove(frames, frames + run_at, run * sizeof *frames);
+    n = run;
+    if (ahead > n - 1) ahead = n - 1;
+    behind = n - 1 - ahead;
     *first = g - behind;
     return n;
 }
 
+/* A demand-zero fault on page g (with fault-around, its never-used neighbours too). 0 or a status. */
 static int demand_zero(struct pl_region *r, uint64_t g)
 {
     uint32_t f, frames[PL_MAX_AROUND];
-    int zero;
-    if (take_frame(r, g, &f, &zero) != 0) return 0;
+    int zero, rc = take_frame(r, g, &f, &zero);
+    if (rc != 0) return rc;
     if (!zero) memset(frame_bytes(r->arena, f), 0, page_size); /* a host-swapped victim's old content */
     uint64_t first = g, n = r->fault_around > 1 ? around(r, g, f, frames, &first) : 1;
     if (n > 1 && change_pages(r, first, n, PL_BACKED, frames, 0, 0) != 0) {
-        /* Past the mapping budget (or a failed call): the spares go back, and g alone is mapped below. */
+        /* Past the mapping budget (or a failed call, which left none of the run accessible: one mmap):
+         * the spares go back, and g alone is mapped below. */
         for (uint64_t i = 0; i < n; i++)
             if (frames[i] != f) drop_frame(r, frames[i], 1);
         first = g;
         n = 1;
     }
-    if (n == 1 && change_pages(r, g, 1, PL_BACKED, NULL, f, 1) != 0) {
+    if (n == 1 && (rc = fault_map(r, g, PL_BACKED, &f, 1)) != 0) {
         drop_frame(r, f, 1);
-        return 0;
+        return rc;
     }
     for (uint64_t i = 0; i < n; i++) set_page(r, first + i, n == 1 ? f : frames[i], PL_BACKED);
     atomic_fetch_add_explicit(&r->counters.demand_faults, 1, memory_order_relaxed);
     if (n > 1) atomic_fetch_add_explicit(&r->counters.faulted_around, n - 1, memory_order_relaxed);
-    return 1;
+    return 0;
 }
 
 /* A write to a protected page. Its content leaves the parity while the page is still read-only, so a
@@ -93,11 +109,14 @@ static int tracked_write(struct pl_region *r, uint64_t g)
 {
     if (page_hash(frame_bytes(r->arena, fr_of(r, g)), page_size) != r->hash[g]) {
         /* Silently corrupt: never XOR bad bytes out of the parity; recover first (or contain). */
-        if (!recover_in_handler(r, g) && !contain_in_handler(r, g)) return 0;
-        if (st_of(r, g) == PL_BACKED) return 1; /* contained: now a zero page, read-write */
+        int rc = repair_in_handler(r, g, 1);
+        if (rc != 0) return rc;
+        if (st_of(r, g) == PL_BACKED) return 0; /* contained: now a zero page, read-write */
     }
     int was_covered = uncover(r, g, 1);
-    if (change_pages(r, g, 1, PL_BACKED, NULL, PL_KEEP_FRAME, 1) != 0) {
+    uint32_t keep = PL_KEEP_FRAME;
+    int rc = fault_map(r, g, PL_BACKED, &keep, 0);
+    if (rc != 0) {
         if (was_covered) {
             /* Still read-only: put its content back into the parity. */
             uint32_t gi = r->group_of[g];
@@ -108,64 +127,85 @@ static int tracked_write(struct pl_region *r, uint64_t g)
             for (uint32_t i = 0; i < grp->n; i++)
                 if (grp->members[i] == g) grp->covered |= 1u << i;
         }
-        return 0;
+        return rc;
     }
     r->disk_off[g] = -1;
     atomic_store_explicit(&r->state[g], PL_BACKED, memory_order_release);
     atomic_fetch_add_explicit(&r->counters.tracked_writes, 1, memory_order_relaxed);
-    return 1;
+    return 0;
+}
+
+/* Says why a fault could not be resolved: what the fault was, and the cause (the status). */
+static void say_unresolved(const char *what, int rc, struct pl_region *r, uint64_t g)
+{
+    const char *why = rc == PL_ENOFRAME ? ": no frame (no pool frame, no free frame, nothing to swap out)"
+                      : rc == PL_EMAPLIMIT ? ": past the mapping budget"
+                      : rc == -ENOMEM ? ": the kernel refused a mapping (ENOMEM: vm.max_map_count reached?)"
+                      : rc == PL_ELOST ? ": no good copy"
+                                       : ": an OS call failed";
+    char buf[160];
+    size_t n = 0;
+    while (*what && n < sizeof buf - 1) buf[n++] = *what++;
+    while (*why && n < sizeof buf - 1) buf[n++] = *why++;
+    buf[n] = 0;
+    say(buf, (uint64_t)r->owner, g);
 }
 
 /* Resolves a fault on page g of r. Returns 1 if resolved (the access re-runs), 0 to chain. */
 int resolve(struct pl_region *r, uint64_t g, int is_write)
 {
     pl_lock(&r->lock);
-    uint32_t st = st_of(r, g);
-    int done = 0, was_spurious = 0;
-    r->frame_busy = 0;
-    const char *why = NULL;
+    uint32_t st = st_of(r, g), keep = PL_KEEP_FRAME;
+    int rc = 0, nothing = 0;
+    const char *what = NULL;
     switch (st) {
     case PL_UNBACKED:
-        if (!(done = demand_zero(r, g))) why = "demand fault found no frame: no pool frame, no free frame, nothing to swap out";
+        rc = demand_zero(r, g);
+        what = "a demand fault";
         break;
     case PL_SWAPPED:
-        if (!(done = swap_in(r, g) == 0)) why = "a host-swapped page could not be brought back";
+        rc = swap_in(r, g);
+        what = "a host-swapped page could not be brought back";
         break;
     case PL_SAMPLED:
-        if ((done = change_pages(r, g, 1, PL_BACKED, NULL, PL_KEEP_FRAME, 1) == 0)) {
+        if ((rc = fault_map(r, g, PL_BACKED, &keep, 0)) == 0) {
             atomic_store_explicit(&r->state[g], PL_BACKED, memory_order_release);
             r->flags[g] |= PL_PF_TOUCHED;
             atomic_fetch_add_explicit(&r->counters.sample_touches, 1, memory_order_relaxed);
-        } else {
-            why = "sampled page could not be restored";
         }
+        what = "sampled page could not be restored";
         break;
     case PL_TRACKED:
-        if (!is_write) done = was_spurious = spurious(r, g); /* a read raced with a recovery that has just mapped the page */
-        else if (!(done = tracked_write(r, g))) why = "protected page could not be made writable";
+        if (!is_write) nothing = 1; /* a read raced with a recovery that has just mapped the page */
+        else rc = tracked_write(r, g);
+        what = "protected page could not be made writable";
         break;
     case PL_SHARED: /* copy-on-write (share.c) */
-        if (!is_write) done = was_spurious = spurious(r, g);
-        else if (!(done = cow_break(r, g))) why = "a write to a shared page found no frame to copy it into";
+        if (!is_write) nothing = 1;
+        else rc = cow_break(r, g);
+        what = "a write to a shared page could not be given its copy";
         break;
     case PL_POISONED:
-        done = recover_in_handler(r, g) || contain_in_handler(r, g);
-        if (!done) why = "poisoned page: no frame to recover or contain it into";
+        rc = repair_in_handler(r, g, r->hash[g] != 0);
+        what = "poisoned page could not be recovered or contained";
         break;
     default:
-        done = was_spurious = spurious(r, g);
+        nothing = 1;
         break;
     }
     /* No frame only because another VM's lock was held: let the access re-run (the holder is never
      * waiting for us), counted in a row as spurious faults are, so an endless repeat still chains. */
-    int retry = !done && r->frame_busy;
-    if (retry) done = was_spurious = spurious(r, g);
-    /* Any real resolution ends a streak: spurious faults are counted in a row, across threads. */
-    if (done && !was_spurious) r->spurious_streak = 0;
-    if (!done && why) atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
+    int retry = !nothing && rc == PL_EAGAIN, done;
+    if (nothing || retry) {
+        done = spurious(r, g);
+    } else {
+        done = rc == 0;
+        if (done) r->spurious_streak = 0; /* a real resolution ends a streak (counted in a row, across threads) */
+        else atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
+    }
     pl_unlock(&r->lock);
     if (retry) os_yield(); /* let the lock's holder finish before the access faults again */
-    if (why && !done) say(why, (uint64_t)r->owner, g);
+    if (!done && !nothing && !retry) say_unresolved(what, rc, r, g);
     return done;
 }
 

@@ -5,34 +5,65 @@
  * back the same way on their next touch. Callers hold the region lock. */
 #include "pagelab.h"
 
-/* Evicts one BACKED (or SAMPLED) page of r other than `except` (a clock over the VM's pages) to the host swap file,
- * at page * page_size. The page becomes a hole first, so once that call returns no CPU can still write
- * the frame through the guest view and the copy written is final. The frame stays the VM's. */
+/* Victims a failed swap write may be followed by in one search (a full disk refuses new slots while
+ * old ones still take writes: another page may go). */
+#define PL_SWAP_WRITE_TRIES 8
+
+/* May page v of r be host-swapped out (or, at the mapping budget, given up) to free its frame? Only a
+ * plain guest page: never a protected, poisoned, shared or host-swapped one, nor the faulting page. */
+static int victim_ok(struct pl_region *r, uint64_t v, uint64_t except)
+{
+    uint32_t st = st_of(r, v);
+    return v != except && (st == PL_BACKED || st == PL_SAMPLED);
+}
+
+/* Swaps victim v out to the host swap file, at v * page_size. The page becomes a hole first, so once
+ * that call returns no CPU can still write the frame through the guest view and the copy written is
+ * final. 0 and its frame (still the VM's) in *out; on failure v is as it was. */
+static int swap_out(struct pl_region *r, uint64_t v, int force, uint32_t *out)
+{
+    uint32_t st = st_of(r, v), f = fr_of(r, v);
+    int rc = change_pages(r, v, 1, PL_SWAPPED, NULL, PL_KEEP_FRAME, force);
+    if (rc != 0) return rc;
+    set_page(r, v, PL_NO_FRAME, PL_SWAPPED);
+    if ((rc = os_write_file(r->swap, frame_bytes(r->arena, f), page_size, (int64_t)(v * page_size))) != 0) {
+        /* The swap file refused (disk full): the page keeps its frame and content. The tables take the
+         * frame back even if the mapping could not be restored: the handler maps a page again from the
+         * tables when its faults repeat. */
+        if (change_pages(r, v, 1, st, NULL, f, 1) != 0)
+            say("host swap failed and the page could not be mapped back yet", (uint64_t)r->owner, v);
+        set_page(r, v, f, st);
+        atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
+        return rc;
+    }
+    atomic_fetch_add_explicit(&r->counters.host_swap_outs, 1, memory_order_relaxed);
+    *out = f;
+    return 0;
+}
+
+/* Evicts one victim page of r other than `except` (a clock over the VM's pages) to the host swap file;
+ * its frame stays the VM's and goes to *out. A victim whose swap write fails is left as it was and the
+ * next one tried (up to PL_SWAP_WRITE_TRIES). Victims whose hole would need mappings past the budget are
+ * passed over for ones that need none; only if every victim needs some is the first of them charged
+ * past the budget (the budget's headroom below vm.max_map_count is for this). */
 static int evict(struct pl_region *r, uint64_t except, uint32_t *out)
 {
     if (r->swap < 0) return PL_ENOFRAME;
-    for (uint64_t tries = 0; tries < r->pages; tries++) {
+    uint64_t over = r->pages;
+    int failed_writes = 0;
+    for (uint64_t tries = 0; tries < r->pages && failed_writes < PL_SWAP_WRITE_TRIES; tries++) {
         uint64_t v = r->clock_hand;
         r->clock_hand = (v + 1) % r->pages;
-        uint32_t st = st_of(r, v);
-        if (v == except || (st != PL_BACKED && st != PL_SAMPLED)) continue; /* never a protected or poisoned page */
-        uint32_t f = fr_of(r, v);
-        if (change_pages(r, v, 1, PL_SWAPPED, NULL, PL_KEEP_FRAME, 1) != 0) continue;
-        set_page(r, v, PL_NO_FRAME, PL_SWAPPED);
-        if (os_write_file(r->swap, frame_bytes(r->arena, f), page_size, (int64_t)(v * page_size)) != 0) {
-            /* The swap file refused (disk full): the page keeps its frame and content. */
-            /* The tables take the frame back even if the mapping could not be restored: the handler maps
-             * a page again from the tables when its faults repeat. */
-            if (change_pages(r, v, 1, st, NULL, f, 1) != 0)
-                say("host swap failed and the page could not be mapped back yet", (uint64_t)r->owner, v);
-            set_page(r, v, f, st);
-            atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
-            return PL_ENOFRAME;
+        if (!victim_ok(r, v, except)) continue;
+        int rc = swap_out(r, v, 0, out);
+        if (rc == 0) return 0;
+        if (rc == PL_EMAPLIMIT) {
+            if (over == r->pages) over = v;
+        } else {
+            failed_writes++;
         }
-        atomic_fetch_add_explicit(&r->counters.host_swap_outs, 1, memory_order_relaxed);
-        *out = f;
-        return 0;
     }
+    if (over < r->pages && failed_writes < PL_SWAP_WRITE_TRIES && swap_out(r, over, 1, out) == 0) return 0;
     return PL_ENOFRAME;
 }
 
@@ -95,7 +126,9 @@ static int pool_pop(struct pl_region *r, uint32_t *out)
 }
 
 /* A frame for page g: the VM's (GUEST), mapped nowhere. *zero says whether it already reads as zero
- * (pool and free frames are punched holes; a host-swapped victim's frame still holds its old content). */
+ * (pool and free frames are punched holes; a host-swapped victim's frame still holds its old content).
+ * PL_EAGAIN: no frame only because another VM's lock was held (the fault re-runs, the holder finishes);
+ * PL_ENOFRAME: none at all. One search per fault: its answer is the fault's. */
 int take_frame(struct pl_region *r, uint64_t g, uint32_t *out, int *zero)
 {
     *zero = 1;
@@ -116,8 +149,7 @@ int take_frame(struct pl_region *r, uint64_t g, uint32_t *out, int *zero)
         atomic_fetch_add_explicit(&r->counters.taken_from_others, 1, memory_order_relaxed);
         return 0;
     }
-    r->frame_busy = busy;
-    return PL_ENOFRAME;
+    return busy ? PL_EAGAIN : PL_ENOFRAME;
 }
 
 /* A zero frame for a page no fault asked for yet (fault-around): the pool's, or a free frame while the VM
@@ -150,7 +182,7 @@ int swap_in(struct pl_region *r, uint64_t g)
     int zero, rc = take_frame(r, g, &f, &zero);
     if (rc != 0) return rc;
     rc = os_read_file(r->swap, frame_bytes(r->arena, f), page_size, (int64_t)(g * page_size));
-    if (rc == 0) rc = change_pages(r, g, 1, PL_BACKED, NULL, f, 1);
+    if (rc == 0) rc = fault_map(r, g, PL_BACKED, &f, 1);
     if (rc != 0) {
         drop_frame(r, f, 0);
         return rc;
@@ -174,4 +206,140 @@ PL_EXPORT int pl_host_swap_out(int id, uint32_t n)
     }
     pl_unlock(&r->lock);
     return (int)done;
+}
+
+/* ---- room for a fault's mapping (the mapping budget, region.c) ---- */
+
+/* Would page p's VMA take a page of state st next to it, given the right frame? */
+static int joins(struct pl_region *r, uint64_t p, uint32_t st)
+{
+    uint32_t ps = st_of(r, p);
+    return ps != PL_UNBACKED && ps != PL_SWAPPED && prot_of(ps) == prot_of(st) && fr_of(r, p) != PL_NO_FRAME;
+}
+
+/* A frame that puts page g (state st) in one VMA with a neighbour: the one after the left neighbour's
+ * frame or the one before the right's, taken for r if it waits in r's pool or is free. */
+static int take_adjacent(struct pl_region *r, uint64_t g, uint32_t st, uint32_t *out)
+{
+    struct pl_arena *a = r->arena;
+    uint32_t want[2];
+    int n = 0;
+    if (g > 0 && joins(r, g - 1, st) && fr_of(r, g - 1) + 1 < a->frames) want[n++] = fr_of(r, g - 1) + 1;
+    if (g + 1 < r->pages && joins(r, g + 1, st) && fr_of(r, g + 1) > 0) want[n++] = fr_of(r, g + 1) - 1;
+    for (int i = 0; i < n; i++) {
+        for (uint32_t k = 0; k < r->pool_count; k++) {
+            uint32_t at = (r->pool_head + k) % r->pool_capacity;
+            if (r->pool[at] != want[i]) continue;
+            r->pool[at] = r->pool[r->pool_head]; /* the head takes its place and is popped */
+            r->pool_head = (r->pool_head + 1) % r->pool_capacity;
+            r->pool_count--;
+            *out = want[i];
+            return 0;
+        }
+        pl_lock(&a->lock);
+        int is_free = atomic_load_explicit(&a->fstate[want[i]], memory_order_relaxed) == PL_F_FREE;
+        if (is_free) {
+            arena_set(a, want[i], PL_F_GUEST, r->owner);
+            r->owned++;
+        }
+        pl_unlock(&a->lock);
+        if (is_free) {
+            *out = want[i];
+            return 0;
+        }
+    }
+    return PL_ENOFRAME;
+}
+
+/* At the mapping budget with nothing to host-swap: victim v's context ends, as for an uncorrectable
+ * error in an unprotected page. Flagged lost before its mapping goes (whoever sees the hole can see
+ * why), unbacked, its frame punched and freed, and C# told (PL_EV_MAP_LIMIT) to end the guest context
+ * that used it. */
+static int end_for_budget(struct pl_region *r, uint64_t v)
+{
+    uint32_t f = fr_of(r, v);
+    uint8_t flags = r->flags[v];
+    atomic_store_explicit((_Atomic uint8_t *)&r->flags[v], (uint8_t)(flags | PL_PF_LOST), memory_order_release);
+    int rc = change_pages(r, v, 1, PL_UNBACKED, NULL, PL_KEEP_FRAME, 0);
+    if (rc != 0) {
+        r->flags[v] = flags;
+        return rc;
+    }
+    set_page(r, v, PL_NO_FRAME, PL_UNBACKED);
+    /* Out of any sample (it left without a touch), and never refilled by fault-around. */
+    r->flags[v] = (uint8_t)((flags & ~(PL_PF_SAMPLING | PL_PF_TOUCHED)) | PL_PF_LOST | PL_PF_USED);
+    drop_frame(r, f, 0);
+    push_event(r, v, PL_NO_FRAME, PL_EV_MAP_LIMIT);
+    atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
+    say("mapping budget (vm.max_map_count) spent, no host swap: this page's context ends", (uint64_t)r->owner, v);
+    return 0;
+}
+
+/* Victim v made a hole to give mappings back: host-swapped (pass 0: its frame freed) or its context
+ * ended (pass 1). 0 done; else v is as it was. */
+static int give_back(struct pl_region *r, uint64_t v, int pass)
+{
+    uint32_t f;
+    if (pass == 1) return end_for_budget(r, v);
+    int rc = swap_out(r, v, 0, &f);
+    if (rc == 0) drop_frame(r, f, 0);
+    return rc;
+}
+
+/* Gives mappings back for fault page g, which needs `need` more than the budget has: a victim whose
+ * page, made a hole, merges with a hole beside it (one that gives back `need` at once if there is one,
+ * so fewer pages go). Host-swapped if r has a swap file; else, or if every write failed, its context
+ * ends (end_for_budget). Never g's neighbours: g's own mapping would cost what they give back.
+ * PL_EMAPLIMIT if no page can. */
+static int make_room(struct pl_region *r, uint64_t g, int64_t need)
+{
+    for (int pass = r->swap >= 0 ? 0 : 1; pass < 2; pass++) {
+        int failed_writes = 0;
+        uint64_t best = r->pages;
+        int64_t best_delta = 0;
+        for (uint64_t tries = 0; tries < r->pages && failed_writes < PL_SWAP_WRITE_TRIES; tries++) {
+            uint64_t v = r->clock_hand;
+            r->clock_hand = (v + 1) % r->pages;
+            if (!victim_ok(r, v, g) || v + 1 == g || v == g + 1) continue;
+            int64_t d = change_delta(r, v, 1, PL_SWAPPED, PL_KEEP_FRAME);
+            if (d >= 0) continue;
+            if (-d < need) { /* gives some back: kept in case no page gives enough */
+                if (d < best_delta) best = v, best_delta = d;
+                continue;
+            }
+            if (give_back(r, v, pass) == 0) return 0;
+            failed_writes++;
+        }
+        if (best < r->pages && give_back(r, best, pass) == 0) return 0;
+    }
+    return PL_EMAPLIMIT;
+}
+
+/* Maps fault page g onto *frame in state st (PL_KEEP_FRAME: a protection change) within the mapping
+ * budget, where a fault used to be charged past it until the kernel's mmap failed (ENOMEM at
+ * vm.max_map_count) and the process died. Past the budget: a frame that adds no mapping (with
+ * may_move, *frame's content is copied there and *frame freed), then victims that give mappings back
+ * (make_room). Only when no page can is the budget's headroom below vm.max_map_count used, and said. */
+int fault_map(struct pl_region *r, uint64_t g, uint32_t st, uint32_t *frame, int may_move)
+{
+    int rc = change_pages(r, g, 1, st, NULL, *frame, 0);
+    uint32_t alt;
+    if (rc == PL_EMAPLIMIT && may_move && *frame != PL_KEEP_FRAME && take_adjacent(r, g, st, &alt) == 0) {
+        memcpy(frame_bytes(r->arena, alt), frame_bytes(r->arena, *frame), page_size);
+        drop_frame(r, *frame, 0);
+        *frame = alt;
+        rc = change_pages(r, g, 1, st, NULL, *frame, 0);
+    }
+    for (int tries = 0; rc == PL_EMAPLIMIT && tries < 4; tries++) {
+        int64_t need = change_delta(r, g, 1, st, *frame) - (atomic_load(&map_budget) - atomic_load(&maps_in_use));
+        if (make_room(r, g, need > 0 ? need : 1) != 0) break;
+        rc = change_pages(r, g, 1, st, NULL, *frame, 0);
+    }
+    if (rc == PL_EMAPLIMIT) {
+        atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
+        say("past the mapping budget: no page could give a mapping back (headroom below vm.max_map_count used)",
+            (uint64_t)r->owner, g);
+        rc = change_pages(r, g, 1, st, NULL, *frame, 1);
+    }
+    return rc;
 }

@@ -83,8 +83,9 @@ int kernel_poisoned(struct pl_region *r, uint64_t g)
     return 0;
 }
 
-/* Nothing to do on page g (another thread replaced it, or its next access faults as SIGSEGV and is
- * resolved there): the access re-runs. Endless repeats are not ours to hide: chain. Region lock held. */
+/* Nothing to do on page g now (another thread replaced it, its next access faults as SIGSEGV and is
+ * resolved there, or its frame search met another VM's held lock): the access re-runs. Endless repeats
+ * are not ours to hide: chain. Region lock held. */
 static int nothing_to_do(struct pl_region *r, uint64_t g)
 {
     count(PL_MCE_SPURIOUS);
@@ -124,9 +125,11 @@ static int memory_error_locked(struct pl_region *r, uint64_t g, int optional, in
                 why = "a page the kernel reported bad could not be made inaccessible";
             }
         } else {
-            done = (st == PL_TRACKED && recover_in_handler(r, g)) || contain_in_handler(r, g);
+            int rc = repair_in_handler(r, g, st == PL_TRACKED);
+            done = rc == 0;
             if (done) r->flags[g] &= (uint8_t)~PL_PF_KPOISON; /* a fresh frame, no marker */
             if (done) count(code == BUS_MCEERR_AR ? PL_MCE_AR : PL_MCE_MARKER);
+            else if (rc == PL_EAGAIN) return nothing_to_do(r, g) ? 2 : 0; /* another VM's lock: re-run */
             else why = "a page the kernel reported bad: no frame to recover or contain it into";
         }
     } else {
@@ -178,6 +181,7 @@ static int memory_error(struct pl_region *r, uint64_t g, int optional, int code)
     }
     int done = memory_error_locked(r, g, optional, code);
     pl_unlock(&r->lock);
+    if (done == 2) os_yield(); /* let the other lock's holder finish before the access faults again */
     return done || optional; /* an AO is never chained: nothing re-runs, and the page's next access is an AR */
 }
 

@@ -73,13 +73,22 @@
  *
  * A FAULT IS ALWAYS RESOLVED when the machine has any frame to give: the handler takes the VM's pool
  * frame, else a free arena frame while the VM is under its frame limit, else it host-swaps one of the VM's
- * own pages out (a clock over backed pages) and reuses its frame, else a free frame past the limit, else
- * (the arena is full) it host-swaps a page of another VM, one past its limit first, whose lock it can take
- * at once: it never waits for a second region lock. When every candidate's lock was held, the fault
- * returns unresolved and re-runs (counted as spurious), so the holder finishes and the next try succeeds. An
- * unprotected poisoned page (or a protected one with no good copy) is contained: it gets a zero frame,
- * is flagged lost, the bad frame is retired, and C# hears of it (handler events) to end the guest
- * context that used it. Nothing reads corrupted bytes as good data.
+ * own pages out (a clock over backed pages; a victim whose swap write fails is left as it was and the next
+ * one tried, up to 8) and reuses its frame, else a free frame past the limit, else (the arena is full) it
+ * host-swaps a page of another VM, one past its limit first, whose lock it can take at once: it never
+ * waits for a second region lock. One search per fault (take_frame), whose answer is the fault's:
+ * PL_EAGAIN when every candidate's lock was held (the fault returns unresolved and re-runs, counted as
+ * spurious, so the holder finishes and the next try succeeds; SIGSEGV and SIGBUS alike), PL_ENOFRAME
+ * when there is no frame at all. A poisoned page gets that one frame: its content is rebuilt into it if
+ * it can be (parity, then the disk copy, hash-checked); only if recovery says the content is gone
+ * (PL_ELOST), or the page had no good copy, is it contained in the same frame: zeroed, flagged lost, the
+ * bad frame retired, and C# hears of it (handler events) to end the guest context that used it. A busy
+ * lock or a failed OS call never turns into a lost page. Nothing reads corrupted bytes as good data.
+ *   The mapping a fault adds stays within the mapping budget (fault_map, hostswap.c): past it, a frame
+ * that joins a neighbour's VMA, else a victim page whose hole merges with a hole beside it (host-swapped;
+ * without host swap its context ends: unbacked, flagged lost, PL_EV_MAP_LIMIT, a log line naming
+ * vm.max_map_count). Only when no page can give a mapping back is the budget's headroom below
+ * vm.max_map_count used (and said). Victims whose own hole would need budget are passed over.
  *
  * SHARING (share.c; opt-in per region, pl_set_sharing)
  *   A SHARED frame holds content that several guest pages (of one or several VMs) have in common. Its
@@ -161,9 +170,15 @@ enum { PL_F_FREE = 0, PL_F_HELD = 1, PL_F_GUEST = 2, PL_F_PARITY = 3, PL_F_RETIR
 #define PL_ENOFRAME (-100006)   /* the arena has no free frame (and nothing could be swapped out) */
 #define PL_EBUSY (-100007)      /* the arena still has regions */
 #define PL_ENOSHARE (-100008)   /* the region has not opted in to page sharing */
+#define PL_EAGAIN (-100009)     /* no frame now only because another VM's lock was held: retry (the fault re-runs) */
 
 /* What the handler did that C# must hear about (pl_events_take). */
-enum { PL_EV_RECOVERED = 1, PL_EV_CONTAINED = 2, PL_EV_SHARED_LOST = 3 /* a sharer of a bad shared frame */ };
+enum {
+    PL_EV_RECOVERED = 1,
+    PL_EV_CONTAINED = 2,
+    PL_EV_SHARED_LOST = 3, /* a sharer of a bad shared frame */
+    PL_EV_MAP_LIMIT = 4,   /* a page whose context ends because the mapping budget is spent (frame: PL_NO_FRAME) */
+};
 struct pl_event {
     uint64_t page;
     uint32_t frame; /* the bad frame, now RETIRED */
@@ -257,7 +272,6 @@ struct pl_region {
     size_t tables_bytes;
     int64_t shared;           /* pages of this region in state SHARED */
     int share_ok;             /* opted in to page sharing */
-    int frame_busy;           /* the last take_frame found no frame only because another VM's lock was held */
 #ifdef _WIN32
     uint8_t *view_mapped;     /* page -> 1 if a view (not a placeholder) is there */
 #endif
@@ -316,6 +330,7 @@ void region_leave(struct pl_region **r);
     if (!r) return PL_ENOREGION
 int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t new_state, const uint32_t *frames,
                  uint32_t frame0, int force);
+int64_t change_delta(struct pl_region *r, uint64_t first, uint64_t count, uint32_t new_state, uint32_t frame0);
 void set_page(struct pl_region *r, uint64_t g, uint32_t frame, uint32_t st);
 void push_event(struct pl_region *r, uint64_t page, uint32_t frame, uint32_t kind);
 
@@ -329,7 +344,8 @@ void arena_take_region(struct pl_region *r, uint32_t f, uint32_t st);   /* GUEST
 void arena_retire(struct pl_region *r, uint32_t f);                     /* GUEST of r -> RETIRED, discarded */
 
 /* hostswap.c */
-int take_frame(struct pl_region *r, uint64_t g, uint32_t *out, int *zero);
+int take_frame(struct pl_region *r, uint64_t g, uint32_t *out, int *zero); /* 0, PL_ENOFRAME or PL_EAGAIN */
+int fault_map(struct pl_region *r, uint64_t g, uint32_t st, uint32_t *frame, int may_move);
 int take_spare_frame(struct pl_region *r, uint32_t *out);
 int swap_in(struct pl_region *r, uint64_t g);
 void drop_frame(struct pl_region *r, uint32_t f, int zero);
@@ -337,8 +353,7 @@ void drop_frame(struct pl_region *r, uint32_t f, int zero);
 /* parity.c */
 uint64_t page_hash(const void *p, uint64_t bytes);
 int recover_locked(struct pl_region *r, uint64_t g, uint32_t fresh, uint32_t *old);
-int recover_in_handler(struct pl_region *r, uint64_t g);
-int contain_in_handler(struct pl_region *r, uint64_t g);
+int repair_in_handler(struct pl_region *r, uint64_t g, int recoverable); /* 0, PL_EAGAIN, or a failure */
 void leave_group(struct pl_region *r, uint64_t g);
 int uncover(struct pl_region *r, uint64_t g, int content_good);
 

@@ -137,7 +137,7 @@ int recover_locked(struct pl_region *r, uint64_t g, uint32_t fresh, uint32_t *ol
     if (!ok && r->hash[g] != 0 && r->disk_off[g] >= 0 && r->disk >= 0)
         ok = os_read_file(r->disk, dst, page_size, r->disk_off[g]) == 0 && page_hash(dst, page_size) == r->hash[g];
     if (!ok) return PL_ELOST;
-    int rc = change_pages(r, g, 1, PL_TRACKED, NULL, fresh, 1);
+    int rc = fault_map(r, g, PL_TRACKED, &fresh, 0); /* the caller's frame, never another */
     if (rc != 0) return rc;
     *old = fr_of(r, g);
     set_page(r, g, fresh, PL_TRACKED); /* same content as the parity holds: coverage is unchanged */
@@ -145,39 +145,42 @@ int recover_locked(struct pl_region *r, uint64_t g, uint32_t fresh, uint32_t *ol
     return 0;
 }
 
-/* In the handler: recover page g into a frame take_frame gives; the bad frame is retired and C# told. */
-int recover_in_handler(struct pl_region *r, uint64_t g)
+/* In the handler: page g is poisoned (or a protected page is silently corrupt). One frame search, then
+ * (if `recoverable`: a recorded hash) its content is rebuilt into that frame and the page remapped
+ * read-only (PL_EV_RECOVERED). Only if recovery says the content is gone (PL_ELOST: no copy passes the
+ * hash check), or there was nothing to recover from, is the page contained in the same frame: zeroed,
+ * flagged lost, mapped read-write (PL_EV_CONTAINED), so C# ends the guest context that used it. The
+ * bad frame is retired either way; no thread ever reads its bytes. A search that found no frame only
+ * because another VM's lock was held returns PL_EAGAIN (the fault re-runs: nothing is lost for a lock);
+ * any other failure leaves the page poisoned, as it was. */
+int repair_in_handler(struct pl_region *r, uint64_t g, int recoverable)
 {
-    uint32_t fresh, old;
-    int zero;
-    if (r->hash[g] == 0 || take_frame(r, g, &fresh, &zero) != 0) return 0;
-    if (recover_locked(r, g, fresh, &old) != 0) {
-        drop_frame(r, fresh, 0);
-        return 0;
+    uint32_t f, old;
+    int zero, rc = take_frame(r, g, &f, &zero);
+    if (rc != 0) return rc;
+    if (recoverable && r->hash[g] != 0) {
+        rc = recover_locked(r, g, f, &old);
+        if (rc == 0) {
+            push_event(r, g, old, PL_EV_RECOVERED);
+            atomic_fetch_add_explicit(&r->counters.handler_recoveries, 1, memory_order_relaxed);
+            return 0;
+        }
+        if (rc != PL_ELOST) { /* the copy is good but could not be mapped: the page stays poisoned */
+            drop_frame(r, f, 0);
+            return rc;
+        }
+        zero = 0; /* the failed rebuild wrote into the frame */
     }
-    push_event(r, g, old, PL_EV_RECOVERED);
-    atomic_fetch_add_explicit(&r->counters.handler_recoveries, 1, memory_order_relaxed);
-    return 1;
-}
-
-/* In the handler: page g's content is lost (unprotected, or no copy passed the hash check). The page
- * gets a zero frame, read-write, and is flagged lost; the bad frame is retired; C# is told so the guest
- * ends the context using the page. No thread ever reads the bad bytes. */
-int contain_in_handler(struct pl_region *r, uint64_t g)
-{
-    uint32_t f;
-    int zero;
-    if (take_frame(r, g, &f, &zero) != 0) return 0;
     if (!zero) memset(frame_bytes(r->arena, f), 0, page_size);
     /* Flagged lost before the zero frame is mapped: whoever sees its zeros can also see why. */
     uint8_t flags = r->flags[g];
     atomic_store_explicit((_Atomic uint8_t *)&r->flags[g], (uint8_t)(flags | PL_PF_LOST), memory_order_release);
-    if (change_pages(r, g, 1, PL_BACKED, NULL, f, 1) != 0) {
+    if ((rc = fault_map(r, g, PL_BACKED, &f, 1)) != 0) {
         r->flags[g] = flags;
         drop_frame(r, f, 1);
-        return 0;
+        return rc;
     }
-    uint32_t old = fr_of(r, g);
+    old = fr_of(r, g);
     uncover(r, g, 0);
     r->hash[g] = 0;
     r->disk_off[g] = -1;
@@ -185,7 +188,7 @@ int contain_in_handler(struct pl_region *r, uint64_t g)
     arena_retire(r, old);
     push_event(r, g, old, PL_EV_CONTAINED);
     atomic_fetch_add_explicit(&r->counters.contained, 1, memory_order_relaxed);
-    return 1;
+    return 0;
 }
 
 /* ---- API for C# ---- */
@@ -327,9 +330,20 @@ PL_EXPORT int pl_recover(int id, uint64_t page, uint32_t bad, uint32_t fresh, ui
     int rc = (st == PL_POISONED || st == PL_TRACKED) && fr_of(r, page) == bad ? 0 : PL_ESTATE;
     if (rc == 0 && fresh == PL_NO_FRAME) {
         int zero;
+        /* Another VM's lock held: this is not a signal handler, so let go of ours and try again. */
+        for (int tries = 0; tries < 1000 && (rc = take_frame(r, page, &fresh, &zero)) == PL_EAGAIN; tries++) {
+            pl_unlock(&r->lock);
+            os_yield();
+            pl_lock(&r->lock);
+            st = st_of(r, page);
+            if ((st != PL_POISONED && st != PL_TRACKED) || fr_of(r, page) != bad) {
+                rc = PL_ESTATE; /* replaced meanwhile (a guest touch recovered or contained it) */
+                break;
+            }
+        }
+        if (rc == PL_EAGAIN) rc = PL_ENOFRAME;
         /* A failed rebuild has written into the frame: it is no longer zero. */
-        if ((rc = take_frame(r, page, &fresh, &zero)) == 0 && (rc = recover_locked(r, page, fresh, old)) != 0)
-            drop_frame(r, fresh, 0);
+        if (rc == 0 && (rc = recover_locked(r, page, fresh, old)) != 0) drop_frame(r, fresh, 0);
     } else if (rc == 0) {
         if (atomic_load_explicit(&r->arena->fstate[fresh], memory_order_relaxed) != PL_F_HELD) rc = PL_EINVAL;
         if (rc == 0) {

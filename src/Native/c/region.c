@@ -217,6 +217,13 @@ int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t n
     return 0;
 }
 
+/* The mapping-count change pages [first, first+count) would make taking state st and frames frame0 + i
+ * (or their own, PL_KEEP_FRAME): the fault path's victim choice asks it before it changes anything. */
+int64_t change_delta(struct pl_region *r, uint64_t first, uint64_t count, uint32_t new_state, uint32_t frame0)
+{
+    return maps_delta(r, first, count, new_state, NULL, frame0, 0);
+}
+
 void set_page(struct pl_region *r, uint64_t g, uint32_t frame, uint32_t st)
 {
     if (frame != PL_NO_FRAME) r->flags[g] |= PL_PF_USED;

@@ -52,7 +52,8 @@ static int page_is_zero(const uint8_t *p)
  * found as for a demand fault, mapped read-write, and the page drops its sharer. A zero frame is not
  * copied (the new frame is zeroed); a frame whose bytes no longer match the hash recorded when it became
  * shared holds an error: its bytes are never copied, the page gets a zero frame, is flagged lost and C#
- * is told (PL_EV_SHARED_LOST), which reports the frame for its other sharers. 1 done, 0 no frame. */
+ * is told (PL_EV_SHARED_LOST), which reports the frame for its other sharers. 0 done, else the status of
+ * the frame search or the mapping (PL_EAGAIN: another VM's lock was held; retry). */
 int cow_break(struct pl_region *r, uint64_t g)
 {
     struct pl_arena *a = r->arena;
@@ -61,15 +62,16 @@ int cow_break(struct pl_region *r, uint64_t g)
     /* Stable while this page holds its sharer: written under the arena lock before the page became SHARED. */
     int zero_frame = a->share_zero[shared];
     int bad = !zero_frame && page_hash(frame_bytes(a, shared), page_size) != a->share_hash[shared];
-    if (take_frame(r, g, &f, &zero) != 0) return 0; /* may host-swap another page of r: never a SHARED one */
+    int rc = take_frame(r, g, &f, &zero); /* may host-swap another page of r: never a SHARED one */
+    if (rc != 0) return rc;
     if (zero_frame || bad) {
         if (!zero) memset(frame_bytes(a, f), 0, page_size); /* a host-swapped victim's old content */
     } else {
         memcpy(frame_bytes(a, f), frame_bytes(a, shared), page_size);
     }
-    if (change_pages(r, g, 1, PL_BACKED, NULL, f, 1) != 0) {
+    if ((rc = fault_map(r, g, PL_BACKED, &f, 1)) != 0) {
         drop_frame(r, f, 0);
-        return 0;
+        return rc;
     }
     set_page(r, g, f, PL_BACKED);
     r->shared--;
@@ -80,7 +82,7 @@ int cow_break(struct pl_region *r, uint64_t g)
     }
     share_put(a, shared);
     atomic_fetch_add_explicit(&r->counters.cow_breaks, 1, memory_order_relaxed);
-    return 1;
+    return 0;
 }
 
 /* Can page g of r be shared? BACKED and unprotected (no parity group, no disk copy, no loss flag). */
@@ -180,9 +182,15 @@ PL_EXPORT int pl_unshare(int id, uint64_t first, uint64_t count)
     if (count == 0 || first >= r->pages || count > r->pages - first) return PL_EINVAL;
     int done = 0;
     for (uint64_t g = first; g < first + count; g++) {
-        pl_lock(&r->lock);
-        int rc = st_of(r, g) != PL_SHARED ? 0 : cow_break(r, g) ? 1 : PL_ENOFRAME;
-        pl_unlock(&r->lock);
+        int rc;
+        for (int tries = 0;; tries++) { /* another VM's lock held (PL_EAGAIN): not a handler, so let go and retry */
+            pl_lock(&r->lock);
+            rc = st_of(r, g) != PL_SHARED ? 0 : (rc = cow_break(r, g)) == 0 ? 1 : rc;
+            pl_unlock(&r->lock);
+            if (rc != PL_EAGAIN || tries == 1000) break;
+            os_yield();
+        }
+        if (rc == PL_EAGAIN) rc = PL_ENOFRAME;
         if (rc < 0) return done ? done : rc;
         done += rc;
     }
