@@ -58,7 +58,7 @@ int64_t pl_events_losses_dropped(int id) __attribute__((weak)); /* absent before
 
 enum { UNBACKED = 0, BACKED = 1, SAMPLED = 2, TRACKED = 3, POISONED = 4, SWAPPED = 5, SHARED = 6 };
 enum { EV_RECOVERED = 1, EV_CONTAINED = 2, EV_SHARED_LOST = 3, EV_REPORTED = 16 };
-enum { PF_LOST = 4, KI_UFFD = 1, MCE_SPURIOUS = 3, MCE_DEFERRED = 5, FRAMES = 1 << 14 };
+enum { PF_LOST = 4, KI_UFFD = 1, MCE_MARKER = 1, MCE_SPURIOUS = 3, MCE_DEFERRED = 5, FRAMES = 1 << 14 };
 #define ESTATE (-100004)
 
 static size_t psz;
@@ -267,8 +267,9 @@ static int defect2_sigbus_on_a_shared_page_is_resolved_once(void)
     uint32_t shared;
     check(pl_share_create(id, 1, &shared), "pl_share_create");
     check(own_marker(base + psz, PROT_READ), "poison marker on a shared page");
-    uint64_t spurious = mce_count(MCE_SPURIOUS);
+    uint64_t spurious = mce_count(MCE_SPURIOUS), markers = mce_count(MCE_MARKER);
     int seen = guest_read(id, base, 1, 0x41);
+    REQUIRE(mce_count(MCE_MARKER) - markers == 1, "%llu SIGBUS handled, not one", (unsigned long long)(mce_count(MCE_MARKER) - markers));
     uint32_t *state, *p2m;
     check(pl_region_tables(id, &state, &p2m), "pl_region_tables");
     REQUIRE(seen == 1, "the shared page did not read its bytes (%d)", seen);

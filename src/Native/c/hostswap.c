@@ -16,6 +16,10 @@ static int evict(struct pl_region *r, uint64_t except, uint32_t *out)
         r->clock_hand = (v + 1) % r->pages;
         uint32_t st = st_of(r, v);
         if (v == except || (st != PL_BACKED && st != PL_SAMPLED)) continue; /* never a protected or poisoned page */
+        /* Nor one the kernel poisoned: its frame is not its content, and written to swap it would come back
+         * as good data. It stays mapped, so the guest's touch takes the SIGBUS (mce.c). A SAMPLED page's
+         * mapping cannot be probed (PROT_NONE): its flag alone keeps it. */
+        if ((r->flags[v] & PL_PF_KPOISON) && (st == PL_SAMPLED || kernel_poisoned(r, v))) continue;
         uint32_t f = fr_of(r, v);
         if (change_pages(r, v, 1, PL_SWAPPED, NULL, PL_KEEP_FRAME, 1) != 0) continue;
         set_page(r, v, PL_NO_FRAME, PL_SWAPPED);

@@ -129,6 +129,15 @@ static int memory_error_locked(struct pl_region *r, uint64_t g, int optional, in
             if (done) count(code == BUS_MCEERR_AR ? PL_MCE_AR : PL_MCE_MARKER);
             else why = "a page the kernel reported bad: no frame to recover or contain it into";
         }
+    } else if (st == PL_SHARED && mapping_fails(r->base + g * page_size)) {
+        /* A shared page is never left faulting: it leaves the frame (share.c) for a private copy, or for a
+         * zero frame flagged lost when the frame is bad. A hardware error (AR, or AO from a scrub) is in
+         * the physical frame, which is then never read. */
+        r->spurious_streak = 0;
+        done = share_memory_error(r, g, optional || code == BUS_MCEERR_AR);
+        if (done) r->flags[g] &= (uint8_t)~PL_PF_KPOISON;
+        if (done) count(optional ? PL_MCE_QUEUED : code == BUS_MCEERR_AR ? PL_MCE_AR : PL_MCE_MARKER);
+        else why = "a shared page the kernel reported bad: no frame to move it to";
     } else {
         done = nothing_to_do(r, g);
     }

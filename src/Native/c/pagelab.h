@@ -346,6 +346,7 @@ int uncover(struct pl_region *r, uint64_t g, int content_good);
 #define PL_SHARE_DYING 0x80000000u
 void share_put(struct pl_arena *a, uint32_t f);
 int cow_break(struct pl_region *r, uint64_t g);
+int share_memory_error(struct pl_region *r, uint64_t g, int frame_bad); /* a SIGBUS on a SHARED page */
 int share_report_region(struct pl_region *r, uint32_t f, int zero);
 
 /* handler.c */

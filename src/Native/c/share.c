@@ -51,30 +51,35 @@ static int page_is_zero(const uint8_t *p)
 /* A write to a SHARED page (handler or pl_unshare; region lock held): the content is copied into a frame
  * found as for a demand fault, mapped read-write, and the page drops its sharer. A zero frame is not
  * copied (the new frame is zeroed); a frame whose bytes no longer match the hash recorded when it became
- * shared holds an error: its bytes are never copied, the page gets a zero frame, is flagged lost and C#
- * is told (PL_EV_SHARED_LOST), which reports the frame for its other sharers. 1 done, 0 no frame. */
-int cow_break(struct pl_region *r, uint64_t g)
+ * shared holds an error, as does one the caller says is bad (frame_bad: hardware poison, never read):
+ * its bytes are never copied, the page gets a zero frame, is flagged lost and C# is told
+ * (PL_EV_SHARED_LOST), which reports the frame for its other sharers. 1 done, 0 no frame. */
+static int cow(struct pl_region *r, uint64_t g, int frame_bad)
 {
     struct pl_arena *a = r->arena;
     uint32_t shared = fr_of(r, g), f;
     int zero;
     /* Stable while this page holds its sharer: written under the arena lock before the page became SHARED. */
     int zero_frame = a->share_zero[shared];
-    int bad = !zero_frame && page_hash(frame_bytes(a, shared), page_size) != a->share_hash[shared];
+    int bad = !zero_frame && (frame_bad || page_hash(frame_bytes(a, shared), page_size) != a->share_hash[shared]);
     if (take_frame(r, g, &f, &zero) != 0) return 0; /* may host-swap another page of r: never a SHARED one */
     if (zero_frame || bad) {
         if (!zero) memset(frame_bytes(a, f), 0, page_size); /* a host-swapped victim's old content */
     } else {
         memcpy(frame_bytes(a, f), frame_bytes(a, shared), page_size);
     }
+    /* Flagged lost before the zero frame is mapped, as contain_in_handler does: whoever sees its zeros can
+     * also see why. (The event may follow the map: C# takes events under this region's lock.) */
+    uint8_t flags = r->flags[g];
+    if (bad) atomic_store_explicit((_Atomic uint8_t *)&r->flags[g], (uint8_t)(flags | PL_PF_LOST), memory_order_release);
     if (change_pages(r, g, 1, PL_BACKED, NULL, f, 1) != 0) {
+        r->flags[g] = flags;
         drop_frame(r, f, 0);
         return 0;
     }
     set_page(r, g, f, PL_BACKED);
     r->shared--;
     if (bad) {
-        r->flags[g] |= PL_PF_LOST;
         push_event(r, g, shared, PL_EV_SHARED_LOST);
         atomic_fetch_add_explicit(&r->counters.contained, 1, memory_order_relaxed);
     }
@@ -83,11 +88,23 @@ int cow_break(struct pl_region *r, uint64_t g)
     return 1;
 }
 
-/* Can page g of r be shared? BACKED and unprotected (no parity group, no disk copy, no loss flag). */
+int cow_break(struct pl_region *r, uint64_t g) { return cow(r, g, 0); }
+
+/* The kernel says SHARED page g's mapping fails (mce.c; region lock held). The page leaves the frame as on
+ * a write: a private copy if the frame still matches its hash (a poison marker on this one mapping), else
+ * (or with frame_bad: the physical frame is bad, so it is never read) a zero frame, flagged lost, and
+ * PL_EV_SHARED_LOST so C# reports the frame for its other sharers. The new mapping replaces the bad one,
+ * so the access that faulted re-runs once and never faults again on it. 1 done, 0 no frame. */
+int share_memory_error(struct pl_region *r, uint64_t g, int frame_bad) { return cow(r, g, frame_bad); }
+
+/* Can page g of r be shared? BACKED and unprotected (no parity group, no disk copy, no loss flag), and
+ * not poisoned by the kernel: its frame is not its content (a merge would compare bad bytes, a shared
+ * frame would spread them, and a read of the marked mapping would fault on a page the handler found
+ * readable). */
 static int shareable(struct pl_region *r, uint64_t g)
 {
     return st_of(r, g) == PL_BACKED && r->group_of[g] == PL_NO_GROUP && r->disk_off[g] < 0 &&
-           !(r->flags[g] & (PL_PF_LOST | PL_PF_SAMPLING));
+           !(r->flags[g] & (PL_PF_LOST | PL_PF_SAMPLING)) && !kernel_poisoned(r, g);
 }
 
 /* ---- API for C# ---- */
