@@ -190,6 +190,18 @@ static int memory_error(struct pl_region *r, uint64_t g, int optional, int code)
     return done || optional; /* an AO is never chained: nothing re-runs, and the page's next access is an AR */
 }
 
+/* A region is being destroyed (nobody inside it any more): its deferred reports go with it. Left in the
+ * table they would hold their slots for good (only a drain of that region takes them), until the table
+ * is full and every later report is lost; and a region created at the same address would take them for
+ * its own. */
+void mce_forget(uintptr_t lo, uintptr_t hi)
+{
+    for (int i = 0; i < PL_MCE_PENDING; i++) {
+        uintptr_t a = atomic_load(&pending[i]);
+        if (a >= lo && a < hi) (void)atomic_compare_exchange_strong(&pending[i], &a, 0);
+    }
+}
+
 /* Handles the action-optional reports deferred for region `id` (outside any signal handler). Returns how
  * many were taken. */
 PL_EXPORT int pl_memory_errors_drain(int id)
@@ -445,6 +457,7 @@ PL_EXPORT int pl_kernel_inject(int id, uint64_t page, uint32_t offset, const uin
 #include <stdio.h>
 int mce_install(void) { return 0; }
 int kernel_poisoned(struct pl_region *r, uint64_t g) { (void)r, (void)g; return 0; }
+void mce_forget(uintptr_t lo, uintptr_t hi) { (void)lo, (void)hi; }
 PL_EXPORT int pl_memory_errors_drain(int id) { (void)id; return 0; }
 int64_t mce_previous_flags(void) { return -1; }
 PL_EXPORT int64_t pl_previous_bus_flags(void) { return -1; }
