@@ -148,7 +148,7 @@ enum { PL_F_FREE = 0, PL_F_HELD = 1, PL_F_GUEST = 2, PL_F_PARITY = 3, PL_F_RETIR
 #define PL_NO_FRAME 0xFFFFFFFFu
 #define PL_KEEP_FRAME 0xFFFFFFFEu /* change_pages: frames stay as they are (a protection change) */
 #define PL_MAX_REGIONS 256
-#define PL_EVENTS 4096           /* handler events kept for C# before the oldest are dropped */
+#define PL_EVENTS 4096           /* handler events kept for C#; when full, Recovered ones are dropped first */
 #define PL_SPURIOUS_LIMIT 4096   /* faults in a row on one page with nothing to do: not ours, chain */
 
 /* Status codes: 0 or a positive count on success, -errno from a failed OS call, or these. */
@@ -250,6 +250,7 @@ struct pl_region {
     uint64_t *hash;           /* page -> content hash while TRACKED or POISONED */
     struct pl_event *events;  /* ring of PL_EVENTS */
     uint32_t ev_head, ev_count;
+    _Atomic uint64_t ev_losses_dropped; /* events C# must act on that a full ring dropped (push_event) */
     uint64_t spurious_page;
     uint32_t spurious_streak;
     struct pl_spin lock;
