@@ -83,6 +83,19 @@ int kernel_poisoned(struct pl_region *r, uint64_t g)
     return 0;
 }
 
+/* Is page g's mapping poisoned by the kernel (so its frame must not be read as its content)? A SAMPLED
+ * page cannot be probed (PROT_NONE): its flag answers. For C#: the guest OS's page-out reads a frame
+ * through the host view, where a marker does not show. */
+PL_EXPORT int pl_page_kernel_poisoned(int id, uint64_t page)
+{
+    ENTER_REGION(r, id);
+    if (page >= r->pages) return PL_EINVAL;
+    pl_lock(&r->lock);
+    int bad = (r->flags[page] & PL_PF_KPOISON) && (st_of(r, page) == PL_SAMPLED || kernel_poisoned(r, page));
+    pl_unlock(&r->lock);
+    return bad;
+}
+
 /* Nothing to do on page g (another thread replaced it, or its next access faults as SIGSEGV and is
  * resolved there): the access re-runs. Endless repeats are not ours to hide: chain. Region lock held. */
 static int nothing_to_do(struct pl_region *r, uint64_t g)
@@ -458,6 +471,7 @@ PL_EXPORT int pl_kernel_inject(int id, uint64_t page, uint32_t offset, const uin
 int mce_install(void) { return 0; }
 int kernel_poisoned(struct pl_region *r, uint64_t g) { (void)r, (void)g; return 0; }
 void mce_forget(uintptr_t lo, uintptr_t hi) { (void)lo, (void)hi; }
+PL_EXPORT int pl_page_kernel_poisoned(int id, uint64_t page) { (void)id, (void)page; return 0; }
 PL_EXPORT int pl_memory_errors_drain(int id) { (void)id; return 0; }
 int64_t mce_previous_flags(void) { return -1; }
 PL_EXPORT int64_t pl_previous_bus_flags(void) { return -1; }
