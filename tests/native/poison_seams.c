@@ -55,6 +55,8 @@ int pl_kernel_inject(int id, uint64_t page, uint32_t offset, const uint8_t *mask
 int pl_memory_error_counts(uint64_t *out, int n);
 int pl_memory_errors_drain(int id);
 int64_t pl_events_losses_dropped(int id);
+int pl_share_report(struct pl_arena *a, uint32_t f, int *was_zero);
+int pl_arena_tables(struct pl_arena *a, uint8_t **fstate, int32_t **owner);
 
 enum { UNBACKED = 0, BACKED = 1, SAMPLED = 2, TRACKED = 3, POISONED = 4, SWAPPED = 5, SHARED = 6 };
 enum { EV_RECOVERED = 1, EV_CONTAINED = 2, EV_SHARED_LOST = 3, EV_REPORTED = 16 };
@@ -477,6 +479,63 @@ static int suspected_a_full_event_ring_keeps_contained_events(void)
     return 0;
 }
 
+/* ---- suspected: an error report in a shared frame whose sharer cannot be unbacked ---- */
+
+/* Uses up this process's mappings (vm.max_map_count) with one-page islands: afterwards any call that
+ * splits a mapping fails with ENOMEM, as it does for a guest that fragmented its memory. Returns the
+ * area to give back. */
+static uint8_t *exhaust_mappings(size_t *bytes)
+{
+    size_t pages = 140000;
+    *bytes = pages * psz;
+    uint8_t *area = mmap(NULL, *bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (area == MAP_FAILED) exit(2);
+    for (size_t i = 1; i < pages; i += 2)
+        if (mprotect(area + i * psz, psz, PROT_READ) != 0) return area;
+    printf("    could not reach the mapping limit\n");
+    exit(2);
+}
+
+static int suspected_share_report_never_leaves_a_sharer_unflagged_on_a_bad_frame(void)
+{
+    uint8_t *base;
+    int id = region_new(8, 8, &base);
+    check(pl_set_sharing(id, 1), "pl_set_sharing");
+    uint32_t f[4];
+    for (uint64_t g = 1; g <= 3; g++) check(pl_share_create(id, g, &f[g]), "pl_share_create");
+    REQUIRE(f[2] == f[1] + 1 && f[3] == f[2] + 1, "frames %u %u %u do not follow on", f[1], f[2], f[3]);
+    /* Pages 1..3: read-only on consecutive frames, one mapping; unbacking page 2 alone splits it. */
+    view[(size_t)f[2] * psz + 9] ^= 0x04; /* the error */
+    size_t bytes;
+    uint8_t *filler = exhaust_mappings(&bytes);
+    int zero = -1;
+    int n = pl_share_report(arena, f[2], &zero);
+    munmap(filler, bytes);
+    uint32_t *state, *p2m;
+    uint8_t *fstate;
+    int32_t *owner;
+    check(pl_region_tables(id, &state, &p2m), "pl_region_tables");
+    check(pl_arena_tables(arena, &fstate, &owner), "pl_arena_tables");
+    int flags = pl_page_flags(id, 2);
+    struct pl_event ev[64];
+    int k = pl_events_take(id, ev, 64), events = 0;
+    for (int i = 0; i < k; i++) events += ev[i].kind == EV_SHARED_LOST && ev[i].page == 2;
+    printf("    report at the mapping limit: %d pages unbacked; page 2 state %u, flags %d, %d SHARED_LOST events\n", n, state[2], flags, events);
+    if (n == 0) {
+        /* Its unbacking failed: the page still maps the bad frame, so it must be known lost at once (its
+         * context ended through the event) and the report must be able to finish later. */
+        REQUIRE((flags & PF_LOST) && events == 1, "a sharer left on the bad frame is not flagged lost (flags %d, %d events)", flags, events);
+        n = pl_share_report(arena, f[2], &zero);
+        k = pl_events_take(id, ev, 64);
+        REQUIRE(n == 1, "a second report of the frame does not finish the job (%d)", n);
+        REQUIRE(k == 0, "the page's loss was announced twice (%d more events)", k);
+    }
+    REQUIRE(state[2] == UNBACKED && fstate[f[2]] == 4 /* RETIRED */, "page 2 state %u, frame %u state %u", state[2], f[2], fstate[f[2]]);
+    REQUIRE(guest_read(id, base, 2, 0x42) == 2, "page 2 does not read as lost zeros");
+    REQUIRE(guest_read(id, base, 1, 0x41) == 1 && guest_read(id, base, 3, 0x43) == 1, "a neighbour lost its bytes");
+    return 0;
+}
+
 /* ---- the driver ---- */
 
 static int failures;
@@ -533,6 +592,7 @@ int main(int argc, char **argv)
     run("defect8_cow_of_a_bad_shared_frame_flags_the_page_lost_before_its_zeros_show", 0, defect8);
     run("suspected_deferred_reports_of_a_destroyed_region_free_their_slots", 0, suspected_deferred_reports_of_a_destroyed_region_free_their_slots);
     run("suspected_a_full_event_ring_keeps_contained_events", 0, suspected_a_full_event_ring_keeps_contained_events);
+    run("suspected_share_report_never_leaves_a_sharer_unflagged_on_a_bad_frame", 0, suspected_share_report_never_leaves_a_sharer_unflagged_on_a_bad_frame);
     printf("poison_seams: %d failed\n", failures);
     return failures ? 1 : 0;
 }

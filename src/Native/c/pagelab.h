@@ -100,7 +100,9 @@
  *   - unmap / remap / region destroy drop the page's sharer (no frame goes back to the caller for it).
  *   - an error in a shared frame (pl_share_report): no new sharer may join (the count's high bit), every
  *     sharer page in every region is unbacked and, unless the frame was created from a zero page, flagged
- *     lost with a SHARED_LOST event (one per page); the last one leaving retires the frame. Protected pages (in a parity
+ *     lost with a SHARED_LOST event (one per page); the last one leaving retires the frame. A sharer whose
+ *     unbacking fails (at the mapping limit) is flagged lost and announced at once, keeps its sharer, and is
+ *     unbacked by the next report of the same frame (C# makes one for the event). Protected pages (in a parity
  *     group or with a disk copy) are never shared, so parity never covers a shared frame.
  *   Only one region lock is ever held: a merge needs no lock of the other sharers' regions because the
  *   shared frame's bytes cannot change.

@@ -207,21 +207,35 @@ PL_EXPORT int pl_unshare(int id, uint64_t first, uint64_t count)
 }
 
 /* Every SHARED page of r on frame f is unbacked (a hole; a touch reads zero); unless the frame was a
- * zero page, it is flagged lost and C# hears of it (PL_EV_SHARED_LOST). Returns how many pages. */
+ * zero page, it is flagged lost and C# hears of it (PL_EV_SHARED_LOST). A page whose unbacking fails (at
+ * the mapping limit every split does) still maps the bad frame read-only: it is flagged lost and
+ * announced all the same, so its guest context ends now (a write to it is a copy-on-write, which never
+ * copies a frame that fails its hash), and it keeps its sharer, so the frame stays until a later report
+ * (C# makes one for the event) unbacks it, announcing nothing twice. A SHARED page is never flagged lost
+ * otherwise (shareable). Returns how many pages were unbacked. */
 int share_report_region(struct pl_region *r, uint32_t f, int zero)
 {
     int n = 0;
     pl_lock(&r->lock);
     for (uint64_t g = 0; g < r->pages; g++) {
         if (st_of(r, g) != PL_SHARED || fr_of(r, g) != f) continue;
-        if (change_pages(r, g, 1, PL_UNBACKED, NULL, PL_KEEP_FRAME, 1) != 0) continue;
-        set_page(r, g, PL_NO_FRAME, PL_UNBACKED);
-        r->shared--;
-        if (!zero) {
-            r->flags[g] |= PL_PF_LOST;
+        int announce = !(r->flags[g] & PL_PF_LOST);
+        /* Flagged before the hole is mapped: whoever sees its zeros can also see why. */
+        if (announce && !zero) atomic_store_explicit((_Atomic uint8_t *)&r->flags[g], (uint8_t)(r->flags[g] | PL_PF_LOST), memory_order_release);
+        int rc = change_pages(r, g, 1, PL_UNBACKED, NULL, PL_KEEP_FRAME, 1);
+        /* Still on the bad frame: lost even if it was a zero page (its bytes are the error's now). */
+        if (rc != 0 && announce) atomic_store_explicit((_Atomic uint8_t *)&r->flags[g], (uint8_t)(r->flags[g] | PL_PF_LOST), memory_order_release);
+        if (announce && (!zero || rc != 0)) {
             push_event(r, g, f, PL_EV_SHARED_LOST);
             atomic_fetch_add_explicit(&r->counters.contained, 1, memory_order_relaxed);
         }
+        if (rc != 0) {
+            atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
+            say("a sharer of a bad shared frame could not be unbacked yet: flagged lost", (uint64_t)r->owner, g);
+            continue;
+        }
+        set_page(r, g, PL_NO_FRAME, PL_UNBACKED);
+        r->shared--;
         share_put(r->arena, f);
         n++;
     }
@@ -231,14 +245,14 @@ int share_report_region(struct pl_region *r, uint32_t f, int zero)
 
 /* An uncorrected error in SHARED frame f: no page may join it any more; every sharer in every region of
  * the arena is unbacked (flagged lost unless it was a zero page, whose content a hole gives back bit
- * for bit); the last one leaving retires the frame. Returns how many pages were affected, PL_ESTATE if
- * f is not SHARED. *was_zero says whether the sharers lost nothing. */
+ * for bit); the last one leaving retires the frame. A frame already reported may be reported again: the
+ * sharers a failed unbacking left on it are unbacked now. Returns how many pages were unbacked,
+ * PL_ESTATE if f is not SHARED. *was_zero says whether the sharers lost nothing. */
 PL_EXPORT int pl_share_report(struct pl_arena *a, uint32_t f, int *was_zero)
 {
     if (f >= a->frames) return PL_EINVAL;
     pl_lock(&a->lock);
-    int ok = atomic_load_explicit(&a->fstate[f], memory_order_relaxed) == PL_F_SHARED && a->sharers[f] != 0 &&
-             !(a->sharers[f] & PL_SHARE_DYING);
+    int ok = atomic_load_explicit(&a->fstate[f], memory_order_relaxed) == PL_F_SHARED && (a->sharers[f] & ~PL_SHARE_DYING) != 0;
     int zero = a->share_zero[f];
     if (ok) {
         a->sharers[f] = (a->sharers[f] + 1) | PL_SHARE_DYING; /* our own reference keeps it until the sweep ends */
