@@ -373,8 +373,10 @@ enum { PL_KI_UFFD_POISON = 1, PL_KI_HWPOISON = 2 }; /* kernel injectors (bits of
 enum { PL_MCE_AR, PL_MCE_MARKER, PL_MCE_QUEUED, PL_MCE_SPURIOUS, PL_MCE_CHAINED, PL_MCE_DEFERRED, PL_MCE_COUNTS };
 #define PL_MCE_PENDING 256
 /* Per-page flag set by the kernel injector: the page's mapping may carry a poison marker, so its frame
- * is not its content; the protector probes such a page and leaves it unprotected while it fails. A hint
- * only: cleared when the probe reads fine, and with all flags when the page is mapped again. */
+ * is not its content; the protector, host swap (evict) and sharing (shareable) probe such a page and
+ * leave it alone while it fails (a SAMPLED page cannot be probed: its flag alone keeps it), so only a
+ * guest access, which takes the SIGBUS, handles it. A hint only: cleared when the probe reads fine, and
+ * with all flags when the page is mapped again. */
 #define PL_PF_KPOISON 0x80u
 int kernel_poisoned(struct pl_region *r, uint64_t g); /* region lock held */
 void mce_forget(uintptr_t lo, uintptr_t hi); /* drops deferred reports for [lo, hi): a destroyed region's */
