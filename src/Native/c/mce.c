@@ -169,18 +169,37 @@ static int try_lock(struct pl_spin *l)
     return atomic_compare_exchange_strong_explicit(&l->next, &expected, serving + 1, memory_order_acquire, memory_order_relaxed);
 }
 
-/* Action-optional reports whose region lock was taken when they arrived, page addresses (0: free slot).
- * A BUS_MCEERR_AO is sent to some thread of the process at any moment, possibly one inside a pl_* call
- * holding the very lock the handler needs: waiting there would never end. So an AO handler only tries the
- * lock, and otherwise leaves the address here for the next pl_memory_errors_drain (RecoveryEngine calls
- * it whenever it collects handler events). A guest access to the page meanwhile is a SIGBUS like any. */
-static _Atomic uintptr_t pending[PL_MCE_PENDING];
+/* Action-optional reports whose region lock was taken when they arrived: region id << 32 | page (0: a
+ * free slot; ids are positive). A BUS_MCEERR_AO is sent to some thread of the process at any moment,
+ * possibly one inside a pl_* call holding the very lock the handler needs: waiting there would never end.
+ * So an AO handler only tries the lock, and otherwise leaves the report here for the next
+ * pl_memory_errors_drain (RecoveryEngine calls it whenever it collects handler events). A guest access to
+ * the page meanwhile is a SIGBUS like any. The id, not the address, says whose report it is: a region
+ * destroyed with reports here never drains them, and its successor may get the same address range. */
+static _Atomic uint64_t pending[PL_MCE_PENDING];
 
-static int defer(uintptr_t page_addr)
+static int region_id(struct pl_region *r)
 {
-    for (int i = 0; i < PL_MCE_PENDING; i++) {
-        uintptr_t expected = 0;
-        if (atomic_compare_exchange_strong(&pending[i], &expected, page_addr)) {
+    return (int)(atomic_load(&r->slot->gen) << 8 | (uint32_t)(r->slot - pl_slots));
+}
+
+/* The report's region is gone (destroyed, or being destroyed): nobody will drain it. */
+static int stale(uint64_t e)
+{
+    struct pl_slot *s = &pl_slots[(e >> 32) & (PL_MAX_REGIONS - 1)];
+    struct pl_region *r = atomic_load(&s->region);
+    return !r || r == PL_DYING || atomic_load(&s->gen) != (uint32_t)(e >> 40);
+}
+
+static int defer(struct pl_region *r, uint64_t g)
+{
+    uint64_t entry = (uint64_t)(uint32_t)region_id(r) << 32 | (uint32_t)g;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < PL_MCE_PENDING; i++) {
+            uint64_t e = atomic_load(&pending[i]);
+            /* First pass: free slots; second: slots of destroyed regions' reports, which would else
+             * hold them for good. */
+            if ((pass == 0 ? e != 0 : e == 0 || !stale(e)) || !atomic_compare_exchange_strong(&pending[i], &e, entry)) continue;
             count(PL_MCE_DEFERRED);
             return 1;
         }
@@ -192,7 +211,7 @@ static int memory_error(struct pl_region *r, uint64_t g, int optional, int code)
 {
     if (optional) {
         if (!try_lock(&r->lock)) {
-            (void)defer((uintptr_t)r->base + g * page_size);
+            (void)defer(r, g);
             return 1; /* optional either way: nobody waits for this page */
         }
     } else {
@@ -203,30 +222,17 @@ static int memory_error(struct pl_region *r, uint64_t g, int optional, int code)
     return done || optional; /* an AO is never chained: nothing re-runs, and the page's next access is an AR */
 }
 
-/* A region is being destroyed (nobody inside it any more): its deferred reports go with it. Left in the
- * table they would hold their slots for good (only a drain of that region takes them), until the table
- * is full and every later report is lost; and a region created at the same address would take them for
- * its own. */
-void mce_forget(uintptr_t lo, uintptr_t hi)
-{
-    for (int i = 0; i < PL_MCE_PENDING; i++) {
-        uintptr_t a = atomic_load(&pending[i]);
-        if (a >= lo && a < hi) (void)atomic_compare_exchange_strong(&pending[i], &a, 0);
-    }
-}
-
 /* Handles the action-optional reports deferred for region `id` (outside any signal handler). Returns how
  * many were taken. */
 PL_EXPORT int pl_memory_errors_drain(int id)
 {
     ENTER_REGION(r, id);
     int n = 0;
-    uintptr_t lo = (uintptr_t)r->base, hi = lo + r->pages * page_size;
     for (int i = 0; i < PL_MCE_PENDING; i++) {
-        uintptr_t a = atomic_load(&pending[i]);
-        if (a < lo || a >= hi || !atomic_compare_exchange_strong(&pending[i], &a, 0)) continue;
+        uint64_t e = atomic_load(&pending[i]);
+        if (e >> 32 != (uint32_t)id || !atomic_compare_exchange_strong(&pending[i], &e, 0)) continue;
         pl_lock(&r->lock);
-        (void)memory_error_locked(r, (uint64_t)(a - lo) / page_size, 1, BUS_MCEERR_AO);
+        (void)memory_error_locked(r, (uint32_t)e, 1, BUS_MCEERR_AO);
         pl_unlock(&r->lock);
         n++;
     }
@@ -470,7 +476,6 @@ PL_EXPORT int pl_kernel_inject(int id, uint64_t page, uint32_t offset, const uin
 #include <stdio.h>
 int mce_install(void) { return 0; }
 int kernel_poisoned(struct pl_region *r, uint64_t g) { (void)r, (void)g; return 0; }
-void mce_forget(uintptr_t lo, uintptr_t hi) { (void)lo, (void)hi; }
 PL_EXPORT int pl_page_kernel_poisoned(int id, uint64_t page) { (void)id, (void)page; return 0; }
 PL_EXPORT int pl_memory_errors_drain(int id) { (void)id; return 0; }
 int64_t mce_previous_flags(void) { return -1; }

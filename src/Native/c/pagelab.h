@@ -379,7 +379,6 @@ enum { PL_MCE_AR, PL_MCE_MARKER, PL_MCE_QUEUED, PL_MCE_SPURIOUS, PL_MCE_CHAINED,
  * with all flags when the page is mapped again. */
 #define PL_PF_KPOISON 0x80u
 int kernel_poisoned(struct pl_region *r, uint64_t g); /* region lock held */
-void mce_forget(uintptr_t lo, uintptr_t hi); /* drops deferred reports for [lo, hi): a destroyed region's */
 int mce_install(void);           /* the SIGBUS handler; os_install calls it after SIGSEGV's */
 int64_t mce_previous_flags(void);
 int pl_installed(void);          /* handler.c */

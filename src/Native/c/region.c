@@ -379,7 +379,6 @@ PL_EXPORT int pl_region_destroy(int id)
     atomic_store(&s->base, 0);
     atomic_store(&s->bytes, 0);
     while (atomic_load(&s->inside) != 0) os_yield();
-    mce_forget((uintptr_t)r->base, (uintptr_t)r->base + r->pages * page_size); /* no handler can defer one now */
     os_release(r);
     free_frames(r, (const uint32_t *)r->p2m, r->pages, r->state);
     for (uint32_t i = 0; i < r->pool_count; i++) {
