@@ -6,6 +6,7 @@ using System.Runtime.InteropServices;
 using PageLab.Core;
 using PageLab.Core.Faults;
 using PageLab.Core.Guest;
+using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
 using PageLab.Core.Recovery;
 
@@ -319,6 +320,44 @@ public class KernelErrorTests
         // the writer's timing (292 of 2000 seen once; a bound of 300 failed 2 runs in 45).
         foreach (CampaignTarget t in new[] { CampaignTarget.ReadMostlyPage, CampaignTarget.WrittenPage, CampaignTarget.DiskPage, CampaignTarget.UnprotectedPage })
             Assert.True(r.Targets.GetValueOrDefault(t) > 100, $"{t}: {r.Targets.GetValueOrDefault(t)}");
+    }
+
+    [Fact]
+    public void Defect1_a_guest_paging_out_a_kernel_poisoned_page_ends_its_user_and_never_writes_its_bad_bytes_to_swap_as_good_data()
+    {
+        KernelInjector how = Injector();
+        using var t = new TestArena(512);
+        GuestVm vm = t.Vm("pageout", 128, pool: 128);
+        vm.RefillPool();
+        using var os = new GuestOperatingSystem(vm, new GuestOsOptions { LowWaterPages = 4, HighWaterPages = 8 });
+        using var engine = new RecoveryEngine(vm);
+        engine.Unrecoverable = os.MemoryFailure;
+        GuestProcess app = os.Spawn("app", 64);
+        GuestProcess next = os.Spawn("next", 64);
+        for (ulong v = 0; v < 64; v++) RecoveryTests.FillPattern(app.Page(v), v + 77);
+        GuestPage page = os.Translate(app, 5)!.Value;
+        HostFrame bad = KernelFaultInjector.IntoPage(vm, page, 0, [0xFF, 0xFF, 0xFF, 0xFF], how: how)!.Value;
+        Assert.True(vm.IsKernelPoisoned(page));
+
+        os.Reclaim(128);                     // page-out is device I/O: the frame, not the mapping, unless the mapping is bad
+
+        // The page's content is gone (unprotected): its user is ended now, as Linux kills the user of a dirty
+        // page it finds bad, rather than its bad bytes (or the zeros that replaced them) read back as good data.
+        Assert.True(app.Killed, "the process whose page was kernel-poisoned still runs");
+        Assert.Equal(FrameState.Retired, t.Arena.StateOf(bad));
+        Assert.False(vm.IsKernelPoisoned(page));
+        // The freed page goes to the next process before the engine's Contained event is handled: that event
+        // must not end the page's new user.
+        ulong? reused = null;
+        for (ulong v = 0; v < 64 && reused is null; v++)
+        {
+            next.Page(v).Fill(0x5A);
+            if (os.Translate(next, v) == page) reused = v;
+        }
+        Assert.NotNull(reused);
+        engine.RetireHandlerReplaced();
+        Assert.False(next.Killed, "the page's next user was ended for its previous user's error");
+        Assert.Empty(FrameAccounting.Check(t.Arena, [vm]));
     }
 
     [Theory]

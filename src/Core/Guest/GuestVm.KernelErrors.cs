@@ -8,6 +8,19 @@ namespace PageLab.Core.Guest;
 
 public sealed unsafe partial class GuestVm
 {
+    /// <summary>True if the page's guest mapping fails a read because the kernel poisoned it (a poison marker,
+    /// or hardware poison) and no guest access has had the engine handle it yet. Its frame is then not its
+    /// content: whatever reads the frame through the host view (device I/O, a copy) must read the page
+    /// through its guest mapping instead, whose fault recovers or contains it.</summary>
+    public bool IsKernelPoisoned(GuestPage page)
+    {
+        CheckRange(page, 1);
+        using RegionUse use = Use();
+        int rc = Lib.PageKernelPoisoned(use.Id, page.Value);
+        FaultEngine.Check(rc, $"{Name}: kernel poison of {page}");
+        return rc != 0;
+    }
+
     /// <summary>Makes the page bad through the kernel (<paramref name="how"/>) without telling the engine's
     /// tables: the page stays Backed or Tracked until a guest access takes the SIGBUS. With a poison marker
     /// <paramref name="mask"/> is XORed into the frame at <paramref name="offset"/> behind the marker.

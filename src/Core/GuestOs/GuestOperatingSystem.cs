@@ -49,6 +49,9 @@ public sealed class GuestOperatingSystem : IDisposable
     private ulong _swapOuts, _swapIns, _majorFaults, _minorFaults, _oomKills;
     private ulong _swapInsPeriod;
     private readonly int[] _freedAt;                   // per guest page: the tick it was last freed
+    // Pages whose loss page-out found (and whose user it ended) before the engine's event for it came: the
+    // event's MemoryFailure must not end the page's next user.
+    private readonly Dictionary<ulong, string> _endedAtPageOut = new();
     private int _now;
 
     public GuestOperatingSystem(GuestVm vm, GuestOsOptions? options = null)
@@ -169,6 +172,7 @@ public sealed class GuestOperatingSystem : IDisposable
     /// Returns who was terminated.</summary>
     public string MemoryFailure(GuestPage g)
     {
+        if (_endedAtPageOut.Remove(g.Value, out string? ended)) return $"{ended}, when page-out found {g} bad";
         int pid = _ownerPid[g.Value];
         if (pid == NoOwner) return $"nobody ({g} was free)";
         GuestProcess p = _processes[pid];
@@ -254,16 +258,28 @@ public sealed class GuestOperatingSystem : IDisposable
         // (a reclaimed balloon page) reads as zeros, as ESX's shared zero page would. A page the host
         // swapped out has its content only in the host swap file, and a poisoned frame's bytes are not
         // the page's: both are read through the guest view, whose fault brings the page back (double
-        // paging: the host swaps in a page only for the guest to page it out) or recovers it.
-        GuestPageState state = Vm.StateOf(new GuestPage(g));
+        // paging: the host swaps in a page only for the guest to page it out) or recovers it. So is a page
+        // the kernel poisoned under its mapping (the engine says so): its frame is not its content either.
+        var page = new GuestPage(g);
+        GuestPageState state = Vm.StateOf(page);
         ReadOnlySpan<byte> content;
-        if (state is GuestPageState.Swapped or GuestPageState.Poisoned)
+        bool bad = state == GuestPageState.Poisoned || Vm.IsKernelPoisoned(page);
+        if (state == GuestPageState.Swapped || bad)
         {
             if (state == GuestPageState.Swapped) DoublePagings++;
-            Vm.Page(new GuestPage(g)).CopyTo(_ioBuffer);
+            bool wasLost = bad && Vm.IsLost(page);
+            Vm.Page(page).CopyTo(_ioBuffer);
+            if (bad && !wasLost && Vm.IsLost(page))
+            {
+                // The read had the engine contain it: the content is gone. Its zeros never go to swap as the
+                // process's data; the process is ended now, as Linux kills the user of a dirty page it finds
+                // bad, and the engine's event for this loss later ends nobody else (the page is reused).
+                _endedAtPageOut[g] = MemoryFailure(page);
+                return g;
+            }
             content = _ioBuffer;
         }
-        else content = Vm.Translate(new GuestPage(g)) is HostFrame f ? Vm.Arena.FrameBytes(f) : _zeroPage;
+        else content = Vm.Translate(page) is HostFrame f ? Vm.Arena.FrameBytes(f) : _zeroPage;
         long slot = _swap.Write(content);
         _swapOuts++;
         p.Pte[vpn] = -(slot + 1);

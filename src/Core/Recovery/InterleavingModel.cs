@@ -257,7 +257,8 @@ public static class InterleavingModel
                             if (vm.StateOf(hg) == GuestPageState.Unbacked) vm.Back(hg, 1);
                             break;
                         case 3:
-                            if (vm.Translate(hg) is not HostFrame old) break;
+                            // A page the kernel poisoned: its frame is not its content, never copied as such.
+                            if (vm.Translate(hg) is not HostFrame old || vm.IsKernelPoisoned(hg)) break;
                             HostFrame fresh = vm.Arena.Allocate(1)[0];
                             vm.Arena.FrameBytes(old).CopyTo(vm.Arena.FrameBytes(fresh));
                             HostFrame[] back = vm.Map(hg, [fresh]);

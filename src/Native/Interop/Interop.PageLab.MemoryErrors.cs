@@ -15,6 +15,7 @@ internal static unsafe partial class Interop
 
         [LibraryImport(Lib, EntryPoint = "pl_memory_error_counts")] public static partial int MemoryErrorCountsGet(ulong* counts, int n);
         [LibraryImport(Lib, EntryPoint = "pl_memory_errors_drain")] public static partial int MemoryErrorsDrain(int id);
+        [LibraryImport(Lib, EntryPoint = "pl_page_kernel_poisoned")] public static partial int PageKernelPoisoned(int id, ulong page);
         [LibraryImport(Lib, EntryPoint = "pl_previous_bus_flags")] public static partial long PreviousBusFlags();
         [LibraryImport(Lib, EntryPoint = "pl_kernel_injectors")]
         public static partial int KernelInjectors(byte* whyUffd, byte* whyHw, uint cap);

@@ -10,11 +10,15 @@
 #define PL_SWAP_WRITE_TRIES 8
 
 /* May page v of r be host-swapped out (or, at the mapping budget, given up) to free its frame? Only a
- * plain guest page: never a protected, poisoned, shared or host-swapped one, nor the faulting page. */
+ * plain guest page: never a protected, poisoned, shared or host-swapped one, nor the faulting page; nor
+ * one the kernel poisoned: its frame is not its content, and written to swap it would come back as good
+ * data. It stays mapped, so the guest's touch takes the SIGBUS (mce.c). A SAMPLED page's mapping cannot
+ * be probed (PROT_NONE): its flag alone keeps it. */
 static int victim_ok(struct pl_region *r, uint64_t v, uint64_t except)
 {
     uint32_t st = st_of(r, v);
-    return v != except && (st == PL_BACKED || st == PL_SAMPLED);
+    if (v == except || (st != PL_BACKED && st != PL_SAMPLED)) return 0;
+    return !((r->flags[v] & PL_PF_KPOISON) && (st == PL_SAMPLED || kernel_poisoned(r, v)));
 }
 
 /* Swaps victim v out to the host swap file, at v * page_size. The page becomes a hole first, so once

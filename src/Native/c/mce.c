@@ -83,6 +83,19 @@ int kernel_poisoned(struct pl_region *r, uint64_t g)
     return 0;
 }
 
+/* Is page g's mapping poisoned by the kernel (so its frame must not be read as its content)? A SAMPLED
+ * page cannot be probed (PROT_NONE): its flag answers. For C#: the guest OS's page-out reads a frame
+ * through the host view, where a marker does not show. */
+PL_EXPORT int pl_page_kernel_poisoned(int id, uint64_t page)
+{
+    ENTER_REGION(r, id);
+    if (page >= r->pages) return PL_EINVAL;
+    pl_lock(&r->lock);
+    int bad = (r->flags[page] & PL_PF_KPOISON) && (st_of(r, page) == PL_SAMPLED || kernel_poisoned(r, page));
+    pl_unlock(&r->lock);
+    return bad;
+}
+
 /* Nothing to do on page g now (another thread replaced it, its next access faults as SIGSEGV and is
  * resolved there, or its frame search met another VM's held lock): the access re-runs. Endless repeats
  * are not ours to hide: chain. Region lock held. */
@@ -132,6 +145,17 @@ static int memory_error_locked(struct pl_region *r, uint64_t g, int optional, in
             else if (rc == PL_EAGAIN) return nothing_to_do(r, g) ? 2 : 0; /* another VM's lock: re-run */
             else why = "a page the kernel reported bad: no frame to recover or contain it into";
         }
+    } else if (st == PL_SHARED && mapping_fails(r->base + g * page_size)) {
+        /* A shared page is never left faulting: it leaves the frame (share.c) for a private copy, or for a
+         * zero frame flagged lost when the frame is bad. A hardware error (AR, or AO from a scrub) is in
+         * the physical frame, which is then never read. */
+        r->spurious_streak = 0;
+        int rc = share_memory_error(r, g, optional || code == BUS_MCEERR_AR);
+        done = rc == 0;
+        if (done) r->flags[g] &= (uint8_t)~PL_PF_KPOISON;
+        if (done) count(optional ? PL_MCE_QUEUED : code == BUS_MCEERR_AR ? PL_MCE_AR : PL_MCE_MARKER);
+        else if (rc == PL_EAGAIN) return nothing_to_do(r, g) ? 2 : 0; /* another VM's lock: re-run */
+        else why = "a shared page the kernel reported bad: no frame to move it to";
     } else {
         done = nothing_to_do(r, g);
     }
@@ -150,18 +174,37 @@ static int try_lock(struct pl_spin *l)
     return atomic_compare_exchange_strong_explicit(&l->next, &expected, serving + 1, memory_order_acquire, memory_order_relaxed);
 }
 
-/* Action-optional reports whose region lock was taken when they arrived, page addresses (0: free slot).
- * A BUS_MCEERR_AO is sent to some thread of the process at any moment, possibly one inside a pl_* call
- * holding the very lock the handler needs: waiting there would never end. So an AO handler only tries the
- * lock, and otherwise leaves the address here for the next pl_memory_errors_drain (RecoveryEngine calls
- * it whenever it collects handler events). A guest access to the page meanwhile is a SIGBUS like any. */
-static _Atomic uintptr_t pending[PL_MCE_PENDING];
+/* Action-optional reports whose region lock was taken when they arrived: region id << 32 | page (0: a
+ * free slot; ids are positive). A BUS_MCEERR_AO is sent to some thread of the process at any moment,
+ * possibly one inside a pl_* call holding the very lock the handler needs: waiting there would never end.
+ * So an AO handler only tries the lock, and otherwise leaves the report here for the next
+ * pl_memory_errors_drain (RecoveryEngine calls it whenever it collects handler events). A guest access to
+ * the page meanwhile is a SIGBUS like any. The id, not the address, says whose report it is: a region
+ * destroyed with reports here never drains them, and its successor may get the same address range. */
+static _Atomic uint64_t pending[PL_MCE_PENDING];
 
-static int defer(uintptr_t page_addr)
+static int region_id(struct pl_region *r)
 {
-    for (int i = 0; i < PL_MCE_PENDING; i++) {
-        uintptr_t expected = 0;
-        if (atomic_compare_exchange_strong(&pending[i], &expected, page_addr)) {
+    return (int)(atomic_load(&r->slot->gen) << 8 | (uint32_t)(r->slot - pl_slots));
+}
+
+/* The report's region is gone (destroyed, or being destroyed): nobody will drain it. */
+static int stale(uint64_t e)
+{
+    struct pl_slot *s = &pl_slots[(e >> 32) & (PL_MAX_REGIONS - 1)];
+    struct pl_region *r = atomic_load(&s->region);
+    return !r || r == PL_DYING || atomic_load(&s->gen) != (uint32_t)(e >> 40);
+}
+
+static int defer(struct pl_region *r, uint64_t g)
+{
+    uint64_t entry = (uint64_t)(uint32_t)region_id(r) << 32 | (uint32_t)g;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < PL_MCE_PENDING; i++) {
+            uint64_t e = atomic_load(&pending[i]);
+            /* First pass: free slots; second: slots of destroyed regions' reports, which would else
+             * hold them for good. */
+            if ((pass == 0 ? e != 0 : e == 0 || !stale(e)) || !atomic_compare_exchange_strong(&pending[i], &e, entry)) continue;
             count(PL_MCE_DEFERRED);
             return 1;
         }
@@ -173,7 +216,7 @@ static int memory_error(struct pl_region *r, uint64_t g, int optional, int code)
 {
     if (optional) {
         if (!try_lock(&r->lock)) {
-            (void)defer((uintptr_t)r->base + g * page_size);
+            (void)defer(r, g);
             return 1; /* optional either way: nobody waits for this page */
         }
     } else {
@@ -191,12 +234,11 @@ PL_EXPORT int pl_memory_errors_drain(int id)
 {
     ENTER_REGION(r, id);
     int n = 0;
-    uintptr_t lo = (uintptr_t)r->base, hi = lo + r->pages * page_size;
     for (int i = 0; i < PL_MCE_PENDING; i++) {
-        uintptr_t a = atomic_load(&pending[i]);
-        if (a < lo || a >= hi || !atomic_compare_exchange_strong(&pending[i], &a, 0)) continue;
+        uint64_t e = atomic_load(&pending[i]);
+        if (e >> 32 != (uint32_t)id || !atomic_compare_exchange_strong(&pending[i], &e, 0)) continue;
         pl_lock(&r->lock);
-        (void)memory_error_locked(r, (uint64_t)(a - lo) / page_size, 1, BUS_MCEERR_AO);
+        (void)memory_error_locked(r, (uint32_t)e, 1, BUS_MCEERR_AO);
         pl_unlock(&r->lock);
         n++;
     }
@@ -440,6 +482,7 @@ PL_EXPORT int pl_kernel_inject(int id, uint64_t page, uint32_t offset, const uin
 #include <stdio.h>
 int mce_install(void) { return 0; }
 int kernel_poisoned(struct pl_region *r, uint64_t g) { (void)r, (void)g; return 0; }
+PL_EXPORT int pl_page_kernel_poisoned(int id, uint64_t page) { (void)id, (void)page; return 0; }
 PL_EXPORT int pl_memory_errors_drain(int id) { (void)id; return 0; }
 int64_t mce_previous_flags(void) { return -1; }
 PL_EXPORT int64_t pl_previous_bus_flags(void) { return -1; }

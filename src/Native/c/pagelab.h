@@ -109,7 +109,9 @@
  *   - unmap / remap / region destroy drop the page's sharer (no frame goes back to the caller for it).
  *   - an error in a shared frame (pl_share_report): no new sharer may join (the count's high bit), every
  *     sharer page in every region is unbacked and, unless the frame was created from a zero page, flagged
- *     lost with a SHARED_LOST event (one per page); the last one leaving retires the frame. Protected pages (in a parity
+ *     lost with a SHARED_LOST event (one per page); the last one leaving retires the frame. A sharer whose
+ *     unbacking fails (at the mapping limit) is flagged lost and announced at once, keeps its sharer, and is
+ *     unbacked by the next report of the same frame (C# makes one for the event). Protected pages (in a parity
  *     group or with a disk copy) are never shared, so parity never covers a shared frame.
  *   Only one region lock is ever held: a merge needs no lock of the other sharers' regions because the
  *   shared frame's bytes cannot change.
@@ -157,7 +159,7 @@ enum { PL_F_FREE = 0, PL_F_HELD = 1, PL_F_GUEST = 2, PL_F_PARITY = 3, PL_F_RETIR
 #define PL_NO_FRAME 0xFFFFFFFFu
 #define PL_KEEP_FRAME 0xFFFFFFFEu /* change_pages: frames stay as they are (a protection change) */
 #define PL_MAX_REGIONS 256
-#define PL_EVENTS 4096           /* handler events kept for C# before the oldest are dropped */
+#define PL_EVENTS 4096           /* handler events kept for C#; when full, Recovered ones are dropped first */
 #define PL_SPURIOUS_LIMIT 4096   /* faults in a row on one page with nothing to do: not ours, chain */
 
 /* Status codes: 0 or a positive count on success, -errno from a failed OS call, or these. */
@@ -265,6 +267,7 @@ struct pl_region {
     uint64_t *hash;           /* page -> content hash while TRACKED or POISONED */
     struct pl_event *events;  /* ring of PL_EVENTS */
     uint32_t ev_head, ev_count;
+    _Atomic uint64_t ev_losses_dropped; /* events C# must act on that a full ring dropped (push_event) */
     uint64_t spurious_page;
     uint32_t spurious_streak;
     struct pl_spin lock;
@@ -361,6 +364,7 @@ int uncover(struct pl_region *r, uint64_t g, int content_good);
 #define PL_SHARE_DYING 0x80000000u
 void share_put(struct pl_arena *a, uint32_t f);
 int cow_break(struct pl_region *r, uint64_t g);
+int share_memory_error(struct pl_region *r, uint64_t g, int frame_bad); /* a SIGBUS on a SHARED page */
 int share_report_region(struct pl_region *r, uint32_t f, int zero);
 
 /* handler.c */
@@ -384,8 +388,10 @@ enum { PL_KI_UFFD_POISON = 1, PL_KI_HWPOISON = 2 }; /* kernel injectors (bits of
 enum { PL_MCE_AR, PL_MCE_MARKER, PL_MCE_QUEUED, PL_MCE_SPURIOUS, PL_MCE_CHAINED, PL_MCE_DEFERRED, PL_MCE_COUNTS };
 #define PL_MCE_PENDING 256
 /* Per-page flag set by the kernel injector: the page's mapping may carry a poison marker, so its frame
- * is not its content; the protector probes such a page and leaves it unprotected while it fails. A hint
- * only: cleared when the probe reads fine, and with all flags when the page is mapped again. */
+ * is not its content; the protector, host swap (evict) and sharing (shareable) probe such a page and
+ * leave it alone while it fails (a SAMPLED page cannot be probed: its flag alone keeps it), so only a
+ * guest access, which takes the SIGBUS, handles it. A hint only: cleared when the probe reads fine, and
+ * with all flags when the page is mapped again. */
 #define PL_PF_KPOISON 0x80u
 int kernel_poisoned(struct pl_region *r, uint64_t g); /* region lock held */
 int mce_install(void);           /* the SIGBUS handler; os_install calls it after SIGSEGV's */

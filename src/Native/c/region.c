@@ -231,12 +231,24 @@ void set_page(struct pl_region *r, uint64_t g, uint32_t frame, uint32_t st)
     atomic_store_explicit(&r->state[g], st, memory_order_release);
 }
 
+/* A full ring drops the oldest Recovered event (it only says a page was repaired; the handler already
+ * did everything). Events C# must act on -- Contained, SharedLost (end a guest context), Reported (recover
+ * a page) -- are dropped only when nothing else is left to drop; each such drop is counted in
+ * ev_losses_dropped (pl_events_losses_dropped), so C# knows to scan the pages' lost flags. */
 void push_event(struct pl_region *r, uint64_t page, uint32_t frame, uint32_t kind)
 {
     if (r->ev_count == PL_EVENTS) {
+        atomic_fetch_add_explicit(&r->counters.events_dropped, 1, memory_order_relaxed);
+        uint32_t i = 0;
+        while (i < PL_EVENTS && r->events[(r->ev_head + i) % PL_EVENTS].kind != PL_EV_RECOVERED) i++;
+        if (i == PL_EVENTS && kind == PL_EV_RECOVERED) return; /* the new one is the least of them */
+        if (i == PL_EVENTS) {
+            i = 0; /* all must be acted on: the oldest goes, and C# hears that one did */
+            atomic_fetch_add_explicit(&r->ev_losses_dropped, 1, memory_order_relaxed);
+        }
+        for (; i > 0; i--) r->events[(r->ev_head + i) % PL_EVENTS] = r->events[(r->ev_head + i - 1) % PL_EVENTS];
         r->ev_head = (r->ev_head + 1) % PL_EVENTS;
         r->ev_count--;
-        atomic_fetch_add_explicit(&r->counters.events_dropped, 1, memory_order_relaxed);
     }
     struct pl_event *e = &r->events[(r->ev_head + r->ev_count) % PL_EVENTS];
     e->page = page;
@@ -491,6 +503,14 @@ PL_EXPORT int pl_events_take(int id, struct pl_event *out, uint32_t cap)
     pl_unlock(&r->lock);
     memcpy(out, local, n * sizeof *local);
     return (int)n;
+}
+
+/* Contained, SharedLost or Reported events the full ring had to drop (push_event): when it is not 0, C#
+ * finds the pages they were about by their lost flags (pl_page_flags). */
+PL_EXPORT int64_t pl_events_losses_dropped(int id)
+{
+    ENTER_REGION(r, id);
+    return (int64_t)atomic_load_explicit(&r->ev_losses_dropped, memory_order_relaxed);
 }
 
 PL_EXPORT int pl_page_flags(int id, uint64_t page)

@@ -51,17 +51,18 @@ static int page_is_zero(const uint8_t *p)
 /* A write to a SHARED page (handler or pl_unshare; region lock held): the content is copied into a frame
  * found as for a demand fault, mapped read-write, and the page drops its sharer. A zero frame is not
  * copied (the new frame is zeroed); a frame whose bytes no longer match the hash recorded when it became
- * shared holds an error: its bytes are never copied, the page gets a zero frame, is flagged lost and C#
- * is told (PL_EV_SHARED_LOST), which reports the frame for its other sharers. 0 done, else the status of
- * the frame search or the mapping (PL_EAGAIN: another VM's lock was held; retry). */
-int cow_break(struct pl_region *r, uint64_t g)
+ * shared holds an error, as does one the caller says is bad (frame_bad: hardware poison, never read):
+ * its bytes are never copied, the page gets a zero frame, is flagged lost and C# is told
+ * (PL_EV_SHARED_LOST), which reports the frame for its other sharers. 0 done, else the status of the
+ * frame search or the mapping (PL_EAGAIN: another VM's lock was held; retry). */
+static int cow(struct pl_region *r, uint64_t g, int frame_bad)
 {
     struct pl_arena *a = r->arena;
     uint32_t shared = fr_of(r, g), f;
     int zero;
     /* Stable while this page holds its sharer: written under the arena lock before the page became SHARED. */
     int zero_frame = a->share_zero[shared];
-    int bad = !zero_frame && page_hash(frame_bytes(a, shared), page_size) != a->share_hash[shared];
+    int bad = !zero_frame && (frame_bad || page_hash(frame_bytes(a, shared), page_size) != a->share_hash[shared]);
     int rc = take_frame(r, g, &f, &zero); /* may host-swap another page of r: never a SHARED one */
     if (rc != 0) return rc;
     if (zero_frame || bad) {
@@ -69,14 +70,18 @@ int cow_break(struct pl_region *r, uint64_t g)
     } else {
         memcpy(frame_bytes(a, f), frame_bytes(a, shared), page_size);
     }
+    /* Flagged lost before the zero frame is mapped, as contain_in_handler does: whoever sees its zeros can
+     * also see why. (The event may follow the map: C# takes events under this region's lock.) */
+    uint8_t flags = r->flags[g];
+    if (bad) atomic_store_explicit((_Atomic uint8_t *)&r->flags[g], (uint8_t)(flags | PL_PF_LOST), memory_order_release);
     if ((rc = fault_map(r, g, PL_BACKED, &f, 1)) != 0) {
+        r->flags[g] = flags;
         drop_frame(r, f, 0);
         return rc;
     }
     set_page(r, g, f, PL_BACKED);
     r->shared--;
     if (bad) {
-        r->flags[g] |= PL_PF_LOST;
         push_event(r, g, shared, PL_EV_SHARED_LOST);
         atomic_fetch_add_explicit(&r->counters.contained, 1, memory_order_relaxed);
     }
@@ -85,11 +90,23 @@ int cow_break(struct pl_region *r, uint64_t g)
     return 0;
 }
 
-/* Can page g of r be shared? BACKED and unprotected (no parity group, no disk copy, no loss flag). */
+int cow_break(struct pl_region *r, uint64_t g) { return cow(r, g, 0); }
+
+/* The kernel says SHARED page g's mapping fails (mce.c; region lock held). The page leaves the frame as on
+ * a write: a private copy if the frame still matches its hash (a poison marker on this one mapping), else
+ * (or with frame_bad: the physical frame is bad, so it is never read) a zero frame, flagged lost, and
+ * PL_EV_SHARED_LOST so C# reports the frame for its other sharers. The new mapping replaces the bad one,
+ * so the access that faulted re-runs once and never faults again on it. 0 done, else as cow_break. */
+int share_memory_error(struct pl_region *r, uint64_t g, int frame_bad) { return cow(r, g, frame_bad); }
+
+/* Can page g of r be shared? BACKED and unprotected (no parity group, no disk copy, no loss flag), and
+ * not poisoned by the kernel: its frame is not its content (a merge would compare bad bytes, a shared
+ * frame would spread them, and a read of the marked mapping would fault on a page the handler found
+ * readable). */
 static int shareable(struct pl_region *r, uint64_t g)
 {
     return st_of(r, g) == PL_BACKED && r->group_of[g] == PL_NO_GROUP && r->disk_off[g] < 0 &&
-           !(r->flags[g] & (PL_PF_LOST | PL_PF_SAMPLING));
+           !(r->flags[g] & (PL_PF_LOST | PL_PF_SAMPLING)) && !kernel_poisoned(r, g);
 }
 
 /* ---- API for C# ---- */
@@ -198,21 +215,35 @@ PL_EXPORT int pl_unshare(int id, uint64_t first, uint64_t count)
 }
 
 /* Every SHARED page of r on frame f is unbacked (a hole; a touch reads zero); unless the frame was a
- * zero page, it is flagged lost and C# hears of it (PL_EV_SHARED_LOST). Returns how many pages. */
+ * zero page, it is flagged lost and C# hears of it (PL_EV_SHARED_LOST). A page whose unbacking fails (at
+ * the mapping limit every split does) still maps the bad frame read-only: it is flagged lost and
+ * announced all the same, so its guest context ends now (a write to it is a copy-on-write, which never
+ * copies a frame that fails its hash), and it keeps its sharer, so the frame stays until a later report
+ * (C# makes one for the event) unbacks it, announcing nothing twice. A SHARED page is never flagged lost
+ * otherwise (shareable). Returns how many pages were unbacked. */
 int share_report_region(struct pl_region *r, uint32_t f, int zero)
 {
     int n = 0;
     pl_lock(&r->lock);
     for (uint64_t g = 0; g < r->pages; g++) {
         if (st_of(r, g) != PL_SHARED || fr_of(r, g) != f) continue;
-        if (change_pages(r, g, 1, PL_UNBACKED, NULL, PL_KEEP_FRAME, 1) != 0) continue;
-        set_page(r, g, PL_NO_FRAME, PL_UNBACKED);
-        r->shared--;
-        if (!zero) {
-            r->flags[g] |= PL_PF_LOST;
+        int announce = !(r->flags[g] & PL_PF_LOST);
+        /* Flagged before the hole is mapped: whoever sees its zeros can also see why. */
+        if (announce && !zero) atomic_store_explicit((_Atomic uint8_t *)&r->flags[g], (uint8_t)(r->flags[g] | PL_PF_LOST), memory_order_release);
+        int rc = change_pages(r, g, 1, PL_UNBACKED, NULL, PL_KEEP_FRAME, 1);
+        /* Still on the bad frame: lost even if it was a zero page (its bytes are the error's now). */
+        if (rc != 0 && announce) atomic_store_explicit((_Atomic uint8_t *)&r->flags[g], (uint8_t)(r->flags[g] | PL_PF_LOST), memory_order_release);
+        if (announce && (!zero || rc != 0)) {
             push_event(r, g, f, PL_EV_SHARED_LOST);
             atomic_fetch_add_explicit(&r->counters.contained, 1, memory_order_relaxed);
         }
+        if (rc != 0) {
+            atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
+            say("a sharer of a bad shared frame could not be unbacked yet: flagged lost", (uint64_t)r->owner, g);
+            continue;
+        }
+        set_page(r, g, PL_NO_FRAME, PL_UNBACKED);
+        r->shared--;
         share_put(r->arena, f);
         n++;
     }
@@ -222,14 +253,14 @@ int share_report_region(struct pl_region *r, uint32_t f, int zero)
 
 /* An uncorrected error in SHARED frame f: no page may join it any more; every sharer in every region of
  * the arena is unbacked (flagged lost unless it was a zero page, whose content a hole gives back bit
- * for bit); the last one leaving retires the frame. Returns how many pages were affected, PL_ESTATE if
- * f is not SHARED. *was_zero says whether the sharers lost nothing. */
+ * for bit); the last one leaving retires the frame. A frame already reported may be reported again: the
+ * sharers a failed unbacking left on it are unbacked now. Returns how many pages were unbacked,
+ * PL_ESTATE if f is not SHARED. *was_zero says whether the sharers lost nothing. */
 PL_EXPORT int pl_share_report(struct pl_arena *a, uint32_t f, int *was_zero)
 {
     if (f >= a->frames) return PL_EINVAL;
     pl_lock(&a->lock);
-    int ok = atomic_load_explicit(&a->fstate[f], memory_order_relaxed) == PL_F_SHARED && a->sharers[f] != 0 &&
-             !(a->sharers[f] & PL_SHARE_DYING);
+    int ok = atomic_load_explicit(&a->fstate[f], memory_order_relaxed) == PL_F_SHARED && (a->sharers[f] & ~PL_SHARE_DYING) != 0;
     int zero = a->share_zero[f];
     if (ok) {
         a->sharers[f] = (a->sharers[f] + 1) | PL_SHARE_DYING; /* our own reference keeps it until the sweep ends */
