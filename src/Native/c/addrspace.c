@@ -64,6 +64,18 @@ void unplace_region(struct pl_region *r)
     if (!in_window((uintptr_t)r->base)) os_release(r); /* a range in a window just stays reserved */
 }
 
+/* Mappings a destroyed region's quarantined range keeps for good: none in a window (it merges with its
+ * neighbours) or on Windows (no mapping limit there); one for a range reserved on its own. */
+int quarantine_maps(struct pl_region *r)
+{
+#ifdef _WIN32
+    (void)r;
+    return 0;
+#else
+    return in_window((uintptr_t)r->base) ? 0 : 1;
+#endif
+}
+
 /* Remembers a destroyed region's range for the message a stale touch gets. */
 void log_quarantined(struct pl_region *r)
 {

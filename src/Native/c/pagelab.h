@@ -340,6 +340,7 @@ int place_region(struct pl_region *r);   /* r->base := a range never used before
 void unplace_region(struct pl_region *r); /* undo for a region that never got a slot */
 int in_window(uintptr_t addr);
 void log_quarantined(struct pl_region *r);
+int quarantine_maps(struct pl_region *r); /* mappings its quarantined range keeps charged for good */
 int region_quarantined(uintptr_t addr, int32_t *owner, uint64_t *page); /* 1: a destroyed region's range */
 
 /* arena.c (callers hold the arena lock where it says so) */

@@ -387,8 +387,7 @@ PL_EXPORT int pl_region_destroy(int id)
         uint32_t f = r->pool[(r->pool_head + i) % r->pool_capacity];
         free_frames(r, &f, 1, NULL, 1); /* never mapped */
     }
-    /* In a window the quarantined range merges with its neighbours; on its own it stays one mapping. */
-    atomic_fetch_sub(&maps_in_use, in_window((uintptr_t)r->base) ? r->maps : r->maps - 1);
+    atomic_fetch_sub(&maps_in_use, r->maps - quarantine_maps(r));
     atomic_fetch_sub(&r->arena->regions, 1); /* the last use of the arena */
     atomic_fetch_add(&s->gen, 1); /* the old id is stale from here on */
     os_tables_free(r, r->tables_bytes);
