@@ -62,7 +62,7 @@ public static class FaultEngine
             Lib.EINVAL => new ArgumentException($"{operation}: rejected by the fault engine (bad page or frame)"),
             Lib.ENOREGION => new ObjectDisposedException(operation, "the VM's region no longer exists"),
             Lib.ENOARENA => new ObjectDisposedException(operation, "the arena no longer exists"),
-            Lib.EFULL => new InvalidOperationException($"{operation}: the fault engine's region or group table is full"),
+            Lib.EFULL => new InvalidOperationException($"{operation}: the fault engine's arena, region or group table is full"),
             Lib.ESTATE => new InvalidOperationException($"{operation}: a page is not in the state this needs"),
             Lib.ELOST => new InvalidOperationException($"{operation}: no good copy (parity and disk both failed the hash check)"),
             Lib.ENOFRAME => new InvalidOperationException($"{operation}: the arena has no free frame"),

@@ -23,7 +23,9 @@
  *   state     owner                      who may move it, and where
  *   FREE      the arena (free bitmap)    pl_frames_alloc -> HELD; the handler -> GUEST (a demand fault)
  *   HELD      the C# caller holding it   pl_map / pl_pool_push -> GUEST; pl_frames_release -> FREE
- *                                        (punched first); pl_frames_move <-> PARITY; pl_frames_retire
+ *                                        (punched first); pl_frames_move <-> PARITY; pl_frames_retire.
+ *                                        A call consuming HELD frames reserves them first (owner
+ *                                        PL_RESERVED, arena_reserve_held), so a second consumer is refused
  *   GUEST     one region (owner = its VM id): mapped at one page, waiting in its pool, or being reused
  *                                        by host swap. pl_unmap / pl_map (old frame) / pl_pool_take ->
  *                                        HELD; a poisoned frame -> RETIRED, never back to HELD or FREE
@@ -168,7 +170,7 @@ enum { PL_F_FREE = 0, PL_F_HELD = 1, PL_F_GUEST = 2, PL_F_PARITY = 3, PL_F_RETIR
 #define PL_EINVAL (-100000)     /* bad argument (C# validates first; this is the backstop) */
 #define PL_EMAPLIMIT (-100001)  /* would pass the mapping budget */
 #define PL_ENOREGION (-100002)  /* no such region (destroyed, or a stale id) */
-#define PL_EFULL (-100003)      /* region or group table full */
+#define PL_EFULL (-100003)      /* arena, region or group table full */
 #define PL_ESTATE (-100004)     /* a page or frame is not in the state the call needs */
 #define PL_ELOST (-100005)      /* no good copy: parity and disk both failed the hash check */
 #define PL_ENOFRAME (-100006)   /* the arena has no free frame (and nothing could be swapped out) */
