@@ -62,9 +62,21 @@ internal sealed class LinuxHostOs : IHostOs
     internal static ErrnoException LastMonoError(string operation) =>
         new(operation, NativeConvert.FromErrno(Stdlib.GetLastError()));
 
-    private sealed class MemfdArena(SafeFileHandle memfd, long bytes, nint view) : IOsArena
+    private sealed class MemfdArena : IOsArena
     {
+        private readonly SafeFileHandle memfd;
+        private readonly long bytes;
+        private readonly nint view;
         private int _disposed;
+
+        public MemfdArena(SafeFileHandle memfd, long bytes, nint view)
+        {
+            (this.memfd, this.bytes, this.view) = (memfd, bytes, view);
+            // Our own reference: the handle's finalizer alone never closes the fd (the engine and the guest
+            // views use it until the arena that owns this object disposes it, in order).
+            bool added = false;
+            memfd.DangerousAddRef(ref added);
+        }
 
         public nint Handle => memfd.DangerousGetHandle();
         public long Bytes => bytes;
@@ -88,6 +100,7 @@ internal sealed class LinuxHostOs : IHostOs
         {
             if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
             _ = Syscall.munmap(view, (ulong)bytes); // teardown: nothing useful to do on failure
+            memfd.DangerousRelease();
             memfd.Dispose();
         }
     }

@@ -55,9 +55,21 @@ internal sealed unsafe class WindowsHostOs : IHostOs
         return Marshal.PtrToStringUTF8((nint)((delegate* unmanaged<byte*>)export)());
     }
 
-    private sealed class SectionArena(SafeFileHandle section, long bytes, nint view, int pageSize) : IOsArena
+    private sealed class SectionArena : IOsArena
     {
+        private readonly SafeFileHandle section;
+        private readonly long bytes;
+        private readonly nint view;
+        private readonly int pageSize;
         private int _disposed;
+
+        public SectionArena(SafeFileHandle section, long bytes, nint view, int pageSize)
+        {
+            (this.section, this.bytes, this.view, this.pageSize) = (section, bytes, view, pageSize);
+            // Our own reference: the handle's finalizer alone never closes the section under its views.
+            bool added = false;
+            section.DangerousAddRef(ref added);
+        }
 
         public nint Handle => section.DangerousGetHandle();
         public long Bytes => bytes;
@@ -87,6 +99,7 @@ internal sealed unsafe class WindowsHostOs : IHostOs
         {
             if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
             _ = UnmapViewOfFile(view); // teardown: nothing useful to do on failure
+            section.DangerousRelease();
             section.Dispose();
         }
     }

@@ -180,6 +180,37 @@ public class EngineLifetimeTests
     }
 
     [Fact]
+    public void An_arena_and_its_vms_left_to_the_finalizer_go_back_to_the_OS_with_no_crash()
+    {
+        if (!InChild(nameof(An_arena_and_its_vms_left_to_the_finalizer_go_back_to_the_OS_with_no_crash), PassedInChild)) return;
+        const string name = "pagelab-finalized";
+        for (int i = 0; i < 20; i++) LeaveToTheFinalizer(name);
+        for (int i = 0; i < 5 && MemfdsNamed(name) > 0; i++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+        // The regions were destroyed first (each holds its arena), then the arenas, then the memfds closed.
+        Assert.Equal(0, MemfdsNamed(name));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void LeaveToTheFinalizer(string name)
+    {
+        var arena = HostArena.Create(64, name);
+        for (int v = 0; v < 2; v++)
+        {
+            GuestVm vm = GuestVm.Create(arena, $"left{v}", 8, 4);
+            vm.Back(new GuestPage(1), 2);
+            vm.Page(new GuestPage(1))[0] = 1;
+            vm.Page(new GuestPage(5))[0] = 2; // a demand fault
+        }
+    }
+
+    private static int MemfdsNamed(string name) =>
+        new DirectoryInfo("/proc/self/fd").GetFileSystemInfos().Count(f => f.LinkTarget?.Contains($"memfd:{name}") == true);
+
+    [Fact]
     public void A_new_vm_is_never_placed_where_a_disposed_vm_was_and_the_old_range_stays_inaccessible()
     {
         if (!OperatingSystem.IsLinux()) Assert.Skip("reads /proc/self/maps (Linux)");
