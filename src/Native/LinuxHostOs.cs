@@ -1,5 +1,6 @@
 // Linux host backend: the arena is a sealed memfd, the host view a MAP_SHARED mapping of it,
 // and returning frames is fallocate(PUNCH_HOLE) (MADV_DONTNEED does not free shared pages).
+using Microsoft.Win32.SafeHandles;
 using Mono.Unix.Native;
 
 namespace PageLab.Native;
@@ -12,8 +13,10 @@ internal sealed class LinuxHostOs : IHostOs
     {
         if (bytes <= 0 || bytes % PageSize != 0)
             throw new ArgumentOutOfRangeException(nameof(bytes), bytes, $"arena size must be a positive multiple of the page size {PageSize}");
-        int fd = Interop.Libc.MemfdCreate(name, Interop.Libc.MFD_CLOEXEC | Interop.Libc.MFD_ALLOW_SEALING);
-        if (fd < 0) throw ErrnoException.FromLastError("memfd_create");
+        int raw = Interop.Libc.MemfdCreate(name, Interop.Libc.MFD_CLOEXEC | Interop.Libc.MFD_ALLOW_SEALING);
+        if (raw < 0) throw ErrnoException.FromLastError("memfd_create");
+        var memfd = new SafeFileHandle(raw, ownsHandle: true); // closed exactly once, never while a call uses it
+        int fd = raw;
         try
         {
             if (Syscall.ftruncate(fd, bytes) != 0) throw LastMonoError($"ftruncate(memfd, {bytes})");
@@ -22,11 +25,11 @@ internal sealed class LinuxHostOs : IHostOs
             if (Interop.Libc.Fcntl(fd, Interop.Libc.F_ADD_SEALS, seals) != 0) throw ErrnoException.FromLastError("fcntl(F_ADD_SEALS)");
             nint view = Syscall.mmap(0, (ulong)bytes, MmapProts.PROT_READ | MmapProts.PROT_WRITE, MmapFlags.MAP_SHARED, fd, 0);
             if (view == Syscall.MAP_FAILED) throw LastMonoError($"mmap(host view, {bytes} bytes)");
-            return new MemfdArena(fd, bytes, view);
+            return new MemfdArena(memfd, bytes, view);
         }
         catch
         {
-            _ = Syscall.close(fd); // already failing; the original error is the one to report
+            memfd.Dispose(); // already failing; the original error is the one to report
             throw;
         }
     }
@@ -59,27 +62,46 @@ internal sealed class LinuxHostOs : IHostOs
     internal static ErrnoException LastMonoError(string operation) =>
         new(operation, NativeConvert.FromErrno(Stdlib.GetLastError()));
 
-    private sealed class MemfdArena(int fd, long bytes, nint view) : IOsArena
+    private sealed class MemfdArena : IOsArena
     {
+        private readonly SafeFileHandle memfd;
+        private readonly long bytes;
+        private readonly nint view;
         private int _disposed;
 
-        public nint Handle => fd;
+        public MemfdArena(SafeFileHandle memfd, long bytes, nint view)
+        {
+            (this.memfd, this.bytes, this.view) = (memfd, bytes, view);
+            // Our own reference: the handle's finalizer alone never closes the fd (the engine and the guest
+            // views use it until the arena that owns this object disposes it, in order).
+            bool added = false;
+            memfd.DangerousAddRef(ref added);
+        }
+
+        public nint Handle => memfd.DangerousGetHandle();
         public long Bytes => bytes;
         public nint HostView => view;
 
         public void Discard(long offset, long length)
         {
             ObjectDisposedException.ThrowIf(_disposed != 0, this);
-            int mode = Interop.Libc.FALLOC_FL_PUNCH_HOLE | Interop.Libc.FALLOC_FL_KEEP_SIZE;
-            if (Interop.Libc.Fallocate(fd, mode, offset, length) != 0)
-                throw ErrnoException.FromLastError($"fallocate(PUNCH_HOLE, offset {offset}, length {length})");
+            bool added = false;
+            memfd.DangerousAddRef(ref added); // a racing Dispose cannot close the fd under the call
+            try
+            {
+                int mode = Interop.Libc.FALLOC_FL_PUNCH_HOLE | Interop.Libc.FALLOC_FL_KEEP_SIZE;
+                if (Interop.Libc.Fallocate((int)memfd.DangerousGetHandle(), mode, offset, length) != 0)
+                    throw ErrnoException.FromLastError($"fallocate(PUNCH_HOLE, offset {offset}, length {length})");
+            }
+            finally { memfd.DangerousRelease(); }
         }
 
         public void Dispose()
         {
             if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
             _ = Syscall.munmap(view, (ulong)bytes); // teardown: nothing useful to do on failure
-            _ = Syscall.close(fd);
+            memfd.DangerousRelease();
+            memfd.Dispose();
         }
     }
 }

@@ -1,6 +1,7 @@
 // Windows host backend: the arena is a pagefile-backed section (CreateFileMapping of
 // INVALID_HANDLE_VALUE, SEC_COMMIT), the host view a MapViewOfFile of all of it.
 using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
 using static PageLab.Native.Interop.Kernel32;
 
 namespace PageLab.Native;
@@ -24,7 +25,8 @@ internal sealed unsafe class WindowsHostOs : IHostOs
             _ = CloseHandle(section); // already failing; the original error is the one to report
             throw error;
         }
-        return new SectionArena(section, bytes, view, PageSize);
+        // SafeFileHandle's release is CloseHandle, which is what a section handle needs.
+        return new SectionArena(new SafeFileHandle(section, ownsHandle: true), bytes, view, PageSize);
     }
 
     public long ResidentBytes()
@@ -53,11 +55,23 @@ internal sealed unsafe class WindowsHostOs : IHostOs
         return Marshal.PtrToStringUTF8((nint)((delegate* unmanaged<byte*>)export)());
     }
 
-    private sealed class SectionArena(nint section, long bytes, nint view, int pageSize) : IOsArena
+    private sealed class SectionArena : IOsArena
     {
+        private readonly SafeFileHandle section;
+        private readonly long bytes;
+        private readonly nint view;
+        private readonly int pageSize;
         private int _disposed;
 
-        public nint Handle => section;
+        public SectionArena(SafeFileHandle section, long bytes, nint view, int pageSize)
+        {
+            (this.section, this.bytes, this.view, this.pageSize) = (section, bytes, view, pageSize);
+            // Our own reference: the handle's finalizer alone never closes the section under its views.
+            bool added = false;
+            section.DangerousAddRef(ref added);
+        }
+
+        public nint Handle => section.DangerousGetHandle();
         public long Bytes => bytes;
         public nint HostView => view;
 
@@ -85,7 +99,8 @@ internal sealed unsafe class WindowsHostOs : IHostOs
         {
             if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
             _ = UnmapViewOfFile(view); // teardown: nothing useful to do on failure
-            _ = CloseHandle(section);
+            section.DangerousRelease();
+            section.Dispose();
         }
     }
 }

@@ -65,9 +65,22 @@ public sealed unsafe partial class GuestVm : IDisposable
             throw new ArgumentOutOfRangeException(nameof(poolCapacity), poolCapacity, "the demand pool needs room for at least one frame");
         FaultEngine.EnsureInstalled();
         int id = Interlocked.Increment(ref _nextId);
-        FaultEngine.Check(Lib.RegionCreate(arena.Engine, id, pages, poolCapacity, out int region, out nint b),
-            $"reserving {pages} guest pages for VM '{name}'");
-        var handle = new RegionHandle(region);
+        // A reference on the arena for the region's whole life (RegionHandle takes it over): the arena's
+        // tables, host view and memfd outlive the region even if the arena is disposed meanwhile.
+        ArenaHandle arenaHandle = arena.TakeReference();
+        RegionHandle handle;
+        nint b;
+        try
+        {
+            FaultEngine.Check(Lib.RegionCreate(arenaHandle.DangerousGetHandle(), id, pages, poolCapacity, out int region, out b),
+                $"reserving {pages} guest pages for VM '{name}'");
+            handle = new RegionHandle(region, arenaHandle);
+        }
+        catch
+        {
+            arenaHandle.DangerousRelease();
+            throw;
+        }
         try
         {
             var vm = new GuestVm(arena, name, pages, poolCapacity, id, handle, b);
@@ -88,13 +101,17 @@ public sealed unsafe partial class GuestVm : IDisposable
     public HostArena Arena => _arena;
     public bool IsDisposed => _region.IsClosed;
 
-    /// <summary>Start of the guest physical memory range. Valid until <see cref="Dispose"/>.</summary>
+    /// <summary>Start of the guest physical memory range. Valid until <see cref="Dispose"/>; afterwards the
+    /// range stays reserved and inaccessible for the process's life (no other VM is ever placed there), so
+    /// a stale pointer or span into it faults rather than reach another VM's page.</summary>
     public nint Base { get; }
 
     public PageRun Pages => new(new GuestPage(0), PageCount);
 
     /// <summary>A guest page's bytes, as the guest sees them. Touching an unbacked page takes a real
-    /// demand-zero fault. The span aliases the frame's host view and is valid until Dispose.</summary>
+    /// demand-zero fault. The span aliases the frame's host view and is valid until Dispose; used after it
+    /// (or after the VM was finalized: keep the VM reachable while its spans are used) the span faults,
+    /// an access violation the process does not survive, and never reaches another VM's page.</summary>
     public Span<byte> Page(GuestPage page)
     {
         CheckRange(page, 1);
@@ -376,8 +393,9 @@ public sealed unsafe partial class GuestVm : IDisposable
         }
     }
 
-    /// <summary>Destroys the region once no call is using it: its guest memory is unmapped and every frame
-    /// goes back to the arena (a poisoned one is retired). Safe to call from any thread, any number of times.</summary>
+    /// <summary>Destroys the region once no call is using it: its guest memory is quarantined (inaccessible,
+    /// never reused) and every frame goes back to the arena (a poisoned one is retired). Safe to call from
+    /// any thread, any number of times.</summary>
     public void Dispose() => _region.Dispose();
 
     internal void UseHostSwapFile(SafeFileHandle file)

@@ -1,6 +1,8 @@
 // Host physical memory: an arena of frames (a sealed memfd on Linux, a section on Windows) and its host
 // view. The state and owner of every frame live in the fault engine's frame table (the one truth, which
 // the fault handler also uses); this class reads that table and changes it only through engine calls.
+// Every call holds a use of the arena (ArenaUse), so a concurrent Dispose waits for it or makes it throw
+// ObjectDisposedException: never a crash.
 using PageLab.Core.Faults;
 using PageLab.Native;
 using Lib = PageLab.Native.Interop.PageLab;
@@ -11,11 +13,11 @@ public sealed unsafe class HostArena : IDisposable
 {
     private readonly IOsArena _os;
     private readonly IHostOs _host;
-    private readonly nint _engine;     // struct pl_arena *, freed by Dispose once no VM uses it
-    private readonly byte* _state;     // frame -> FrameState (engine memory, read-only here)
+    private readonly ArenaHandle _handle; // the engine's struct pl_arena *; owns _os from creation on
+    private readonly byte* _state;     // frame -> FrameState (engine memory, read-only here): valid while an ArenaUse is held
     private readonly int* _owner;      // frame -> VM id while Guest
     private readonly uint* _sharers;   // frame -> guest pages mapping it while Shared
-    private int _disposed;
+    private int _disposed;             // set by Dispose: new uses are refused (the handle closes once in-flight ones end)
 
     private HostArena(IHostOs host, IOsArena os, uint frames)
     {
@@ -23,9 +25,19 @@ public sealed unsafe class HostArena : IDisposable
         _os = os;
         FrameCount = frames;
         PageSize = host.PageSize;
-        FaultEngine.Check(Lib.ArenaCreate(os.Handle, os.HostView, frames, out _engine), $"an arena of {frames} frames");
-        FaultEngine.Check(Lib.ArenaTables(_engine, out _state, out _owner), "pl_arena_tables");
-        FaultEngine.Check(Lib.ShareTables(_engine, out _sharers), "pl_share_tables");
+        FaultEngine.Check(Lib.ArenaCreate(os.Handle, os.HostView, frames, out nint engine), $"an arena of {frames} frames");
+        _handle = new ArenaHandle(engine, os);
+        try
+        {
+            using ArenaUse use = Use();
+            FaultEngine.Check(Lib.ArenaTables(use.Engine, out _state, out _owner), "pl_arena_tables");
+            FaultEngine.Check(Lib.ShareTables(use.Engine, out _sharers), "pl_share_tables");
+        }
+        catch
+        {
+            _handle.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Creates an arena of <paramref name="frames"/> zero frames.</summary>
@@ -45,23 +57,34 @@ public sealed unsafe class HostArena : IDisposable
 
     public uint FrameCount { get; }
     public int PageSize { get; }
-    internal nint OsHandle => _os.Handle;
-    internal nint HostView => _os.HostView;
-    internal nint Engine
+    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
+    /// <summary>A reference on the arena's handle (DangerousAddRef) for a VM's region, which releases it
+    /// once destroyed. Refused once the arena is disposed.</summary>
+    internal ArenaHandle TakeReference()
     {
-        get
-        {
-            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-            return _engine;
-        }
+        using ArenaUse use = Use(); // refuses a disposed arena; the reference below outlives it
+        bool added = false;
+        _handle.DangerousAddRef(ref added);
+        return _handle;
     }
+
+    internal ArenaUse Use()
+    {
+        // A SafeHandle accepts new references after Dispose while others are outstanding: the flag refuses them.
+        if (Volatile.Read(ref _disposed) != 0) throw Disposed();
+        try { return new ArenaUse(_handle); }
+        catch (ObjectDisposedException) { throw Disposed(); }
+    }
+
+    private static ObjectDisposedException Disposed() => new(nameof(HostArena), "the arena has been disposed");
 
     public FrameCounts Counts
     {
         get
         {
             long* c = stackalloc long[6];
-            FaultEngine.Check(Lib.ArenaCounts(Engine, c), "pl_arena_counts");
+            using (ArenaUse use = Use()) FaultEngine.Check(Lib.ArenaCounts(use.Engine, c), "pl_arena_counts");
             return new(c[0], c[1], c[2], c[3], c[4], c[5]);
         }
     }
@@ -72,7 +95,7 @@ public sealed unsafe class HostArena : IDisposable
         get
         {
             long* c = stackalloc long[2];
-            FaultEngine.Check(Lib.ShareCounts(Engine, c), "pl_share_counts");
+            using (ArenaUse use = Use()) FaultEngine.Check(Lib.ShareCounts(use.Engine, c), "pl_share_counts");
             return new(c[0], c[1]);
         }
     }
@@ -81,8 +104,9 @@ public sealed unsafe class HostArena : IDisposable
     public uint SharersOf(HostFrame frame)
     {
         CheckFrame(frame);
-        if (StateOf(frame) != FrameState.Shared) return 0;
-        // SAFETY: in range; the table lives as long as the arena and only the engine writes it.
+        using ArenaUse use = Use();
+        // SAFETY: in range; the tables live while `use` is held and only the engine writes them.
+        if ((FrameState)Volatile.Read(ref _state[frame.Value]) != FrameState.Shared) return 0;
         return Volatile.Read(ref _sharers[frame.Value]) & ~Lib.ShareDying;
     }
 
@@ -93,17 +117,21 @@ public sealed unsafe class HostArena : IDisposable
     public (int Pages, bool Lost)? ReportShared(HostFrame frame)
     {
         CheckFrame(frame);
-        int rc = Lib.ShareReport(Engine, frame.Value, out int zero);
+        int rc;
+        int zero;
+        using (ArenaUse use = Use()) rc = Lib.ShareReport(use.Engine, frame.Value, out zero);
         if (rc == Lib.ESTATE) return null;
         FaultEngine.Check(rc, $"reporting an error in shared {frame}");
         return (rc, zero == 0);
     }
 
     /// <summary>The bytes of a frame through the host view.</summary>
-    /// <remarks>The span aliases the frame wherever a guest maps it; valid until the arena is disposed.</remarks>
+    /// <remarks>The span aliases the frame wherever a guest maps it; valid until the arena is disposed
+    /// (and its last VM with it): keep the arena alive while the span is used.</remarks>
     public Span<byte> FrameBytes(HostFrame frame)
     {
         CheckFrame(frame);
+        if (IsDisposed) throw Disposed();
         // SAFETY: frame < FrameCount, so the page lies inside the host view, which lives as long as the arena.
         return new Span<byte>((byte*)_os.HostView + (long)frame.Value * PageSize, PageSize);
     }
@@ -111,7 +139,8 @@ public sealed unsafe class HostArena : IDisposable
     public FrameState StateOf(HostFrame frame)
     {
         CheckFrame(frame);
-        // SAFETY: in range; the table lives as long as the arena and only the engine writes it.
+        using ArenaUse use = Use();
+        // SAFETY: in range; the table lives while `use` is held and only the engine writes it.
         return (FrameState)Volatile.Read(ref _state[frame.Value]);
     }
 
@@ -119,14 +148,19 @@ public sealed unsafe class HostArena : IDisposable
     public int? OwnerOf(HostFrame frame)
     {
         CheckFrame(frame);
+        using ArenaUse use = Use();
         // SAFETY: as in StateOf. The owner is stored before the state, so a Guest state shows its owner.
-        if (StateOf(frame) != FrameState.Guest) return null;
+        if ((FrameState)Volatile.Read(ref _state[frame.Value]) != FrameState.Guest) return null;
         int owner = Volatile.Read(ref _owner[frame.Value]);
         return owner == 0 ? null : owner;
     }
 
     /// <summary>Frames a VM holds (mapped at its pages or waiting in its demand pool).</summary>
-    public long OwnedBy(int vmId) => Lib.ArenaOwned(Engine, vmId);
+    public long OwnedBy(int vmId)
+    {
+        using ArenaUse use = Use();
+        return Lib.ArenaOwned(use.Engine, vmId);
+    }
 
     /// <summary>Allocates zero frames in state Held, preferring one contiguous run.</summary>
     public HostFrame[] Allocate(uint count)
@@ -134,7 +168,8 @@ public sealed unsafe class HostArena : IDisposable
         if (count == 0) throw new ArgumentOutOfRangeException(nameof(count), count, "allocate at least one frame");
         var frames = new HostFrame[count];
         int rc;
-        fixed (HostFrame* f = frames) rc = Lib.FramesAlloc(Engine, count, (uint*)f);
+        using (ArenaUse use = Use())
+        fixed (HostFrame* f = frames) rc = Lib.FramesAlloc(use.Engine, count, (uint*)f);
         if (rc == Lib.ENOFRAME || (rc == Lib.EINVAL && count > FrameCount))
             throw new ArenaExhaustedException(count, Counts.Free, FrameCount);
         FaultEngine.Check(rc, $"allocating {count} frames");
@@ -148,7 +183,8 @@ public sealed unsafe class HostArena : IDisposable
         if (frames.IsEmpty) return;
         RequireHeld(frames);
         int rc;
-        fixed (HostFrame* f = frames) rc = Lib.FramesRelease(Engine, (uint*)f, (uint)frames.Length);
+        using (ArenaUse use = Use())
+        fixed (HostFrame* f = frames) rc = Lib.FramesRelease(use.Engine, (uint*)f, (uint)frames.Length);
         FaultEngine.Check(rc, $"releasing {frames.Length} frames");
     }
 
@@ -157,8 +193,9 @@ public sealed unsafe class HostArena : IDisposable
     public void ZeroInPlace(ReadOnlySpan<HostFrame> frames)
     {
         RequireHeld(frames);
+        using ArenaUse use = Use();
         foreach (FrameRun run in PageRuns.Coalesce(frames))
-            // SAFETY: the run lies inside the host view (checked by RequireHeld), which lives as long as the arena.
+            // SAFETY: the run lies inside the host view (checked by RequireHeld), which lives while `use` is held.
             new Span<byte>((byte*)_os.HostView + (long)run.Start.Value * PageSize, checked((int)((long)run.Length * PageSize))).Clear();
     }
 
@@ -166,7 +203,8 @@ public sealed unsafe class HostArena : IDisposable
     public void Retire(HostFrame frame)
     {
         CheckFrame(frame);
-        int rc = Lib.FramesRetire(Engine, frame.Value);
+        int rc;
+        using (ArenaUse use = Use()) rc = Lib.FramesRetire(use.Engine, frame.Value);
         if (rc == Lib.ESTATE) throw new FrameStateException(frame, StateOf(frame), "Free or Held");
         FaultEngine.Check(rc, $"retiring {frame}");
     }
@@ -176,7 +214,8 @@ public sealed unsafe class HostArena : IDisposable
     public bool TryRetireFree(HostFrame frame)
     {
         CheckFrame(frame);
-        int rc = Lib.FramesRetireFree(Engine, frame.Value);
+        int rc;
+        using (ArenaUse use = Use()) rc = Lib.FramesRetireFree(use.Engine, frame.Value);
         if (rc == Lib.ESTATE) return false;
         FaultEngine.Check(rc, $"retiring {frame}");
         return true;
@@ -190,20 +229,22 @@ public sealed unsafe class HostArena : IDisposable
     internal void Transition(ReadOnlySpan<HostFrame> frames, FrameState from, FrameState to)
     {
         int rc;
-        fixed (HostFrame* f = frames) rc = Lib.FramesMove(Engine, (uint*)f, (uint)frames.Length, (uint)from, (uint)to);
+        using (ArenaUse use = Use())
+        fixed (HostFrame* f = frames) rc = Lib.FramesMove(use.Engine, (uint*)f, (uint)frames.Length, (uint)from, (uint)to);
         if (rc == Lib.ESTATE)
             foreach (HostFrame f in frames)
                 if (StateOf(f) != from) throw new FrameStateException(f, StateOf(f), $"{from}");
         FaultEngine.Check(rc, $"moving {frames.Length} frames from {from} to {to}");
     }
 
+    /// <summary>Closes the arena: every later call on it throws ObjectDisposedException (GuestVm.Create
+    /// included). The engine's tables, the host view and the memfd go back to the OS once the last call
+    /// and the last VM using the arena are done (a live VM keeps working until it is disposed). Safe to
+    /// call from any thread, any number of times.</summary>
     public void Dispose()
     {
-        if (Volatile.Read(ref _disposed) != 0) return;
-        if (Lib.ArenaDestroy(_engine) == Lib.EBUSY)
-            throw new InvalidOperationException("the arena still has live VMs; dispose them first (their guest views map the arena)");
         Volatile.Write(ref _disposed, 1);
-        _os.Dispose();
+        _handle.Dispose();
     }
 
     private void RequireHeld(ReadOnlySpan<HostFrame> frames)

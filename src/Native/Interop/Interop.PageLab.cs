@@ -25,6 +25,7 @@ internal static unsafe partial class Interop
         public const int EBUSY = -100007;
         public const int ENOSHARE = -100008;
         public const int EAGAIN = -100009;
+        public const int ENOARENA = -100016; // the arena is destroyed (C# never calls after its SafeHandle is released)
         public const uint NoFrame = 0xFFFFFFFF;
         public const uint MapBack = 1;
         public const uint ShareDying = 0x80000000;

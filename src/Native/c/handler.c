@@ -232,6 +232,11 @@ static int handle(uintptr_t addr, int is_write)
 {
     struct pl_slot *s;
     struct pl_region *r = region_at(addr, &s);
+    int32_t gone;
+    uint64_t page;
+    if (!r && region_quarantined(addr, &gone, &page))
+        say("a touch of a destroyed VM's guest memory (a stale span or pointer; quarantined, never another VM's): not ours to resolve",
+            (uint64_t)gone, page);
     if (!r) return 0;
     int ok = resolve(r, (uint64_t)(addr - (uintptr_t)r->base) / page_size, is_write);
     atomic_fetch_sub(&s->inside, 1);

@@ -59,6 +59,9 @@ int os_reserve(struct pl_region *r)
 
 void os_release(struct pl_region *r) { munmap(r->base, r->pages * page_size); }
 
+/* One anonymous PROT_NONE reservation over the whole range (the views go; the address stays ours). */
+int os_quarantine(struct pl_region *r) { return map_anonymous(r, 0, r->pages); }
+
 /* pread / pwrite are async-signal-safe: the handler uses them for disk copies and host swap. */
 int os_read_file(intptr_t file, uint8_t *dst, size_t bytes, int64_t offset)
 {

@@ -170,6 +170,19 @@ void os_release(struct pl_region *r)
     release_placeholders(r->base, r->pages, r->pages - 1);
 }
 
+/* Every view back to its placeholder, coalesced into one that is kept (never released): the address
+ * stays reserved and inaccessible. */
+int os_quarantine(struct pl_region *r)
+{
+    for (uint64_t g = 0; g < r->pages; g++) {
+        int rc = hole_one(r, g);
+        if (rc != 0) return rc;
+    }
+    /* A refused coalesce only leaves one placeholder per page: still reserved, still inaccessible. */
+    if (r->pages > 1) (void)VirtualFree(r->base, r->pages * page_size, MEM_RELEASE | MEM_COALESCE_PLACEHOLDERS);
+    return 0;
+}
+
 /* The handler reads disk copies and writes host swap with these (plain kernel calls, no allocation). */
 int os_read_file(intptr_t file, uint8_t *dst, size_t bytes, int64_t offset)
 {

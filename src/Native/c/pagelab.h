@@ -10,6 +10,7 @@
  *   os_linux.c    the OS layer on Linux (memfd views, mprotect, pread/pwrite, fallocate, sigaction)
  *   os_windows.c  the OS layer on Windows (placeholders, section views, VirtualProtect, vectored handler)
  *   arena.c       host frames: the frame-state table, the free bitmap, allocate / release / retire
+ *   addrspace.c   where guest memory is placed: windows of address space, destroyed regions quarantined
  *   region.c      regions (one VM's guest physical memory): lifetime, mapping model, map / unmap / pool /
  *                 sampling, and the one commit sequence every page change goes through
  *   hostswap.c    where a fault gets a frame: pool, free arena frame, or a victim page host-swapped out
@@ -22,7 +23,9 @@
  *   state     owner                      who may move it, and where
  *   FREE      the arena (free bitmap)    pl_frames_alloc -> HELD; the handler -> GUEST (a demand fault)
  *   HELD      the C# caller holding it   pl_map / pl_pool_push -> GUEST; pl_frames_release -> FREE
- *                                        (punched first); pl_frames_move <-> PARITY; pl_frames_retire
+ *                                        (punched first); pl_frames_move <-> PARITY; pl_frames_retire.
+ *                                        A call consuming HELD frames reserves them first (owner
+ *                                        PL_RESERVED, arena_reserve_held), so a second consumer is refused
  *   GUEST     one region (owner = its VM id): mapped at one page, waiting in its pool, or being reused
  *                                        by host swap. pl_unmap / pl_map (old frame) / pl_pool_take ->
  *                                        HELD; a poisoned frame -> RETIRED, never back to HELD or FREE
@@ -61,7 +64,17 @@
  *   slot (`inside`) before it loads the region; pl_region_destroy unpublishes the region, waits until
  *   nobody is inside, then frees it and bumps the generation, so a stale id is refused (PL_ENOREGION)
  *   and never reaches another VM's pages.
- *
+ *   An arena is a header in a static table (pl_arenas, never freed; headers are reused round-robin, the
+ *   latest destroyed last) whose pointer is the arena's handle. Every pl_* call on an arena counts itself
+ *   in (ENTER_ARENA) and is refused (PL_ENOARENA) unless the arena is live; pl_arena_destroy marks it
+ *   dying, waits until nobody is inside, and refuses (PL_EBUSY, live again) while it has regions: a
+ *   region counts itself in its arena (`regions`, inside pl_region_create, before it reserves its range)
+ *   and out only after its last frame went back, so the arena's tables outlive every region using them.
+ *   A destroyed region's guest range is never unmapped: its views are replaced by one inaccessible
+ *   (PROT_NONE, MAP_NORESERVE) reservation kept for the process's life (quarantine), and new regions are
+ *   placed further on in a window of address space reserved for guest memory (region.c), never at an
+ *   address a stale pointer into a destroyed VM could hold. A touch there is chained with a message.
+ *   Quarantined ranges cost no memory and, next to each other in the window, merge into one mapping.
  * FAULT-AROUND (pl_set_fault_around; off, 1 page, unless asked). A demand fault on a page that has never
  *   had a frame also maps the never-used pages next to it in its aligned block of fault_around pages, as
  *   the kernel maps a huge page or a file's neighbouring pages on one fault: one signal and one mmap
@@ -159,6 +172,8 @@ enum { PL_F_FREE = 0, PL_F_HELD = 1, PL_F_GUEST = 2, PL_F_PARITY = 3, PL_F_RETIR
 #define PL_NO_FRAME 0xFFFFFFFFu
 #define PL_KEEP_FRAME 0xFFFFFFFEu /* change_pages: frames stay as they are (a protection change) */
 #define PL_MAX_REGIONS 256
+#define PL_MAX_ARENAS 256
+#define PL_RESERVED INT32_MIN /* owner[f] of a HELD frame a call is consuming (arena_reserve_held) */
 #define PL_EVENTS 4096           /* handler events kept for C#; when full, Recovered ones are dropped first */
 #define PL_SPURIOUS_LIMIT 4096   /* faults in a row on one page with nothing to do: not ours, chain */
 
@@ -166,13 +181,14 @@ enum { PL_F_FREE = 0, PL_F_HELD = 1, PL_F_GUEST = 2, PL_F_PARITY = 3, PL_F_RETIR
 #define PL_EINVAL (-100000)     /* bad argument (C# validates first; this is the backstop) */
 #define PL_EMAPLIMIT (-100001)  /* would pass the mapping budget */
 #define PL_ENOREGION (-100002)  /* no such region (destroyed, or a stale id) */
-#define PL_EFULL (-100003)      /* region or group table full */
+#define PL_EFULL (-100003)      /* arena, region or group table full */
 #define PL_ESTATE (-100004)     /* a page or frame is not in the state the call needs */
 #define PL_ELOST (-100005)      /* no good copy: parity and disk both failed the hash check */
 #define PL_ENOFRAME (-100006)   /* the arena has no free frame (and nothing could be swapped out) */
 #define PL_EBUSY (-100007)      /* the arena still has regions */
 #define PL_ENOSHARE (-100008)   /* the region has not opted in to page sharing */
 #define PL_EAGAIN (-100009)     /* no frame now only because another VM's lock was held: retry (the fault re-runs) */
+#define PL_ENOARENA (-100016)   /* no such arena (destroyed, being destroyed, or not an arena) */
 
 /* What the handler did that C# must hear about (pl_events_take). */
 enum {
@@ -289,6 +305,7 @@ struct pl_slot {
 };
 
 extern struct pl_slot pl_slots[PL_MAX_REGIONS];
+extern struct pl_arena pl_arenas[PL_MAX_ARENAS];
 /* A slot whose region is being destroyed: taken, but nobody may enter it. */
 #define PL_DYING ((struct pl_region *)(uintptr_t)1)
 extern size_t page_size;
@@ -308,6 +325,7 @@ void *os_tables_alloc(size_t bytes);
 void os_tables_free(void *mem, size_t bytes);
 int os_reserve(struct pl_region *r);
 void os_release(struct pl_region *r);
+int os_quarantine(struct pl_region *r); /* views gone, the range kept reserved and inaccessible */
 int os_read_file(intptr_t file, uint8_t *dst, size_t bytes, int64_t offset);
 int os_write_file(intptr_t file, const uint8_t *src, size_t bytes, int64_t offset);
 int os_discard(struct pl_arena *a, uint32_t frame, uint32_t count);
@@ -337,7 +355,24 @@ int64_t change_delta(struct pl_region *r, uint64_t first, uint64_t count, uint32
 void set_page(struct pl_region *r, uint64_t g, uint32_t frame, uint32_t st);
 void push_event(struct pl_region *r, uint64_t page, uint32_t frame, uint32_t kind);
 
+/* addrspace.c (where regions are placed; destroyed ones stay quarantined there) */
+int place_region(struct pl_region *r);   /* r->base := a range never used before */
+void unplace_region(struct pl_region *r); /* undo for a region that never got a slot */
+int in_window(uintptr_t addr);
+void log_quarantined(struct pl_region *r);
+int quarantine_maps(struct pl_region *r); /* mappings its quarantined range keeps charged for good */
+int region_quarantined(uintptr_t addr, int32_t *owner, uint64_t *page); /* 1: a destroyed region's range */
+
 /* arena.c (callers hold the arena lock where it says so) */
+struct pl_arena *arena_enter(struct pl_arena *a); /* counted in, or NULL if a is not a live arena */
+void arena_leave(struct pl_arena **a);
+/* Enters arena `a` for the rest of the enclosing block (left automatically on every return). */
+#define ENTER_ARENA(a)                                                                      \
+    struct pl_arena *a##_entered __attribute__((cleanup(arena_leave))) = arena_enter(a);   \
+    if (!a##_entered) return PL_ENOARENA
+int arena_held(struct pl_arena *a, uint32_t f);                         /* HELD, not reserved; needs lock */
+int arena_reserve_held(struct pl_arena *a, const uint32_t *frames, uint64_t n); /* all HELD -> reserved; takes lock */
+void arena_unreserve(struct pl_arena *a, const uint32_t *frames, uint64_t n);   /* undo; takes lock */
 int arena_take_free(struct pl_arena *a, uint32_t *out);                 /* FREE -> caller; needs lock */
 void arena_set(struct pl_arena *a, uint32_t f, uint32_t st, int32_t owner); /* needs lock */
 uint64_t arena_set_many(struct pl_arena *a, const uint32_t *frames, uint64_t n, uint32_t from, uint32_t to,

@@ -345,7 +345,7 @@ PL_EXPORT int pl_recover(int id, uint64_t page, uint32_t bad, uint32_t fresh, ui
         /* A failed rebuild has written into the frame: it is no longer zero. */
         if (rc == 0 && (rc = recover_locked(r, page, fresh, old)) != 0) drop_frame(r, fresh, 0);
     } else if (rc == 0) {
-        if (atomic_load_explicit(&r->arena->fstate[fresh], memory_order_relaxed) != PL_F_HELD) rc = PL_EINVAL;
+        if (!arena_reserve_held(r->arena, &fresh, 1)) rc = PL_EINVAL; /* arena_give_region commits it */
         if (rc == 0) {
             arena_give_region(r, fresh);
             rc = recover_locked(r, page, fresh, old);

@@ -271,6 +271,7 @@ PL_EXPORT int pl_region_create(struct pl_arena *arena, int32_t owner, uint64_t p
                                void **out_base)
 {
     if (!arena || pages == 0 || pages > (1ull << 32) || pool_capacity == 0 || owner <= 0) return PL_EINVAL;
+    ENTER_ARENA(arena);
     if (take_budget(1) != 0) return PL_EMAPLIMIT;
     uint32_t group_capacity = (uint32_t)(pages / 2 + 1);
     size_t tables = sizeof(struct pl_region) + pages * (3 * sizeof(uint32_t) + 2 * sizeof(uint64_t) + 1) +
@@ -317,13 +318,15 @@ PL_EXPORT int pl_region_create(struct pl_arena *arena, int32_t owner, uint64_t p
         r->disk_off[i] = -1;
     }
     for (uint32_t i = 0; i < group_capacity; i++) r->groups[i].parity_frame = PL_NO_FRAME;
-    int rc = os_reserve(r);
+    /* Counted in the arena before its range exists: from here on the arena cannot be destroyed under it. */
+    atomic_fetch_add(&arena->regions, 1);
+    int rc = place_region(r);
     if (rc != 0) {
+        atomic_fetch_sub(&arena->regions, 1);
         os_tables_free(mem, tables);
         atomic_fetch_sub(&maps_in_use, 1);
         return rc;
     }
-    atomic_fetch_add(&arena->regions, 1);
     for (int i = 0; i < PL_MAX_REGIONS; i++) {
         struct pl_slot *s = &pl_slots[i];
         struct pl_region *expected = NULL;
@@ -337,8 +340,8 @@ PL_EXPORT int pl_region_create(struct pl_arena *arena, int32_t owner, uint64_t p
         *out_base = r->base;
         return 0;
     }
+    unplace_region(r);
     atomic_fetch_sub(&arena->regions, 1);
-    os_release(r);
     os_tables_free(mem, tables);
     atomic_fetch_sub(&maps_in_use, 1);
     return PL_EFULL;
@@ -346,7 +349,8 @@ PL_EXPORT int pl_region_create(struct pl_arena *arena, int32_t owner, uint64_t p
 
 /* Gives back the frames of pages [from, to) and runs of frames: a poisoned frame is retired, any other
  * frame is punched and freed (runs of consecutive frames in one call). The guest views are gone. */
-static void free_frames(struct pl_region *r, const uint32_t *frames, uint64_t n, const _Atomic uint32_t *states)
+static void free_frames(struct pl_region *r, const uint32_t *frames, uint64_t n, const _Atomic uint32_t *states,
+                        int views_gone)
 {
     struct pl_arena *a = r->arena;
     for (uint64_t i = 0; i < n;) {
@@ -360,7 +364,8 @@ static void free_frames(struct pl_region *r, const uint32_t *frames, uint64_t n,
                (!states || (atomic_load_explicit(&states[i + run], memory_order_relaxed) != PL_POISONED &&
                             atomic_load_explicit(&states[i + run], memory_order_relaxed) != PL_SHARED)))
             run++;
-        int rc = os_discard(a, f, (uint32_t)run);
+        /* Frames a stale view may still map are never handed to another VM: retired. */
+        int rc = views_gone ? os_discard(a, f, (uint32_t)run) : -1;
         pl_lock(&a->lock);
         for (uint64_t k = 0; k < run; k++) {
             /* A frame that could not be punched may hold this VM's data: retire it rather than free it. */
@@ -372,8 +377,9 @@ static void free_frames(struct pl_region *r, const uint32_t *frames, uint64_t n,
     }
 }
 
-/* Unregisters a region, waits until no call or handler is inside it, unmaps its guest memory and gives
- * every frame back (poisoned ones retired). Parity frames are the caller's (PARITY state) and stay. */
+/* Unregisters a region, waits until no call or handler is inside it, quarantines its guest memory
+ * (the views go, the range stays reserved and inaccessible: see LIFETIMES) and gives every frame back
+ * (poisoned ones retired). Parity frames are the caller's (PARITY state) and stay. */
 PL_EXPORT int pl_region_destroy(int id)
 {
     if (id <= 0) return PL_ENOREGION;
@@ -383,17 +389,25 @@ PL_EXPORT int pl_region_destroy(int id)
     /* The slot stays taken (DYING) until the generation has moved on, so no create can reuse it and
      * hand out the id being destroyed. */
     if (!atomic_compare_exchange_strong(&s->region, &r, PL_DYING)) return PL_ENOREGION;
+    log_quarantined(r);
     atomic_store(&s->base, 0);
     atomic_store(&s->bytes, 0);
     while (atomic_load(&s->inside) != 0) os_yield();
-    os_release(r);
-    free_frames(r, (const uint32_t *)r->p2m, r->pages, r->state);
+    /* No view of a frame may outlive this: a frame freed below may be another VM's next. If the range
+     * cannot be made a hole, it is made inaccessible; if not even that, its frames are retired. */
+    int views_gone = os_quarantine(r) == 0;
+    if (!views_gone) {
+        views_gone = protect_pages(r, 0, r->pages, PROT_NONE) == 0;
+        say(views_gone ? "could not quarantine a destroyed region; its views are inaccessible instead"
+                       : "could not quarantine a destroyed region; its frames are retired", (uint64_t)r->owner, 0);
+    }
+    free_frames(r, (const uint32_t *)r->p2m, r->pages, r->state, views_gone);
     for (uint32_t i = 0; i < r->pool_count; i++) {
         uint32_t f = r->pool[(r->pool_head + i) % r->pool_capacity];
-        free_frames(r, &f, 1, NULL);
+        free_frames(r, &f, 1, NULL, 1); /* never mapped */
     }
-    atomic_fetch_sub(&maps_in_use, r->maps);
-    atomic_fetch_sub(&r->arena->regions, 1);
+    atomic_fetch_sub(&maps_in_use, r->maps - quarantine_maps(r));
+    atomic_fetch_sub(&r->arena->regions, 1); /* the last use of the arena */
     atomic_fetch_add(&s->gen, 1); /* the old id is stale from here on */
     os_tables_free(r, r->tables_bytes);
     atomic_store(&s->region, NULL); /* only now may a create take the slot */
@@ -403,6 +417,7 @@ PL_EXPORT int pl_region_destroy(int id)
 /* Frames an owner's regions hold in `arena` (mapped, pooled, or being reused by host swap). */
 PL_EXPORT int64_t pl_arena_owned(struct pl_arena *a, int32_t owner)
 {
+    ENTER_ARENA(a);
     int64_t n = 0;
     for (int i = 0; i < PL_MAX_REGIONS; i++) {
         struct pl_region *r = region_enter((int)(atomic_load(&pl_slots[i].gen) << 8 | (uint32_t)i));
@@ -522,17 +537,6 @@ PL_EXPORT int pl_page_flags(int id, uint64_t page)
 
 /* ---- mapping ---- */
 
-static int frames_held(struct pl_region *r, const uint32_t *frames, uint64_t n)
-{
-    struct pl_arena *a = r->arena;
-    int ok = 1;
-    pl_lock(&a->lock);
-    for (uint64_t i = 0; i < n && ok; i++)
-        ok = frames[i] < a->frames && atomic_load_explicit(&a->fstate[frames[i]], memory_order_relaxed) == PL_F_HELD;
-    pl_unlock(&a->lock);
-    return ok;
-}
-
 /* Pages [first, first+count) lose their frames and, with frames != NULL, take frames[i] (HELD, already
  * mapped there by change_pages) instead. Each page leaves its parity group, disk copy and flags; a
  * poisoned frame is retired (and C# told); every other old frame becomes HELD for the caller and every
@@ -580,13 +584,17 @@ PL_EXPORT int pl_map(int id, uint64_t first, uint64_t count, const uint32_t *fra
     ENTER_REGION(r, id);
     if (count == 0 || first >= r->pages || count > r->pages - first) return PL_EINVAL;
     pl_lock(&r->lock);
-    int rc = frames_held(r, frames, count) ? 0 : PL_ESTATE;
+    /* Reserved until swap_frames makes them the VM's: a racing release of the same frames is refused. */
+    if (!arena_reserve_held(r->arena, frames, count)) { pl_unlock(&r->lock); return PL_ESTATE; }
+    int rc = 0;
     for (uint64_t i = 0; rc == 0 && (flags & PL_MAP_BACK) && i < count; i++)
         if (st_of(r, first + i) != PL_UNBACKED) rc = PL_ESTATE;
     if (rc == 0) rc = change_pages(r, first, count, PL_BACKED, frames, 0, 0);
     if (rc == 0) {
         swap_frames(r, first, count, frames, old_out);
         for (uint64_t i = 0; i < count; i++) set_page(r, first + i, frames[i], PL_BACKED);
+    } else {
+        arena_unreserve(r->arena, frames, count);
     }
     pl_unlock(&r->lock);
     return rc;
@@ -617,13 +625,14 @@ PL_EXPORT int pl_pool_push(int id, const uint32_t *frames, uint32_t n)
 {
     ENTER_REGION(r, id);
     pl_lock(&r->lock);
-    if (!frames_held(r, frames, n)) { pl_unlock(&r->lock); return PL_ESTATE; }
+    if (!arena_reserve_held(r->arena, frames, n)) { pl_unlock(&r->lock); return PL_ESTATE; }
     uint32_t pushed = 0;
     while (pushed < n && r->pool_count < r->pool_capacity) {
-        arena_give_region(r, frames[pushed]);
+        arena_give_region(r, frames[pushed]); /* commits the reservation */
         r->pool[(r->pool_head + r->pool_count) % r->pool_capacity] = frames[pushed++];
         r->pool_count++;
     }
+    arena_unreserve(r->arena, frames + pushed, n - pushed); /* the rest stay the caller's */
     pl_unlock(&r->lock);
     return (int)pushed;
 }

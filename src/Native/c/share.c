@@ -258,6 +258,7 @@ int share_report_region(struct pl_region *r, uint32_t f, int zero)
  * PL_ESTATE if f is not SHARED. *was_zero says whether the sharers lost nothing. */
 PL_EXPORT int pl_share_report(struct pl_arena *a, uint32_t f, int *was_zero)
 {
+    ENTER_ARENA(a);
     if (f >= a->frames) return PL_EINVAL;
     pl_lock(&a->lock);
     int ok = atomic_load_explicit(&a->fstate[f], memory_order_relaxed) == PL_F_SHARED && (a->sharers[f] & ~PL_SHARE_DYING) != 0;
@@ -283,6 +284,7 @@ PL_EXPORT int pl_share_report(struct pl_arena *a, uint32_t f, int *was_zero)
 /* Read-only view for C#: sharers[frame] (PL_SHARE_DYING set while an error is being handled). */
 PL_EXPORT int pl_share_tables(struct pl_arena *a, uint32_t **sharers)
 {
+    ENTER_ARENA(a);
     *sharers = a->sharers;
     return 0;
 }
@@ -290,6 +292,7 @@ PL_EXPORT int pl_share_tables(struct pl_arena *a, uint32_t **sharers)
 /* out[0] SHARED frames, out[1] guest pages mapping them. */
 PL_EXPORT int pl_share_counts(struct pl_arena *a, int64_t *out)
 {
+    ENTER_ARENA(a);
     pl_lock(&a->lock);
     out[0] = a->counts[PL_F_SHARED];
     out[1] = a->share_pages;
