@@ -150,6 +150,10 @@ public sealed record Scenario
     public int Seed { get; init; } = 1;
     public List<VmSpec> Vms { get; init; } = [];
     public List<InjectionSpec> Injections { get; init; } = [];
+    /// <summary>The directory relative file names in the scenario (a trace workload's file) are relative to: the
+    /// scenario file's (null: the current directory).</summary>
+    [JsonIgnore]
+    public string? Directory { get; init; }
 
     /// <summary>An idle VM that allocated a lot, a VM with a large active working set and a VM whose
     /// demand grows, on a host with half the memory their guests think they have.</summary>
@@ -201,15 +205,17 @@ public sealed record Scenario
     public static Scenario Load(string path) => Parse(File.ReadAllText(path), path);
 
     /// <summary>Checks and reads a scenario from JSON <paramref name="text"/>, as <see cref="Load"/> does a file;
-    /// <paramref name="path"/> is what its errors name as the source.</summary>
-    public static Scenario Parse(string text, string path)
+    /// <paramref name="path"/> is what its errors name as the source. Relative file names in it (a trace's) are
+    /// relative to <paramref name="directory"/>, by default <paramref name="path"/>'s directory when it is a file.</summary>
+    public static Scenario Parse(string text, string path, string? directory = null)
     {
+        directory ??= File.Exists(path) ? Path.GetDirectoryName(Path.GetFullPath(path)) : null;
         Scenario s;
         try
         {
             ScenarioFileCheck.Check(path, text);
-            s = JsonSerializer.Deserialize<Scenario>(text, Json)
-                ?? throw new ScenarioException(path, "$", "the file holds no scenario (null)");
+            s = (JsonSerializer.Deserialize<Scenario>(text, Json)
+                ?? throw new ScenarioException(path, "$", "the file holds no scenario (null)")) with { Directory = directory };
         }
         catch (JsonException e)
         {
@@ -261,7 +267,7 @@ public sealed record Scenario
             if (init < v.MinPages || init > max) Fail($"{at}.initialPages", $"{init} is outside [{v.MinPages}, {max}]");
             initial += init;
             if (v.Workload is null) Fail($"{at}.workload", "must not be null");
-            ValidateWorkload(v.Workload!, new WorkloadContext(v.Pages, Ticks, SamplePeriodTicks), $"{at}.workload", source);
+            ValidateWorkload(v.Workload!, new WorkloadContext(v.Pages, Ticks, SamplePeriodTicks, Directory), $"{at}.workload", source);
             if (v.FreePageReporting is { } fpr)
             {
                 if (fpr.DelayTicks < 0) Fail($"{at}.freePageReporting.delayTicks", $"must not be negative, got {fpr.DelayTicks}");

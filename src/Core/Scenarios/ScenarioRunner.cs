@@ -418,7 +418,7 @@ public sealed class ScenarioRunner : IDisposable
         IWorkloadKind kind = WorkloadKinds.Find(spec.Workload.Kind)
                              ?? throw new ScenarioException("scenario", $"vms[{spec.Name}].workload.kind", WorkloadKinds.Unknown(spec.Workload.Kind));
         GuestProcess p = os.Spawn(spec.Workload.Kind, os.Vm.PageCount);
-        return kind.Create(spec.Workload, p, new WorkloadContext(spec.Pages, scenario.Ticks, scenario.SamplePeriodTicks));
+        return kind.Create(spec.Workload, p, new WorkloadContext(spec.Pages, scenario.Ticks, scenario.SamplePeriodTicks, scenario.Directory));
     }
 
     public void Dispose()

@@ -22,7 +22,13 @@ public interface IWorkload
 /// <param name="VmPages">The VM's guest physical pages (the workload's process has this many virtual pages).</param>
 /// <param name="Ticks">The run's length.</param>
 /// <param name="SamplePeriodTicks">Ticks per working-set sampling period.</param>
-public sealed record WorkloadContext(ulong VmPages, int Ticks, int SamplePeriodTicks);
+/// <param name="Directory">What a relative file name in the workload's keys is relative to: the scenario file's
+/// directory (null: the current directory).</param>
+public sealed record WorkloadContext(ulong VmPages, int Ticks, int SamplePeriodTicks, string? Directory = null)
+{
+    /// <summary>A file name from the workload's keys as a full path.</summary>
+    public string PathOf(string file) => Path.GetFullPath(Path.Combine(Directory ?? Environment.CurrentDirectory, file));
+}
 
 /// <summary>A workload kind: its name in a scenario's <c>"kind"</c>, the JSON keys it accepts (the public settable
 /// properties of <see cref="SettingsType"/>, camelCase), their checks, and the workload it builds.</summary>

@@ -2,6 +2,7 @@
 // test all read it; adding a kind is its class and one line here.
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using PageLab.Core.Workloads.Traces;
 
 namespace PageLab.Core.Workloads;
 
@@ -17,6 +18,7 @@ public static class WorkloadKinds
         new ActiveKind(),
         new GrowingKind(),
         new BurstKind(),
+        new TraceKind(),
     ];
 
     /// <summary>Every registered kind, in registration order (the order errors and docs list them in).</summary>
