@@ -19,6 +19,7 @@ public static class WorkloadKinds
         new GrowingKind(),
         new BurstKind(),
         new TraceKind(),
+        new PhasesKind(),
     ];
 
     /// <summary>Every registered kind, in registration order (the order errors and docs list them in).</summary>
