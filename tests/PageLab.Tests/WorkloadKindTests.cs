@@ -19,7 +19,6 @@ public class WorkloadKindTests
     private sealed class StrideKind : WorkloadKind<StrideSettings>
     {
         public override string Name => "stride-test";
-        public override string Summary => "writes every stride-th page of pages, each tick";
         public override IReadOnlyList<(string Key, string Accepts)> Required => [("pages", "1 to the VM's pages")];
 
         protected override void Validate(StrideSettings s, WorkloadContext c)

@@ -36,7 +36,6 @@ public sealed class PhasesKind : WorkloadKind<PhasesSettings>
     public const double MaxZipfExponent = 5;
 
     public override string Name => "phases";
-    public override string Summary => "a program of phases: each a pattern (uniform, zipf, scan) over pages, a touch rate, a length in ticks";
     public override IReadOnlyList<(string Key, string Accepts)> Required => [("phases", "a list of phases: pattern, pages, touchesPerTick, ticks")];
 
     protected override void Validate(PhasesSettings s, WorkloadContext c)

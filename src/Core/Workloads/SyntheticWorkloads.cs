@@ -93,35 +93,38 @@ public abstract class SyntheticKind : WorkloadKind<SyntheticSettings>
 {
     public override IReadOnlyList<(string Key, string Accepts)> Required => [("pages", "1 to the VM's pages - 1")];
 
+    /// <summary>The kind has endPages (growing, burst) / freeAtTick (burst); the others refuse them.</summary>
+    protected virtual bool HasEndPages => false;
+    protected virtual bool HasFreeAtTick => false;
+
     protected override void Validate(SyntheticSettings w, WorkloadContext c)
     {
         ValidateShape(w, c);
         if (w.Pages == 0 || w.Pages >= c.VmPages) Fail("pages", $"must be between 1 and the VM's pages - 1, got {w.Pages}");
-        if (Name == "growing" && (w.EndPages is not ulong e || e == 0 || e >= c.VmPages))
-            Fail("endPages", $"a growing workload needs endPages between 1 and {c.VmPages - 1}");
+        ValidateEnd(w, c);
         if (w.TouchesPerTick is < 0 or > Scenario.MaxTouchesPerTick)
             Fail("touchesPerTick", $"must be between 0 and {Scenario.MaxTouchesPerTick}, got {w.TouchesPerTick}");
-        if (w.EndPages is not null && Name is not ("growing" or "burst"))
+        if (w.EndPages is not null && !HasEndPages)
             Fail("endPages", $"only a growing or burst workload has endPages, not '{Name}'");
-        if (w.FreeAtTick is not null && Name != "burst")
+        if (w.FreeAtTick is not null && !HasFreeAtTick)
             Fail("freeAtTick", $"only a burst workload has freeAtTick, not '{Name}'");
     }
 
-    /// <summary>Checks of one shape, before the common ones.</summary>
+    /// <summary>Checks of one shape before the pages check, and after it (the order the scenario checked them in
+    /// before kinds had classes, so the first error reported stays the same).</summary>
     protected virtual void ValidateShape(SyntheticSettings w, WorkloadContext c) { }
+    protected virtual void ValidateEnd(SyntheticSettings w, WorkloadContext c) { }
 }
 
 public sealed class IdleKind : SyntheticKind
 {
     public override string Name => "idle";
-    public override string Summary => "writes pages once, then touches few (touchesPerTick of them)";
     protected override IWorkload Create(SyntheticSettings w, GuestProcess p, WorkloadContext c) => new IdleWorkload(p, w.Pages, w.TouchesPerTick);
 }
 
 public sealed class ActiveKind : SyntheticKind
 {
     public override string Name => "active";
-    public override string Summary => "touches random pages of a working set of pages";
     protected override IWorkload Create(SyntheticSettings w, GuestProcess p, WorkloadContext c) =>
         new RandomTouchWorkload(p, _ => w.Pages, w.TouchesPerTick);
 }
@@ -129,7 +132,14 @@ public sealed class ActiveKind : SyntheticKind
 public sealed class GrowingKind : SyntheticKind
 {
     public override string Name => "growing";
-    public override string Summary => "a working set from pages to endPages over the run";
+    protected override bool HasEndPages => true;
+
+    protected override void ValidateEnd(SyntheticSettings w, WorkloadContext c)
+    {
+        if (w.EndPages is not ulong e || e == 0 || e >= c.VmPages)
+            Fail("endPages", $"a growing workload needs endPages between 1 and {c.VmPages - 1}");
+    }
+
     protected override IWorkload Create(SyntheticSettings w, GuestProcess p, WorkloadContext c) =>
         new RandomTouchWorkload(p, t => w.Pages + (ulong)((double)(w.EndPages!.Value - w.Pages) * Math.Min(1, (double)t / c.Ticks)), w.TouchesPerTick);
 }
@@ -137,7 +147,8 @@ public sealed class GrowingKind : SyntheticKind
 public sealed class BurstKind : SyntheticKind
 {
     public override string Name => "burst";
-    public override string Summary => "a working set of pages until freeAtTick, then frees all but endPages";
+    protected override bool HasEndPages => true;
+    protected override bool HasFreeAtTick => true;
 
     protected override void ValidateShape(SyntheticSettings w, WorkloadContext c)
     {

@@ -35,8 +35,6 @@ public sealed record WorkloadContext(ulong VmPages, int Ticks, int SamplePeriodT
 public interface IWorkloadKind
 {
     string Name { get; }
-    /// <summary>One line: what the kind does (help and error texts).</summary>
-    string Summary { get; }
     /// <summary>The record its keys deserialize to; the file check knows the keys and their types from it.</summary>
     Type SettingsType { get; }
     /// <summary>Keys a file must give, with what they accept (named in the "required, but missing" error).</summary>
@@ -61,7 +59,6 @@ public sealed class WorkloadSpecException(string key, string why) : Exception($"
 public abstract class WorkloadKind<TSettings> : IWorkloadKind where TSettings : class, new()
 {
     public abstract string Name { get; }
-    public abstract string Summary { get; }
     public Type SettingsType => typeof(TSettings);
     public virtual IReadOnlyList<(string Key, string Accepts)> Required => [];
 

@@ -32,7 +32,6 @@ public sealed class TraceKind : WorkloadKind<TraceSettings>
     public const ulong MaxReferencesPerTick = 1UL << 40, MaxWindowsPerTick = 1UL << 20;
 
     public override string Name => "trace";
-    public override string Summary => "replays a recorded memory trace (lackey text or page-epoch windows)";
     public override IReadOnlyList<(string Key, string Accepts)> Required => [("file", "a trace file: lackey text or .pet")];
 
     protected override void Validate(TraceSettings s, WorkloadContext c)
