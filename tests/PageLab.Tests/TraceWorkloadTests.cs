@@ -351,4 +351,48 @@ public partial class TraceWorkloadTests
             Assert.Equal(h.Windows, (ulong)PetWindows(pet).Count);
         }
     }
+
+    [Fact]
+    public void Trace_convert_writes_a_pet_file_and_info_reads_its_header()
+    {
+        using var dir = new TempDir();
+        string pet = Path.Combine(dir.Path, "tiny.pet");
+
+        CliResult r = CliHarness.InProcess("trace", "convert", Tiny(), pet, "--window", "100");
+
+        Assert.True(r.Exit == 0, r.Err);
+        Assert.StartsWith($"{pet}: 1415 references (with instruction fetches) in 15 windows of 100, 17 distinct pages, ", r.Out);
+        Assert.Equal(LackeyWindows(Tiny(), 100), PetWindows(pet));
+        Assert.False(File.Exists(Path.Combine(dir.Path, ".tiny.pet.partial")));
+
+        r = CliHarness.InProcess("trace", "info", pet);
+        Assert.Equal(0, r.Exit);
+        Assert.Equal($"{pet}: page-epoch version 1, pages of 4096 bytes, 1415 references (with instruction fetches), 15 windows of 100, 17 distinct pages, {PageEpochHeader.Read(pet).PageTouches} page touches", r.Out.Trim());
+
+        r = CliHarness.InProcess("trace", "convert", Tiny(), pet, "--data-only");
+        Assert.Equal(0, r.Exit);
+        Assert.StartsWith($"{pet}: 256 references (without instruction fetches) in 1 windows of 100000, 16 distinct pages", r.Out);
+    }
+
+    [Fact]
+    public void Trace_convert_refuses_bad_text_with_exit_2_and_leaves_no_output()
+    {
+        using var dir = new TempDir();
+        string bad = Path.Combine(dir.Path, "bad.lackey"), pet = Path.Combine(dir.Path, "bad.pet");
+        File.WriteAllText(bad, "==1== x\n L 1000,8\n Q 3000,8\n");
+
+        CliResult r = CliHarness.InProcess("trace", "convert", bad, pet);
+
+        Assert.Equal(2, r.Exit);
+        Assert.Equal($"pagelab: error: {bad}: line 3: ' Q 3000,8' is not a lackey line (\"I  addr,size\", \" L|S|M addr,size\" or a \"==pid==\" line)", r.Err.Trim());
+        Assert.Equal([bad], Directory.GetFiles(dir.Path));            // no output, no partial file
+
+        // A run reads lackey text as it goes: the line is found at tick 3 (one reference a tick) and ends the run, exit 1.
+        // The file name is relative to the scenario file.
+        string scenario = Path.Combine(dir.Path, "bad.json");
+        File.WriteAllText(scenario, """{ "hostPages": 1200, "ticks": 5, "vms": [ { "name": "t", "pages": 512, "workload": { "kind": "trace", "file": "bad.lackey", "format": "lackey", "referencesPerTick": 1 } } ] }""");
+        r = CliHarness.InProcess("run", scenario, "--no-plot");
+        Assert.Equal(1, r.Exit);
+        Assert.EndsWith($"pagelab: error: {bad}: line 3: ' Q 3000,8' is not a lackey line (\"I  addr,size\", \" L|S|M addr,size\" or a \"==pid==\" line)", r.Err.Trim());
+    }
 }
