@@ -61,6 +61,7 @@ internal static class Program
         root.Subcommands.Add(SweepCommand.Create());
         root.Subcommands.Add(ConditionCommand.Create());
         root.Subcommands.Add(SharingCommand.Create());
+        root.Subcommands.Add(TraceCommand.Create());
         Command campaign = CampaignCommand.Create();
         campaign.Subcommands.Add(ModelCommand.Create());
         root.Subcommands.Add(campaign);

@@ -32,7 +32,8 @@ internal static class ScenarioInput
             throw;
         }
         ScenarioSettings.Apply(root, settings, option);
-        return Scenario.Parse(root.ToJsonString(), $"{source} with {string.Join(' ', settings.Select(s => $"{option} {s}"))}");
+        return Scenario.Parse(root.ToJsonString(), $"{source} with {string.Join(' ', settings.Select(s => $"{option} {s}"))}",
+                              path is null ? null : Path.GetDirectoryName(source));
     }
 
     /// <summary>Largest scenario file read (a scenario of thousands of VMs is well under it).</summary>

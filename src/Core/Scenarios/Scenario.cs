@@ -2,23 +2,60 @@
 // impossible values with the file, key and value named; a built-in default runs when none is given.
 using System.Numerics;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using PageLab.Core.Guest;
+using PageLab.Core.Workloads;
 
 namespace PageLab.Core.Scenarios;
 
+/// <summary>A VM's workload: its kind (one of <see cref="WorkloadKinds"/>) and that kind's keys, kept as JSON until
+/// the kind reads them into its settings record. <see cref="Pages"/>, <see cref="EndPages"/>, <see cref="FreeAtTick"/>
+/// and <see cref="TouchesPerTick"/> set keys of the synthetic kinds from C#; <see cref="With"/> sets any key.</summary>
+[JsonConverter(typeof(WorkloadSpecJsonConverter))]
 public sealed record WorkloadSpec
 {
-    /// <summary>idle | active | growing | burst</summary>
-    public string Kind { get; init; } = "active";
-    /// <summary>idle: pages allocated once; active: working set; growing: working set at the start.</summary>
-    public ulong Pages { get; init; }
-    /// <summary>growing: working set at the end of the run; burst: what it keeps after it frees.</summary>
-    public ulong? EndPages { get; init; }
-    /// <summary>burst: the tick it frees all but endPages of its pages.</summary>
-    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
-    public int? FreeAtTick { get; init; }
-    public int TouchesPerTick { get; init; } = 400;
+    public WorkloadSpec() { }
+
+    // A copy owns its keys: `spec with { Pages = 9 }` must leave spec as it was.
+    private WorkloadSpec(WorkloadSpec other)
+    {
+        Kind = other.Kind;
+        Keys = (JsonObject)other.Keys.DeepClone();
+    }
+
+    /// <summary>A name in <see cref="WorkloadKinds"/>: idle | active | growing | burst | trace | phases | ...</summary>
+    public string Kind { get; init; } = WorkloadKinds.DefaultKind;
+    /// <summary>The kind's keys as the file gives them (every key but kind).</summary>
+    public JsonObject Keys { get; init; } = new();
+
+    public ulong Pages { init => Keys["pages"] = value; }
+    public ulong? EndPages { init => Keys["endPages"] = value; }
+    public int? FreeAtTick { init => Keys["freeAtTick"] = value; }
+    public int TouchesPerTick { init => Keys["touchesPerTick"] = value; }
+
+    /// <summary>A copy with <paramref name="key"/> set to <paramref name="value"/>.</summary>
+    public WorkloadSpec With(string key, JsonNode? value)
+    {
+        var copy = new WorkloadSpec(this);
+        copy.Keys[key] = value;
+        return copy;
+    }
+
+    /// <summary>The keys as the kind reads them (defaults filled in), or as given when the kind is unknown or
+    /// cannot read them.</summary>
+    internal IEnumerable<KeyValuePair<string, JsonNode?>> Normalized(JsonSerializerOptions options)
+    {
+        JsonObject? settings = null;
+        if (WorkloadKinds.Find(Kind) is IWorkloadKind kind)
+            try { settings = JsonSerializer.SerializeToNode(kind.Settings(this), kind.SettingsType, options) as JsonObject; }
+            catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException) { }
+        return settings ?? Keys;
+    }
+
+    private string Text() => JsonSerializer.Serialize(this, WorkloadKinds.Json);
+    public bool Equals(WorkloadSpec? other) => other is not null && Kind == other.Kind && Text() == other.Text();
+    public override int GetHashCode() => HashCode.Combine(Kind, Text());
 }
 
 /// <summary>A memory error injected into a running scenario at a tick, then reported to the host.</summary>
@@ -113,6 +150,10 @@ public sealed record Scenario
     public int Seed { get; init; } = 1;
     public List<VmSpec> Vms { get; init; } = [];
     public List<InjectionSpec> Injections { get; init; } = [];
+    /// <summary>The directory relative file names in the scenario (a trace workload's file) are relative to: the
+    /// scenario file's (null: the current directory).</summary>
+    [JsonIgnore]
+    public string? Directory { get; init; }
 
     /// <summary>An idle VM that allocated a lot, a VM with a large active working set and a VM whose
     /// demand grows, on a host with half the memory their guests think they have.</summary>
@@ -164,15 +205,17 @@ public sealed record Scenario
     public static Scenario Load(string path) => Parse(File.ReadAllText(path), path);
 
     /// <summary>Checks and reads a scenario from JSON <paramref name="text"/>, as <see cref="Load"/> does a file;
-    /// <paramref name="path"/> is what its errors name as the source.</summary>
-    public static Scenario Parse(string text, string path)
+    /// <paramref name="path"/> is what its errors name as the source. Relative file names in it (a trace's) are
+    /// relative to <paramref name="directory"/>, by default <paramref name="path"/>'s directory when it is a file.</summary>
+    public static Scenario Parse(string text, string path, string? directory = null)
     {
+        directory ??= File.Exists(path) ? Path.GetDirectoryName(Path.GetFullPath(path)) : null;
         Scenario s;
         try
         {
             ScenarioFileCheck.Check(path, text);
-            s = JsonSerializer.Deserialize<Scenario>(text, Json)
-                ?? throw new ScenarioException(path, "$", "the file holds no scenario (null)");
+            s = (JsonSerializer.Deserialize<Scenario>(text, Json)
+                ?? throw new ScenarioException(path, "$", "the file holds no scenario (null)")) with { Directory = directory };
         }
         catch (JsonException e)
         {
@@ -223,15 +266,8 @@ public sealed record Scenario
             ulong init = InitialOf(v);
             if (init < v.MinPages || init > max) Fail($"{at}.initialPages", $"{init} is outside [{v.MinPages}, {max}]");
             initial += init;
-            WorkloadSpec? w = v.Workload;
-            if (w is null) Fail($"{at}.workload", "must not be null");
-            if (w!.Kind is not ("idle" or "active" or "growing" or "burst")) Fail($"{at}.workload.kind", $"'{w.Kind}' is not idle, active, growing or burst");
-            if (w.Kind == "burst")
-            {
-                if (w.FreeAtTick is not int ft || ft < 1 || ft > Ticks) Fail($"{at}.workload.freeAtTick", $"a burst workload needs freeAtTick between 1 and ticks ({Ticks})");
-                if (w.EndPages is not ulong keep || keep == 0 || keep >= w.Pages)
-                    Fail($"{at}.workload.endPages", $"a burst needs endPages, the pages it keeps: between 1 and {w.Pages - 1} (fewer than its pages), got {w.EndPages?.ToString() ?? "none"}");
-            }
+            if (v.Workload is null) Fail($"{at}.workload", "must not be null");
+            ValidateWorkload(v.Workload!, new WorkloadContext(v.Pages, Ticks, SamplePeriodTicks, Directory), $"{at}.workload", source);
             if (v.FreePageReporting is { } fpr)
             {
                 if (fpr.DelayTicks < 0) Fail($"{at}.freePageReporting.delayTicks", $"must not be negative, got {fpr.DelayTicks}");
@@ -244,15 +280,6 @@ public sealed record Scenario
                 if (img.ReadsPerTick < 0) Fail($"{at}.image.readsPerTick", $"must not be negative, got {img.ReadsPerTick}");
                 if (img.WritesPerTick < 0) Fail($"{at}.image.writesPerTick", $"must not be negative, got {img.WritesPerTick}");
             }
-            if (w.Pages == 0 || w.Pages >= v.Pages) Fail($"{at}.workload.pages", $"must be between 1 and the VM's pages - 1, got {w.Pages}");
-            if (w.Kind == "growing" && (w.EndPages is not ulong e || e == 0 || e >= v.Pages))
-                Fail($"{at}.workload.endPages", $"a growing workload needs endPages between 1 and {v.Pages - 1}");
-            if (w.TouchesPerTick is < 0 or > MaxTouchesPerTick)
-                Fail($"{at}.workload.touchesPerTick", $"must be between 0 and {MaxTouchesPerTick}, got {w.TouchesPerTick}");
-            if (w.EndPages is not null && w.Kind is not ("growing" or "burst"))
-                Fail($"{at}.workload.endPages", $"only a growing or burst workload has endPages, not '{w.Kind}'");
-            if (w.FreeAtTick is not null && w.Kind != "burst")
-                Fail($"{at}.workload.freeAtTick", $"only a burst workload has freeAtTick, not '{w.Kind}'");
         }
         if (order.HasFlag(Scheduling.Reclamation.Share) && !Vms.Any(v => v.Sharing))
             Fail("reclamation", $"'{Reclamation}' shares, but no VM opted in; give a VM \"sharing\": true (sharing is per VM: copy-on-write timing is a side channel)");
@@ -287,6 +314,15 @@ public sealed record Scenario
         ulong mins = Vms.Aggregate(0UL, (s, v) => s + v.MinPages);
         if (mins > HostPages) Fail("vms[*].minPages", $"the VMs' minimums total {mins} pages, more than hostPages {HostPages}");
         if (initial > HostPages) Fail("vms[*].initialPages", $"initial allocations total {initial} pages, more than hostPages {HostPages}");
+    }
+
+    // The kind checks its own keys; its errors get the workload's path in front.
+    private static void ValidateWorkload(WorkloadSpec w, WorkloadContext context, string at, string source)
+    {
+        IWorkloadKind kind = WorkloadKinds.Find(w.Kind) ?? throw new ScenarioException(source, $"{at}.kind", WorkloadKinds.Unknown(w.Kind));
+        try { kind.Validate(w, context); }
+        catch (WorkloadSpecException e) { throw new ScenarioException(source, $"{at}.{e.Key}", e.Why); }
+        catch (JsonException e) { throw new ScenarioException(source, at, e.Message); }
     }
 
     /// <summary>The policy this scenario runs with.</summary>

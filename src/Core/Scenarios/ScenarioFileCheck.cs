@@ -4,6 +4,7 @@ using System.Reflection;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using PageLab.Core.Workloads;
 
 namespace PageLab.Core.Scenarios;
 
@@ -23,7 +24,6 @@ internal static partial class ScenarioFileCheck
             ("pages", $"guest pages, {Scenario.MinVmPages} to {Scenario.MaxVmPages}"),
             ("workload", "an object with at least pages"),
         ],
-        [typeof(WorkloadSpec)] = [("pages", "1 to the VM's pages - 1")],
         [typeof(ImageSpec)] = [("name", "the image's name (VMs booted from one name hold the same pages)"), ("pages", "1 to half the VM's pages")],
         [typeof(InjectionSpec)] = [("tick", "1 to ticks"), ("vm", "a VM's name")],
     };
@@ -70,25 +70,46 @@ internal static partial class ScenarioFileCheck
             int i = 0;
             foreach (JsonElement e in value.EnumerateArray()) CheckValue(file, $"{key}[{i++}]", e, item);
         }
+        else if (value.ValueKind == JsonValueKind.Object && type == typeof(WorkloadSpec))
+            CheckWorkload(file, key, value);
         else if (value.ValueKind == JsonValueKind.Object)
+            CheckObject(file, key, value, Keys(type), Required.GetValueOrDefault(type, []));
+    }
+
+    // A workload's keys are its kind's: "kind" (a registered name) and the kind's settings record.
+    private static void CheckWorkload(string file, string key, JsonElement value)
+    {
+        string kindName = WorkloadKinds.DefaultKind;
+        if (value.TryGetProperty("kind", out JsonElement k))
         {
-            Dictionary<string, PropertyInfo> known = Keys(type);
-            var seen = new HashSet<string>();
-            foreach (JsonProperty p in value.EnumerateObject())
-            {
-                string at = key == "$" ? p.Name : $"{key}.{p.Name}";
-                if (!known.TryGetValue(p.Name, out PropertyInfo? prop))
-                    throw new ScenarioException(file, at, $"unknown key '{p.Name}' (known here: {string.Join(", ", known.Keys)})");
-                // The parser would keep the last value silently; a key given twice is a mistake in one of them.
-                if (!seen.Add(p.Name)) throw new ScenarioException(file, at, $"the key '{p.Name}' is given twice in one object; keep one");
-                bool optional;
-                lock (Nullability) optional = Nullability.Create(prop).WriteState == NullabilityState.Nullable;
-                CheckValue(file, at, p.Value, prop.PropertyType, optional);
-            }
-            foreach ((string name, string accepts) in Required.GetValueOrDefault(type, []))
-                if (!seen.Contains(name))
-                    throw new ScenarioException(file, key == "$" ? name : $"{key}.{name}", $"required, but missing ({accepts})");
+            if (k.ValueKind != JsonValueKind.String) Bad(file, $"{key}.kind", k, "a string");
+            kindName = k.GetString()!;
         }
+        IWorkloadKind kind = WorkloadKinds.Find(kindName) ?? throw new ScenarioException(file, $"{key}.kind", WorkloadKinds.Unknown(kindName));
+        var known = new Dictionary<string, PropertyInfo?> { ["kind"] = null };
+        foreach ((string name, PropertyInfo? prop) in Keys(kind.SettingsType)) known[name] = prop;
+        CheckObject(file, key, value, known, kind.Required);
+    }
+
+    private static void CheckObject(string file, string key, JsonElement value, IReadOnlyDictionary<string, PropertyInfo?> known,
+                                    IReadOnlyList<(string Key, string Accepts)> required)
+    {
+        var seen = new HashSet<string>();
+        foreach (JsonProperty p in value.EnumerateObject())
+        {
+            string at = key == "$" ? p.Name : $"{key}.{p.Name}";
+            if (!known.TryGetValue(p.Name, out PropertyInfo? prop))
+                throw new ScenarioException(file, at, $"unknown key '{p.Name}' (known here: {string.Join(", ", known.Keys)})");
+            // The parser would keep the last value silently; a key given twice is a mistake in one of them.
+            if (!seen.Add(p.Name)) throw new ScenarioException(file, at, $"the key '{p.Name}' is given twice in one object; keep one");
+            if (prop is null) continue;                        // checked by its owner (a workload's kind)
+            bool optional;
+            lock (Nullability) optional = Nullability.Create(prop).WriteState == NullabilityState.Nullable;
+            CheckValue(file, at, p.Value, prop.PropertyType, optional);
+        }
+        foreach ((string name, string accepts) in required)
+            if (!seen.Contains(name))
+                throw new ScenarioException(file, key == "$" ? name : $"{key}.{name}", $"required, but missing ({accepts})");
     }
 
     /// <summary>A JSON error in plain words: "line 4, column 1: '}' is an invalid start of a value." with the
@@ -110,10 +131,10 @@ internal static partial class ScenarioFileCheck
     private static partial Regex ParserPosition();
 
     // The JSON keys of a scenario record: its settable public properties, camelCase, as the serializer maps them.
-    private static Dictionary<string, PropertyInfo> Keys(Type type) =>
+    private static Dictionary<string, PropertyInfo?> Keys(Type type) =>
         type.GetProperties(BindingFlags.Public | BindingFlags.Instance)
-            .Where(p => p.CanWrite)
-            .ToDictionary(p => JsonNamingPolicy.CamelCase.ConvertName(p.Name));
+            .Where(p => p.CanWrite && p.CanRead)
+            .ToDictionary(p => JsonNamingPolicy.CamelCase.ConvertName(p.Name), p => (PropertyInfo?)p);
 
     private static Type? ListItemType(Type type) =>
         type.IsGenericType && type.GetGenericTypeDefinition() == typeof(List<>) ? type.GetGenericArguments()[0] : null;

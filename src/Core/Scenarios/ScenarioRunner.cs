@@ -9,6 +9,7 @@ using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
 using PageLab.Core.Scheduling;
+using PageLab.Core.Workloads;
 
 namespace PageLab.Core.Scenarios;
 
@@ -94,7 +95,7 @@ public sealed class ScenarioRunner : IDisposable
                     ? new FreePageReporting(os, new FreePageReportingOptions { DelayTicks = fpr.DelayTicks, FractionPerPass = fpr.FractionPerPass })
                     : null);
                 _images.Add(spec.Image is { } image ? new ImageWorkload(os, image) : null);
-                _workloads.Add(MakeWorkload(os, spec.Workload, scenario.Ticks));
+                _workloads.Add(CreateWorkload(os, spec, scenario));
             }
         }
         catch
@@ -411,21 +412,19 @@ public sealed class ScenarioRunner : IDisposable
             Detail = r.Outcome == ErrorOutcome.Contained ? $"contained: process '{victim.Name}' terminated" : $"{r.Outcome}: {page} rebuilt bit-exact" });
     }
 
-    private static IWorkload MakeWorkload(GuestOperatingSystem os, WorkloadSpec w, int ticks)
+    // The workload's kind builds it, in a process named after the kind with as many virtual pages as the VM.
+    private static IWorkload CreateWorkload(GuestOperatingSystem os, VmSpec spec, Scenario scenario)
     {
-        GuestProcess p = os.Spawn(w.Kind, os.Vm.PageCount);
-        return w.Kind switch
-        {
-            "idle" => new IdleWorkload(p, w.Pages, w.TouchesPerTick),
-            "active" => new RandomTouchWorkload(p, _ => w.Pages, w.TouchesPerTick),
-            "burst" => new BurstWorkload(p, w.Pages, w.EndPages ?? 0, w.FreeAtTick!.Value, w.TouchesPerTick),
-            _ => new RandomTouchWorkload(p, t => w.Pages + (ulong)((double)(w.EndPages!.Value - w.Pages) * Math.Min(1, (double)t / ticks)), w.TouchesPerTick),
-        };
+        IWorkloadKind kind = WorkloadKinds.Find(spec.Workload.Kind)
+                             ?? throw new ScenarioException("scenario", $"vms[{spec.Name}].workload.kind", WorkloadKinds.Unknown(spec.Workload.Kind));
+        GuestProcess p = os.Spawn(spec.Workload.Kind, os.Vm.PageCount);
+        return kind.Create(spec.Workload, p, new WorkloadContext(spec.Pages, scenario.Ticks, scenario.SamplePeriodTicks, scenario.Directory));
     }
 
     public void Dispose()
     {
         _metrics?.Dispose();
+        foreach (IWorkload w in _workloads) (w as IDisposable)?.Dispose();   // a trace's open file
         foreach (ScheduledVm v in Scheduler?.Vms ?? [])
         {
             v.Os.Dispose();
