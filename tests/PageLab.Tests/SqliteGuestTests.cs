@@ -1,0 +1,252 @@
+// SQLite with its whole heap in a VM's guest memory: every byte it holds is in the guest heap, and each
+// engine mechanism (ballooning, host swap, sharing with copy-on-write, parity recovery) acting on its pages
+// leaves every query answer identical to the same queries on ordinary process memory.
+using System.IO.Hashing;
+using Microsoft.Data.Sqlite;
+using PageLab.Core;
+using PageLab.Core.Applications;
+using PageLab.Core.Balloon;
+using PageLab.Core.Guest;
+using PageLab.Core.GuestOs;
+using PageLab.Core.Host;
+using PageLab.Core.Recovery;
+
+namespace PageLab.Tests;
+
+[Collection(nameof(SqliteGuestTests))] // SQLite's allocator is process-wide: one test at a time
+public sealed class SqliteGuestTests : IDisposable
+{
+    private const int Rows = 8000, Rounds = 6;
+    private const ulong VmPages = 8192, HeapPages = 4096;
+    private readonly string _dir = Directory.CreateTempSubdirectory("pagelab-sqlite-").FullName;
+
+    private static void SkipUnsupported()
+    {
+        if (SqliteAllocator.Unsupported is { } why) Assert.Skip(why);
+    }
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    // The same database, built row by row from the row number only.
+    private static void Build(SqliteConnection c)
+    {
+        Exec(c, "PRAGMA journal_mode=WAL; PRAGMA cache_size=-16000; CREATE TABLE kv(k INTEGER PRIMARY KEY, grp INTEGER, v BLOB)");
+        using SqliteTransaction t = c.BeginTransaction();
+        using SqliteCommand ins = c.CreateCommand();
+        ins.CommandText = "INSERT INTO kv VALUES ($k, $g, $v)";
+        SqliteParameter k = ins.Parameters.Add("$k", SqliteType.Integer), g = ins.Parameters.Add("$g", SqliteType.Integer),
+            v = ins.Parameters.Add("$v", SqliteType.Blob);
+        for (int i = 0; i < Rows; i++)
+        {
+            var b = new byte[200 + i % 97];
+            for (int j = 0; j < b.Length; j++) b[j] = (byte)(i * 31 + j * 7);
+            (k.Value, g.Value, v.Value) = (i, i % 50, b);
+            ins.ExecuteNonQuery();
+        }
+        t.Commit();
+    }
+
+    private static void Exec(SqliteConnection c, string sql)
+    {
+        using SqliteCommand cmd = c.CreateCommand();
+        cmd.CommandText = sql;
+        cmd.ExecuteNonQuery();
+    }
+
+    // One round of updates and reads; every result row goes into the checksum.
+    private static ulong Round(SqliteConnection c, int round, XxHash64 hash)
+    {
+        using (SqliteTransaction t = c.BeginTransaction())
+        {
+            Exec(c, $"UPDATE kv SET v = zeroblob(64) || v WHERE k % 97 = {round}");
+            Exec(c, $"UPDATE kv SET grp = (grp + {round}) % 50 WHERE k % 13 = {round % 13}");
+            t.Commit();
+        }
+        foreach (string sql in new[]
+                 {
+                     "SELECT grp, count(*), sum(length(v)), total(k) FROM kv GROUP BY grp ORDER BY grp",
+                     $"SELECT k, v FROM kv WHERE k BETWEEN {round * 900} AND {round * 900 + 400} ORDER BY k",
+                     "SELECT k, hex(substr(v, 60, 16)) FROM kv WHERE k % 101 = 3 ORDER BY k DESC",
+                 })
+        {
+            using SqliteCommand q = c.CreateCommand();
+            q.CommandText = sql;
+            using SqliteDataReader r = q.ExecuteReader();
+            while (r.Read())
+                for (int i = 0; i < r.FieldCount; i++)
+                {
+                    object o = r.GetValue(i);
+                    hash.Append(o is byte[] b ? b : System.Text.Encoding.UTF8.GetBytes(Convert.ToString(o, System.Globalization.CultureInfo.InvariantCulture)!));
+                }
+        }
+        return hash.GetCurrentHashAsUInt64();
+    }
+
+    // The answers on ordinary memory: no guest heap installed, so SQLite's blocks come from the C library.
+    private ulong[] Reference()
+    {
+        SqliteAllocator.EnsureInstalled();
+        string path = Path.Combine(_dir, "reference.db");
+        var sums = new ulong[Rounds];
+        using (var c = new SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            c.Open();
+            Build(c);
+            var hash = new XxHash64();
+            for (int r = 0; r < Rounds; r++) sums[r] = Round(c, r, hash);
+        }
+        return sums;
+    }
+
+    private sealed class Guest : IDisposable
+    {
+        public readonly TestArena Arena = new(3 * (uint)VmPages);
+        public readonly GuestVm Vm;
+        public readonly GuestOperatingSystem Os;
+        public readonly SqliteGuest Sqlite;
+        public readonly SqliteConnection Db;
+        private readonly XxHash64 _hash = new();
+
+        public Guest(string dir)
+        {
+            Vm = Arena.Vm("sqlite-vm", VmPages);
+            Os = new GuestOperatingSystem(Vm, new GuestOsOptions { SwapDirectory = dir });
+            Sqlite = SqliteGuest.Start(Os, HeapPages, Path.Combine(dir, "guest.db"));
+            Db = Sqlite.Open();
+            Build(Db);
+        }
+
+        public ulong Round(int r) => SqliteGuestTests.Round(Db, r, _hash);
+
+        // Run pages the application holds that have a frame now.
+        public List<GuestPage> BackedHeapPages() =>
+            Sqlite.Heap.HeldPages().Where(g => Vm.StateOf(g) == GuestPageState.Backed).ToList();
+
+        public void Dispose()
+        {
+            Sqlite.Dispose();
+            Os.Dispose();
+            Arena.Dispose();
+        }
+    }
+
+    [Fact]
+    public void Every_byte_SQLite_holds_is_in_the_guest_heap_and_its_answers_match_ordinary_memory()
+    {
+        SkipUnsupported();
+        ulong[] expected = Reference();
+        using var g = new Guest(_dir);
+        for (int r = 0; r < Rounds; r++) Assert.Equal(expected[r], g.Round(r));
+        GuestHeapStats s = g.Sqlite.Heap.Stats;
+        Assert.True(s.BytesInGuest > 2_000_000, $"SQLite holds only {s.BytesInGuest} bytes: the page cache is not in the heap");
+        Assert.Equal(SqliteAllocator.MemoryUsed, s.BytesInGuest);
+        Assert.Equal(0, s.BytesOutsideGuest);
+        Assert.True(g.Vm.Counters.DemandFaults > 0, "SQLite's first touches of its heap are the engine's demand-zero faults");
+    }
+
+    [Fact]
+    public void Pages_SQLite_gives_back_go_to_the_balloon_and_answers_stay_the_same()
+    {
+        SkipUnsupported();
+        ulong[] expected = Reference();
+        using var g = new Guest(_dir);
+        Assert.Equal(expected[0], g.Round(0));
+        long before = g.Sqlite.Heap.Stats.BytesInGuest;
+        Exec(g.Db, "PRAGMA cache_size=16; PRAGMA shrink_memory");
+        // Give back all but a reserve SQLite keeps for what it allocates next (without it: SQLITE_NOMEM).
+        int released = g.Sqlite.Heap.Shrink((int)g.Sqlite.Heap.Stats.WhollyFreePages - 1024);
+        Assert.True(released > 200, $"only {released} pages given back after shrinking a {before}-byte SQLite");
+        ulong first = g.Sqlite.Heap.First.Value;
+        List<GuestPage> given = Enumerable.Range(0, (int)g.Sqlite.Heap.RunPages).Select(v => new GuestPage(first + (ulong)v))
+            .Where(p => !g.Sqlite.Heap.Process.IsResident(p.Value - first)).ToList();
+        Assert.Equal(released, given.Count);
+        Assert.All(given, p => Assert.True(g.Os.IsFree(p)));
+        // The balloon inflates by the pages just freed: the guest's LIFO free list hands out exactly those.
+        var app = new BalloonApplication(g.Os, g.Vm.Id);
+        var backend = new BalloonBackend(g.Os, app);
+        app.SetTarget((ulong)released);
+        ReclaimResult taken = backend.Inflate(released);
+        g.Arena.Arena.Release(taken.Frames);
+        Assert.Equal(released, taken.Frames.Length);
+        Assert.All(given, p => Assert.False(g.Os.IsFree(p)));
+        Assert.All(given, p => Assert.Equal(GuestPageState.Unbacked, g.Vm.StateOf(p)));
+        Assert.Equal(0, g.Sqlite.Heap.Grow(released)); // the balloon holds them: SQLite cannot take them back
+        for (int r = 1; r < Rounds; r++) Assert.Equal(expected[r], g.Round(r));
+        Assert.Equal(SqliteAllocator.MemoryUsed, g.Sqlite.Heap.Stats.BytesInGuest);
+    }
+
+    [Fact]
+    public void SQLite_pages_the_host_swapped_out_come_back_in_the_handler_with_the_same_answers()
+    {
+        SkipUnsupported();
+        ulong[] expected = Reference();
+        using var g = new Guest(_dir);
+        Assert.Equal(expected[0], g.Round(0));
+        List<GuestPage> heap = g.BackedHeapPages();
+        g.Vm.HostSwapOut(int.MaxValue);
+        Assert.True(heap.Count(p => g.Vm.StateOf(p) == GuestPageState.Swapped) > 500, "the host swapped SQLite's pages out");
+        // A frame limit well below what SQLite uses keeps the engine swapping its pages while it runs.
+        g.Vm.SetFrameLimit((ulong)heap.Count / 3);
+        for (int r = 1; r < Rounds; r++) Assert.Equal(expected[r], g.Round(r));
+        Assert.True(g.Vm.Counters.HostSwapIns > 500, $"{g.Vm.Counters.HostSwapIns} swap-ins");
+        Assert.True(g.Vm.Counters.HostSwapOuts > 0);
+    }
+
+    [Fact]
+    public void SQLite_pages_merged_with_another_VM_break_copy_on_write_and_answers_stay_the_same()
+    {
+        SkipUnsupported();
+        ulong[] expected = Reference();
+        using var g = new Guest(_dir);
+        Assert.Equal(expected[0], g.Round(0));
+        GuestVm other = g.Arena.Vm("other", VmPages);
+        g.Vm.EnableSharing();
+        other.EnableSharing();
+        int merged = 0;
+        ulong i = 0;
+        foreach (GuestPage p in g.BackedHeapPages())
+        {
+            // Another VM holds the same bytes (as a VM booted from the same image would): merge onto its frame.
+            var twin = new GuestPage(i++);
+            g.Vm.Page(p).CopyTo(other.Page(twin));
+            if (other.ShareCreate(twin) is HostFrame f && g.Vm.TryShare(p, f) == ShareResult.Merged) merged++;
+        }
+        Assert.True(merged > 500, $"only {merged} SQLite pages merged");
+        ulong cowBefore = g.Vm.Counters.CowBreaks;
+        for (int r = 1; r < Rounds; r++) Assert.Equal(expected[r], g.Round(r));
+        Assert.True(g.Vm.Counters.CowBreaks - cowBefore > 10, "SQLite's writes broke sharings copy-on-write");
+        // The other VM's pages kept their bytes: a write through SQLite never reached the shared frame.
+        Assert.Equal(0UL, g.Vm.Counters.Contained);
+    }
+
+    [Fact]
+    public void Errors_in_protected_SQLite_pages_are_recovered_and_every_answer_stays_the_same()
+    {
+        SkipUnsupported();
+        ulong[] expected = Reference();
+        using var g = new Guest(_dir);
+        Assert.Equal(expected[0], g.Round(0));
+        var engine = new RecoveryEngine(g.Vm);
+        List<GuestPage> heap = g.BackedHeapPages();
+        Assert.True(engine.Protect(heap, PageCategory.KernelLike) > 500);
+        var rng = new Random(21);
+        var reports = new List<HostFrame>();
+        // One error per parity group: two in one group are beyond parity, and a page contained (zeroed) under
+        // SQLite's pointers would crash the process (the scenario injector refuses such errors, docs/applications.md).
+        var groups = new HashSet<int>();
+        foreach (GuestPage p in heap.OrderBy(_ => rng.Next()).Where(p => g.Vm.GroupOf(p) is int k && groups.Add(k)).Take(200))
+        {
+            (int offset, byte[] mask) = FaultInjector.Pattern(ErrorKind.MultiBit, g.Arena.Arena.PageSize, rng);
+            if (FaultInjector.IntoPage(g.Vm, p, offset, mask, onlyIfProtected: true) is HostFrame f) reports.Add(f);
+        }
+        Assert.True(reports.Count > 100, $"only {reports.Count} errors landed in protected pages");
+        // SQLite touches some poisoned pages before the reports arrive: the handler rebuilds them from parity.
+        for (int r = 1; r < Rounds / 2; r++) Assert.Equal(expected[r], g.Round(r));
+        foreach (HostFrame f in reports)
+            Assert.NotEqual(ErrorOutcome.Contained, engine.Report(f).Outcome);
+        for (int r = Rounds / 2; r < Rounds; r++) Assert.Equal(expected[r], g.Round(r));
+        Assert.Equal(0UL, g.Vm.Counters.Contained);
+        Assert.True(g.Vm.Counters.HandlerRecoveries > 0, "SQLite met poisoned pages that the handler recovered");
+        engine.Dispose();
+    }
+}
