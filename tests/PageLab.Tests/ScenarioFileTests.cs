@@ -21,7 +21,7 @@ public class ScenarioFileTests
     public void An_unknown_key_is_refused_with_the_keys_known_at_that_place()
     {
         (string file, ScenarioException e) = Refused($$"""{ "hostPages": 100, "vms": [ { "name": "a", "pages": 512, "workload": { "pages": 10, "burst": 3 } } ] }""");
-        Assert.Equal($"{file}: vms[0].workload.burst: unknown key 'burst' (known here: kind, pages, endPages, freeAtTick, touchesPerTick)", e.Message);
+        Assert.Equal($"{file}: vms[0].workload.burst: unknown key 'burst' (known here: kind, pages, endPages, freeAtTick, touchesPerTick, sqlite)", e.Message);
     }
 
     [Fact]

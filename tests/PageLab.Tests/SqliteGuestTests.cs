@@ -10,6 +10,7 @@ using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
 using PageLab.Core.Recovery;
+using PageLab.Core.Scenarios;
 
 namespace PageLab.Tests;
 
@@ -248,5 +249,57 @@ public sealed class SqliteGuestTests : IDisposable
         Assert.Equal(0UL, g.Vm.Counters.Contained);
         Assert.True(g.Vm.Counters.HandlerRecoveries > 0, "SQLite met poisoned pages that the handler recovered");
         engine.Dispose();
+    }
+
+    // A small run of the sqlite workload beside a VM that grows: the app object's numbers and its checks.
+    private static Scenario SqliteScenario(string adapt, string mix = "ycsb-a", int threads = 2) => new()
+    {
+        Name = "sqlite-test", HostPages = 3072, Ticks = 30, SamplePeriodTicks = 5, Seed = 3,
+        Vms =
+        [
+            new VmSpec { Name = "db", Pages = 2048, Workload = new WorkloadSpec { Kind = "sqlite", Pages = 1536,
+                Sqlite = new SqliteSpec { Rows = 6000, Mix = mix, Threads = threads, TransactionsPerTick = 150, CachePages = 1000, Adapt = adapt } } },
+            new VmSpec { Name = "growing", Pages = 2048, Workload = new WorkloadSpec { Kind = "growing", Pages = 200, EndPages = 1800, TouchesPerTick = 300 } },
+        ],
+        Injections = [new InjectionSpec { Tick = 10, Vm = "db", Kind = "MultiBit", Target = "user" }],
+    };
+
+    [Theory]
+    [InlineData("fixed", "ycsb-a", 2)]
+    [InlineData("hypervisor", "ycsb-b", 2)]
+    [InlineData("guest", "tpcb", 2)]
+    public void A_sqlite_workload_runs_in_a_scenario_with_every_answer_right_and_its_heap_all_in_guest_memory(string adapt, string mix, int threads)
+    {
+        SkipUnsupported();
+        Scenario s = SqliteScenario(adapt, mix, threads);
+        s.Validate();
+        var events = new List<RunEvent>();
+        using var runner = new ScenarioRunner(s, _dir);
+        runner.EventRaised += events.Add;
+        runner.Boot();
+        TickSnapshot last = runner.Advance();
+        while (runner.Tick < s.Ticks) last = runner.Advance();
+        AppTotals app = last.Vms[0].App!;
+        Assert.Null(last.Vms[1].App);
+        Assert.Equal("sqlite", app.Kind);
+        Assert.True(app.Transactions > 30 * 150 * 9 / 10, $"{app.Transactions} transactions, {app.FailedTransactions} failed");
+        Assert.Equal(0, app.WrongResults);
+        Assert.Equal(SqliteAllocator.MemoryUsed, app.HeapBytesInGuest);
+        Assert.Equal(0, app.HeapBytesOutsideGuest);
+        Assert.True(app.CacheHits > 0 && app.LatencyP99Ms >= app.LatencyP50Ms);
+        Assert.Empty(runner.CheckAccounting());
+        // An unprotected error into SQLite's heap is refused, never injected under its pointers.
+        RunEvent injection = Assert.Single(events, e => e.Kind == RunEventKind.Injection);
+        Assert.True(injection.Missed);
+        Assert.Contains("refused", injection.Detail);
+    }
+
+    [Fact]
+    public void A_second_sqlite_VM_is_refused_with_the_reason()
+    {
+        Scenario s = SqliteScenario("fixed");
+        s = s with { Vms = [s.Vms[0], s.Vms[0] with { Name = "db2" }] };
+        var e = Assert.Throws<ScenarioException>(() => s.Validate());
+        Assert.Contains(SqliteAllocator.Unsupported ?? "only one VM per scenario may run sqlite", e.Message);
     }
 }

@@ -15,6 +15,7 @@ public static class SqliteAllocator
 {
     private static readonly Lock Gate = new();
     private static bool _installed;
+    private static nint _vfsFind, _vfsRegister;
 
     /// <summary>Null where the allocator works; else why not (the platform).</summary>
     public static string? Unsupported =>
@@ -31,12 +32,24 @@ public static class SqliteAllocator
             // The provider loaded e_sqlite3 already; this finds the same library (the loader counts references).
             nint lib = NativeLibrary.Load("e_sqlite3", typeof(raw).Assembly, null);
             nint config = NativeLibrary.GetExport(lib, "sqlite3_config");
+            _vfsFind = NativeLibrary.GetExport(lib, "sqlite3_vfs_find");
+            _vfsRegister = NativeLibrary.GetExport(lib, "sqlite3_vfs_register");
             // sqlite3_config is refused (SQLITE_MISUSE) once SQLite is initialised: shut it down first.
             SqliteConnection.ClearAllPools();
             Check(raw.sqlite3_shutdown(), "sqlite3_shutdown");
             Check(Lib.AppSqliteInstall(config), "sqlite3_config(SQLITE_CONFIG_MALLOC)");
             _installed = true;
         }
+    }
+
+    /// <summary>Initialises SQLite and makes libpagelab's VFS shim its default (c/appvfs.c: the kernel never
+    /// reads or writes guest memory for SQLite, where an inaccessible page would be EFAULT, not a fault).
+    /// SQLite's initialisation registers its own default VFS, so this follows every sqlite3_initialize.</summary>
+    public static void Initialize()
+    {
+        EnsureInstalled();
+        Check(raw.sqlite3_initialize(), "sqlite3_initialize");
+        Check(Lib.AppSqliteVfs(_vfsFind, _vfsRegister), "sqlite3_vfs_register (the guest-memory VFS shim)");
     }
 
     /// <summary>SQLite's own count of the bytes it holds (sqlite3_memory_used).</summary>
@@ -80,7 +93,7 @@ public sealed class SqliteGuest : IDisposable
         GuestHeap heap = GuestHeap.Create(os, "sqlite", heapPages);
         try
         {
-            SqliteAllocator.Check(raw.sqlite3_initialize(), "sqlite3_initialize");
+            SqliteAllocator.Initialize();
         }
         catch
         {

@@ -79,7 +79,7 @@ public sealed record RunSummary
                 BalloonInflatedPages = timeline.Vm(v.Name).BalloonInflatedPages, HostSwappedByScheduler = timeline.Vm(v.Name).HostSwappedByScheduler,
                 SharedPagesEnd = end.SharedPages, SharingCreditPagesEnd = end.SharingCreditPages, CowBreaks = end.CowBreaks,
                 ImageWrongReads = end.ImageWrongReads, FaultedAroundPages = end.FaultedAroundPages,
-                FramesTakenFromOthers = end.FramesTakenFromOthers,
+                FramesTakenFromOthers = end.FramesTakenFromOthers, App = end.App,
             });
         }
         SharingTotals? sharing = scanner is SharingMetrics m
@@ -135,6 +135,8 @@ public sealed record VmTotals(
     public ulong FaultedAroundPages { get; init; }
     /// <summary>Frames its faults took, on a full arena, by host-swapping another VM's page, over the run.</summary>
     public ulong FramesTakenFromOthers { get; init; }
+    /// <summary>Its application (a sqlite workload) over the run; null for VMs without one.</summary>
+    public AppTotals? App { get; init; }
 }
 
 /// <summary>Page sharing over a run (<c>sharing</c> in the JSON).</summary>

@@ -9,9 +9,10 @@ namespace PageLab.Core.Scenarios;
 
 public sealed record WorkloadSpec
 {
-    /// <summary>idle | active | growing | burst</summary>
+    /// <summary>idle | active | growing | burst | sqlite</summary>
     public string Kind { get; init; } = "active";
-    /// <summary>idle: pages allocated once; active: working set; growing: working set at the start.</summary>
+    /// <summary>idle: pages allocated once; active: working set; growing: working set at the start; sqlite: the
+    /// application heap (a run of guest pages reserved for SQLite, pinned).</summary>
     public ulong Pages { get; init; }
     /// <summary>growing: working set at the end of the run; burst: what it keeps after it frees.</summary>
     public ulong? EndPages { get; init; }
@@ -19,6 +20,9 @@ public sealed record WorkloadSpec
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public int? FreeAtTick { get; init; }
     public int TouchesPerTick { get; init; } = 400;
+    /// <summary>sqlite: the database, its transaction mix, threads and how it adapts (null: the defaults).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public SqliteSpec? Sqlite { get; init; }
 }
 
 /// <summary>A memory error injected into a running scenario at a tick, then reported to the host.</summary>
@@ -225,7 +229,9 @@ public sealed record Scenario
             initial += init;
             WorkloadSpec? w = v.Workload;
             if (w is null) Fail($"{at}.workload", "must not be null");
-            if (w!.Kind is not ("idle" or "active" or "growing" or "burst")) Fail($"{at}.workload.kind", $"'{w.Kind}' is not idle, active, growing or burst");
+            if (w!.Kind is not ("idle" or "active" or "growing" or "burst" or "sqlite")) Fail($"{at}.workload.kind", $"'{w.Kind}' is not idle, active, growing, burst or sqlite");
+            if (w.Sqlite is not null && w.Kind != "sqlite") Fail($"{at}.workload.sqlite", $"only a sqlite workload has a sqlite object, not '{w.Kind}'");
+            if (w.Kind == "sqlite") ValidateSqlite(v, w, at, Fail);
             if (w.Kind == "burst")
             {
                 if (w.FreeAtTick is not int ft || ft < 1 || ft > Ticks) Fail($"{at}.workload.freeAtTick", $"a burst workload needs freeAtTick between 1 and ticks ({Ticks})");
@@ -287,6 +293,27 @@ public sealed record Scenario
         ulong mins = Vms.Aggregate(0UL, (s, v) => s + v.MinPages);
         if (mins > HostPages) Fail("vms[*].minPages", $"the VMs' minimums total {mins} pages, more than hostPages {HostPages}");
         if (initial > HostPages) Fail("vms[*].initialPages", $"initial allocations total {initial} pages, more than hostPages {HostPages}");
+    }
+
+    // A sqlite workload: its heap must fit beside the kernel, the image and the guest's free reserve; one per
+    // scenario (SQLite's allocator is process-wide), and only where the allocator is verified.
+    private void ValidateSqlite(VmSpec v, WorkloadSpec w, string at, Action<string, string> fail)
+    {
+        if (Applications.SqliteAllocator.Unsupported is { } why) fail($"{at}.workload.kind", $"sqlite: {why}");
+        if (Vms.Count(x => x.Workload?.Kind == "sqlite") > 1) fail($"{at}.workload.kind", "only one VM per scenario may run sqlite (SQLite's allocator is process-wide)");
+        ulong room = v.Pages - Math.Min(v.Pages, v.KernelPages + GuestReservePages + (v.Image?.Pages ?? 0));
+        if (w.Pages < 256 || w.Pages > room)
+            fail($"{at}.workload.pages", $"the SQLite heap needs between 256 and {room} pages (the VM's pages less its kernel, image and the guest's {GuestReservePages} free pages), got {w.Pages}");
+        SqliteSpec q = w.Sqlite ?? new SqliteSpec();
+        if (q.Rows is < 1 or > 10_000_000) fail($"{at}.workload.sqlite.rows", $"must be between 1 and 10000000, got {q.Rows}");
+        if (q.ValueBytes is < 1 or > 65536) fail($"{at}.workload.sqlite.valueBytes", $"must be between 1 and 65536, got {q.ValueBytes}");
+        if (!SqliteSpec.Mixes.Contains(q.Mix)) fail($"{at}.workload.sqlite.mix", $"'{q.Mix}' is not one of {string.Join(", ", SqliteSpec.Mixes)}");
+        if (!SqliteSpec.AdaptModes.Contains(q.Adapt)) fail($"{at}.workload.sqlite.adapt", $"'{q.Adapt}' is not one of {string.Join(", ", SqliteSpec.AdaptModes)}");
+        if (q.ZipfTheta is <= 0 or >= 1) fail($"{at}.workload.sqlite.zipfTheta", $"must be in (0, 1), got {q.ZipfTheta}");
+        if (q.Threads is < 1 or > 16) fail($"{at}.workload.sqlite.threads", $"must be between 1 and 16, got {q.Threads}");
+        if (q.Threads > q.Rows) fail($"{at}.workload.sqlite.threads", $"{q.Threads} threads for {q.Rows} rows: each thread owns its keys");
+        if (q.TransactionsPerTick is < 0 or > 1_000_000) fail($"{at}.workload.sqlite.transactionsPerTick", $"must be between 0 and 1000000, got {q.TransactionsPerTick}");
+        if (q.CachePages is < 16 or > 10_000_000) fail($"{at}.workload.sqlite.cachePages", $"must be between 16 and 10000000, got {q.CachePages}");
     }
 
     /// <summary>The policy this scenario runs with.</summary>

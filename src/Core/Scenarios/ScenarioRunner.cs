@@ -1,6 +1,7 @@
 // Runs a scenario: builds the arena, VMs, guest OSes, balloon applications and the scheduler, then
 // advances time tick by tick (workloads, balloon steps, sampling periods) and reports every VM's memory.
 using System.Diagnostics;
+using PageLab.Core.Applications;
 using PageLab.Core.Balloon;
 using PageLab.Core.Condition;
 using PageLab.Core.Recovery;
@@ -32,6 +33,8 @@ public sealed record VmSnapshot(
     public ulong FaultedAroundPages { get; init; }
     /// <summary>Frames its faults took by host-swapping another VM's page on a full arena so far.</summary>
     public ulong FramesTakenFromOthers { get; init; }
+    /// <summary>Its application's totals so far (a sqlite workload), or null.</summary>
+    public AppTotals? App { get; init; }
 }
 
 public sealed record TickSnapshot(int Tick, IReadOnlyList<VmSnapshot> Vms, long FreeFrames, long TransferredFrames, StepReport Step)
@@ -54,10 +57,12 @@ public sealed class ScenarioRunner : IDisposable
     private MemoryLevel[] _levels = [];
     private int _tick;
     private GuestVm? _unscheduled; // created but not yet owned by the scheduler (for cleanup on failure)
+    private readonly string _tempDirectory; // the run's temporary files: swap files, an application's database
 
     /// <param name="policy">The allocation policy (default: the one the scenario names).</param>
     public ScenarioRunner(Scenario scenario, string? swapDirectory = null, IAllocationPolicy? policy = null)
     {
+        _tempDirectory = swapDirectory ?? Path.GetTempPath();
         scenario.Validate();
         policy ??= CreatePolicy(scenario.PolicyName);    // before any memory is made: it may be refused
         Scenario = scenario;
@@ -94,7 +99,7 @@ public sealed class ScenarioRunner : IDisposable
                     ? new FreePageReporting(os, new FreePageReportingOptions { DelayTicks = fpr.DelayTicks, FractionPerPass = fpr.FractionPerPass })
                     : null);
                 _images.Add(spec.Image is { } image ? new ImageWorkload(os, image) : null);
-                _workloads.Add(MakeWorkload(os, spec.Workload, scenario.Ticks));
+                _workloads.Add(MakeWorkload(os, spec.Workload, scenario.Ticks, _tempDirectory));
             }
         }
         catch
@@ -103,6 +108,13 @@ public sealed class ScenarioRunner : IDisposable
             throw;
         }
         Condition = new ConditionService(Scheduler);
+        // An application adapts to the hypervisor's condition (the hypercall) or to its guest's free memory.
+        for (int i = 0; i < _workloads.Count; i++)
+            if (_workloads[i] is SqliteWorkload app)
+            {
+                string name = Scheduler.Vms[i].Vm.Name;
+                app.Condition = app.Spec.Adapt == "guest" ? previous => Condition.GuestOsLevel(name, previous) : _ => Condition.Query(name).Level;
+            }
         Scheduler.FramesMoved += _moves.Add;
         _metrics = PageLabMetrics.Register(scenario.Name);
     }
@@ -355,7 +367,7 @@ public sealed class ScenarioRunner : IDisposable
             {
                 SharedPages = v.Vm.SharedPages, CowBreaks = f.CowBreaks, SharingCreditPages = v.SharingCreditPages,
                 ImageWrongReads = _images[i]?.WrongReads ?? 0, FaultedAroundPages = f.FaultedAround,
-                FramesTakenFromOthers = f.TakenFromOthers,
+                FramesTakenFromOthers = f.TakenFromOthers, App = (_workloads[i] as SqliteWorkload)?.Totals(),
             });
         }
         return list;
@@ -388,6 +400,13 @@ public sealed class ScenarioRunner : IDisposable
         ScheduledVm v = Scheduler.Vms[i];
         (GuestProcess kernel, RecoveryEngine engine) = _recovery[i];
         GuestProcess victim = j.Target == "kernel" ? kernel : _workloads[i].Process;
+        if (j.Target == "user" && _workloads[i] is SqliteWorkload)
+        {
+            // SQLite's heap holds native pointers: a contained (zeroed) page under them could crash the process,
+            // so unprotected errors are not injected there (docs/applications.md).
+            Missed("refused: an unprotected page of SQLite's heap (a contained zero page under native pointers could end the process)");
+            return;
+        }
         void Missed(string why) =>
             Record(new RunEvent { Tick = _tick, Kind = RunEventKind.Injection, Vm = j.Vm, Missed = true, Detail = $"{j.Kind} into {j.Target}: {why}" });
         var resident = Enumerable.Range(0, (int)victim.VirtualPages).Select(p => (ulong)p).Where(victim.IsResident).ToList();
@@ -411,8 +430,9 @@ public sealed class ScenarioRunner : IDisposable
             Detail = r.Outcome == ErrorOutcome.Contained ? $"contained: process '{victim.Name}' terminated" : $"{r.Outcome}: {page} rebuilt bit-exact" });
     }
 
-    private static IWorkload MakeWorkload(GuestOperatingSystem os, WorkloadSpec w, int ticks)
+    private static IWorkload MakeWorkload(GuestOperatingSystem os, WorkloadSpec w, int ticks, string tempDirectory)
     {
+        if (w.Kind == "sqlite") return new SqliteWorkload(os, w, tempDirectory);
         GuestProcess p = os.Spawn(w.Kind, os.Vm.PageCount);
         return w.Kind switch
         {
@@ -425,6 +445,8 @@ public sealed class ScenarioRunner : IDisposable
 
     public void Dispose()
     {
+        // An application first: SQLite frees its heap before the VM it lives in goes.
+        foreach (IWorkload w in _workloads) (w as IDisposable)?.Dispose();
         _metrics?.Dispose();
         foreach (ScheduledVm v in Scheduler?.Vms ?? [])
         {

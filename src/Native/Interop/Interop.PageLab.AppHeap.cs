@@ -21,5 +21,6 @@ internal static unsafe partial class Interop
         [LibraryImport(Lib, EntryPoint = "pl_app_stats")] public static partial int AppStatsRead(int region, long* stats, int n);
         [LibraryImport(Lib, EntryPoint = "pl_app_reset_high")] public static partial int AppResetHigh(int region);
         [LibraryImport(Lib, EntryPoint = "pl_app_sqlite_install")] public static partial int AppSqliteInstall(nint sqlite3Config);
+        [LibraryImport(Lib, EntryPoint = "pl_app_sqlite_vfs")] public static partial int AppSqliteVfs(nint sqlite3VfsFind, nint sqlite3VfsRegister);
     }
 }
