@@ -302,4 +302,82 @@ public sealed class SqliteGuestTests : IDisposable
         var e = Assert.Throws<ScenarioException>(() => s.Validate());
         Assert.Contains(SqliteAllocator.Unsupported ?? "only one VM per scenario may run sqlite", e.Message);
     }
+
+    // Read-only queries over the whole table: their checksum is the database's, whatever memory it is in.
+    private static ulong ReadChecksum(SqliteConnection c, int part)
+    {
+        var hash = new XxHash64();
+        using SqliteCommand q = c.CreateCommand();
+        q.CommandText = $"SELECT k, grp, v FROM kv WHERE k % 4 = {part % 4} ORDER BY k";
+        using SqliteDataReader r = q.ExecuteReader();
+        while (r.Read())
+        {
+            hash.Append(BitConverter.GetBytes(r.GetInt64(0)));
+            hash.Append(BitConverter.GetBytes(r.GetInt64(1)));
+            hash.Append((byte[])r.GetValue(2));
+        }
+        return hash.GetCurrentHashAsUInt64();
+    }
+
+    [Fact]
+    public void Ten_thousand_errors_in_protected_pages_of_a_running_database_under_GC_stress_change_no_answer()
+    {
+        SkipUnsupported();
+        var expected = new ulong[4];
+        SqliteAllocator.EnsureInstalled();
+        using (var c = new SqliteConnection($"Data Source={Path.Combine(_dir, "reference.db")};Pooling=False"))
+        {
+            c.Open();
+            Build(c);
+            for (int p = 0; p < 4; p++) expected[p] = ReadChecksum(c, p); // on ordinary memory
+        }
+        using var g = new Guest(_dir);
+        SqliteConnection[] readers = [g.Sqlite.Open(), g.Sqlite.Open()];
+        foreach (SqliteConnection c in readers) Exec(c, "PRAGMA cache_size=-16000");
+        for (int p = 0; p < 4; p++) Assert.Equal(expected[p], ReadChecksum(readers[0], p));
+        using var engine = new RecoveryEngine(g.Vm);
+        engine.Protect(g.BackedHeapPages(), PageCategory.KernelLike);
+        long reads = 0, wrong = 0;
+        using var stop = new CancellationTokenSource();
+        Exception? failure = null;
+        Thread[] threads = readers.Select((c, t) => new Thread(() =>
+        {
+            try
+            {
+                for (int i = t; !stop.IsCancellationRequested; i++)
+                {
+                    if (ReadChecksum(c, i) != expected[i % 4]) Interlocked.Increment(ref wrong);
+                    Interlocked.Increment(ref reads);
+                }
+            }
+            catch (Exception e) { failure = e; }
+        })).ToArray();
+        using var gc = new GcStress();
+        using Timer watchdog = GcStress.Watchdog(nameof(Ten_thousand_errors_in_protected_pages_of_a_running_database_under_GC_stress_change_no_answer));
+        foreach (Thread t in threads) t.Start();
+        var rng = new Random(10_000);
+        int injected = 0, contained = 0, attempts = 0;
+        List<GuestPage> heap = g.Sqlite.Heap.HeldPages().ToList();
+        while (injected < 10_000 && attempts < 2_000_000 && failure is null)
+        {
+            attempts++;
+            if (attempts % 2000 == 0) engine.Reprotect(coldOnly: false); // pages the readers wrote are covered again
+            GuestPage p = heap[rng.Next(heap.Count)];
+            (int offset, byte[] mask) = FaultInjector.Pattern((ErrorKind)rng.Next(4), g.Arena.Arena.PageSize, rng);
+            // One error at a time, reported at once: never two in one parity group, which parity cannot rebuild.
+            if (FaultInjector.IntoPage(g.Vm, p, offset, mask, onlyIfProtected: true) is not HostFrame f) continue;
+            injected++;
+            if (engine.Report(f).Outcome == ErrorOutcome.Contained) contained++;
+        }
+        stop.Cancel();
+        foreach (Thread t in threads) t.Join();
+        Assert.Null(failure);
+        Assert.Equal(10_000, injected);
+        Assert.Equal(0, contained);
+        Assert.Equal(0, wrong);
+        Assert.True(reads > 20, $"only {reads} reads ran beside the injections");
+        Assert.True(gc.Collections > 10);
+        Assert.Equal(0UL, g.Vm.Counters.Contained);
+        foreach (SqliteConnection c in readers) g.Sqlite.Close(c);
+    }
 }
