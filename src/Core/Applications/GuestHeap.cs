@@ -59,7 +59,9 @@ public sealed unsafe class GuestHeap : IDisposable
             if (rc != 0)
             {
                 for (ulong v = 0; v < pages; v++) os.Release(p, v); // the run goes back as it came
-                FaultEngine.Check(rc == Lib.EBUSY ? Lib.EFULL : rc, $"{os.Vm.Name}: installing the application heap");
+                if (rc == Lib.EBUSY)
+                    throw new InvalidOperationException($"{os.Vm.Name}: the fault engine already has an application heap (one per process)");
+                FaultEngine.Check(rc, $"{os.Vm.Name}: installing the application heap");
             }
             var heap = new GuestHeap(os, p, region);
             _current = heap;
