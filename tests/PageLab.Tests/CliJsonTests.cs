@@ -6,7 +6,6 @@ using PageLab.Core.Scenarios;
 
 namespace PageLab.Tests;
 
-[Collection(nameof(SqliteGuestTests))] // one run uses SQLite, whose allocator is process-wide
 public partial class CliJsonTests
 {
     private static string ShortFile(TempDir dir, int ticks = 30)

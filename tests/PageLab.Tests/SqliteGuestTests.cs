@@ -14,7 +14,8 @@ using PageLab.Core.Scenarios;
 
 namespace PageLab.Tests;
 
-[Collection(nameof(SqliteGuestTests))] // SQLite's allocator is process-wide: one test at a time
+// SQLite's allocator is process-wide: these tests rely on the assembly running one test at a time
+// (AssemblyInfo.cs: one collection per assembly).
 public sealed class SqliteGuestTests : IDisposable
 {
     private const int Rows = 8000, Rounds = 6;
