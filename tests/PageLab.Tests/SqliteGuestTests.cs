@@ -16,7 +16,7 @@ namespace PageLab.Tests;
 
 // SQLite's allocator is process-wide: these tests rely on the assembly running one test at a time
 // (AssemblyInfo.cs: one collection per assembly).
-public sealed class SqliteGuestTests : IDisposable
+public sealed unsafe class SqliteGuestTests : IDisposable
 {
     private const int Rows = 8000, Rounds = 6;
     private const ulong VmPages = 8192, HeapPages = 4096;
@@ -380,5 +380,38 @@ public sealed class SqliteGuestTests : IDisposable
         Assert.True(gc.Collections > 10);
         Assert.Equal(0UL, g.Vm.Counters.Contained);
         foreach (SqliteConnection c in readers) g.Sqlite.Close(c);
+    }
+
+    [Fact]
+    public void The_heap_allocates_only_over_pages_it_holds_and_is_one_per_process()
+    {
+        SkipUnsupported();
+        using var arena = new TestArena(1024);
+        GuestVm vm = arena.Vm("heap", 512);
+        using var os = new GuestOperatingSystem(vm, new GuestOsOptions { SwapDirectory = _dir });
+        using GuestHeap heap = GuestHeap.Create(os, "app", 8);
+        Assert.Equal(504UL, heap.First.Value); // the highest free run
+        Assert.All(heap.HeldPages(), p => Assert.False(os.IsFree(p)));
+        Assert.Throws<InvalidOperationException>(() => GuestHeap.Create(os, "second", 8));
+        Assert.Throws<InvalidOperationException>(() => os.Kill(heap.Process));
+
+        nint big = PageLab.Native.Interop.PageLab.AppMalloc(3 * 4096); // larger than a page: contiguous in the run
+        Assert.NotEqual(0, big);
+        new Span<byte>((void*)big, 3 * 4096).Fill(0x5A); // real stores: demand faults resolved by the engine
+        Assert.Equal(5, heap.Shrink(8));                   // the 3 pages of the block stay
+        Assert.Equal(0, PageLab.Native.Interop.PageLab.AppMalloc(2 * 4096)); // no room in what it holds: NOMEM
+
+        // Another process takes two of the pages given back; the heap gets only the other three.
+        GuestProcess other = os.Spawn("other", 2);
+        other.Page(0)[0] = 1;
+        other.Page(1)[0] = 1;
+        Assert.Equal(3, heap.Grow(8));
+        Assert.Equal(6L, heap.Stats.HeldPages);
+        nint again = PageLab.Native.Interop.PageLab.AppMalloc(2 * 4096);
+        Assert.NotEqual(0, again);
+        Assert.True(new Span<byte>((void*)big, 3 * 4096).IndexOfAnyExcept((byte)0x5A) < 0);
+        PageLab.Native.Interop.PageLab.AppFree(big);
+        PageLab.Native.Interop.PageLab.AppFree(again);
+        Assert.Equal(0, heap.Stats.BytesInGuest);
     }
 }
