@@ -115,6 +115,15 @@ public partial class CliJsonTests
             Assert.NotEqual(JsonValueKind.Null, sharedDoc.RootElement.GetProperty("sharing").ValueKind);
             written.UnionWith(Keys(sharedDoc.RootElement));
         }
+        // A VM running an application writes the keys of its `app` object too (null elsewhere).
+        string sqlite = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "examples", "sqlite.json"));
+        if (File.Exists(sqlite) && PageLab.Core.Applications.SqliteAllocator.Unsupported is null)
+        {
+            CliResult app = CliHarness.InProcess("run", sqlite, "--ticks", "2", "--no-plot", "--json", "-");
+            Assert.True(app.Exit == 0, $"exit {app.Exit}; stderr: {app.Err}");
+            using JsonDocument appDoc = JsonDocument.Parse(app.Out);
+            written.UnionWith(Keys(appDoc.RootElement));
+        }
 
         string docsPath = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "docs", "run-summary.md"));
         // The Windows lane runs a published test exe with no source tree beside it.

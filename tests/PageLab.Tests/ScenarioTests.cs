@@ -23,7 +23,7 @@ public class ScenarioTests
     [InlineData("""{ "hostPages": 1000, "ticks": 10, "vms": [ { "name": "a", "pages": 512, "workload": { "kind": "burst", "pages": 10, "endPages": 0, "freeAtTick": 5 } } ] }""", "vms[0].workload.endPages: a burst needs endPages, the pages it keeps: between 1 and 9 (fewer than its pages), got 0")]
     [InlineData("""{ "hostPages": 1000, "vms": [ { "name": "a", "pages": 512, "workload": { "kind": "idle", "pages": 10, "endPages": 5 } } ] }""", "vms[0].workload.endPages: only a growing or burst workload has endPages, not 'idle'")]
     [InlineData("""{ "hostPages": 1000, "vms": [ { "name": "a", "pages": 512, "workload": { "kind": "active", "pages": 10, "freeAtTick": 5 } } ] }""", "vms[0].workload.freeAtTick: only a burst workload has freeAtTick, not 'active'")]
-    [InlineData("""{ "hostPages": 100, "vms": [ { "name": "a", "pages": 512, "workload": { "kind": "bursty", "pages": 10 } } ] }""", "vms[0].workload.kind: 'bursty' is not a workload kind (idle, active, growing, burst")]
+    [InlineData("""{ "hostPages": 100, "vms": [ { "name": "a", "pages": 512, "workload": { "kind": "bursty", "pages": 10 } } ] }""", "vms[0].workload.kind: 'bursty' is not a workload kind (idle, active, growing, burst, trace, phases, sqlite")]
     [InlineData("""{ "hostPages": 100, "vms": [ { "name": "a", "pages": 512, "workload": { "pages": 10 } }, { "name": "a", "pages": 512, "workload": { "pages": 10 } } ] }""", "vms[1].name: 'a' is used twice")]
     [InlineData("""{ "hostPages": "lots", "vms": [] }""", "hostPages")]
     public void A_bad_scenario_file_is_refused_naming_the_file_key_and_value(string json, string expected)

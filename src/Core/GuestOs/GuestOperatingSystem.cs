@@ -112,6 +112,71 @@ public sealed class GuestOperatingSystem : IDisposable
         return p;
     }
 
+    /// <summary>Reserves a contiguous run of <paramref name="pages"/> free guest physical pages for an
+    /// application, as hugetlbfs reserves huge pages for a database's buffer pool: a pinned process whose
+    /// virtual page v is guest page first + v, the highest free run (the LIFO free list hands out low pages
+    /// first). The guest never pages them out; only the application gives them back
+    /// (<see cref="Release(GuestProcess, ulong)"/>) and takes them back (<see cref="TakeBackRun"/>).
+    /// Null if no free run is that long.</summary>
+    public GuestProcess? SpawnPinnedRun(string name, ulong pages)
+    {
+        if (pages == 0 || pages > Vm.PageCount) throw new ArgumentOutOfRangeException(nameof(pages), pages, $"{Vm.Name}: a run of 1 to {Vm.PageCount} pages");
+        ulong run = 0;
+        ulong? first = null;
+        for (ulong g = Vm.PageCount; g-- > 0;)
+        {
+            run = _isFree[g] ? run + 1 : 0;
+            if (run == pages) { first = g; break; }
+        }
+        if (first is not ulong f) return null;
+        var p = new GuestProcess(this, _processes.Count, name, pages, pinned: true, balloon: false) { RunFirst = f };
+        _processes.Add(p);
+        var take = new HashSet<ulong>();
+        for (ulong v = 0; v < pages; v++) take.Add(f + v);
+        TakeOffFreeList(take);
+        foreach (ulong g in take) Own(p, g - f, g);
+        return p;
+    }
+
+    /// <summary>Gives an application's run pages it released and the guest still has free back to it, up
+    /// to <paramref name="max"/>, lowest first. Returns their guest pages (others may hold the rest: the
+    /// balloon, another process).</summary>
+    public List<GuestPage> TakeBackRun(GuestProcess p, ulong max)
+    {
+        if (p.RunFirst is not ulong f) throw new ArgumentException($"process '{p.Name}' has no reserved run", nameof(p));
+        var take = new HashSet<ulong>();
+        for (ulong v = 0; v < p.VirtualPages && (ulong)take.Count < max; v++)
+            if (p.Pte[v] == 0 && _isFree[f + v]) take.Add(f + v);
+        TakeOffFreeList(take);
+        var got = new List<GuestPage>(take.Count);
+        foreach (ulong g in take.Order())
+        {
+            Own(p, g - f, g);
+            got.Add(new GuestPage(g));
+        }
+        return got;
+    }
+
+    // Removes these pages from the free list (one rebuild, keeping the others' order).
+    private void TakeOffFreeList(HashSet<ulong> pages)
+    {
+        if (pages.Count == 0) return;
+        ulong[] rest = _free.Where(g => !pages.Contains(g)).Reverse().ToArray();
+        _free.Clear();
+        foreach (ulong g in rest) _free.Push(g);
+        foreach (ulong g in pages) _isFree[g] = false;
+    }
+
+    private void Own(GuestProcess p, ulong vpn, ulong g)
+    {
+        p.Pte[vpn] = (long)g + 1;
+        p.Accessed[vpn] = true;
+        p.Referenced[vpn] = true;
+        _ownerPid[g] = p.Pid;
+        _ownerVpn[g] = vpn;
+        p.Resident++;
+    }
+
     /// <summary>The guest physical page behind a resident virtual page (a walk of the guest page table).</summary>
     public GuestPage? Translate(GuestProcess p, ulong vpn) => p.ResidentPage(vpn) is ulong g ? new GuestPage(g) : null;
 
@@ -176,13 +241,26 @@ public sealed class GuestOperatingSystem : IDisposable
         int pid = _ownerPid[g.Value];
         if (pid == NoOwner) return $"nobody ({g} was free)";
         GuestProcess p = _processes[pid];
+        if (p.RunFirst is not null)
+        {
+            // An application heap's run: native code holds pointers into every page of it, so its pages are
+            // never freed under it; the application ends the work that used the page instead.
+            RunMemoryFailure?.Invoke(p, g);
+            return $"application '{p.Name}' (pid {p.Pid}): its run stays; the application restarts the work that used {g}";
+        }
         Kill(p);
         return $"process '{p.Name}' (pid {p.Pid})";
     }
 
-    /// <summary>Terminates one process (its pages and swap slots are freed); the rest of the VM runs on.</summary>
+    /// <summary>An uncorrected error hit a page of an application's reserved run (the process is not killed).</summary>
+    public Action<GuestProcess, GuestPage>? RunMemoryFailure { get; set; }
+
+    /// <summary>Terminates one process (its pages and swap slots are freed); the rest of the VM runs on.
+    /// An application with a reserved run is refused: native code holds pointers into its pages.</summary>
     public void Kill(GuestProcess p)
     {
+        if (p.RunFirst is not null)
+            throw new InvalidOperationException($"process '{p.Name}' holds a reserved run its native code points into; it gives pages back itself");
         if (p.Killed) return;
         for (ulong v = 0; v < p.VirtualPages; v++) Release(p, v);
         p.Killed = true;
@@ -390,6 +468,9 @@ public sealed class GuestProcess
     public ulong VirtualPages { get; }
     /// <summary>Pinned pages are never paged out (kernel-like memory).</summary>
     public bool Pinned { get; }
+    /// <summary>The first guest page of the contiguous run reserved for this process
+    /// (<see cref="GuestOperatingSystem.SpawnPinnedRun"/>), or null.</summary>
+    public ulong? RunFirst { get; internal init; }
     /// <summary>The balloon driver's process (its pages are not part of the working set).</summary>
     public bool IsBalloon { get; }
     public bool Killed { get; internal set; }

@@ -79,7 +79,7 @@ public sealed record RunSummary
                 BalloonInflatedPages = timeline.Vm(v.Name).BalloonInflatedPages, HostSwappedByScheduler = timeline.Vm(v.Name).HostSwappedByScheduler,
                 SharedPagesEnd = end.SharedPages, SharingCreditPagesEnd = end.SharingCreditPages, CowBreaks = end.CowBreaks,
                 ImageWrongReads = end.ImageWrongReads, FaultedAroundPages = end.FaultedAroundPages,
-                FramesTakenFromOthers = end.FramesTakenFromOthers,
+                FramesTakenFromOthers = end.FramesTakenFromOthers, App = end.App,
             });
         }
         SharingTotals? sharing = scanner is SharingMetrics m
@@ -135,6 +135,17 @@ public sealed record VmTotals(
     public ulong FaultedAroundPages { get; init; }
     /// <summary>Frames its faults took, on a full arena, by host-swapping another VM's page, over the run.</summary>
     public ulong FramesTakenFromOthers { get; init; }
+    /// <summary>Its application (a sqlite workload) over the run; null for VMs without one.</summary>
+    public AppTotals? App { get; init; }
+}
+
+/// <summary>What the application did over a run (<c>app</c> of a VM in the run summary).</summary>
+public sealed record AppTotals(
+    string Kind, long Transactions, double TransactionsPerSecond, double LatencyP50Ms, double LatencyP99Ms, long HeapBytesInGuest,
+    long HeapBytesOutsideGuest, long CacheHits, long CacheMisses, long ShrinkEvents, long WrongResults)
+{
+    /// <summary>Transactions that failed (SQLITE_NOMEM from a full heap, or busy) and were rolled back.</summary>
+    public long FailedTransactions { get; init; }
 }
 
 /// <summary>Page sharing over a run (<c>sharing</c> in the JSON).</summary>

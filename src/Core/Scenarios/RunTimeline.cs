@@ -30,6 +30,8 @@ public sealed class VmTimeline(string name, ulong pages)
     public List<ulong> SharingCreditPages { get; } = new();
     /// <summary>Its pages the host swapped out so far (the scheduler's and the fault engine's).</summary>
     public List<ulong> HostSwapOuts { get; } = new();
+    /// <summary>Its application's totals at each tick (a sqlite workload), null where it has none.</summary>
+    public List<AppTotals?> App { get; } = new();
     /// <summary>Pages its balloon took over the run (inflate events).</summary>
     public long BalloonInflatedPages { get; internal set; }
     /// <summary>Pages the scheduler host-swapped out of it over the run (host_swap events).</summary>
@@ -112,6 +114,7 @@ public sealed class RunTimeline
             t.CowBreaks.Add(v.CowBreaks);
             t.SharingCreditPages.Add(v.SharingCreditPages);
             t.HostSwapOuts.Add(v.HostSwapOuts);
+            t.App.Add(v.App);
             t.ImageWrongReads = v.ImageWrongReads;
         }
     }
@@ -146,6 +149,7 @@ public sealed class RunTimeline
         "tick", "vm", "heldFrames", "allocationPages", "balloonTargetPages", "balloonActualPages", "activeEstimatePages",
         "workingSetPages", "guestPageOuts", "guestPageIns", "demandFaults", "hostStalls", "condition", "freeArenaFrames",
         "sharedPages", "cowBreaks", "sharingCreditPages", "hostSwapOuts", "sharedFrames",
+        "appTransactions", "appHeapBytesInGuest", "appCacheMisses", "appShrinkEvents", "appWrongResults",
     ];
 
     /// <summary>Writes the timeline as CSV: a header line of <see cref="CsvColumns"/>, then one row per recorded
@@ -165,7 +169,10 @@ public sealed class RunTimeline
                     v.WorkingSetPages[i].ToString(inv), v.GuestPageOuts[i].ToString(inv), v.GuestPageIns[i].ToString(inv),
                     v.DemandFaults[i].ToString(inv), v.HostStalls[i].ToString(inv), v.Condition[i].ToString().ToLowerInvariant(),
                     FreeFrames[i].ToString(inv), v.SharedPages[i].ToString(inv), v.CowBreaks[i].ToString(inv),
-                    v.SharingCreditPages[i].ToString(inv), v.HostSwapOuts[i].ToString(inv), SharedFrames[i].ToString(inv)));
+                    v.SharingCreditPages[i].ToString(inv), v.HostSwapOuts[i].ToString(inv), SharedFrames[i].ToString(inv),
+                    v.App[i]?.Transactions.ToString(inv) ?? "", v.App[i]?.HeapBytesInGuest.ToString(inv) ?? "",
+                    v.App[i]?.CacheMisses.ToString(inv) ?? "", v.App[i]?.ShrinkEvents.ToString(inv) ?? "",
+                    v.App[i]?.WrongResults.ToString(inv) ?? ""));
                 writer.Write('\n');
             }
     }

@@ -267,7 +267,7 @@ public sealed record Scenario
             if (init < v.MinPages || init > max) Fail($"{at}.initialPages", $"{init} is outside [{v.MinPages}, {max}]");
             initial += init;
             if (v.Workload is null) Fail($"{at}.workload", "must not be null");
-            ValidateWorkload(v.Workload!, new WorkloadContext(v.Pages, Ticks, SamplePeriodTicks, Directory), $"{at}.workload", source);
+            ValidateWorkload(v.Workload!, WorkloadContextOf(v), $"{at}.workload", source);
             if (v.FreePageReporting is { } fpr)
             {
                 if (fpr.DelayTicks < 0) Fail($"{at}.freePageReporting.delayTicks", $"must not be negative, got {fpr.DelayTicks}");
@@ -315,6 +315,17 @@ public sealed record Scenario
         if (mins > HostPages) Fail("vms[*].minPages", $"the VMs' minimums total {mins} pages, more than hostPages {HostPages}");
         if (initial > HostPages) Fail("vms[*].initialPages", $"initial allocations total {initial} pages, more than hostPages {HostPages}");
     }
+
+    /// <summary>What VM <paramref name="v"/>'s workload kind may know of this scenario (the runner adds where the
+    /// run keeps its temporary files).</summary>
+    internal WorkloadContext WorkloadContextOf(VmSpec v, string? tempDirectory = null) =>
+        new(v.Pages, Ticks, SamplePeriodTicks, Directory)
+        {
+            KernelPages = v.KernelPages,
+            ImagePages = v.Image?.Pages ?? 0,
+            VmsOfThisKind = Vms.Count(x => x.Workload?.Kind == v.Workload?.Kind),
+            TempDirectory = tempDirectory,
+        };
 
     // The kind checks its own keys; its errors get the workload's path in front.
     private static void ValidateWorkload(WorkloadSpec w, WorkloadContext context, string at, string source)

@@ -33,6 +33,8 @@ public sealed record VmSnapshot(
     public ulong FaultedAroundPages { get; init; }
     /// <summary>Frames its faults took by host-swapping another VM's page on a full arena so far.</summary>
     public ulong FramesTakenFromOthers { get; init; }
+    /// <summary>Its application's totals so far (a sqlite workload), or null.</summary>
+    public AppTotals? App { get; init; }
 }
 
 public sealed record TickSnapshot(int Tick, IReadOnlyList<VmSnapshot> Vms, long FreeFrames, long TransferredFrames, StepReport Step)
@@ -55,10 +57,12 @@ public sealed class ScenarioRunner : IDisposable
     private MemoryLevel[] _levels = [];
     private int _tick;
     private GuestVm? _unscheduled; // created but not yet owned by the scheduler (for cleanup on failure)
+    private readonly string _tempDirectory; // the run's temporary files: swap files, an application's database
 
     /// <param name="policy">The allocation policy (default: the one the scenario names).</param>
     public ScenarioRunner(Scenario scenario, string? swapDirectory = null, IAllocationPolicy? policy = null)
     {
+        _tempDirectory = swapDirectory ?? Path.GetTempPath();
         scenario.Validate();
         policy ??= CreatePolicy(scenario.PolicyName);    // before any memory is made: it may be refused
         Scenario = scenario;
@@ -95,7 +99,7 @@ public sealed class ScenarioRunner : IDisposable
                     ? new FreePageReporting(os, new FreePageReportingOptions { DelayTicks = fpr.DelayTicks, FractionPerPass = fpr.FractionPerPass })
                     : null);
                 _images.Add(spec.Image is { } image ? new ImageWorkload(os, image) : null);
-                _workloads.Add(CreateWorkload(os, spec, scenario));
+                _workloads.Add(CreateWorkload(os, spec, scenario, _tempDirectory));
             }
         }
         catch
@@ -104,6 +108,13 @@ public sealed class ScenarioRunner : IDisposable
             throw;
         }
         Condition = new ConditionService(Scheduler);
+        // An application adapts to the hypervisor's condition (the hypercall) or to its guest's free memory.
+        for (int i = 0; i < _workloads.Count; i++)
+            if (_workloads[i] is IApplicationWorkload app)
+            {
+                string name = Scheduler.Vms[i].Vm.Name;
+                app.FollowCondition(previous => Condition.GuestOsLevel(name, previous), () => Condition.Query(name).Level);
+            }
         Scheduler.FramesMoved += _moves.Add;
         _metrics = PageLabMetrics.Register(scenario.Name);
     }
@@ -356,7 +367,7 @@ public sealed class ScenarioRunner : IDisposable
             {
                 SharedPages = v.Vm.SharedPages, CowBreaks = f.CowBreaks, SharingCreditPages = v.SharingCreditPages,
                 ImageWrongReads = _images[i]?.WrongReads ?? 0, FaultedAroundPages = f.FaultedAround,
-                FramesTakenFromOthers = f.TakenFromOthers,
+                FramesTakenFromOthers = f.TakenFromOthers, App = (_workloads[i] as IApplicationWorkload)?.Totals(),
             });
         }
         return list;
@@ -389,6 +400,13 @@ public sealed class ScenarioRunner : IDisposable
         ScheduledVm v = Scheduler.Vms[i];
         (GuestProcess kernel, RecoveryEngine engine) = _recovery[i];
         GuestProcess victim = j.Target == "kernel" ? kernel : _workloads[i].Process;
+        if (j.Target == "user" && _workloads[i] is IApplicationWorkload { RefusesUnprotectedErrors: { } refused })
+        {
+            // An application may hold native pointers into its pages: it says whether a contained (zeroed) page
+            // may be put under them.
+            Missed($"refused: {refused}");
+            return;
+        }
         void Missed(string why) =>
             Record(new RunEvent { Tick = _tick, Kind = RunEventKind.Injection, Vm = j.Vm, Missed = true, Detail = $"{j.Kind} into {j.Target}: {why}" });
         var resident = Enumerable.Range(0, (int)victim.VirtualPages).Select(p => (ulong)p).Where(victim.IsResident).ToList();
@@ -412,19 +430,20 @@ public sealed class ScenarioRunner : IDisposable
             Detail = r.Outcome == ErrorOutcome.Contained ? $"contained: process '{victim.Name}' terminated" : $"{r.Outcome}: {page} rebuilt bit-exact" });
     }
 
-    // The workload's kind builds it, in a process named after the kind with as many virtual pages as the VM.
-    private static IWorkload CreateWorkload(GuestOperatingSystem os, VmSpec spec, Scenario scenario)
+    // The workload's kind starts it: by default in a process named after the kind with as many virtual pages as
+    // the VM (an application in the run of guest pages its heap reserves), with the run's temporary directory.
+    private static IWorkload CreateWorkload(GuestOperatingSystem os, VmSpec spec, Scenario scenario, string tempDirectory)
     {
         IWorkloadKind kind = WorkloadKinds.Find(spec.Workload.Kind)
                              ?? throw new ScenarioException("scenario", $"vms[{spec.Name}].workload.kind", WorkloadKinds.Unknown(spec.Workload.Kind));
-        GuestProcess p = os.Spawn(spec.Workload.Kind, os.Vm.PageCount);
-        return kind.Create(spec.Workload, p, new WorkloadContext(spec.Pages, scenario.Ticks, scenario.SamplePeriodTicks, scenario.Directory));
+        return kind.Start(spec.Workload, os, scenario.WorkloadContextOf(spec, tempDirectory));
     }
 
     public void Dispose()
     {
+        // Workloads first (a trace's open file; an application frees its heap before the VM it lives in goes).
+        foreach (IWorkload w in _workloads) (w as IDisposable)?.Dispose();
         _metrics?.Dispose();
-        foreach (IWorkload w in _workloads) (w as IDisposable)?.Dispose();   // a trace's open file
         foreach (ScheduledVm v in Scheduler?.Vms ?? [])
         {
             v.Os.Dispose();

@@ -3,6 +3,7 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using PageLab.Core.Condition;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Scenarios;
 
@@ -17,6 +18,20 @@ public interface IWorkload
     void Step(int tick, Random rng);
 }
 
+/// <summary>A workload that is an application: it answers the memory condition itself, reports its own totals
+/// (<c>app</c> in the run summary) and may keep unprotected errors out of its memory. The runner treats every such
+/// workload alike, whatever its kind.</summary>
+public interface IApplicationWorkload : IWorkload
+{
+    /// <summary>Gives it both readings of its VM's memory condition: the guest OS's own (from its free memory,
+    /// given the last level) and the hypervisor's (the condition hypercall); it follows the one it is set to.</summary>
+    void FollowCondition(Func<MemoryLevel, MemoryLevel> guestOs, Func<MemoryLevel> hypervisor);
+    /// <summary>What it did so far.</summary>
+    AppTotals Totals();
+    /// <summary>Why an unprotected error (contained by zeroing the page) is not injected into its pages; null: it may be.</summary>
+    string? RefusesUnprotectedErrors { get; }
+}
+
 /// <summary>What a kind may know of the scenario around its workload, when it checks its keys and when it
 /// builds its workload.</summary>
 /// <param name="VmPages">The VM's guest physical pages (the workload's process has this many virtual pages).</param>
@@ -26,6 +41,16 @@ public interface IWorkload
 /// directory (null: the current directory).</param>
 public sealed record WorkloadContext(ulong VmPages, int Ticks, int SamplePeriodTicks, string? Directory = null)
 {
+    /// <summary>The VM's kernel pages (pinned; no workload can have them).</summary>
+    public ulong KernelPages { get; init; }
+    /// <summary>The VM's image pages (its page cache; no workload can have them).</summary>
+    public ulong ImagePages { get; init; }
+    /// <summary>How many of the scenario's VMs run this kind (a kind whose state is process-wide allows one).</summary>
+    public int VmsOfThisKind { get; init; } = 1;
+    /// <summary>Where the run keeps its temporary files (swap files, an application's database); null: the system's.</summary>
+    public string? TempDirectory { get; init; }
+
+
     /// <summary>A file name from the workload's keys as a full path.</summary>
     public string PathOf(string file) => Path.GetFullPath(Path.Combine(Directory ?? Environment.CurrentDirectory, file));
 }
@@ -44,6 +69,9 @@ public interface IWorkloadKind
     /// <summary>Throws <see cref="WorkloadSpecException"/> naming the first bad key (relative to the workload) and its value.</summary>
     void Validate(WorkloadSpec spec, WorkloadContext context);
     IWorkload Create(WorkloadSpec spec, GuestProcess process, WorkloadContext context);
+    /// <summary>Starts the workload in <paramref name="os"/> (what the runner calls): the process it runs in, then
+    /// <see cref="Create"/>.</summary>
+    IWorkload Start(WorkloadSpec spec, GuestOperatingSystem os, WorkloadContext context);
 }
 
 /// <summary>A bad value in a workload's keys: <see cref="Key"/> is relative to the workload (<c>pages</c>,
@@ -65,6 +93,12 @@ public abstract class WorkloadKind<TSettings> : IWorkloadKind where TSettings : 
     protected abstract void Validate(TSettings settings, WorkloadContext context);
     protected abstract IWorkload Create(TSettings settings, GuestProcess process, WorkloadContext context);
 
+    /// <summary>Its process: by default one named after the kind with as many virtual pages as the VM, handed to
+    /// <see cref="Create(TSettings, GuestProcess, WorkloadContext)"/>. A kind whose process the guest makes another
+    /// way (an application's pinned run of guest pages) overrides this.</summary>
+    protected virtual IWorkload Start(TSettings settings, GuestOperatingSystem os, WorkloadContext context) =>
+        Create(settings, os.Spawn(Name, os.Vm.PageCount), context);
+
     public TSettings SettingsOf(WorkloadSpec spec) =>
         spec.Keys.Deserialize<TSettings>(WorkloadKinds.Json) ?? new TSettings();
 
@@ -72,6 +106,8 @@ public abstract class WorkloadKind<TSettings> : IWorkloadKind where TSettings : 
     void IWorkloadKind.Validate(WorkloadSpec spec, WorkloadContext context) => Validate(SettingsOf(spec), context);
     IWorkload IWorkloadKind.Create(WorkloadSpec spec, GuestProcess process, WorkloadContext context) =>
         Create(SettingsOf(spec), process, context);
+    IWorkload IWorkloadKind.Start(WorkloadSpec spec, GuestOperatingSystem os, WorkloadContext context) =>
+        Start(SettingsOf(spec), os, context);
 
     /// <summary>Refuses <paramref name="key"/> (relative to the workload) with <paramref name="why"/>, which names the value.</summary>
     [DoesNotReturn]

@@ -20,6 +20,7 @@ public static class WorkloadKinds
         new BurstKind(),
         new TraceKind(),
         new PhasesKind(),
+        new SqliteKind(),
     ];
 
     /// <summary>Every registered kind, in registration order (the order errors and docs list them in).</summary>

@@ -18,6 +18,9 @@
  *   handler.c     the fault handler: finds the region, resolves the fault, chains what is not ours
  *   mce.c         memory errors the kernel delivers (SIGBUS) and the kernel-backed injectors
  *   share.c       content-based page sharing: shared frames with N sharers, merge, copy-on-write breaks
+ *   appheap.c     the guest application heap: malloc over a run of a VM's guest pages, bookkeeping outside them
+ *   appsqlite.c   SQLite's allocator (SQLITE_CONFIG_MALLOC) over that heap, process-wide
+ *   appvfs.c      a shim over SQLite's default VFS: file I/O and paths pass through ordinary memory
  *
  * OWNERSHIP OF FRAMES (the truth is arena.c's table; C# reads it and changes it only through pl_* calls)
  *   state     owner                      who may move it, and where
