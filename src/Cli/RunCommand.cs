@@ -22,7 +22,7 @@ internal static class RunCommand
         var staticPartition = new Option<bool>("--static") { Description = "Keep the initial allocations (the static policy), for comparison" };
         var policy = CliOptions.Policy("--policy", "Override the scenario's allocation policy");
         var compare = CliOptions.PolicyList("--compare", "Run the scenario once per policy, same seed, and compare guest paging, host swapping, condition and allocations",
-            ["static", "esx", "pagelab"]);
+            Core.Scheduling.PolicyCatalog.BuiltIn);
         var print = new Option<bool>("--print-default") { Description = "Print the built-in scenario as JSON and exit" };
         var plot = CliOptions.File("--plot", $"Write the timeline PNG here (default: {DefaultOutputDirectory}/pagelab-<scenario>.png)");
         var noPlot = new Option<bool>("--no-plot") { Description = "Do not write the timeline PNG" };
@@ -239,7 +239,7 @@ internal static class RunCommand
         OutputLocks locks)
     {
         AnsiConsole.MarkupLine($"{(label is null ? "" : $"{Markup.Escape(label)}: ")}[bold]{Markup.Escape(s.Name)}[/]: {s.Vms.Count} VMs, " +
-                               $"host {s.HostPages} pages, {s.Ticks} ticks, policy {s.PolicyName}{(s.WorkConserving && s.PolicyName != "static" ? " (work-conserving)" : "")}, " +
+                               $"host {s.HostPages} pages, {s.Ticks} ticks, policy {s.PolicyName}{(s.WorkConserving && Core.Scheduling.PolicyCatalog.TraitsOf(s.PolicyName).WorkConserving ? " (work-conserving)" : "")}, " +
                                (Order(s) == Core.Scheduling.Reclamation.Balloon ? "" : $"reclamation {Core.Scheduling.ReclamationParse.Format(Order(s))}, ") + $"seed {s.Seed}");
         var clock = Stopwatch.StartNew();
         // The guests' swap files go to a directory of this run, removed at the end however the run ends.

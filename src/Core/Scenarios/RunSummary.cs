@@ -91,7 +91,7 @@ public sealed record RunSummary
             : null;
         return new RunSummary
         {
-            Scenario = s.Name, ScenarioFile = scenarioFile, Seed = s.Seed, Adaptive = s.PolicyName != "static", Policy = s.PolicyName, WorkConserving = s.WorkConserving && s.PolicyName != "static", Ticks = s.Ticks, TicksRun = last.Tick,
+            Scenario = s.Name, ScenarioFile = scenarioFile, Seed = s.Seed, Adaptive = Scheduling.PolicyCatalog.TraitsOf(s.PolicyName).Adaptive, Policy = s.PolicyName, WorkConserving = s.WorkConserving && Scheduling.PolicyCatalog.TraitsOf(s.PolicyName).WorkConserving, Ticks = s.Ticks, TicksRun = last.Tick,
             Reclamation = Scheduling.ReclamationParse.Format(Scheduling.ReclamationParse.Parse(s.Reclamation)), Sharing = sharing,
             FaultAroundPages = s.FaultAroundPages,
             Interrupted = interrupted, AccountingOk = accountingProblems.Count == 0, AccountingProblems = accountingProblems.ToList(),

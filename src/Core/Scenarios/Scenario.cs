@@ -196,7 +196,7 @@ public sealed record Scenario
         if (FaultAroundPages is < 1 or > GuestVm.MaxFaultAround || !BitOperations.IsPow2(FaultAroundPages))
             Fail("faultAroundPages", $"must be a power of two from 1 to {GuestVm.MaxFaultAround}, got {FaultAroundPages}");
         if (IdleTax is < 0 or >= 1) Fail("idleTax", $"must be in [0, 1), got {IdleTax}");
-        if (!Adaptive && Policy is not (null or "static")) Fail("policy", $"'{Policy}' conflicts with adaptive: false (which means the static policy); give one");
+        if (!Adaptive && Policy is not null && Policy != Scheduling.PolicyCatalog.StaticName) Fail("policy", $"'{Policy}' conflicts with adaptive: false (which means the static policy); give one");
         if (Policy is not null)
             try { Scheduling.PolicyCatalog.CheckName(Policy); }
             catch (ArgumentException e) { Fail("policy", e.Message); }
@@ -291,7 +291,7 @@ public sealed record Scenario
 
     /// <summary>The policy this scenario runs with.</summary>
     [JsonIgnore]
-    public string PolicyName => Policy ?? (Adaptive ? "pagelab" : "static");
+    public string PolicyName => Policy ?? (Adaptive ? Scheduling.PolicyCatalog.DefaultName : Scheduling.PolicyCatalog.StaticName);
 
     /// <summary>The least allocation a VM can run in: its kernel (pinned) and the guest OS's free reserve.</summary>
     public static ulong FloorOf(VmSpec v) => v.KernelPages + GuestReservePages;

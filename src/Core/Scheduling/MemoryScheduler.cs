@@ -62,7 +62,7 @@ public sealed class ScheduledVm
     public ulong MinPages { get; }
     public ulong MaxPages { get; }
     /// <summary>The active fraction of its allocation ESX's rule would charge (see
-    /// <see cref="MemoryScheduler.ActiveOverAllocation"/>).</summary>
+    /// <see cref="VmSignals.ActiveOverAllocation"/>).</summary>
     public double ActiveFraction { get; internal set; }
     /// <summary>The working set the VM's policy saw last: the guest's report when it gives one, else
     /// sampling (pages).</summary>
@@ -170,7 +170,7 @@ public sealed class MemoryScheduler
         foreach (ScheduledVm v in _vms)
         {
             v.WorkingSet.NextPeriod();
-            v.LastReport = v.Os.ReportWorkingSet(PageLabPolicy.ReportBins);
+            v.LastReport = v.Os.ReportWorkingSet([.. Options.Policy.Traits.ReportBins]);
             GuestMemoryStats st = v.Os.Stats;
             ulong held = (ulong)Math.Max(0, v.Vm.HeldFrames - v.Vm.PoolCount);
             signals.Add(new VmSignals(v.Vm.Name, v.Shares, v.MinPages, v.MaxPages, v.Vm.PageCount, v.AllocationPages, held,
@@ -178,10 +178,8 @@ public sealed class MemoryScheduler
                 st.SwapIns - v.SwapInsAtPeriod, st.SwapOuts - v.SwapOutsAtPeriod));
             v.SwapInsAtPeriod = st.SwapIns;
             v.SwapOutsAtPeriod = st.SwapOuts;
-            v.ActiveFraction = EsxPolicy.FractionOf(signals[^1]);
-            v.ActiveEstimatePages = Options.Policy is PageLabPolicy p
-                ? p.Demand(signals[^1])
-                : (ulong)Math.Round(v.WorkingSet.ActiveFraction * held);
+            v.ActiveFraction = signals[^1].SampledFractionOfAllocation;
+            v.ActiveEstimatePages = Options.Policy.EstimatePages(signals[^1]);
         }
         var request = new AllocationRequest(Options.HostPages, Options.IdleTax, Periods, signals);
         ulong[] targets;
@@ -282,13 +280,6 @@ public sealed class MemoryScheduler
             lendable -= grant;
         }
     }
-
-    /// <summary>The active fraction of a VM's allocation. Sampling measures f over the pages the VM holds;
-    /// the paper's formula charges the whole allocation, whose pages the VM has not grown into are idle.
-    /// Applying the sampled f to the whole allocation made a VM that holds a quarter of it look as active
-    /// on all of it.</summary>
-    public static double ActiveOverAllocation(double sampledFraction, ulong heldPages, ulong allocationPages) =>
-        allocationPages == 0 ? sampledFraction : Math.Min(1, sampledFraction * heldPages / allocationPages);
 
     /// <summary>One bounded step of every balloon towards its target. Frames reclaimed from inflating
     /// VMs are mapped straight into deflating VMs; what is left returns to the arena.</summary>
