@@ -425,13 +425,13 @@ internal static class RunCommand
     private static void ShowComparison(List<Summary> runs)
     {
         var table = new Table().Title($"{runs[0].Scenario.Name}, seed {runs[0].Scenario.Seed}: policies compared");
-        foreach (string c in new[] { "policy", "guest paging", "page-outs", "page-ins", "host swap", "low ticks", "crit ticks", "allocations at end" })
+        foreach (string c in new[] { "policy", "guest paging", "page-outs", "page-ins", "host swap", "churn/tick", "low ticks", "crit ticks", "allocations at end" })
             table.AddColumn(new TableColumn(c).RightAligned());
         foreach (Summary r in runs)
         {
             List<VmTotals> vms = r.Data.Vms;
             table.AddRow(r.Data.Policy, $"{vms.Sum(v => (long)v.GuestPaging)}", $"{vms.Sum(v => (long)v.GuestPageOuts)}", $"{vms.Sum(v => (long)v.GuestPageIns)}",
-                $"{vms.Sum(v => (long)(v.HostSwapOuts + v.HostSwapIns))}", $"{vms.Sum(v => v.LowTicks)}", $"{vms.Sum(v => v.CriticalTicks)}",
+                $"{vms.Sum(v => (long)(v.HostSwapOuts + v.HostSwapIns))}", $"{r.Data.Host.FramesMovedPerTick:0.0}", $"{vms.Sum(v => v.LowTicks)}", $"{vms.Sum(v => v.CriticalTicks)}",
                 string.Join(" ", vms.Select(v => $"{v.Name}={v.AllocationEndPages}")));
         }
         AnsiConsole.Write(table);
