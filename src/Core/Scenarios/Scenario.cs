@@ -96,8 +96,8 @@ public sealed record Scenario
     public double IdleTax { get; init; } = 0.75;
     /// <summary>False keeps the initial allocations: the same as policy "static".</summary>
     public bool Adaptive { get; init; } = true;
-    /// <summary>The allocation policy: static | esx | pagelab, or a user's class (<see cref="Scheduling.PolicyCatalog"/>).
-    /// Default: pagelab, or static when <see cref="Adaptive"/> is false.</summary>
+    /// <summary>The allocation policy: static | esx | pagelab | mrc, or a user's class (<see cref="Scheduling.PolicyCatalog"/>).
+    /// Default: mrc, or static when <see cref="Adaptive"/> is false.</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public string? Policy { get; init; }
     /// <summary>Lend host pages no VM holds to VMs that page for them (ignored by the static policy).</summary>
@@ -120,7 +120,7 @@ public sealed record Scenario
     {
         Name = "default",
         HostPages = 6144,
-        Policy = "pagelab",
+        Policy = Scheduling.PolicyCatalog.DefaultName,
         Vms =
         [
             new VmSpec { Name = "idle", Pages = 4096, Workload = new WorkloadSpec { Kind = "idle", Pages = 3000, TouchesPerTick = 10 } },

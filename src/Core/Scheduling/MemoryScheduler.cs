@@ -77,12 +77,20 @@ public sealed class ScheduledVm
     /// <summary>False when the scenario's reclamation leaves the balloon out: its target stays 0.</summary>
     public bool Ballooning { get; }
     /// <summary>Guest pages the balloon should hold so the VM fits its ceiling: what the guest has beyond
-    /// its ceiling, less the frames sharing already saves it (<see cref="SharingCreditPages"/>).</summary>
+    /// its ceiling, less the frames sharing already saves it (<see cref="TargetSharingCreditPages"/>).</summary>
     public ulong BalloonTargetPages =>
-        !Ballooning || Vm.PageCount <= CeilingPages + SharingCreditPages ? 0 : Vm.PageCount - CeilingPages - SharingCreditPages;
+        !Ballooning || Vm.PageCount <= CeilingPages + TargetSharingCreditPages ? 0 : Vm.PageCount - CeilingPages - TargetSharingCreditPages;
     /// <summary>This VM's part of the frames sharing saves, as of the last step: its shared pages times the
-    /// host's saved frames over all sharing pages. Counted before the balloon (ESX's order).</summary>
+    /// host's saved frames over all sharing pages (the credits add up to the frames saved).</summary>
     public ulong SharingCreditPages { get; internal set; }
+    /// <summary>The credit its balloon target counts (before the balloon: ESX's order): the mean of
+    /// <see cref="SharingCreditPages"/> over the last sampling period, so one copy-on-write break does not
+    /// move the target; a change of <see cref="MemoryScheduler.SharingCreditJump"/> or more (or a twentieth)
+    /// is taken at once, so the target never lags the frames saved by more than that.</summary>
+    public ulong TargetSharingCreditPages { get; internal set; }
+    // Measured credits summed over the steps of the current sampling period, and how many.
+    internal double CreditSum;
+    internal int CreditSteps;
     /// <summary>This VM's part of the shared frames themselves (its shared pages less its credit): memory it
     /// uses that no VM owns, charged to it as if held.</summary>
     public long SharingChargeFrames { get; internal set; }
@@ -169,6 +177,7 @@ public sealed class MemoryScheduler
         var signals = new List<VmSignals>(_vms.Count);
         foreach (ScheduledVm v in _vms)
         {
+            SmoothSharingCredit(v);
             v.WorkingSet.NextPeriod();
             v.LastReport = v.Os.ReportWorkingSet([.. Options.Policy.Traits.ReportBins]);
             GuestMemoryStats st = v.Os.Stats;
@@ -339,7 +348,7 @@ public sealed class MemoryScheduler
             }
             if (sources is not null) RaiseMoves(sources, frames.Count, to: null);
             Dictionary<string, int> swapped = HostSwapExcess(inflated);
-            UpdateSharingCredits();
+            UpdateSharingCredits(endOfStep: true);
             return new StepReport(inflated, deflated, deflated.Values.Sum(), refused)
             {
                 HostSwapped = swapped, PagesScanned = scanned, PagesMerged = merged,
@@ -371,17 +380,39 @@ public sealed class MemoryScheduler
 
     // Each VM's credit and charge from the engine's counts now. Called after the scan, and again at the end of
     // the step: the guest paging out a shared page or writing one (the balloon's own writes, too) changes them.
-    private void UpdateSharingCredits()
+    // The charge is what the VM costs the host now and follows every change; the credit its balloon target
+    // counts moves at once only on a jump (a scan merging a run of pages), else once a period (the mean).
+    private void UpdateSharingCredits(bool endOfStep = false)
     {
         if (Scanner is null) return;
         SharingCounts all = Arena.Sharing;
         foreach (ScheduledVm v in _vms)
         {
             long mine = all.SharingPages > 0 ? v.Vm.SharedPages : 0; // a VM that opted out keeps what it shared
-            long credit = all.SharingPages == 0 ? 0 : mine * all.FramesSaved / all.SharingPages;
-            v.SharingCreditPages = (ulong)Math.Max(0, credit);
+            long credit = Math.Max(0, all.SharingPages == 0 ? 0 : mine * all.FramesSaved / all.SharingPages);
+            v.SharingCreditPages = (ulong)credit;
             v.SharingChargeFrames = Math.Max(0, mine - credit);
+            if (Math.Abs(credit - (long)v.TargetSharingCreditPages) >= Math.Max(SharingCreditJump, (long)v.TargetSharingCreditPages / 20))
+                v.TargetSharingCreditPages = (ulong)credit;
+            if (!endOfStep) continue;
+            v.CreditSum += credit;
+            v.CreditSteps++;
         }
+    }
+
+    /// <summary>A change in a VM's measured sharing credit the balloon target takes at once (pages; or a
+    /// twentieth of the credit if more): smaller ones wait for the period's mean.</summary>
+    public const long SharingCreditJump = 32;
+
+    // At the end of a period the credit becomes the period's mean, unless that is within a page or so of it
+    // (one copy-on-write break moves the mean by less than a page).
+    private static void SmoothSharingCredit(ScheduledVm v)
+    {
+        if (v.CreditSteps == 0) return;
+        double mean = v.CreditSum / v.CreditSteps;
+        if (Math.Abs(mean - v.TargetSharingCreditPages) >= 2) v.TargetSharingCreditPages = (ulong)Math.Round(mean);
+        v.CreditSum = 0;
+        v.CreditSteps = 0;
     }
 
     // Host swap, the last mechanism: a VM that still costs more than its ceiling after sharing and its balloon

@@ -85,12 +85,13 @@ public static class PolicyCatalog
         ("static", () => new StaticPolicy()),
         ("esx", () => new EsxPolicy()),
         ("pagelab", () => new PageLabPolicy()),
+        ("mrc", () => new MissCurvePolicy()),
     ];
 
     /// <summary>The built-in policies' names, in the order comparisons show them.</summary>
     public static readonly string[] BuiltIn = Entries.Select(e => e.Name).ToArray();
     /// <summary>The policy a scenario runs with when it names none.</summary>
-    public const string DefaultName = "pagelab";
+    public const string DefaultName = "mrc";
     /// <summary>The static partition's name (what <c>"adaptive": false</c> means).</summary>
     public const string StaticName = "static";
 
