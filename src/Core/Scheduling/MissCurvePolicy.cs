@@ -51,7 +51,9 @@ public sealed class MissCurve
     /// the periods it spans) at the middle of its pages. For pages touched r times a period at random the
     /// curve is the straight line r · (pages − allocation). The oldest bin (no edge) faults next to never: the
     /// curve reaches 0 at the whole footprint. Pinned pages and <paramref name="reservePages"/> come first.</summary>
-    public static MissCurve FromReport(WorkingSetReport report, double reservePages)
+    /// <param name="growingPages">Pages the guest is expected to start using within the next period (counted
+    /// as used in the last one): a growing working set is short of them by the next decision otherwise.</param>
+    public static MissCurve FromReport(WorkingSetReport report, double reservePages, double growingPages = 0)
     {
         double basePages = report.PinnedPages + reservePages;
         var points = new List<(double, double)>();
@@ -63,9 +65,10 @@ public sealed class MissCurve
                 cumulative += bin.Pages;
                 break;
             }
+            double pages = bin.Pages + (lastEdge < 0 ? growingPages : 0);
             double span = edge - lastEdge;                         // periods this bin's window adds
-            if (bin.Pages > 0) points.Add((basePages + cumulative + bin.Pages / 2.0, bin.Pages / span));
-            cumulative += bin.Pages;
+            if (pages > 0) points.Add((basePages + cumulative + pages / 2.0, pages / span));
+            cumulative += pages;
             lastEdge = edge;
         }
         // At the base the curve runs on from its first two points (a memory of no pages faults on every use).
@@ -76,7 +79,8 @@ public sealed class MissCurve
             _ => points[0].Item2 + (points[0].Item2 - points[1].Item2) * (points[0].Item1 - basePages) / Math.Max(1, points[1].Item1 - points[0].Item1),
         };
         points.Insert(0, (basePages, Math.Max(start, points.Count > 0 ? points[0].Item2 : 0)));
-        points.Add((basePages + cumulative, 0));
+        // With every page it has resident the VM faults no more (pages beyond its footprint save nothing).
+        points.Add((Math.Max(basePages + cumulative, points[^1].Item1), 0));
         return new MissCurve(LowerHull(points));
     }
 
@@ -133,9 +137,16 @@ public sealed class MissCurvePolicy : IAllocationPolicy
     public double PagingPerFault { get; init; } = 2;
     public double MoveCostPerPage { get; init; } = 1;
     public double ReversalCostFactor { get; init; } = 4;
+    /// <summary>A change against the VM's last one within this many periods is a reversal.</summary>
+    public int ReversalWindowPeriods { get; init; } = 2;
+    /// <summary>Periods the reports need before ages mean anything (at boot every page is as young as the
+    /// guest): the allocations stay as they are until then.</summary>
+    public int WarmupPeriods { get; init; } = 3;
 
-    // Each VM's last direction of change (+1 grew, -1 shrank), for the hysteresis.
-    private readonly Dictionary<string, int> _direction = new();
+    // Each VM's last change (+1 grew, -1 shrank, and the period), for the hysteresis; and its footprint at
+    // the last decision (pages in its report), whose growth the curve expects to go on for a period.
+    private readonly Dictionary<string, (int Direction, int Period)> _lastChange = new();
+    private readonly Dictionary<string, ulong> _footprint = new();
 
     public ulong EstimatePages(VmSignals vm) => vm.WorkingSet is { } r
         ? r.PagesUsedWithin(6) + (ulong)ReservePages
@@ -143,15 +154,24 @@ public sealed class MissCurvePolicy : IAllocationPolicy
 
     /// <summary>The VM's miss curve: from its report, else a line over its sampled working set.</summary>
     public MissCurve CurveOf(VmSignals v, ulong pinnedIfNoReport = 0) => v.WorkingSet is { } r
-        ? MissCurve.FromReport(r, ReservePages)
+        ? MissCurve.FromReport(r, ReservePages, GrowthOf(v.Name, r))
         : MissCurve.Line(pinnedIfNoReport + ReservePages, Math.Ceiling(v.SampledFractionOfAllocation * v.AllocationPages), 1);
+
+    private double GrowthOf(string vm, WorkingSetReport r)
+    {
+        ulong now = r.Bins.Aggregate(0UL, (s, b) => s + b.Pages);
+        return _footprint.TryGetValue(vm, out ulong before) && now > before ? now - before : 0;
+    }
 
     public ulong[] Allocate(AllocationRequest request)
     {
         IReadOnlyList<VmSignals> vms = request.Vms;
         MissCurve[] curves = vms.Select(v => CurveOf(v)).ToArray();
-        ulong[] target = Target(request, curves);
+        foreach (VmSignals v in vms)
+            if (v.WorkingSet is { } r) _footprint[v.Name] = r.Bins.Aggregate(0UL, (s, b) => s + b.Pages);
         ulong[] now = vms.Select(v => v.AllocationPages).ToArray();
+        if (request.Period < WarmupPeriods) return now;
+        ulong[] target = Target(request, curves);
         // Moves towards the target, all the way or part of it, and keeps the one worth most (or none).
         ulong[] best = now;
         double bestNet = 0;
@@ -163,7 +183,8 @@ public sealed class MissCurvePolicy : IAllocationPolicy
             {
                 saved += curves[i].MissesAt(now[i]) - curves[i].MissesAt(c[i]);
                 long d = (long)c[i] - (long)now[i];
-                bool reverses = d != 0 && _direction.GetValueOrDefault(vms[i].Name) == -Math.Sign(d);
+                bool reverses = d != 0 && _lastChange.TryGetValue(vms[i].Name, out var last) && last.Direction == -Math.Sign(d)
+                                && request.Period - last.Period <= ReversalWindowPeriods;
                 // A page costs when taken from a VM; pages no VM was allocated cost nothing to hand out,
                 // but giving back what was just taken (or taking what was just given) costs again.
                 if (d < 0) cost += -d * MoveCostPerPage * (reverses ? ReversalCostFactor : 1);
@@ -173,7 +194,7 @@ public sealed class MissCurvePolicy : IAllocationPolicy
             if (net > bestNet) (best, bestNet) = (c, net);
         }
         for (int i = 0; i < vms.Count; i++)
-            if (best[i] != now[i]) _direction[vms[i].Name] = best[i] > now[i] ? 1 : -1;
+            if (best[i] != now[i]) _lastChange[vms[i].Name] = (best[i] > now[i] ? 1 : -1, request.Period);
         return best;
     }
 
@@ -211,7 +232,9 @@ public sealed class MissCurvePolicy : IAllocationPolicy
             foreach ((double len, double saving) in curves[i].Pieces())
             {
                 double lo = Math.Max(from, have), hi = Math.Min(from + len, cap);
-                if (hi > lo && saving > 0) pieces.Add((i, hi - lo, saving));
+                // A piece that saves nothing measurable is still pages the guest has: it is claimed before
+                // what no curve claims (last, and split by shares if the host runs out).
+                if (hi > lo) pieces.Add((i, hi - lo, Math.Max(0, saving)));
                 from += len;
             }
         }
