@@ -22,7 +22,7 @@ internal static class RunCommand
         var staticPartition = new Option<bool>("--static") { Description = "Keep the initial allocations (the static policy), for comparison" };
         var policy = CliOptions.Policy("--policy", "Override the scenario's allocation policy");
         var compare = CliOptions.PolicyList("--compare", "Run the scenario once per policy, same seed, and compare guest paging, host swapping, condition and allocations",
-            ["static", "esx", "pagelab"]);
+            Core.Scheduling.PolicyCatalog.BuiltIn);
         var print = new Option<bool>("--print-default") { Description = "Print the built-in scenario as JSON and exit" };
         var plot = CliOptions.File("--plot", $"Write the timeline PNG here (default: {DefaultOutputDirectory}/pagelab-<scenario>.png)");
         var noPlot = new Option<bool>("--no-plot") { Description = "Do not write the timeline PNG" };
@@ -239,7 +239,7 @@ internal static class RunCommand
         OutputLocks locks)
     {
         AnsiConsole.MarkupLine($"{(label is null ? "" : $"{Markup.Escape(label)}: ")}[bold]{Markup.Escape(s.Name)}[/]: {s.Vms.Count} VMs, " +
-                               $"host {s.HostPages} pages, {s.Ticks} ticks, policy {s.PolicyName}{(s.WorkConserving && s.PolicyName != "static" ? " (work-conserving)" : "")}, " +
+                               $"host {s.HostPages} pages, {s.Ticks} ticks, policy {s.PolicyName}{(s.WorkConserving && Core.Scheduling.PolicyCatalog.TraitsOf(s.PolicyName).WorkConserving ? " (work-conserving)" : "")}, " +
                                (Order(s) == Core.Scheduling.Reclamation.Balloon ? "" : $"reclamation {Core.Scheduling.ReclamationParse.Format(Order(s))}, ") + $"seed {s.Seed}");
         var clock = Stopwatch.StartNew();
         // The guests' swap files go to a directory of this run, removed at the end however the run ends.
@@ -425,13 +425,13 @@ internal static class RunCommand
     private static void ShowComparison(List<Summary> runs)
     {
         var table = new Table().Title($"{runs[0].Scenario.Name}, seed {runs[0].Scenario.Seed}: policies compared");
-        foreach (string c in new[] { "policy", "guest paging", "page-outs", "page-ins", "host swap", "low ticks", "crit ticks", "allocations at end" })
+        foreach (string c in new[] { "policy", "guest paging", "page-outs", "page-ins", "host swap", "churn/tick", "low ticks", "crit ticks", "allocations at end" })
             table.AddColumn(new TableColumn(c).RightAligned());
         foreach (Summary r in runs)
         {
             List<VmTotals> vms = r.Data.Vms;
             table.AddRow(r.Data.Policy, $"{vms.Sum(v => (long)v.GuestPaging)}", $"{vms.Sum(v => (long)v.GuestPageOuts)}", $"{vms.Sum(v => (long)v.GuestPageIns)}",
-                $"{vms.Sum(v => (long)(v.HostSwapOuts + v.HostSwapIns))}", $"{vms.Sum(v => v.LowTicks)}", $"{vms.Sum(v => v.CriticalTicks)}",
+                $"{vms.Sum(v => (long)(v.HostSwapOuts + v.HostSwapIns))}", $"{r.Data.Host.FramesMovedPerTick:0.0}", $"{vms.Sum(v => v.LowTicks)}", $"{vms.Sum(v => v.CriticalTicks)}",
                 string.Join(" ", vms.Select(v => $"{v.Name}={v.AllocationEndPages}")));
         }
         AnsiConsole.Write(table);

@@ -64,6 +64,7 @@ internal sealed class SweepTable
         Add("ticks", typeof(long), i => (long)summaries[i].Ticks);
         Add("accountingOk", typeof(bool), i => summaries[i].AccountingOk);
         Add("framesMovedBetweenVms", typeof(long), i => summaries[i].Host.FramesMovedBetweenVms);
+        Add("framesMovedPerTick", typeof(double), i => summaries[i].Host.FramesMovedPerTick);
         Add("freeFramesEnd", typeof(long), i => summaries[i].Host.FreeFramesEnd);
         Add("retiredFrames", typeof(long), i => summaries[i].Host.RetiredFrames);
         Add("reclamation", typeof(string), i => summaries[i].Reclamation);

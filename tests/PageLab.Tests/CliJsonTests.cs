@@ -75,8 +75,8 @@ public partial class CliJsonTests
 
         Assert.True(r.Exit == 0, $"exit {r.Exit}; stderr: {r.Err}");
         string[] lines = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Equal(["static", "esx", "pagelab"], lines.Select(l => RunSummary.FromJson(l).Policy));
-        Assert.Equal([false, true, true], lines.Select(l => RunSummary.FromJson(l).Adaptive));
+        Assert.Equal(["static", "esx", "pagelab", "mrc"], lines.Select(l => RunSummary.FromJson(l).Policy));
+        Assert.Equal([false, true, true, true], lines.Select(l => RunSummary.FromJson(l).Adaptive));
 
         r = CliHarness.InProcess("run", ShortFile(dir, ticks: 15), "--compare", "pagelab,static", "--no-plot", "--json", "-");
         Assert.True(r.Exit == 0, $"exit {r.Exit}; stderr: {r.Err}");

@@ -151,8 +151,8 @@ public class ActiveFractionBaseTests
     {
         // Every held page active (sampled f = 1), 1024 held of a 4096-page allocation: 0.25 of the
         // allocation is active. Applying the sampled f to the whole allocation said 1.0.
-        Assert.Equal(0.25, MemoryScheduler.ActiveOverAllocation(1.0, 1024, 4096), 6);
-        Assert.Equal(0.45, MemoryScheduler.ActiveOverAllocation(0.9, 2048, 4096), 6);
-        Assert.Equal(1.0, MemoryScheduler.ActiveOverAllocation(1.0, 5000, 4096), 6);   // over its allocation: capped
+        Assert.Equal(0.25, VmSignals.ActiveOverAllocation(1.0, 1024, 4096), 6);
+        Assert.Equal(0.45, VmSignals.ActiveOverAllocation(0.9, 2048, 4096), 6);
+        Assert.Equal(1.0, VmSignals.ActiveOverAllocation(1.0, 5000, 4096), 6);   // over its allocation: capped
     }
 }

@@ -91,11 +91,14 @@ public sealed record RunSummary
             : null;
         return new RunSummary
         {
-            Scenario = s.Name, ScenarioFile = scenarioFile, Seed = s.Seed, Adaptive = s.PolicyName != "static", Policy = s.PolicyName, WorkConserving = s.WorkConserving && s.PolicyName != "static", Ticks = s.Ticks, TicksRun = last.Tick,
+            Scenario = s.Name, ScenarioFile = scenarioFile, Seed = s.Seed, Adaptive = Scheduling.PolicyCatalog.TraitsOf(s.PolicyName).Adaptive, Policy = s.PolicyName, WorkConserving = s.WorkConserving && Scheduling.PolicyCatalog.TraitsOf(s.PolicyName).WorkConserving, Ticks = s.Ticks, TicksRun = last.Tick,
             Reclamation = Scheduling.ReclamationParse.Format(Scheduling.ReclamationParse.Parse(s.Reclamation)), Sharing = sharing,
             FaultAroundPages = s.FaultAroundPages,
             Interrupted = interrupted, AccountingOk = accountingProblems.Count == 0, AccountingProblems = accountingProblems.ToList(),
-            Host = new HostTotals(s.HostPages, arena.FrameCount, arena.PageSize, counts.Free, counts.Retired, last.TransferredFrames),
+            Host = new HostTotals(s.HostPages, arena.FrameCount, arena.PageSize, counts.Free, counts.Retired, last.TransferredFrames)
+            {
+                FramesMovedPerTick = timeline.FramesMovedPerTick,
+            },
             Vms = vms, Timings = timings,
         };
     }
@@ -108,7 +111,12 @@ public sealed record RunSummary
 /// <param name="FreeFramesEnd">Arena frames free at the end.</param>
 /// <param name="RetiredFrames">Frames taken out of service (after memory errors).</param>
 /// <param name="FramesMovedBetweenVms">Frames reclaimed from one VM's balloon and mapped into another, over the run.</param>
-public sealed record HostTotals(ulong HostPages, long ArenaFrames, int PageSizeBytes, long FreeFramesEnd, long RetiredFrames, long FramesMovedBetweenVms);
+public sealed record HostTotals(ulong HostPages, long ArenaFrames, int PageSizeBytes, long FreeFramesEnd, long RetiredFrames, long FramesMovedBetweenVms)
+{
+    /// <summary>Churn: frames taken from VMs (by their balloons, or host-swapped by the scheduler) per tick
+    /// after boot, whether they went straight to another VM or through the free arena.</summary>
+    public double FramesMovedPerTick { get; init; }
+}
 
 /// <summary>One VM over a run: its allocation, frames moved, guest paging, faults, condition and errors.</summary>
 public sealed record VmTotals(

@@ -75,6 +75,20 @@ public sealed class RunTimeline
     public List<long> SharedFrames { get; } = new();
     /// <summary>Guest pages (of all VMs) mapping them, per recorded tick.</summary>
     public List<long> SharingPages { get; } = new();
+    /// <summary>Frames taken from VMs in each recorded tick (their balloons' and the scheduler's host swap):
+    /// memory moved away from one VM so another could have it. Tick 0 holds the boot's.</summary>
+    public List<long> FramesMoved { get; } = new();
+    private long _framesMovedInTick;
+
+    /// <summary>Churn: frames taken from VMs per tick over the ticks after boot (0 when none ran).</summary>
+    public double FramesMovedPerTick
+    {
+        get
+        {
+            int ticks = Ticks.Count(t => t > 0);
+            return ticks == 0 ? 0 : (double)Ticks.Zip(FramesMoved).Where(x => x.First > 0).Sum(x => x.Second) / ticks;
+        }
+    }
     public List<VmTimeline> Vms { get; } = new();
     /// <summary>Events shown as markers (<see cref="RunEvent.IsMarker"/>), in the order they happened.</summary>
     public IReadOnlyList<RunEvent> Markers => _markers;
@@ -96,6 +110,8 @@ public sealed class RunTimeline
         FreeFrames.Add(s.FreeFrames);
         SharedFrames.Add(s.Sharing.SharedFrames);
         SharingPages.Add(s.Sharing.SharingPages);
+        FramesMoved.Add(_framesMovedInTick);
+        _framesMovedInTick = 0;
         foreach (VmSnapshot v in s.Vms)
         {
             VmTimeline t = Vm(v.Name);
@@ -122,8 +138,16 @@ public sealed class RunTimeline
     public void Add(RunEvent e)
     {
         if (e.IsMarker) _markers.Add(e);
-        if (e.Kind == RunEventKind.Inflate && e.Vm is not null && e.Frames is long inflated) Vm(e.Vm).BalloonInflatedPages += inflated;
-        if (e.Kind == RunEventKind.HostSwap && e.Vm is not null && e.Frames is long swapped) Vm(e.Vm).HostSwappedByScheduler += swapped;
+        if (e.Kind == RunEventKind.Inflate && e.Vm is not null && e.Frames is long inflated)
+        {
+            Vm(e.Vm).BalloonInflatedPages += inflated;
+            _framesMovedInTick += inflated;
+        }
+        if (e.Kind == RunEventKind.HostSwap && e.Vm is not null && e.Frames is long swapped)
+        {
+            Vm(e.Vm).HostSwappedByScheduler += swapped;
+            _framesMovedInTick += swapped;
+        }
         if (e.Kind == RunEventKind.Transfer && e.Frames is long n)
         {
             if (e.From is not null) Vm(e.From).FramesOut += n;
@@ -148,7 +172,7 @@ public sealed class RunTimeline
     [
         "tick", "vm", "heldFrames", "allocationPages", "balloonTargetPages", "balloonActualPages", "activeEstimatePages",
         "workingSetPages", "guestPageOuts", "guestPageIns", "demandFaults", "hostStalls", "condition", "freeArenaFrames",
-        "sharedPages", "cowBreaks", "sharingCreditPages", "hostSwapOuts", "sharedFrames",
+        "sharedPages", "cowBreaks", "sharingCreditPages", "hostSwapOuts", "sharedFrames", "framesMoved",
         "appTransactions", "appHeapBytesInGuest", "appCacheMisses", "appShrinkEvents", "appWrongResults",
     ];
 
@@ -170,6 +194,7 @@ public sealed class RunTimeline
                     v.DemandFaults[i].ToString(inv), v.HostStalls[i].ToString(inv), v.Condition[i].ToString().ToLowerInvariant(),
                     FreeFrames[i].ToString(inv), v.SharedPages[i].ToString(inv), v.CowBreaks[i].ToString(inv),
                     v.SharingCreditPages[i].ToString(inv), v.HostSwapOuts[i].ToString(inv), SharedFrames[i].ToString(inv),
+                    FramesMoved[i].ToString(inv),
                     v.App[i]?.Transactions.ToString(inv) ?? "", v.App[i]?.HeapBytesInGuest.ToString(inv) ?? "",
                     v.App[i]?.CacheMisses.ToString(inv) ?? "", v.App[i]?.ShrinkEvents.ToString(inv) ?? "",
                     v.App[i]?.WrongResults.ToString(inv) ?? ""));

@@ -133,8 +133,8 @@ public sealed record Scenario
     public double IdleTax { get; init; } = 0.75;
     /// <summary>False keeps the initial allocations: the same as policy "static".</summary>
     public bool Adaptive { get; init; } = true;
-    /// <summary>The allocation policy: static | esx | pagelab, or a user's class (<see cref="Scheduling.PolicyCatalog"/>).
-    /// Default: pagelab, or static when <see cref="Adaptive"/> is false.</summary>
+    /// <summary>The allocation policy: static | esx | pagelab | mrc, or a user's class (<see cref="Scheduling.PolicyCatalog"/>).
+    /// Default: mrc, or static when <see cref="Adaptive"/> is false.</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public string? Policy { get; init; }
     /// <summary>Lend host pages no VM holds to VMs that page for them (ignored by the static policy).</summary>
@@ -161,7 +161,7 @@ public sealed record Scenario
     {
         Name = "default",
         HostPages = 6144,
-        Policy = "pagelab",
+        Policy = Scheduling.PolicyCatalog.DefaultName,
         Vms =
         [
             new VmSpec { Name = "idle", Pages = 4096, Workload = new WorkloadSpec { Kind = "idle", Pages = 3000, TouchesPerTick = 10 } },
@@ -239,7 +239,7 @@ public sealed record Scenario
         if (FaultAroundPages is < 1 or > GuestVm.MaxFaultAround || !BitOperations.IsPow2(FaultAroundPages))
             Fail("faultAroundPages", $"must be a power of two from 1 to {GuestVm.MaxFaultAround}, got {FaultAroundPages}");
         if (IdleTax is < 0 or >= 1) Fail("idleTax", $"must be in [0, 1), got {IdleTax}");
-        if (!Adaptive && Policy is not (null or "static")) Fail("policy", $"'{Policy}' conflicts with adaptive: false (which means the static policy); give one");
+        if (!Adaptive && Policy is not null && Policy != Scheduling.PolicyCatalog.StaticName) Fail("policy", $"'{Policy}' conflicts with adaptive: false (which means the static policy); give one");
         if (Policy is not null)
             try { Scheduling.PolicyCatalog.CheckName(Policy); }
             catch (ArgumentException e) { Fail("policy", e.Message); }
@@ -338,7 +338,7 @@ public sealed record Scenario
 
     /// <summary>The policy this scenario runs with.</summary>
     [JsonIgnore]
-    public string PolicyName => Policy ?? (Adaptive ? "pagelab" : "static");
+    public string PolicyName => Policy ?? (Adaptive ? Scheduling.PolicyCatalog.DefaultName : Scheduling.PolicyCatalog.StaticName);
 
     /// <summary>The least allocation a VM can run in: its kernel (pinned) and the guest OS's free reserve.</summary>
     public static ulong FloorOf(VmSpec v) => v.KernelPages + GuestReservePages;

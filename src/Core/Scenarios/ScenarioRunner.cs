@@ -78,7 +78,7 @@ public sealed class ScenarioRunner : IDisposable
         {
             HostPages = scenario.HostPages, IdleTax = scenario.IdleTax, BatchPages = scenario.BatchPages,
             Policy = policy, Seed = scenario.Seed,
-            WorkConserving = scenario.WorkConserving && scenario.PolicyName != "static",
+            WorkConserving = scenario.WorkConserving && policy.Traits.WorkConserving,
             Reclamation = ReclamationParse.Parse(scenario.Reclamation), ScanPagesPerStep = scenario.ScanPagesPerTick,
         });
         try

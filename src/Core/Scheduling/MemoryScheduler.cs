@@ -62,7 +62,7 @@ public sealed class ScheduledVm
     public ulong MinPages { get; }
     public ulong MaxPages { get; }
     /// <summary>The active fraction of its allocation ESX's rule would charge (see
-    /// <see cref="MemoryScheduler.ActiveOverAllocation"/>).</summary>
+    /// <see cref="VmSignals.ActiveOverAllocation"/>).</summary>
     public double ActiveFraction { get; internal set; }
     /// <summary>The working set the VM's policy saw last: the guest's report when it gives one, else
     /// sampling (pages).</summary>
@@ -77,12 +77,20 @@ public sealed class ScheduledVm
     /// <summary>False when the scenario's reclamation leaves the balloon out: its target stays 0.</summary>
     public bool Ballooning { get; }
     /// <summary>Guest pages the balloon should hold so the VM fits its ceiling: what the guest has beyond
-    /// its ceiling, less the frames sharing already saves it (<see cref="SharingCreditPages"/>).</summary>
+    /// its ceiling, less the frames sharing already saves it (<see cref="TargetSharingCreditPages"/>).</summary>
     public ulong BalloonTargetPages =>
-        !Ballooning || Vm.PageCount <= CeilingPages + SharingCreditPages ? 0 : Vm.PageCount - CeilingPages - SharingCreditPages;
+        !Ballooning || Vm.PageCount <= CeilingPages + TargetSharingCreditPages ? 0 : Vm.PageCount - CeilingPages - TargetSharingCreditPages;
     /// <summary>This VM's part of the frames sharing saves, as of the last step: its shared pages times the
-    /// host's saved frames over all sharing pages. Counted before the balloon (ESX's order).</summary>
+    /// host's saved frames over all sharing pages (the credits add up to the frames saved).</summary>
     public ulong SharingCreditPages { get; internal set; }
+    /// <summary>The credit its balloon target counts (before the balloon: ESX's order): the mean of
+    /// <see cref="SharingCreditPages"/> over the last sampling period, so one copy-on-write break does not
+    /// move the target; a change of <see cref="MemoryScheduler.SharingCreditJump"/> or more (or a twentieth)
+    /// is taken at once, so the target never lags the frames saved by more than that.</summary>
+    public ulong TargetSharingCreditPages { get; internal set; }
+    // Measured credits summed over the steps of the current sampling period, and how many.
+    internal double CreditSum;
+    internal int CreditSteps;
     /// <summary>This VM's part of the shared frames themselves (its shared pages less its credit): memory it
     /// uses that no VM owns, charged to it as if held.</summary>
     public long SharingChargeFrames { get; internal set; }
@@ -110,7 +118,7 @@ public sealed record StepReport(IReadOnlyDictionary<string, int> Inflated, IRead
     public int PagesMerged { get; init; }
 }
 
-public sealed class MemoryScheduler
+public sealed partial class MemoryScheduler
 {
     private readonly List<ScheduledVm> _vms = new();
     private readonly Random _rng;
@@ -169,8 +177,9 @@ public sealed class MemoryScheduler
         var signals = new List<VmSignals>(_vms.Count);
         foreach (ScheduledVm v in _vms)
         {
+            SmoothSharingCredit(v);
             v.WorkingSet.NextPeriod();
-            v.LastReport = v.Os.ReportWorkingSet(PageLabPolicy.ReportBins);
+            v.LastReport = v.Os.ReportWorkingSet([.. Options.Policy.Traits.ReportBins]);
             GuestMemoryStats st = v.Os.Stats;
             ulong held = (ulong)Math.Max(0, v.Vm.HeldFrames - v.Vm.PoolCount);
             signals.Add(new VmSignals(v.Vm.Name, v.Shares, v.MinPages, v.MaxPages, v.Vm.PageCount, v.AllocationPages, held,
@@ -178,10 +187,8 @@ public sealed class MemoryScheduler
                 st.SwapIns - v.SwapInsAtPeriod, st.SwapOuts - v.SwapOutsAtPeriod));
             v.SwapInsAtPeriod = st.SwapIns;
             v.SwapOutsAtPeriod = st.SwapOuts;
-            v.ActiveFraction = EsxPolicy.FractionOf(signals[^1]);
-            v.ActiveEstimatePages = Options.Policy is PageLabPolicy p
-                ? p.Demand(signals[^1])
-                : (ulong)Math.Round(v.WorkingSet.ActiveFraction * held);
+            v.ActiveFraction = signals[^1].SampledFractionOfAllocation;
+            v.ActiveEstimatePages = Options.Policy.EstimatePages(signals[^1]);
         }
         var request = new AllocationRequest(Options.HostPages, Options.IdleTax, Periods, signals);
         ulong[] targets;
@@ -283,13 +290,6 @@ public sealed class MemoryScheduler
         }
     }
 
-    /// <summary>The active fraction of a VM's allocation. Sampling measures f over the pages the VM holds;
-    /// the paper's formula charges the whole allocation, whose pages the VM has not grown into are idle.
-    /// Applying the sampled f to the whole allocation made a VM that holds a quarter of it look as active
-    /// on all of it.</summary>
-    public static double ActiveOverAllocation(double sampledFraction, ulong heldPages, ulong allocationPages) =>
-        allocationPages == 0 ? sampledFraction : Math.Min(1, sampledFraction * heldPages / allocationPages);
-
     /// <summary>One bounded step of every balloon towards its target. Frames reclaimed from inflating
     /// VMs are mapped straight into deflating VMs; what is left returns to the arena.</summary>
     public StepReport Step()
@@ -348,7 +348,7 @@ public sealed class MemoryScheduler
             }
             if (sources is not null) RaiseMoves(sources, frames.Count, to: null);
             Dictionary<string, int> swapped = HostSwapExcess(inflated);
-            UpdateSharingCredits();
+            UpdateSharingCredits(endOfStep: true);
             return new StepReport(inflated, deflated, deflated.Values.Sum(), refused)
             {
                 HostSwapped = swapped, PagesScanned = scanned, PagesMerged = merged,
@@ -360,36 +360,6 @@ public sealed class MemoryScheduler
             // failed deflate did map is the VM's now, no longer Held, and stays where it is).
             HostFrame[] left = frames.Where(f => Arena.StateOf(f) == FrameState.Held).ToArray();
             if (left.Length > 0) Arena.Release(left);
-        }
-    }
-
-    // Sharing, the first mechanism: one scanner batch over the VMs that opted in, then each VM's part of what
-    // sharing saves (its credit, which its balloon target leaves out) and of the shared frames (its charge,
-    // counted as held). A VM's part is its shared pages times saved (or shared) frames over all sharing pages,
-    // so the credits add up to the frames saved and the charges to the shared frames.
-    private (int Scanned, int Merged) Share()
-    {
-        if (!Options.Reclamation.HasFlag(Reclamation.Share)) return (0, 0);
-        Scanner ??= new PageScanner(Arena, _vms.Select(v => v.Vm), new ScannerOptions(Options.ScanPagesPerStep));
-        long before = Scanner.Metrics.PagesScanned;
-        int merged = Scanner.ScanBatch(Options.ScanPagesPerStep);
-        int scanned = (int)(Scanner.Metrics.PagesScanned - before);
-        UpdateSharingCredits();
-        return (scanned, merged);
-    }
-
-    // Each VM's credit and charge from the engine's counts now. Called after the scan, and again at the end of
-    // the step: the guest paging out a shared page or writing one (the balloon's own writes, too) changes them.
-    private void UpdateSharingCredits()
-    {
-        if (Scanner is null) return;
-        SharingCounts all = Arena.Sharing;
-        foreach (ScheduledVm v in _vms)
-        {
-            long mine = all.SharingPages > 0 ? v.Vm.SharedPages : 0; // a VM that opted out keeps what it shared
-            long credit = all.SharingPages == 0 ? 0 : mine * all.FramesSaved / all.SharingPages;
-            v.SharingCreditPages = (ulong)Math.Max(0, credit);
-            v.SharingChargeFrames = Math.Max(0, mine - credit);
         }
     }
 

@@ -6,11 +6,12 @@ namespace PageLab.Core.Scheduling;
 public sealed class StaticPolicy : IAllocationPolicy
 {
     public string Name => "static";
+    public PolicyTraits Traits => PolicyTraits.Static;
     public ulong[] Allocate(AllocationRequest request) => request.Vms.Select(v => v.AllocationPages).ToArray();
 }
 
 /// <summary>ESX as the paper describes it, from sampling only: f is the sampled active fraction of the
-/// pages the VM holds, charged over its whole allocation (<see cref="MemoryScheduler.ActiveOverAllocation"/>),
+/// pages the VM holds, charged over its whole allocation (<see cref="VmSignals.ActiveOverAllocation"/>),
 /// and host pages are shared by shares / (f + k(1 - f)) with min and max as floor and cap
 /// (<see cref="AllocationPolicy.Targets"/>). Kept faithful on purpose: it is the reference.</summary>
 public sealed class EsxPolicy : IAllocationPolicy
@@ -22,8 +23,7 @@ public sealed class EsxPolicy : IAllocationPolicy
             request.HostPages, request.IdleTax);
 
     /// <summary>The f the paper's formula is given for this VM.</summary>
-    public static double FractionOf(VmSignals v) =>
-        MemoryScheduler.ActiveOverAllocation(v.SampledActiveFraction ?? 1, v.HeldPages, v.AllocationPages);
+    public static double FractionOf(VmSignals v) => v.SampledFractionOfAllocation;
 }
 
 /// <summary>PageLab's policy: demand is what the guest says it used (its working-set report over the last
@@ -36,9 +36,10 @@ public sealed class EsxPolicy : IAllocationPolicy
 public sealed class PageLabPolicy : IAllocationPolicy
 {
     /// <summary>Bin edges the host asks guests for (ages in periods; a bin holds ages up to its edge).</summary>
-    public static readonly int[] ReportBins = [0, 1, 2, 3, 5, 7, 15, 31, 63];
+    public static ReadOnlySpan<int> ReportBins => [0, 1, 2, 3, 5, 7, 15, 31, 63];
 
     public string Name => "pagelab";
+    public ulong EstimatePages(VmSignals vm) => Demand(vm);
     /// <summary>A page used within this many periods is in the working set (one less must be a bin edge).
     /// Six periods see 95% of a working set touched half a time per page per period (1 - e^-3).</summary>
     public int WindowPeriods { get; init; } = 6;
@@ -73,12 +74,31 @@ public sealed class PageLabPolicy : IAllocationPolicy
     }
 }
 
-/// <summary>Policies by name: the built-in ones, or a user's class named as <c>Namespace.Type, Assembly</c>
-/// (an assembly the runtime can load) or <c>path/to/Lib.dll:Namespace.Type</c> (a relative path is relative
-/// to the current directory).</summary>
+/// <summary>Policies by name: the built-in ones (one entry each below), or a user's class named as
+/// <c>Namespace.Type, Assembly</c> (an assembly the runtime can load) or <c>path/to/Lib.dll:Namespace.Type</c>
+/// (a relative path is relative to the current directory). A policy's traits are its own
+/// (<see cref="IAllocationPolicy.Traits"/>); adding a built-in policy is one class and one line here.</summary>
 public static class PolicyCatalog
 {
-    public static readonly string[] BuiltIn = ["static", "esx", "pagelab"];
+    private static readonly (string Name, Func<IAllocationPolicy> Create)[] Entries =
+    [
+        ("static", () => new StaticPolicy()),
+        ("esx", () => new EsxPolicy()),
+        ("pagelab", () => new PageLabPolicy()),
+        ("mrc", () => new MissCurvePolicy()),
+    ];
+
+    /// <summary>The built-in policies' names, in the order comparisons show them.</summary>
+    public static readonly string[] BuiltIn = Entries.Select(e => e.Name).ToArray();
+    /// <summary>The policy a scenario runs with when it names none.</summary>
+    public const string DefaultName = "mrc";
+    /// <summary>The static partition's name (what <c>"adaptive": false</c> means).</summary>
+    public const string StaticName = "static";
+
+    /// <summary>A built-in policy's traits, or the default traits for a user's class, which is not loaded
+    /// here (the scheduler reads the loaded class's own <see cref="IAllocationPolicy.Traits"/>).</summary>
+    public static PolicyTraits TraitsOf(string name) =>
+        Entries.FirstOrDefault(e => e.Name == name).Create is { } create ? create().Traits : PolicyTraits.Default;
 
     /// <summary>Checks a policy's name without loading anything (checking a scenario must not run code it
     /// names): a built-in name, or a user's class in one of the two forms, its .dll present.
@@ -107,12 +127,7 @@ public static class PolicyCatalog
     /// <see cref="ArgumentException"/> saying why not.</summary>
     public static IAllocationPolicy Create(string name)
     {
-        switch (name)
-        {
-            case "static": return new StaticPolicy();
-            case "esx": return new EsxPolicy();
-            case "pagelab": return new PageLabPolicy();
-        }
+        if (Entries.FirstOrDefault(e => e.Name == name).Create is { } builtIn) return builtIn();
         CheckName(name);
         Type? type;
         try
