@@ -9,6 +9,7 @@ using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
 using PageLab.Core.Scenarios;
 using PageLab.Core.Scheduling;
+using PageLab.Core.Workloads;
 using Xunit;
 
 namespace PageLab.Tests;
