@@ -123,6 +123,7 @@ int resolve(struct pl_region *r, uint64_t g, int is_write)
     uint32_t st = st_of(r, g);
     int done = 0, was_spurious = 0;
     r->frame_busy = 0;
+    uint64_t os_failed = atomic_load_explicit(&os_failures, memory_order_relaxed);
     const char *why = NULL;
     switch (st) {
     case PL_UNBACKED:
@@ -156,9 +157,10 @@ int resolve(struct pl_region *r, uint64_t g, int is_write)
         done = was_spurious = spurious(r, g);
         break;
     }
-    /* No frame only because another VM's lock was held: let the access re-run (the holder is never
-     * waiting for us), counted in a row as spurious faults are, so an endless repeat still chains. */
-    int retry = !done && r->frame_busy;
+    /* No frame only because another VM's lock was held, or an OS call failed meanwhile (a shortage that
+     * passes, or the failure injector): let the access re-run (the holder is never waiting for us; the
+     * tables are as they were), counted in a row as spurious faults are, so an endless repeat still chains. */
+    int retry = !done && (r->frame_busy || atomic_load_explicit(&os_failures, memory_order_relaxed) != os_failed);
     if (retry) done = was_spurious = spurious(r, g);
     /* Any real resolution ends a streak: spurious faults are counted in a row, across threads. */
     if (done && !was_spurious) r->spurious_streak = 0;
@@ -210,11 +212,7 @@ void chain_to(const struct sigaction *previous, int sig, siginfo_t *info, void *
     } else if (previous->sa_handler == SIG_DFL || previous->sa_handler == SIG_IGN) {
         /* The default action, as without us: a real fault re-runs and terminates the process; a signal
          * sent by kill is raised again and is delivered when this handler returns. */
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        sigaction(sig, &dfl, NULL);
-        if (info->si_code <= 0) raise(sig);
+        os_signal_default(sig, info->si_code <= 0);
     } else {
         previous->sa_handler(sig);
     }
@@ -264,7 +262,12 @@ PL_EXPORT int pl_install(void)
 {
     if (atomic_load(&installed)) return 0;
     page_size = os_page_size();
-    int rc = os_install();
+#ifdef _WIN32
+    int rc = os_install((void *)pl_on_access_violation);
+#else
+    int rc = os_install((void *)pl_on_segv);
+    if (rc == 0) rc = mce_install(); /* SIGBUS: memory errors the kernel delivers (mce.c) */
+#endif
     if (rc != 0) return rc;
     atomic_store(&installed, 1);
     return 0;
