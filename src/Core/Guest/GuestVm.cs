@@ -7,6 +7,7 @@ using System.Numerics;
 using System.Runtime.InteropServices;
 using PageLab.Core.Faults;
 using PageLab.Core.Host;
+using PageLab.Native;
 using Microsoft.Win32.SafeHandles;
 using Lib = PageLab.Native.Interop.PageLab;
 
@@ -276,7 +277,16 @@ public sealed unsafe partial class GuestVm : IDisposable
     public void Unback(GuestPage first, ulong count)
     {
         HostFrame[] old = Unmap(first, count);
-        _arena.Release(old);
+        try
+        {
+            _arena.Release(old);
+        }
+        catch (ErrnoException)
+        {
+            // The pages are unbacked; their frames could not be punched and still hold this VM's bytes, so
+            // they are never freed: retired (their memory goes back to the OS when it can), never left Held.
+            foreach (HostFrame f in old) _arena.Retire(f);
+        }
     }
 
     /// <summary>Unbacks pages and hands their frames to the caller, Held (content intact). Pages without a
