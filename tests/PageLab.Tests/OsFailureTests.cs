@@ -329,4 +329,32 @@ public class OsFailureTests
         }
         Assert.Equal(2UL, Count(OsCall.Map).Failed);
     }
+
+    [Fact]
+    public void An_error_in_a_shared_frame_unbacks_every_sharer_even_when_an_unmap_fails_once()
+    {
+        (TestArena t, GuestVm vm) = Vm();
+        using var _ = t;
+        using var injector = OsFailureInjector.Scope();
+        vm.EnableSharing();
+        Fill(vm, 2, 0x77UL);
+        Fill(vm, 3, 0x77UL);
+        HostFrame shared = vm.ShareCreate(P(2))!.Value;
+        Assert.Equal(ShareResult.Merged, vm.TryShare(P(3), shared));
+        FaultInjector.IntoFrame(t.Arena, shared, 100, [0x5A]);
+
+        OsFailureInjector.FailNth(OsCall.Map, 1, ENOMEM); // the first sharer's unback (a hole is an mmap) fails once
+        Assert.True(t.Arena.ReportShared(shared) is (_, true));
+
+        Assert.Equal(1UL, Count(OsCall.Map).Failed);
+        foreach (ulong g in new ulong[] { 2, 3 })
+        {
+            Assert.Equal(GuestPageState.Unbacked, vm.StateOf(P(g))); // never left on the bad frame
+            Assert.True(vm.IsLost(P(g)));
+            Assert.True(Holds(vm, g, 0)); // a touch reads zeros, never the bad bytes
+        }
+        Assert.Equal(FrameState.Retired, t.Arena.StateOf(shared));
+        vm.TakeHandlerEvents();
+        AssertConsistent(t.Arena, vm);
+    }
 }

@@ -253,7 +253,7 @@ public sealed unsafe partial class GuestVm : IDisposable
         }
         catch
         {
-            _arena.Release(frames);
+            _arena.ReleaseOrRetire(frames);
             throw;
         }
     }
@@ -277,16 +277,8 @@ public sealed unsafe partial class GuestVm : IDisposable
     public void Unback(GuestPage first, ulong count)
     {
         HostFrame[] old = Unmap(first, count);
-        try
-        {
-            _arena.Release(old);
-        }
-        catch (ErrnoException)
-        {
-            // The pages are unbacked; their frames could not be punched and still hold this VM's bytes, so
-            // they are never freed: retired (their memory goes back to the OS when it can), never left Held.
-            foreach (HostFrame f in old) _arena.Retire(f);
-        }
+        // The pages are unbacked; frames that cannot be punched still hold this VM's bytes: retired, never freed or left Held.
+        _arena.ReleaseOrRetire(old);
     }
 
     /// <summary>Unbacks pages and hands their frames to the caller, Held (content intact). Pages without a
@@ -335,10 +327,10 @@ public sealed unsafe partial class GuestVm : IDisposable
             }
             catch
             {
-                _arena.Release(frames);
+                _arena.ReleaseOrRetire(frames);
                 throw;
             }
-            if (pushed < frames.Length) _arena.Release(frames.AsSpan(pushed));
+            if (pushed < frames.Length) _arena.ReleaseOrRetire(frames.AsSpan(pushed));
             return pushed;
         }
     }

@@ -197,7 +197,18 @@ int share_report_region(struct pl_region *r, uint32_t f, int zero)
     pl_lock(&r->lock);
     for (uint64_t g = 0; g < r->pages; g++) {
         if (st_of(r, g) != PL_SHARED || fr_of(r, g) != f) continue;
-        if (change_pages(r, g, 1, PL_UNBACKED, NULL, PL_KEEP_FRAME, 1) != 0) continue;
+        /* A page left on the bad frame would read its bad bytes as good: a failed unmap (a shortage that
+         * passes) is tried again; only one that never succeeds leaves it, said so. */
+        int rc = change_pages(r, g, 1, PL_UNBACKED, NULL, PL_KEEP_FRAME, 1);
+        for (int tries = 0; rc != 0 && tries < 64; tries++) {
+            os_yield();
+            rc = change_pages(r, g, 1, PL_UNBACKED, NULL, PL_KEEP_FRAME, 1);
+        }
+        if (rc != 0) {
+            atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
+            say("a sharer of a bad shared frame could not be unmapped; it still reads the frame", (uint64_t)r->owner, g);
+            continue;
+        }
         set_page(r, g, PL_NO_FRAME, PL_UNBACKED);
         r->shared--;
         if (!zero) {
