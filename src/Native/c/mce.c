@@ -295,9 +295,22 @@ static int poison_marker(uint8_t *at, int prot)
         struct pl_uffdio_poison po = {{(uintptr_t)at, page_size}, 0, 0};
         rc = os_uffd_ioctl(u, PL_UFFDIO_POISON, &po);
     }
+    /* Unregistered (the marker stays), tried until it takes: a page left registered MISSING with its PTE
+     * dropped would make the next guest access wait for a userfaultfd reader that never comes. Then its
+     * protection set again, which merges the VMAs back (the marker survives it), so the mapping count is
+     * what the engine's model says. */
     struct uffdio_range range = {(uintptr_t)at, page_size};
-    (void)os_uffd_ioctl(u, UFFDIO_UNREGISTER, &range); /* the marker stays; a registration left behind only costs a VMA */
-    (void)os_protect(at, page_size, prot);             /* merges the VMAs back; the marker survives it */
+    int left = os_uffd_ioctl(u, UFFDIO_UNREGISTER, &range);
+    for (int tries = 0; left != 0 && tries < 1000; tries++) {
+        os_yield();
+        left = os_uffd_ioctl(u, UFFDIO_UNREGISTER, &range);
+    }
+    if (left != 0) say("a poison marker's page could not be unregistered from the userfaultfd", 0, (uint64_t)(uintptr_t)at);
+    left = os_protect(at, page_size, prot);
+    for (int tries = 0; left != 0 && tries < 1000; tries++) {
+        os_yield();
+        left = os_protect(at, page_size, prot);
+    }
     return rc;
 }
 

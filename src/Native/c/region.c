@@ -120,13 +120,18 @@ static void restore_from_tables(struct pl_region *r, uint64_t first, uint64_t co
 {
     for (uint64_t g = first; g < first + count; g++) {
         uint32_t st = st_of(r, g);
-        int rc = is_hole(st) ? map_anonymous(r, g, 1) : map_frames(r, g, 1, fr_of(r, g), prot_of(st));
+        int rc = -1;
+        for (int tries = 0; rc != 0 && tries < 16; tries++) /* a failure here is a shortage that usually passes */
+            rc = is_hole(st) ? map_anonymous(r, g, 1) : map_frames(r, g, 1, fr_of(r, g), prot_of(st));
         if (rc != 0) {
             atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
             say("could not undo a failed page change; the page is repaired on its next fault", (uint64_t)r->owner, g);
         }
     }
 }
+
+static int os_change(struct pl_region *r, uint64_t first, uint64_t count, uint32_t new_state, const uint32_t *frames,
+                     uint32_t frame0, uint64_t breaks);
 
 /* The one commit sequence for a page change (caller holds the lock): the mapping-count delta, the
  * budget, the OS call, then the settled count. The caller stores p2m and state afterwards (set_page),
@@ -141,6 +146,26 @@ int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t n
     int rc = 0;
     if (force && delta > 0) atomic_fetch_add(&maps_in_use, delta);
     else if ((rc = take_budget(delta)) != 0) return rc;
+    /* A forced change is one that must not fail (an undo, a fault being resolved): an OS call that fails
+     * there is a shortage that usually passes, so it is tried again a few times (nothing changed meanwhile). */
+    for (int tries = 0; tries < (force ? 16 : 1); tries++) {
+        if (tries) os_yield();
+        if ((rc = os_change(r, first, count, new_state, frames, frame0, breaks)) == 0) break;
+    }
+    if (rc != 0) {
+        if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
+        return rc;
+    }
+    if (delta < 0) atomic_fetch_add(&maps_in_use, delta);
+    r->maps += delta;
+    return 0;
+}
+
+/* change_pages' OS calls: all of them, or (on failure) the range put back as the tables say. */
+static int os_change(struct pl_region *r, uint64_t first, uint64_t count, uint32_t new_state, const uint32_t *frames,
+                     uint32_t frame0, uint64_t breaks)
+{
+    int rc = 0;
     if (is_hole(new_state)) {
         /* A failed call may have changed part of the range: put all of it back as the tables say. */
         if ((rc = map_anonymous(r, first, count)) != 0 && count > 1) restore_from_tables(r, first, count);
@@ -161,13 +186,7 @@ int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t n
         /* The runs already mapped, and the one whose call failed (a failed MAP_FIXED may leave it unmapped). */
         if (rc != 0) restore_from_tables(r, first, done + run);
     }
-    if (rc != 0) {
-        if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
-        return rc;
-    }
-    if (delta < 0) atomic_fetch_add(&maps_in_use, delta);
-    r->maps += delta;
-    return 0;
+    return rc;
 }
 
 void set_page(struct pl_region *r, uint64_t g, uint32_t frame, uint32_t st)
