@@ -20,10 +20,11 @@
  *   region.c      regions (one VM's guest physical memory): lifetime, mapping model, map / unmap / pool /
  *                 sampling, and the one commit sequence every page change goes through
  *   hostswap.c    where a fault gets a frame: pool, free arena frame, or a victim page host-swapped out
- *   parity.c      protection: hashes, parity groups, protect, inject, recover, scrub
+ *   parity.c      protection: parity groups, protect, inject, recover, scrub (the hash is hash.c)
  *   handler.c     the fault handler: finds the region, resolves the fault, chains what is not ours
  *   mce.c         memory errors the kernel delivers (SIGBUS) and the kernel-backed injectors
  *   share.c       content-based page sharing: shared frames with N sharers, merge, copy-on-write breaks
+ *   check.c       consistency checks of the tables, recomputed from scratch (tests, the anomaly campaign)
  *
  * OWNERSHIP OF FRAMES (the truth is arena.c's table; C# reads it and changes it only through pl_* calls)
  *   state     owner                      who may move it, and where
