@@ -94,21 +94,19 @@ public class OsFailureTests
     }
 
     [Fact]
-    public void A_failed_mmap_in_a_demand_fault_reruns_the_fault_which_then_succeeds()
+    public void A_failed_mmap_in_a_demand_fault_is_tried_again_and_the_fault_succeeds()
     {
         (TestArena t, GuestVm vm) = Vm();
         using var _ = t;
         using var injector = OsFailureInjector.Scope();
         vm.RefillPool();
-        ulong spurious = vm.Counters.Spurious;
 
         OsFailureInjector.FailNth(OsCall.Map, 1, ENOMEM);
-        Fill(vm, 12, ValueOf(12)); // the handler's mmap fails once; the access re-runs
+        Fill(vm, 12, ValueOf(12)); // the handler's mmap fails once and is made again (a forced change)
 
         Assert.Equal(1UL, Count(OsCall.Map).Failed);
         Assert.Equal(GuestPageState.Backed, vm.StateOf(P(12)));
         Assert.True(Holds(vm, 12, ValueOf(12)));
-        Assert.True(vm.Counters.Spurious > spurious, "the failed fault re-ran as a spurious one");
         AssertConsistent(t.Arena, vm);
     }
 
@@ -230,11 +228,13 @@ public class OsFailureTests
         using var injector = OsFailureInjector.Scope();
         Assert.Equal(8, vm.HostSwapOut(8));
         Assert.Equal(GuestPageState.Swapped, vm.StateOf(P(6)));
+        ulong spurious = vm.Counters.Spurious;
 
         OsFailureInjector.FailNth(OsCall.Read, 1, EIO);
-        Assert.True(Holds(vm, 6, ValueOf(6)));
+        Assert.True(Holds(vm, 6, ValueOf(6))); // the handler's pread fails; the fault is not chained (that would end the process) but re-runs
 
         Assert.Equal(1UL, Count(OsCall.Read).Failed);
+        Assert.True(vm.Counters.Spurious > spurious, "the failed fault re-ran (counted with the spurious ones)");
         Assert.Equal(GuestPageState.Backed, vm.StateOf(P(6)));
         AssertConsistent(t.Arena, vm);
     }
