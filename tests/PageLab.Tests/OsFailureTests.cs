@@ -293,7 +293,7 @@ public class OsFailureTests
     }
 
     [Fact]
-    public void A_refused_kernel_read_in_the_sigbus_handler_is_taken_as_bad_and_the_page_is_recovered()
+    public void A_refused_kernel_read_in_the_sigbus_handler_is_asked_again_and_the_page_is_recovered()
     {
         KernelInjector how = KernelInjectorOrSkip();
         (TestArena t, GuestVm vm) = Vm();
@@ -304,7 +304,7 @@ public class OsFailureTests
         HostFrame bad = KernelFaultInjector.IntoPage(vm, P(6), 8, [0xFF], onlyIfProtected: true, how)!.Value;
 
         OsFailureInjector.FailNth(OsCall.Peek, 1, EPERM);
-        Assert.True(Holds(vm, 6, ValueOf(6))); // SIGBUS; the handler's kernel read is refused: treated as bad, rebuilt
+        Assert.True(Holds(vm, 6, ValueOf(6))); // SIGBUS; the handler's kernel read is refused once, asked again (EFAULT: bad), rebuilt
 
         Assert.Equal(1UL, Count(OsCall.Peek).Failed);
         engine.RetireHandlerReplaced();

@@ -1,8 +1,6 @@
-/* base.c: the ground floor's few primitives every other file uses: the page size, the ticket lock, the
- * async-signal-safe log line, and a page state's protection. Calls only the OS layer. */
+/* base.c: the ground floor's few primitives every other file uses: the ticket lock, the async-signal-safe
+ * log line, and a page state's protection (the page size is the OS layer's). Calls only the OS layer. */
 #include "pagelab.h"
-
-size_t page_size;
 
 /* ---- all async-signal-safe ---- */
 

@@ -54,8 +54,17 @@ static void count(int which) { atomic_fetch_add_explicit(&mce_counts[which], 1, 
 /* Does the page's current mapping fail a read? A kernel read (copy from the process's own memory) fails
  * with EFAULT on a poison marker or a hardware-poisoned page instead of raising SIGBUS. Called only for
  * pages the tables say are readable (Backed or Tracked), so a failure means poison. If the call itself is
- * refused (seccomp), the answer is yes: the page is then treated as bad, which never shows bad bytes. */
-static int mapping_fails(const void *addr) { return os_peek(addr) != 0; }
+ * refused (seccomp) every time, the answer is yes: the page is then treated as bad, which never shows bad
+ * bytes. */
+static int mapping_fails(const void *addr)
+{
+    /* EFAULT is the answer (the mapping is poisoned); any other failure is the question not being
+     * answered (a shortage, a refusal): asked again a few times before the page is taken as bad, since a
+     * page taken as bad by mistake loses its content (contained) when it is not protected. */
+    int rc = os_peek(addr);
+    for (int tries = 0; rc != 0 && rc != -EFAULT && tries < 16; tries++) rc = os_peek(addr);
+    return rc != 0;
+}
 
 int kernel_poisoned(struct pl_region *r, uint64_t g)
 {

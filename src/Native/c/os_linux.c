@@ -24,6 +24,7 @@
 #endif
 
 struct sigaction pl_previous;
+size_t page_size; /* the OS's, set once by pl_install / pl_arena_create (os_page_size) */
 _Atomic uint64_t os_failures;
 
 /* -e, counted: every failed call passes through here. */

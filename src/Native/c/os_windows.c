@@ -32,6 +32,7 @@ typedef BOOL(WINAPI *unmap_view2_fn)(HANDLE, PVOID, ULONG);
 static virtual_alloc2_fn virtual_alloc2;
 static map_view3_fn map_view3;
 static unmap_view2_fn unmap_view2;
+size_t page_size; /* the OS's, set once by pl_install / pl_arena_create (os_page_size) */
 _Atomic uint64_t os_failures;
 
 /* -error, counted: every failed call passes through here (error 0: a failure without a code). */

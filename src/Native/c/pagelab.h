@@ -13,7 +13,7 @@
  *   os_windows.c  the OS layer on Windows (placeholders, section views, VirtualProtect, vectored handler)
  *   osfail.c      the OS layer's seeded failure injector (fail the Nth call of a kind, at random, short
  *                 reads and writes) and its per-kind counts
- *   base.c        page size, the ticket lock, the async-signal-safe log line, a state's protection
+ *   base.c        the ticket lock, the async-signal-safe log line, a state's protection
  *   hash.c        the content hash
  *   -- above it --
  *   arena.c       host frames: the frame-state table, the free bitmap, allocate / release / retire
