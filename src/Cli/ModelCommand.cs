@@ -18,7 +18,7 @@ internal static class ModelCommand
         var gc = new Option<bool>("--gc-stress") { Description = "Run a thread that forces full GCs meanwhile" };
         var osFaults = new Option<bool>("--os-faults")
         {
-            Description = "The anomaly campaign: every feature at once (fault-around, kernel-delivered errors, VMs created and destroyed too) " +
+            Description = "The anomaly campaign: every feature at once (fault-around, disk copies, kernel-delivered errors, VMs created and destroyed too) " +
                           "while the engine's OS calls fail, each kind in turn and at random, and reads and writes come up short",
         };
         var command = new Command("model", "Random operations from several threads against a shadow of every page; checks bytes, parity and frame accounting after every round.");

@@ -357,4 +357,30 @@ public class OsFailureTests
         vm.TakeHandlerEvents();
         AssertConsistent(t.Arena, vm);
     }
+
+    [Fact]
+    public void A_failed_pread_of_a_good_disk_copy_is_read_again_and_the_page_is_recovered_not_lost()
+    {
+        (TestArena t, GuestVm vm) = Vm();
+        using var _ = t;
+        using var injector = OsFailureInjector.Scope();
+        using var disk = new FileStream(Path.Combine(Path.GetTempPath(), $"pagelab-osfail-{Guid.NewGuid():N}"), FileMode.Create,
+            FileAccess.ReadWrite, FileShare.Read, 4096, FileOptions.DeleteOnClose);
+        disk.Write(vm.Page(P(5)));
+        disk.Flush();
+        using var engine = new RecoveryEngine(vm);
+        engine.UseDiskFile(disk.SafeFileHandle);
+        engine.Unrecoverable = g => $"context of {g}";
+        Assert.Equal(1, engine.Protect([P(5)], PageCategory.CleanWithDiskCopy, _ => 0));
+        HostFrame bad = FaultInjector.IntoPage(vm, P(5), 16, [0xFF, 0xFF])!.Value;
+
+        OsFailureInjector.FailNth(OsCall.Read, 1, EIO); // the disk copy's read fails once
+        ErrorReport r = engine.Report(bad);
+
+        Assert.Equal(1UL, Count(OsCall.Read).Failed);
+        Assert.Equal(ErrorOutcome.Recovered, r.Outcome); // a read that failed is not a copy that failed its hash
+        Assert.False(vm.IsLost(P(5)));
+        Assert.True(Holds(vm, 5, ValueOf(5)));
+        AssertConsistent(t.Arena, vm);
+    }
 }

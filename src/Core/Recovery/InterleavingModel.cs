@@ -5,7 +5,7 @@
 // managed shadow of every page's content; after every round of steps, every page, every parity group and
 // the frame accounting are checked. The suite runs a short form; `pagelab campaign model` the long one.
 // With osFaults (the anomaly campaign, `pagelab campaign model --os-faults`) every feature runs at once
-// (fault-around, kernel-delivered errors and VMs created and destroyed as well) while the engine's OS calls
+// (fault-around, clean disk copies, kernel-delivered errors and VMs created and destroyed as well) while the engine's OS calls
 // fail, each kind in turn and all at random, and reads and writes come up short; after every round the
 // engine's own table checks (free bitmap, counts, mapping count) and the kernel's /proc/self/maps are
 // compared too. An operation refused because an OS call failed is counted, not a problem: what must hold
@@ -41,6 +41,7 @@ public static class InterleavingModel
         // (read-only, covered) at that instant. A page a guest had just written has no good copy: lost.
         public readonly Dictionary<int, (HostFrame Frame, bool MustRecover)> Outstanding = new();
         public GuestPage[] Sampled = [];
+        public FileStream? Disk;                                // clean copies of the host's pages (osFaults)
     }
 
     // Values guests write now and then, the same in both VMs and on every page, so pages merge.
@@ -103,6 +104,13 @@ public static class InterleavingModel
                 for (int p = 0; p < Pages; p++) Fill(vm, p, m.Value[p] = Word(seed, v, p, 0));
                 m.Engine.Protect(Enumerable.Range(0, 32).Select(p => new GuestPage((ulong)p)).ToArray(), PageCategory.ReadMostly);
                 int vmIndex = v;
+                if (osFaults)
+                {
+                    // Clean disk copies for the host's own pages (only the host writes them, so a copy it writes is exact).
+                    m.Disk = new FileStream(Path.Combine(Path.GetTempPath(), $"pagelab-model-disk-{Environment.ProcessId}-{v}"), FileMode.Create,
+                        FileAccess.ReadWrite, FileShare.Read, 4096, FileOptions.DeleteOnClose);
+                    m.Engine.UseDiskFile(m.Disk.SafeFileHandle);
+                }
                 m.Engine.Unrecoverable = g =>
                 {
                     Interlocked.Increment(ref m.LossEpoch[(int)g.Value]);
@@ -178,6 +186,7 @@ public static class InterleavingModel
             {
                 m.Engine.Dispose();
                 m.Vm.Dispose();
+                m.Disk?.Dispose();
             }
         }
     }
@@ -241,7 +250,7 @@ public static class InterleavingModel
         GuestVm vm = m.Vm;
         int page = rng.Next(Pages);
         var g = new GuestPage((ulong)page);
-        int op = rng.Next(anomalies is null ? 15 : 18);
+        int op = rng.Next(anomalies is null ? 15 : 19);
         try
         {
             switch (op)
@@ -252,9 +261,12 @@ public static class InterleavingModel
                     if (m.Outstanding.ContainsKey(key)) break;
                     (int offset, byte[] mask) = FaultInjector.Pattern((ErrorKind)rng.Next(4), vm.Arena.PageSize, rng);
                     bool onlyProtected = Protected(page) && rng.Next(2) == 0;
+                    // A host page protected by its disk copy must come back too (only the host writes it, so it
+                    // stays protected until the error is handled).
+                    bool diskCopy = m.Disk is not null && Owner(page) == Guests && vm.StateOf(g) == GuestPageState.Tracked;
                     if (vm.Inject(g, offset, mask, onlyProtected) is HostFrame hit)
                     {
-                        m.Outstanding[key] = (hit, onlyProtected);
+                        m.Outstanding[key] = (hit, onlyProtected || diskCopy);
                         injected++;
                     }
                     break;
@@ -399,6 +411,18 @@ public static class InterleavingModel
                 case 17 when rng.Next(8) == 0: // a VM created, used and destroyed (region lifetime under failing calls)
                     CycleVm(arena, problems, round, anomalies!);
                     break;
+                case 18: // a host page's clean copy written to disk and the page protected by it
+                {
+                    int hp = 32 + rng.Next(16);
+                    var hg = new GuestPage((ulong)hp);
+                    if (m.Disk is null || vm.StateOf(hg) != GuestPageState.Backed || m.Outstanding.ContainsKey(hp)) break;
+                    long at = (long)hp * vm.Arena.PageSize;
+                    m.Disk.Position = at;
+                    m.Disk.Write(vm.Page(hg));
+                    m.Disk.Flush();
+                    m.Engine.Protect([hg], PageCategory.CleanWithDiskCopy, _ => at);
+                    break;
+                }
             }
         }
         catch (Exception e) when (anomalies is not null && Refused(e)) { anomalies.Refused++; }

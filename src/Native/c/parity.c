@@ -119,8 +119,13 @@ int recover_locked(struct pl_region *r, uint64_t g, uint32_t fresh, uint32_t *ol
 {
     uint8_t *dst = frame_bytes(r->arena, fresh);
     int ok = r->hash[g] != 0 && rebuild_from_parity(r, g, dst) == 0 && page_hash(dst, page_size) == r->hash[g];
-    if (!ok && r->hash[g] != 0 && r->disk_off[g] >= 0 && r->disk >= 0)
-        ok = os_read_file(r->disk, dst, page_size, r->disk_off[g]) == 0 && page_hash(dst, page_size) == r->hash[g];
+    if (!ok && r->hash[g] != 0 && r->disk_off[g] >= 0 && r->disk >= 0) {
+        /* A read that fails is not a copy that fails the hash check: asked again a few times (a shortage
+         * that passes), so a page with a good copy is never declared lost for it. */
+        int rc = os_read_file(r->disk, dst, page_size, r->disk_off[g]);
+        for (int tries = 0; rc != 0 && tries < 16; tries++) rc = os_read_file(r->disk, dst, page_size, r->disk_off[g]);
+        ok = rc == 0 && page_hash(dst, page_size) == r->hash[g];
+    }
     if (!ok) return PL_ELOST;
     int rc = change_pages(r, g, 1, PL_TRACKED, NULL, fresh, 1);
     if (rc != 0) return rc;
