@@ -396,15 +396,19 @@ public static class InterleavingModel
                 case 15 or 16: // an error the kernel delivers: a poison marker under a protected page (guests' blocks)
                 {
                     if (anomalies?.Kernel is not KernelInjector how) break;
-                    int key = -1 - page % 32 / K;
-                    if (m.Outstanding.ContainsKey(key)) break; // one error per parity group at a time
-                    (int offset, byte[] mask) = FaultInjector.Pattern((ErrorKind)rng.Next(4), vm.Arena.PageSize, rng);
-                    if (KernelFaultInjector.IntoPage(vm, new GuestPage((ulong)(page % 32)), offset, mask, onlyIfProtected: true, how) is HostFrame hit)
+                    // Only while protected, so it must come back. (Under an unprotected page, the kernel-poison
+                    // seams of host swap and sharing still let its bytes through as data: see docs/engine.md.)
+                    for (int tries = 0; tries < 8; tries++) // a protected page not in a group with an error already
                     {
+                        int kp = rng.Next(32), key = -1 - kp / K;
+                        if (m.Outstanding.ContainsKey(key)) continue; // one error per parity group at a time
+                        (int offset, byte[] mask) = FaultInjector.Pattern((ErrorKind)rng.Next(4), vm.Arena.PageSize, rng);
+                        if (KernelFaultInjector.IntoPage(vm, new GuestPage((ulong)kp), offset, mask, onlyIfProtected: true, how) is not HostFrame hit) continue;
                         // Nobody is told: a guest access takes the SIGBUS and recovers it in the handler, or a report does.
                         m.Outstanding[key] = (hit, true);
                         anomalies.KernelInjected++;
                         injected++;
+                        break;
                     }
                     break;
                 }
@@ -460,15 +464,20 @@ public static class InterleavingModel
         }
     }
 
+    // Every sharer of f is a host page: as many host pages map it as its sharer count says (a guest page whose
+    // copy-on-write is under way no longer reads Shared but still holds its sharer, and may free the frame).
     private static bool OnlyHostPagesShare(List<VmModel> models, HostFrame f)
     {
+        long hostSharers = 0;
         foreach (VmModel m in models)
             for (int p = 0; p < Pages; p++)
             {
                 var g = new GuestPage((ulong)p);
-                if (Owner(p) != Guests && m.Vm.StateOf(g) == GuestPageState.Shared && m.Vm.Translate(g) == f) return false;
+                if (m.Vm.StateOf(g) != GuestPageState.Shared || m.Vm.Translate(g) != f) continue;
+                if (Owner(p) != Guests) return false;
+                hostSharers++;
             }
-        return true;
+        return hostSharers > 0 && hostSharers == models[0].Vm.Arena.SharersOf(f);
     }
 
     // At a quiescent point: every page reads as its shadow says, parity is true, every frame is accounted for.
