@@ -1,7 +1,9 @@
 // `pagelab campaign model`: the long form of the engine's model-based interleaving check (random guest,
 // host and error operations from three threads against a shadow of every page, everything checked after
-// every round). The suite runs a short form of the same code.
+// every round). The suite runs a short form of the same code. With --os-faults it is the anomaly campaign:
+// every feature at once while the engine's OS calls fail, each kind in turn and at random.
 using System.CommandLine;
+using PageLab.Core.Faults;
 using PageLab.Core.Recovery;
 using Spectre.Console;
 
@@ -14,10 +16,16 @@ internal static class ModelCommand
         var operations = new Option<long>("--operations") { Description = "Operations in all (three threads, one each per round; 3..30000000)", DefaultValueFactory = _ => 1_000_000 };
         var seed = new Option<int>("--seed") { Description = "Seed of the operations", DefaultValueFactory = _ => 1 };
         var gc = new Option<bool>("--gc-stress") { Description = "Run a thread that forces full GCs meanwhile" };
+        var osFaults = new Option<bool>("--os-faults")
+        {
+            Description = "The anomaly campaign: every feature at once (fault-around, disk copies, kernel-delivered errors, VMs created and destroyed too) " +
+                          "while the engine's OS calls fail, each kind in turn and at random, and reads and writes come up short",
+        };
         var command = new Command("model", "Random operations from several threads against a shadow of every page; checks bytes, parity and frame accounting after every round.");
         command.Options.Add(operations);
         command.Options.Add(seed);
         command.Options.Add(gc);
+        command.Options.Add(osFaults);
         command.SetAction(parse => Program.Guarded(() =>
         {
             long ops = parse.GetValue(operations);
@@ -30,8 +38,9 @@ internal static class ModelCommand
             ModelResult r = null!;
             AnsiConsole.Progress().Start(ctx =>
             {
-                ProgressTask task = ctx.AddTask($"operations (seed {parse.GetValue(seed)}{(parse.GetValue(gc) ? ", GC stress on" : "")})", maxValue: rounds * 3L);
-                r = InterleavingModel.Run(parse.GetValue(seed), rounds, parse.GetValue(gc), new Progress<long>(n => task.Value = n));
+                ProgressTask task = ctx.AddTask($"operations (seed {parse.GetValue(seed)}{(parse.GetValue(gc) ? ", GC stress on" : "")}" +
+                                                $"{(parse.GetValue(osFaults) ? ", OS calls failing" : "")})", maxValue: rounds * 3L);
+                r = InterleavingModel.Run(parse.GetValue(seed), rounds, parse.GetValue(gc), new Progress<long>(n => task.Value = n), parse.GetValue(osFaults));
                 task.Value = task.MaxValue;
             });
             var table = new Table().AddColumn("what").AddColumn(new TableColumn("count").RightAligned());
@@ -43,8 +52,25 @@ internal static class ModelCommand
             table.AddRow("host swap-outs", $"{r.HostSwapOuts:N0}");
             table.AddRow("pages merged / copy-on-write breaks", $"{r.PagesMerged:N0} / {r.CowBreaks:N0}");
             table.AddRow("page checks", $"{r.PagesChecked:N0}");
+            if (r.OsCalls is not null)
+            {
+                table.AddRow("errors delivered by the kernel (poison markers)", $"{r.KernelInjected:N0}");
+                table.AddRow("VMs created and destroyed", $"{r.VmsCycled:N0}");
+                table.AddRow("operations refused by a failed OS call", $"{r.Refused:N0}");
+                table.AddRow("process deaths (the campaign ran to its end in this process)", "0");
+                table.AddRow("wrong bytes not flagged lost", $"{r.WrongBytes:N0}");
+            }
             table.AddRow("problems", $"{r.Problems.Count}");
             AnsiConsole.Write(table);
+            if (r.OsCalls is not null)
+            {
+                var os = new Table().Title("OS calls, per kind").AddColumn("kind")
+                    .AddColumn(new TableColumn("calls").RightAligned()).AddColumn(new TableColumn("failed").RightAligned())
+                    .AddColumn(new TableColumn("short").RightAligned());
+                foreach ((OsCall kind, OsCallCounts c) in r.OsCalls.OrderBy(kv => kv.Key))
+                    os.AddRow(kind.ToString(), $"{c.Calls:N0}", $"{c.Failed:N0}", kind is OsCall.Read or OsCall.Write ? $"{c.Shortened:N0}" : "");
+                AnsiConsole.Write(os);
+            }
             AnsiConsole.MarkupLine($"elapsed {r.Elapsed.TotalSeconds:0.0} s");
             foreach (string p in r.Problems.Take(20)) Console.Error.WriteLine($"pagelab: {p}");
             return r.Problems.Count == 0 ? 0 : 1;

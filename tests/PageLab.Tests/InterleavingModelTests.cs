@@ -23,3 +23,30 @@ public class InterleavingModelTests
         Assert.True(r.PagesMerged > 50 && r.CowBreaks > 20, $"{r.PagesMerged} pages merged, {r.CowBreaks} copy-on-write breaks");
     }
 }
+
+// The anomaly campaign (`pagelab campaign model --os-faults`), short form: every feature at once while the
+// engine's OS calls fail, each kind in turn and at random; every kind must have failed, and no byte may be
+// wrong unless its page is flagged lost.
+public class OsFaultCampaignTests
+{
+    [Fact]
+    public void Every_kind_of_os_call_fails_during_the_model_and_no_byte_is_wrong_unless_flagged_lost()
+    {
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsWindows()) Assert.Skip("the fault engine runs on Linux and Windows");
+        using var watchdog = GcStress.Watchdog("anomaly campaign");
+        ModelResult r = InterleavingModel.Run(seed: 7, rounds: 3000, gcStress: true, osFaults: true);
+
+        Assert.True(r.Problems.Count == 0, string.Join("\n", r.Problems.Take(10)));
+        Assert.Equal(0, r.WrongBytes);
+        Assert.NotNull(r.OsCalls);
+        bool kernel = OperatingSystem.IsLinux() && PageLab.Core.Recovery.KernelFaultInjector.Available.Preferred is not null;
+        foreach ((PageLab.Core.Faults.OsCall kind, PageLab.Core.Faults.OsCallCounts c) in r.OsCalls!)
+        {
+            if (!kernel && kind is PageLab.Core.Faults.OsCall.Uffd or PageLab.Core.Faults.OsCall.Advise or PageLab.Core.Faults.OsCall.Peek) continue;
+            Assert.True(c.Failed >= 1, $"{kind}: {c.Calls} calls, none failed");
+        }
+        Assert.True(r.OsCalls[PageLab.Core.Faults.OsCall.Read].Shortened > 0 && r.OsCalls[PageLab.Core.Faults.OsCall.Write].Shortened > 0, "no short transfer");
+        Assert.True(r.Refused > 0, "no operation was refused");
+        Assert.True(r.VmsCycled > 0, "no VM was created and destroyed");
+    }
+}

@@ -7,6 +7,7 @@ using System.Numerics;
 using System.Runtime.InteropServices;
 using PageLab.Core.Faults;
 using PageLab.Core.Host;
+using PageLab.Native;
 using Microsoft.Win32.SafeHandles;
 using Lib = PageLab.Native.Interop.PageLab;
 
@@ -269,7 +270,7 @@ public sealed unsafe partial class GuestVm : IDisposable
         }
         catch
         {
-            _arena.Release(frames);
+            _arena.ReleaseOrRetire(frames);
             throw;
         }
     }
@@ -293,7 +294,8 @@ public sealed unsafe partial class GuestVm : IDisposable
     public void Unback(GuestPage first, ulong count)
     {
         HostFrame[] old = Unmap(first, count);
-        _arena.Release(old);
+        // The pages are unbacked; frames that cannot be punched still hold this VM's bytes: retired, never freed or left Held.
+        _arena.ReleaseOrRetire(old);
     }
 
     /// <summary>Unbacks pages and hands their frames to the caller, Held (content intact). Pages without a
@@ -342,10 +344,10 @@ public sealed unsafe partial class GuestVm : IDisposable
             }
             catch
             {
-                _arena.Release(frames);
+                _arena.ReleaseOrRetire(frames);
                 throw;
             }
-            if (pushed < frames.Length) _arena.Release(frames.AsSpan(pushed));
+            if (pushed < frames.Length) _arena.ReleaseOrRetire(frames.AsSpan(pushed));
             return pushed;
         }
     }

@@ -188,6 +188,21 @@ public sealed unsafe class HostArena : IDisposable
         FaultEngine.Check(rc, $"releasing {frames.Length} frames");
     }
 
+    /// <summary>Releases Held frames; if the OS refuses to punch them (they may still hold a VM's bytes), retires
+    /// them instead, so a frame that could not be made zero is never handed out again nor left Held. For paths
+    /// that must end with the frames gone (an undo, a release after the work is done).</summary>
+    public void ReleaseOrRetire(ReadOnlySpan<HostFrame> frames)
+    {
+        try
+        {
+            Release(frames);
+        }
+        catch (ErrnoException)
+        {
+            foreach (HostFrame f in frames) Retire(f);
+        }
+    }
+
     /// <summary>Zeroes Held frames through the host view without freeing them. Zeroing in place (rather
     /// than punching) keeps the pages resident, so the VM that gets them next does not fault them in again.</summary>
     public void ZeroInPlace(ReadOnlySpan<HostFrame> frames)

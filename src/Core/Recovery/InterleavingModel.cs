@@ -3,8 +3,15 @@
 // host swap, sampling, frame limits, pool refills, page sharing: merges, copy-on-write writes, unshares,
 // errors in shared frames) from several threads in random orders, against a
 // managed shadow of every page's content; after every round of steps, every page, every parity group and
-// the frame accounting are checked. The suite runs a short form; `pagelab campaign --model` the long one.
+// the frame accounting are checked. The suite runs a short form; `pagelab campaign model` the long one.
+// With osFaults (the anomaly campaign, `pagelab campaign model --os-faults`) every feature runs at once
+// (fault-around, clean disk copies, kernel-delivered errors and VMs created and destroyed as well) while the engine's OS calls
+// fail, each kind in turn and all at random, and reads and writes come up short; after every round the
+// engine's own table checks (free bitmap, counts, mapping count) and the kernel's /proc/self/maps are
+// compared too. An operation refused because an OS call failed is counted, not a problem: what must hold
+// is that nothing it touched is left half done.
 using System.Runtime.InteropServices;
+using PageLab.Core.Faults;
 using PageLab.Core.Guest;
 using PageLab.Core.Host;
 
@@ -12,7 +19,8 @@ namespace PageLab.Core.Recovery;
 
 public sealed record ModelResult(long Operations, long Rounds, long Injected, long Reported, long HandlerRecovered,
     long Contained, long HostSwapOuts, long PagesChecked, IReadOnlyList<string> Problems, TimeSpan Elapsed,
-    long PagesMerged = 0, long CowBreaks = 0);
+    long PagesMerged = 0, long CowBreaks = 0, long WrongBytes = 0, long Refused = 0, long KernelInjected = 0, long VmsCycled = 0,
+    IReadOnlyDictionary<OsCall, OsCallCounts>? OsCalls = null);
 
 public static class InterleavingModel
 {
@@ -33,6 +41,7 @@ public static class InterleavingModel
         // (read-only, covered) at that instant. A page a guest had just written has no good copy: lost.
         public readonly Dictionary<int, (HostFrame Frame, bool MustRecover)> Outstanding = new();
         public GuestPage[] Sampled = [];
+        public FileStream? Disk;                                // clean copies of the host's pages (osFaults)
     }
 
     // Values guests write now and then, the same in both VMs and on every page, so pages merge.
@@ -41,7 +50,30 @@ public static class InterleavingModel
     // Shareable pages: the unprotected blocks (2: the host's, 3: guest thread 0's).
     private static bool Shareable(int page) => page >= 32;
 
-    public static ModelResult Run(int seed, int rounds, bool gcStress = false, IProgress<long>? progress = null)
+    // The anomaly campaign's state (osFaults): one run at a time per process (the injector is process-wide).
+    private sealed class Anomalies
+    {
+        public long Refused, KernelInjected, VmsCycled, WrongBytes;
+        public KernelInjector? Kernel;
+        public OsCall[] Kinds = [];
+    }
+
+    /// <summary>Kinds of OS call the campaign fails in turn (the userfaultfd, madvise and kernel reads are made
+    /// only by the kernel injector: Linux, where one is available).</summary>
+    private static OsCall[] FailedKinds(bool kernel) =>
+        OsFailureInjector.Kinds.Where(k => kernel || k is not (OsCall.Uffd or OsCall.Advise or OsCall.Peek)).ToArray();
+
+    // The error an in-turn failure gives: what the OS says when it runs short (Win32 codes on Windows).
+    private static int ErrorFor(OsCall k) => OperatingSystem.IsWindows() ? 8 /* ERROR_NOT_ENOUGH_MEMORY */ : k switch
+    {
+        OsCall.Discard or OsCall.Read => 5,    // EIO
+        OsCall.Write => 28,                    // ENOSPC
+        OsCall.Advise or OsCall.Uffd => 11,    // EAGAIN
+        OsCall.Peek => 1,                      // EPERM (a seccomp refusal)
+        _ => 12,                               // ENOMEM
+    };
+
+    public static ModelResult Run(int seed, int rounds, bool gcStress = false, IProgress<long>? progress = null, bool osFaults = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(rounds, 1);
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -50,6 +82,13 @@ public static class InterleavingModel
         var models = new List<VmModel>();
         var problems = new List<string>();
         long injected = 0, reported = 0, checkedPages = 0;
+        Anomalies? anomalies = osFaults ? new Anomalies() : null;
+        if (anomalies is not null)
+        {
+            anomalies.Kernel = OperatingSystem.IsLinux() ? KernelFaultInjector.Available.Preferred : null;
+            anomalies.Kinds = FailedKinds(anomalies.Kernel is not null);
+            OsFailureInjector.Off();
+        }
         using var stop = new CancellationTokenSource();
         Thread? gc = gcStress ? new Thread(() => { while (!stop.IsCancellationRequested) { GC.Collect(); Thread.Sleep(1); } }) { IsBackground = true } : null;
         try
@@ -60,10 +99,18 @@ public static class InterleavingModel
                 var m = new VmModel { Vm = vm, Engine = new RecoveryEngine(vm, new ProtectionPolicy { GroupSize = K }) };
                 vm.RefillPool();
                 vm.EnableSharing();
+                if (osFaults && v == 1) vm.SetFaultAround(8); // demand faults on never-used pages map their neighbours too
                 vm.Back(new GuestPage(0), Pages);
                 for (int p = 0; p < Pages; p++) Fill(vm, p, m.Value[p] = Word(seed, v, p, 0));
                 m.Engine.Protect(Enumerable.Range(0, 32).Select(p => new GuestPage((ulong)p)).ToArray(), PageCategory.ReadMostly);
                 int vmIndex = v;
+                if (osFaults)
+                {
+                    // Clean disk copies for the host's own pages (only the host writes them, so a copy it writes is exact).
+                    m.Disk = new FileStream(Path.Combine(Path.GetTempPath(), $"pagelab-model-disk-{Environment.ProcessId}-{v}"), FileMode.Create,
+                        FileAccess.ReadWrite, FileShare.Read, 4096, FileOptions.DeleteOnClose);
+                    m.Engine.UseDiskFile(m.Disk.SafeFileHandle);
+                }
                 m.Engine.Unrecoverable = g =>
                 {
                     Interlocked.Increment(ref m.LossEpoch[(int)g.Value]);
@@ -73,6 +120,13 @@ public static class InterleavingModel
                 models.Add(m);
             }
             gc?.Start();
+            if (anomalies is not null)
+            {
+                // At random, every kind, all the time (2 calls in 1,000), and one read or write in 100 short;
+                // besides, each round arms one kind's failure in turn (HostStep).
+                OsFailureInjector.FailAtRandom((ulong)(uint)seed * 0x9E3779B97F4A7C15UL + 1, 2000, anomalies.Kinds);
+                OsFailureInjector.ShortTransfers(10_000);
+            }
             using var barrier = new Barrier(Guests + 1);
             var threads = new List<Thread>();
             for (int t = 0; t < Guests; t++)
@@ -83,7 +137,7 @@ public static class InterleavingModel
                     var rng = new Random(HashCode.Combine(seed, me));
                     for (int round = 0; round < rounds && !stop.IsCancellationRequested; round++)
                     {
-                        GuestStep(models[rng.Next(2)], me, rng, problems, round);
+                        GuestStep(models[rng.Next(2)], me, rng, problems, round, anomalies);
                         barrier.SignalAndWait();   // steps done
                         barrier.SignalAndWait();   // checked
                     }
@@ -94,9 +148,14 @@ public static class InterleavingModel
             var sharedByValue = new Dictionary<ulong, HostFrame>();
             for (int round = 0; round < rounds; round++)
             {
-                HostStep(models, sharedByValue, host, problems, round, ref injected, ref reported);
+                if (anomalies is not null)
+                {
+                    OsCall kind = anomalies.Kinds[round % anomalies.Kinds.Length];
+                    OsFailureInjector.FailNth(kind, (ulong)host.Next(1, 5), ErrorFor(kind)); // one of its next few calls, in turn
+                }
+                HostStep(models, sharedByValue, host, problems, round, ref injected, ref reported, anomalies, arena);
                 barrier.SignalAndWait();
-                checkedPages += Check(arena, models, problems, round);
+                checkedPages += Check(arena, models, problems, round, anomalies);
                 if (problems.Count > 20) stop.Cancel();
                 barrier.SignalAndWait();
                 if (stop.IsCancellationRequested) break;
@@ -113,17 +172,21 @@ public static class InterleavingModel
                 merged += (long)c.PagesMerged;
                 cow += (long)c.CowBreaks;
             }
+            IReadOnlyDictionary<OsCall, OsCallCounts>? os = anomalies is null ? null : OsFailureInjector.Counts;
             return new ModelResult((long)rounds * (Guests + 1), rounds, injected, reported, handler, contained, swaps, checkedPages,
-                problems, clock.Elapsed, merged, cow);
+                problems, clock.Elapsed, merged, cow, anomalies is null ? 0 : Interlocked.Read(ref anomalies.WrongBytes),
+                anomalies?.Refused ?? 0, anomalies?.KernelInjected ?? 0, anomalies?.VmsCycled ?? 0, os);
         }
         finally
         {
+            if (anomalies is not null) OsFailureInjector.Off();
             stop.Cancel();
             gc?.Join();
             foreach (VmModel m in models)
             {
                 m.Engine.Dispose();
                 m.Vm.Dispose();
+                m.Disk?.Dispose();
             }
         }
     }
@@ -151,7 +214,7 @@ public static class InterleavingModel
         return null;
     }
 
-    private static void GuestStep(VmModel m, int me, Random rng, List<string> problems, int round)
+    private static void GuestStep(VmModel m, int me, Random rng, List<string> problems, int round, Anomalies? anomalies)
     {
         int[] mine = Enumerable.Range(0, Pages).Where(p => Owner(p) == me).ToArray();
         int page = mine[rng.Next(mine.Length)];
@@ -159,7 +222,11 @@ public static class InterleavingModel
         {
             if (rng.Next(2) == 0)
             {
-                if (Verify(m, page) is string bad) lock (problems) problems.Add($"round {round}: guest {me}: {bad}");
+                if (Verify(m, page) is string bad)
+                {
+                    if (anomalies is not null) Interlocked.Increment(ref anomalies.WrongBytes);
+                    lock (problems) problems.Add($"round {round}: guest {me}: {bad}");
+                }
                 return;
             }
             int epoch = Volatile.Read(ref m.LossEpoch[page]);
@@ -177,13 +244,13 @@ public static class InterleavingModel
 
     // sharedByValue: shared frames the host made, by content (entries go stale; the engine checks every merge).
     private static void HostStep(List<VmModel> models, Dictionary<ulong, HostFrame> sharedByValue, Random rng, List<string> problems, int round,
-        ref long injected, ref long reported)
+        ref long injected, ref long reported, Anomalies? anomalies, HostArena arena)
     {
         VmModel m = models[rng.Next(models.Count)];
         GuestVm vm = m.Vm;
         int page = rng.Next(Pages);
         var g = new GuestPage((ulong)page);
-        int op = rng.Next(15);
+        int op = rng.Next(anomalies is null ? 15 : 19);
         try
         {
             switch (op)
@@ -194,9 +261,12 @@ public static class InterleavingModel
                     if (m.Outstanding.ContainsKey(key)) break;
                     (int offset, byte[] mask) = FaultInjector.Pattern((ErrorKind)rng.Next(4), vm.Arena.PageSize, rng);
                     bool onlyProtected = Protected(page) && rng.Next(2) == 0;
+                    // A host page protected by its disk copy must come back too (only the host writes it, so it
+                    // stays protected until the error is handled).
+                    bool diskCopy = m.Disk is not null && Owner(page) == Guests && vm.StateOf(g) == GuestPageState.Tracked;
                     if (vm.Inject(g, offset, mask, onlyProtected) is HostFrame hit)
                     {
-                        m.Outstanding[key] = (hit, onlyProtected);
+                        m.Outstanding[key] = (hit, onlyProtected || diskCopy);
                         injected++;
                     }
                     break;
@@ -207,7 +277,13 @@ public static class InterleavingModel
                     int key = m.Outstanding.Keys.ElementAt(rng.Next(m.Outstanding.Count));
                     (HostFrame frame, bool mustRecover) = m.Outstanding[key];
                     m.Outstanding.Remove(key);
-                    ErrorReport r = m.Engine.Report(frame);
+                    ErrorReport r;
+                    try { r = m.Engine.Report(frame); }
+                    catch (Exception e) when (anomalies is not null && Refused(e))
+                    {
+                        m.Outstanding[key] = (frame, mustRecover); // still to be reported: the next report tries again
+                        throw;
+                    }
                     reported++;
                     if (mustRecover && r.Outcome != ErrorOutcome.Recovered)
                         problems.Add($"round {round}: {vm.Name}: a protected page's error ended {r.Outcome}");
@@ -261,8 +337,14 @@ public static class InterleavingModel
                             if (vm.Translate(hg) is not HostFrame old || vm.IsKernelPoisoned(hg)) break;
                             HostFrame fresh = vm.Arena.Allocate(1)[0];
                             vm.Arena.FrameBytes(old).CopyTo(vm.Arena.FrameBytes(fresh));
-                            HostFrame[] back = vm.Map(hg, [fresh]);
-                            vm.Arena.Release(back);
+                            HostFrame[] back;
+                            try { back = vm.Map(hg, [fresh]); }
+                            catch
+                            {
+                                vm.Arena.ReleaseOrRetire([fresh]); // refused: the page keeps its frame, the copy goes
+                                throw;
+                            }
+                            vm.Arena.ReleaseOrRetire(back);
                             break;
                     }
                     break;
@@ -312,37 +394,120 @@ public static class InterleavingModel
                         break;
                     }
                     break;
+                case 15 or 16: // an error the kernel delivers: a poison marker under a protected page (guests' blocks)
+                {
+                    if (anomalies?.Kernel is not KernelInjector how) break;
+                    // Only while protected, so it must come back. (Under an unprotected page, the kernel-poison
+                    // seams of host swap and sharing still let its bytes through as data: see docs/engine.md.)
+                    for (int tries = 0; tries < 8; tries++) // a protected page not in a group with an error already
+                    {
+                        int kp = rng.Next(32), key = -1 - kp / K;
+                        if (m.Outstanding.ContainsKey(key)) continue; // one error per parity group at a time
+                        (int offset, byte[] mask) = FaultInjector.Pattern((ErrorKind)rng.Next(4), vm.Arena.PageSize, rng);
+                        if (KernelFaultInjector.IntoPage(vm, new GuestPage((ulong)kp), offset, mask, onlyIfProtected: true, how) is not HostFrame hit) continue;
+                        // Nobody is told: a guest access takes the SIGBUS and recovers it in the handler, or a report does.
+                        m.Outstanding[key] = (hit, true);
+                        anomalies.KernelInjected++;
+                        injected++;
+                        break;
+                    }
+                    break;
+                }
+                case 17 when rng.Next(8) == 0: // a VM created, used and destroyed (region lifetime under failing calls)
+                    CycleVm(arena, problems, round, anomalies!);
+                    break;
+                case 18: // a host page's clean copy written to disk and the page protected by it
+                {
+                    int hp = 32 + rng.Next(16);
+                    var hg = new GuestPage((ulong)hp);
+                    if (m.Disk is null || vm.StateOf(hg) != GuestPageState.Backed || m.Outstanding.ContainsKey(hp)) break;
+                    long at = (long)hp * vm.Arena.PageSize;
+                    m.Disk.Position = at;
+                    m.Disk.Write(vm.Page(hg));
+                    m.Disk.Flush();
+                    m.Engine.Protect([hg], PageCategory.CleanWithDiskCopy, _ => at);
+                    break;
+                }
             }
         }
+        catch (Exception e) when (anomalies is not null && Refused(e)) { anomalies.Refused++; }
         catch (Exception e) { problems.Add($"round {round}: host op {op} on {vm.Name} {g}: {e.GetType().Name}: {e.Message}"); }
     }
 
+    // An operation refused because an OS call failed (the injector's, or a real shortage).
+    private static bool Refused(Exception e) => e is PageLab.Native.ErrnoException || e.InnerException is PageLab.Native.ErrnoException;
+
+    // A third VM: created, backed, written, read back and destroyed, each step of which may be refused; after
+    // it is gone no view of the arena may remain in its range (its frames are free for other VMs).
+    private static void CycleVm(HostArena arena, List<string> problems, int round, Anomalies anomalies)
+    {
+        GuestVm extra = GuestVm.Create(arena, "cycled", 16, 4, hostSwap: false);
+        ulong lo = (ulong)extra.Base, bytes = 16UL * (ulong)arena.PageSize;
+        try
+        {
+            extra.Back(new GuestPage(0), 8);
+            for (int p = 0; p < 16; p++) Fill(extra, p, (ulong)p + 1); // pages 8..15: demand faults
+            for (int p = 0; p < 16; p++)
+                if (MemoryMarshal.Cast<byte, ulong>(extra.Page(new GuestPage((ulong)p))).IndexOfAnyExcept((ulong)p + 1) >= 0)
+                {
+                    Interlocked.Increment(ref anomalies.WrongBytes);
+                    problems.Add($"round {round}: cycled VM page {p} reads wrong bytes");
+                }
+        }
+        finally
+        {
+            extra.Dispose();
+            anomalies.VmsCycled++;
+            if (OperatingSystem.IsLinux())
+                foreach (OsMaps.Mapping left in OsMaps.InRange(lo, bytes))
+                    if (left.Path.Contains("pagelab-model", StringComparison.Ordinal))
+                        problems.Add($"round {round}: a destroyed VM's range still maps the arena: {left}");
+        }
+    }
+
+    // Every sharer of f is a host page: as many host pages map it as its sharer count says (a guest page whose
+    // copy-on-write is under way no longer reads Shared but still holds its sharer, and may free the frame).
     private static bool OnlyHostPagesShare(List<VmModel> models, HostFrame f)
     {
+        long hostSharers = 0;
         foreach (VmModel m in models)
             for (int p = 0; p < Pages; p++)
             {
                 var g = new GuestPage((ulong)p);
-                if (Owner(p) != Guests && m.Vm.StateOf(g) == GuestPageState.Shared && m.Vm.Translate(g) == f) return false;
+                if (m.Vm.StateOf(g) != GuestPageState.Shared || m.Vm.Translate(g) != f) continue;
+                if (Owner(p) != Guests) return false;
+                hostSharers++;
             }
-        return true;
+        return hostSharers > 0 && hostSharers == models[0].Vm.Arena.SharersOf(f);
     }
 
     // At a quiescent point: every page reads as its shadow says, parity is true, every frame is accounted for.
-    private static long Check(HostArena arena, List<VmModel> models, List<string> problems, int round)
+    private static long Check(HostArena arena, List<VmModel> models, List<string> problems, int round, Anomalies? anomalies)
     {
         long n = 0;
         foreach (string p in FrameAccounting.Check(arena, models.Select(m => m.Vm).ToList()))
             problems.Add($"round {round}: accounting: {p}");
+        if (anomalies is not null && EngineTables.CheckArena(arena) is string broken) problems.Add($"round {round}: arena tables: {broken}");
         foreach (VmModel m in models)
         {
             for (int p = 0; p < Pages; p++)
             {
                 if (m.Vm.StateOf(new GuestPage((ulong)p)) == GuestPageState.Poisoned) continue; // awaiting its report
-                if (Verify(m, p) is string bad) problems.Add($"round {round}: check: {bad}");
+                if (Verify(m, p) is string bad)
+                {
+                    if (anomalies is not null) Interlocked.Increment(ref anomalies.WrongBytes);
+                    problems.Add($"round {round}: check: {bad}");
+                }
                 n++;
             }
             foreach (int group in m.Vm.ScrubParity()) problems.Add($"round {round}: {m.Vm.Name} parity group {group} is wrong");
+            if (anomalies is null) continue;
+            if (EngineTables.CheckRegion(m.Vm) is string wrong) problems.Add($"round {round}: region tables: {wrong}");
+            if (OperatingSystem.IsLinux())
+            {
+                long model = m.Vm.MappingCount, kernel = OsMaps.InRange((ulong)m.Vm.Base, Pages * (ulong)arena.PageSize).Count;
+                if (model != kernel) problems.Add($"round {round}: {m.Vm.Name} counts {model} mappings, /proc/self/maps has {kernel}");
+            }
         }
         return n;
     }

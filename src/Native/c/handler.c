@@ -157,6 +157,7 @@ int resolve(struct pl_region *r, uint64_t g, int is_write)
     pl_lock(&r->lock);
     uint32_t st = st_of(r, g), keep = PL_KEEP_FRAME;
     int rc = 0, nothing = 0;
+    uint64_t os_failed = atomic_load_explicit(&os_failures, memory_order_relaxed);
     const char *what = NULL;
     switch (st) {
     case PL_UNBACKED:
@@ -193,9 +194,11 @@ int resolve(struct pl_region *r, uint64_t g, int is_write)
         nothing = 1;
         break;
     }
-    /* No frame only because another VM's lock was held: let the access re-run (the holder is never
-     * waiting for us), counted in a row as spurious faults are, so an endless repeat still chains. */
-    int retry = !nothing && rc == PL_EAGAIN, done;
+    /* No frame only because another VM's lock was held, or an OS call failed meanwhile (a shortage that
+     * passes, or the failure injector): let the access re-run (the holder is never waiting for us; the
+     * tables are as they were), counted in a row as spurious faults are, so an endless repeat still chains. */
+    int retry = !nothing && rc != 0 &&
+                (rc == PL_EAGAIN || atomic_load_explicit(&os_failures, memory_order_relaxed) != os_failed), done;
     if (nothing || retry) {
         done = spurious(r, g);
     } else {
@@ -255,11 +258,7 @@ void chain_to(const struct sigaction *previous, int sig, siginfo_t *info, void *
     } else if (previous->sa_handler == SIG_DFL || previous->sa_handler == SIG_IGN) {
         /* The default action, as without us: a real fault re-runs and terminates the process; a signal
          * sent by kill is raised again and is delivered when this handler returns. */
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        sigaction(sig, &dfl, NULL);
-        if (info->si_code <= 0) raise(sig);
+        os_signal_default(sig, info->si_code <= 0);
     } else {
         previous->sa_handler(sig);
     }
@@ -309,7 +308,12 @@ PL_EXPORT int pl_install(void)
 {
     if (atomic_load(&installed)) return 0;
     page_size = os_page_size();
-    int rc = os_install();
+#ifdef _WIN32
+    int rc = os_install((void *)pl_on_access_violation);
+#else
+    int rc = os_install((void *)pl_on_segv);
+    if (rc == 0) rc = mce_install(); /* SIGBUS: memory errors the kernel delivers (mce.c) */
+#endif
     if (rc != 0) return rc;
     atomic_store(&installed, 1);
     return 0;

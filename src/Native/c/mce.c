@@ -24,25 +24,14 @@ PL_EXPORT int pl_memory_error_counts(uint64_t *out, int n)
 
 #ifndef _WIN32
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <sys/ioctl.h>
-#include <sys/syscall.h>
-#include <sys/uio.h>
-#include <unistd.h>
+#include <sys/ioctl.h> /* the _IO* request macros only: the calls are the OS layer's */
 #include <linux/userfaultfd.h>
 
 /* Newer than Debian 12's headers (Linux 6.6+): the uffd poison feature and ioctl. */
 #ifndef UFFD_FEATURE_POISON
 #define UFFD_FEATURE_POISON (1 << 14)
-#endif
-#ifndef UFFD_USER_MODE_ONLY
-#define UFFD_USER_MODE_ONLY 1
-#endif
-#ifndef USERFAULTFD_IOC_NEW
-#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
 #endif
 struct pl_uffdio_poison {
     struct uffdio_range range;
@@ -65,13 +54,16 @@ static void count(int which) { atomic_fetch_add_explicit(&mce_counts[which], 1, 
 /* Does the page's current mapping fail a read? A kernel read (copy from the process's own memory) fails
  * with EFAULT on a poison marker or a hardware-poisoned page instead of raising SIGBUS. Called only for
  * pages the tables say are readable (Backed or Tracked), so a failure means poison. If the call itself is
- * refused (seccomp), the answer is yes: the page is then treated as bad, which never shows bad bytes. */
+ * refused (seccomp) every time, the answer is yes: the page is then treated as bad, which never shows bad
+ * bytes. */
 static int mapping_fails(const void *addr)
 {
-    uint8_t byte;
-    struct iovec local = {&byte, 1}, remote = {(void *)addr, 1};
-    ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-    return n != 1;
+    /* EFAULT is the answer (the mapping is poisoned); any other failure is the question not being
+     * answered (a shortage, a refusal): asked again a few times before the page is taken as bad, since a
+     * page taken as bad by mistake loses its content (contained) when it is not protected. */
+    int rc = os_peek(addr);
+    for (int tries = 0; rc != 0 && rc != -EFAULT && tries < 16; tries++) rc = os_peek(addr);
+    return rc != 0;
 }
 
 int kernel_poisoned(struct pl_region *r, uint64_t g)
@@ -287,20 +279,10 @@ static void pl_on_sigbus(int sig, siginfo_t *info, void *ctx)
     if (!handled) chain_bus(sig, info, ctx);
 }
 
-/* Called by os_install after the SIGSEGV handler: the runtime's SIGBUS mask and flags. */
-int mce_install(void)
-{
-    struct sigaction sa;
-    if (sigaction(SIGBUS, NULL, &pl_previous_bus) != 0) return -errno;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = pl_on_sigbus;
-    sa.sa_mask = pl_previous_bus.sa_mask;
-    /* Not SA_ONSTACK unless the runtime asked for it (its SIGBUS handler, unlike its SIGSEGV one, runs on
-     * the thread's own stack, measured: SA_SIGINFO|SA_RESTORER|SA_RESTART), since we chain to it. */
-    sa.sa_flags = (pl_previous_bus.sa_flags & ~(int)SA_RESETHAND) | SA_SIGINFO | SA_RESTART;
-    if (sigaction(SIGBUS, &sa, NULL) != 0) return -errno;
-    return 0;
-}
+/* Called by pl_install after the SIGSEGV handler: the runtime's SIGBUS mask and flags. Not SA_ONSTACK
+ * unless the runtime asked for it (its SIGBUS handler, unlike its SIGSEGV one, runs on the thread's own
+ * stack, measured: SA_SIGINFO|SA_RESTORER|SA_RESTART), since we chain to it. */
+int mce_install(void) { return os_sigaction(SIGBUS, pl_on_sigbus, &pl_previous_bus, 0); }
 
 int64_t mce_previous_flags(void) { return (int64_t)pl_previous_bus.sa_flags; }
 
@@ -309,37 +291,11 @@ PL_EXPORT int64_t pl_previous_bus_flags(void) { return pl_installed() ? mce_prev
 
 /* ---- the kernel injectors ---- */
 
-/* One userfaultfd for the process, opened on first use; -errno if there is none (why: uffd_why). */
+/* One userfaultfd for the process, opened on first use; -errno if there is none (why: uffd_why). Every
+ * call on it goes through the OS layer (os_uffd_*), so the failure injector reaches it (PL_OS_UFFD). */
 static _Atomic int uffd_fd = -2; /* -2: not tried yet */
 static struct pl_spin uffd_lock;
 static char uffd_why[300];
-
-static int uffd_new(int *how)
-{
-    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-    *how = 0;
-    if (fd >= 0) return fd;
-    fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-    *how = 1;
-    if (fd >= 0) return fd;
-    int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-    *how = 2;
-    if (dev < 0) return -errno;
-    fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-    int e = errno;
-    close(dev);
-    return fd >= 0 ? fd : -e;
-}
-
-static int sysctl_value(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    char buf[16] = {0};
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    return n > 0 ? buf[0] - '0' : -1;
-}
 
 static int uffd_get(void)
 {
@@ -349,20 +305,19 @@ static int uffd_get(void)
     fd = atomic_load(&uffd_fd);
     if (fd == -2) {
         int how, e;
-        fd = uffd_new(&how);
+        fd = os_uffd_open(&how);
         static const char *paths[] = {"userfaultfd(UFFD_USER_MODE_ONLY)", "userfaultfd()", "/dev/userfaultfd"};
         if (fd < 0) {
             e = -fd;
             snprintf(uffd_why, sizeof uffd_why,
                      "no userfaultfd: the syscall (with and without UFFD_USER_MODE_ONLY) and /dev/userfaultfd failed (%s; "
                      "vm.unprivileged_userfaultfd=%d; needs CONFIG_USERFAULTFD, and root or the sysctl or access to /dev/userfaultfd)",
-                     strerror(e), sysctl_value("/proc/sys/vm/unprivileged_userfaultfd"));
+                     strerror(e), os_sysctl_digit("/proc/sys/vm/unprivileged_userfaultfd"));
             fd = -e;
         } else {
             struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_POISON | UFFD_FEATURE_MISSING_SHMEM};
-            if (ioctl(fd, UFFDIO_API, &api) != 0) {
-                e = errno;
-                close(fd);
+            if ((e = -os_uffd_ioctl(fd, UFFDIO_API, &api)) != 0) {
+                os_close(fd);
                 snprintf(uffd_why, sizeof uffd_why,
                          "userfaultfd (%s) refuses UFFD_FEATURE_POISON with MISSING_SHMEM (%s): UFFDIO_POISON needs Linux 6.6+",
                          paths[how], strerror(e));
@@ -371,7 +326,8 @@ static int uffd_get(void)
                 snprintf(uffd_why, sizeof uffd_why, "UFFDIO_POISON through %s", paths[how]);
             }
         }
-        atomic_store(&uffd_fd, fd);
+        /* A failure is not kept while the failure injector is on: it may be one it made, which passes. */
+        if (fd >= 0 || !atomic_load_explicit(&pl_osfail_on, memory_order_relaxed)) atomic_store(&uffd_fd, fd);
     }
     pl_unlock(&uffd_lock);
     return fd;
@@ -386,35 +342,31 @@ static int poison_marker(uint8_t *at, int prot)
     int u = uffd_get();
     if (u < 0) return u;
     struct uffdio_register reg = {.range = {(uintptr_t)at, page_size}, .mode = UFFDIO_REGISTER_MODE_MISSING};
-    if (ioctl(u, UFFDIO_REGISTER, &reg) != 0) return -errno;
-    int rc = -EEXIST;
+    int rc = os_uffd_ioctl(u, UFFDIO_REGISTER, &reg);
+    if (rc != 0) return rc;
+    rc = -EEXIST;
     for (int tries = 0; tries < 1000 && rc == -EEXIST; tries++) {
-        if (madvise(at, page_size, MADV_DONTNEED) != 0) {
-            rc = -errno;
-            break;
-        }
+        if ((rc = os_advise(at, page_size, MADV_DONTNEED)) != 0) break;
         struct pl_uffdio_poison po = {{(uintptr_t)at, page_size}, 0, 0};
-        rc = ioctl(u, PL_UFFDIO_POISON, &po) == 0 ? 0 : -errno;
+        rc = os_uffd_ioctl(u, PL_UFFDIO_POISON, &po);
     }
+    /* Unregistered (the marker stays), tried until it takes: a page left registered MISSING with its PTE
+     * dropped would make the next guest access wait for a userfaultfd reader that never comes. Then its
+     * protection set again, which merges the VMAs back (the marker survives it), so the mapping count is
+     * what the engine's model says. */
     struct uffdio_range range = {(uintptr_t)at, page_size};
-    (void)ioctl(u, UFFDIO_UNREGISTER, &range); /* the marker stays; a registration left behind only costs a VMA */
-    (void)mprotect(at, page_size, prot);       /* merges the VMAs back; the marker survives it */
+    int left = os_uffd_ioctl(u, UFFDIO_UNREGISTER, &range);
+    for (int tries = 0; left != 0 && tries < 1000; tries++) {
+        os_yield();
+        left = os_uffd_ioctl(u, UFFDIO_UNREGISTER, &range);
+    }
+    if (left != 0) say("a poison marker's page could not be unregistered from the userfaultfd", 0, (uint64_t)(uintptr_t)at);
+    left = os_protect(at, page_size, prot);
+    for (int tries = 0; left != 0 && tries < 1000; tries++) {
+        os_yield();
+        left = os_protect(at, page_size, prot);
+    }
     return rc;
-}
-
-static int has_cap_sys_admin(void)
-{
-    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return geteuid() == 0;
-    char buf[4096];
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return geteuid() == 0;
-    buf[n] = 0;
-    const char *p = strstr(buf, "CapEff:");
-    if (!p) return geteuid() == 0;
-    unsigned long long caps = strtoull(p + 7, NULL, 16);
-    return (caps >> 21) & 1; /* CAP_SYS_ADMIN */
 }
 
 /* Which kernel injectors this process can use (bit PL_KI_*), with the reason for each in why_uffd /
@@ -424,8 +376,8 @@ PL_EXPORT int pl_kernel_injectors(char *why_uffd, char *why_hw, uint32_t cap)
     int avail = 0;
     if (uffd_get() >= 0) avail |= PL_KI_UFFD_POISON;
     if (cap) snprintf(why_uffd, cap, "%s", uffd_why);
-    int root = has_cap_sys_admin();
-    int memory_failure = access("/proc/sys/vm/memory_failure_early_kill", F_OK) == 0;
+    int root = os_has_cap_sys_admin();
+    int memory_failure = os_exists("/proc/sys/vm/memory_failure_early_kill");
     if (root && memory_failure) avail |= PL_KI_HWPOISON;
     if (cap)
         snprintf(why_hw, cap, "%s",
@@ -468,7 +420,7 @@ PL_EXPORT int pl_kernel_inject(int id, uint64_t page, uint32_t offset, const uin
         }
         if (rc == 0) r->flags[page] |= PL_PF_KPOISON;
     } else {
-        rc = madvise(at, page_size, MADV_HWPOISON) == 0 ? 0 : -errno;
+        rc = os_advise(at, page_size, MADV_HWPOISON);
         if (rc == 0) r->flags[page] |= PL_PF_KPOISON;
     }
     pl_unlock(&r->lock);

@@ -6,7 +6,8 @@
  * EXCEPTION_CONTINUE_SEARCH for what it does not resolve. Remapping a page is unmap + map, not one
  * atomic call; both run under the region lock, so a guest touching the page in between faults, waits on
  * the lock in the handler and re-runs its access on the new frame. (Wine 10 breaks this one guarantee:
- * its MapViewOfFile3 makes the placeholder readable, as zeros, before it maps the section in.) */
+ * its MapViewOfFile3 makes the placeholder readable, as zeros, before it maps the section in.) Every OS
+ * call first asks the failure injector (osfail.c), as on Linux; this layer calls nothing above it. */
 #ifdef _WIN32
 #include "pagelab.h"
 
@@ -31,6 +32,38 @@ typedef BOOL(WINAPI *unmap_view2_fn)(HANDLE, PVOID, ULONG);
 static virtual_alloc2_fn virtual_alloc2;
 static map_view3_fn map_view3;
 static unmap_view2_fn unmap_view2;
+size_t page_size; /* the OS's, set once by pl_install / pl_arena_create (os_page_size) */
+_Atomic uint64_t os_failures;
+
+/* -error, counted: every failed call passes through here (error 0: a failure without a code). */
+static int failed_with(DWORD error)
+{
+    atomic_fetch_add_explicit(&os_failures, 1, memory_order_relaxed);
+    return error ? -(int)error : -1;
+}
+
+/* The calls behind the injector: a failure sets the last error as the call would. */
+static BOOL sys_unmap_view(PVOID at)
+{
+    int e = osfail_hit(PL_OS_UNMAP);
+    if (e) { SetLastError((DWORD)e); return FALSE; }
+    return unmap_view2(GetCurrentProcess(), at, MEM_PRESERVE_PLACEHOLDER);
+}
+
+static PVOID sys_map_view(HANDLE section, PVOID at, ULONG64 offset, SIZE_T bytes, ULONG prot)
+{
+    int e = osfail_hit(PL_OS_MAP);
+    if (e) { SetLastError((DWORD)e); return NULL; }
+    return map_view3(section, GetCurrentProcess(), at, offset, bytes, MEM_REPLACE_PLACEHOLDER, prot, NULL, 0);
+}
+
+static BOOL sys_protect(PVOID at, SIZE_T bytes, DWORD prot)
+{
+    DWORD old;
+    int e = osfail_hit(PL_OS_PROTECT);
+    if (e) { SetLastError((DWORD)e); return FALSE; }
+    return VirtualProtect(at, bytes, prot, &old);
+}
 
 size_t os_page_size(void)
 {
@@ -60,7 +93,7 @@ static uint8_t *page_at(struct pl_region *r, uint64_t g) { return r->base + g * 
 static int hole_one(struct pl_region *r, uint64_t g)
 {
     if (!r->view_mapped[g]) return 0;
-    if (!unmap_view2(GetCurrentProcess(), page_at(r, g), MEM_PRESERVE_PLACEHOLDER)) return os_last_error();
+    if (!sys_unmap_view(page_at(r, g))) return failed_with(GetLastError());
     r->view_mapped[g] = 0;
     return 0;
 }
@@ -73,13 +106,11 @@ static int map_one(struct pl_region *r, uint64_t g, uint32_t frame, int prot)
     int rc = hole_one(r, g);
     if (rc != 0) return rc;
     ULONG initial = prot == (PROT_READ | PROT_WRITE) ? PAGE_READWRITE : PAGE_READONLY;
-    void *got = map_view3((HANDLE)r->arena->os, GetCurrentProcess(), page_at(r, g), (ULONG64)frame * page_size, page_size,
-                          MEM_REPLACE_PLACEHOLDER, initial, NULL, 0);
-    if (got == NULL) return os_last_error();
+    void *got = sys_map_view((HANDLE)r->arena->os, page_at(r, g), (ULONG64)frame * page_size, page_size, initial);
+    if (got == NULL) return failed_with(GetLastError());
     r->view_mapped[g] = 1;
-    DWORD old;
-    if (prot == PROT_NONE && !VirtualProtect(got, page_size, PAGE_NOACCESS, &old)) {
-        rc = os_last_error();
+    if (prot == PROT_NONE && !sys_protect(got, page_size, PAGE_NOACCESS)) {
+        rc = failed_with(GetLastError());
         (void)hole_one(r, g); /* already failing: a hole is safer than an over-permissive view */
         return rc;
     }
@@ -122,10 +153,9 @@ int map_anonymous(struct pl_region *r, uint64_t page, uint64_t count)
 
 int protect_pages(struct pl_region *r, uint64_t page, uint64_t count, int prot)
 {
-    DWORD old;
     int rc = 0;
     for (uint64_t i = 0; i < count && rc == 0; i++) /* one view per page: VirtualProtect stays within one */
-        if (!VirtualProtect(page_at(r, page + i), page_size, win_prot(prot), &old)) rc = os_last_error();
+        if (!sys_protect(page_at(r, page + i), page_size, win_prot(prot))) rc = failed_with(GetLastError());
     if (rc == 0 || prot != (PROT_READ | PROT_WRITE)) return rc;
     /* A view mapped read-only may refuse to become writable: map the same frames again, writable. */
     for (uint64_t i = 0; i < count; i++)
@@ -133,8 +163,25 @@ int protect_pages(struct pl_region *r, uint64_t page, uint64_t count, int prot)
     return 0;
 }
 
-void *os_tables_alloc(size_t bytes) { return VirtualAlloc(NULL, bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE); }
-void os_tables_free(void *mem, size_t bytes) { (void)bytes; VirtualFree(mem, 0, MEM_RELEASE); }
+void *os_tables_alloc(size_t bytes)
+{
+    int e = osfail_hit(PL_OS_MAP);
+    if (e) {
+        (void)failed_with((DWORD)e);
+        SetLastError((DWORD)e); /* for os_last_error */
+        return NULL;
+    }
+    void *mem = VirtualAlloc(NULL, bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    if (!mem) (void)failed_with(GetLastError());
+    return mem;
+}
+
+/* A failure only keeps the memory (the tables are never touched again). */
+void os_tables_free(void *mem, size_t bytes)
+{
+    (void)bytes;
+    if (osfail_hit(PL_OS_UNMAP) || !VirtualFree(mem, 0, MEM_RELEASE)) (void)failed_with(0);
+}
 
 /* Frees a region's placeholders: its first `split` pages are one-page placeholders, the rest is one
  * more. Coalesced into one and released, or released one by one if coalescing is refused. */
@@ -150,12 +197,14 @@ static void release_placeholders(uint8_t *base, uint64_t pages, uint64_t split)
 /* One placeholder per guest page, so that each page can be mapped and unmapped on its own. */
 int os_reserve(struct pl_region *r)
 {
+    int e = osfail_hit(PL_OS_MAP);
+    if (e) return failed_with((DWORD)e);
     uint8_t *base = virtual_alloc2(GetCurrentProcess(), NULL, r->pages * page_size,
                                    MEM_RESERVE | MEM_RESERVE_PLACEHOLDER, PAGE_NOACCESS, NULL, 0);
-    if (base == NULL) return os_last_error();
+    if (base == NULL) return failed_with(GetLastError());
     for (uint64_t g = 0; g + 1 < r->pages; g++) {
         if (!VirtualFree(base + g * page_size, page_size, MEM_RELEASE | MEM_PRESERVE_PLACEHOLDER)) {
-            int rc = os_last_error();
+            int rc = failed_with(GetLastError());
             release_placeholders(base, r->pages, g);
             return rc;
         }
@@ -164,9 +213,12 @@ int os_reserve(struct pl_region *r)
     return 0;
 }
 
+/* Every view goes first (their frames are about to be freed for other VMs): a page whose unmap fails is
+ * tried again, a failure here being a shortage that passes. */
 void os_release(struct pl_region *r)
 {
-    for (uint64_t g = 0; g < r->pages; g++) (void)hole_one(r, g);
+    for (uint64_t g = 0; g < r->pages; g++)
+        for (int tries = 0; tries < 64 && hole_one(r, g) != 0; tries++) os_yield();
     release_placeholders(r->base, r->pages, r->pages - 1);
 }
 
@@ -183,29 +235,42 @@ int os_quarantine(struct pl_region *r)
     return 0;
 }
 
-/* The handler reads disk copies and writes host swap with these (plain kernel calls, no allocation). */
+/* The handler reads disk copies and writes host swap with these (plain kernel calls, no allocation). A
+ * short transfer (the injector makes them) asks again for the rest. */
 int os_read_file(intptr_t file, uint8_t *dst, size_t bytes, int64_t offset)
 {
-    OVERLAPPED at;
-    memset(&at, 0, sizeof at);
-    at.Offset = (DWORD)(uint64_t)offset;
-    at.OffsetHigh = (DWORD)((uint64_t)offset >> 32);
-    DWORD got = 0;
-    if (ReadFile((HANDLE)file, dst, (DWORD)bytes, &got, &at) && got == bytes) return 0;
-    int e = os_last_error();
-    return e ? e : -1;
+    size_t done = 0;
+    while (done < bytes) {
+        int e = osfail_hit(PL_OS_READ);
+        if (e) return failed_with((DWORD)e);
+        OVERLAPPED at;
+        memset(&at, 0, sizeof at);
+        at.Offset = (DWORD)(uint64_t)(offset + (int64_t)done);
+        at.OffsetHigh = (DWORD)((uint64_t)(offset + (int64_t)done) >> 32);
+        DWORD got = 0;
+        if (!ReadFile((HANDLE)file, dst + done, (DWORD)osfail_short(PL_OS_READ, bytes - done), &got, &at)) return failed_with(GetLastError());
+        if (got == 0) return failed_with(ERROR_HANDLE_EOF);
+        done += got;
+    }
+    return 0;
 }
 
 int os_write_file(intptr_t file, const uint8_t *src, size_t bytes, int64_t offset)
 {
-    OVERLAPPED at;
-    memset(&at, 0, sizeof at);
-    at.Offset = (DWORD)(uint64_t)offset;
-    at.OffsetHigh = (DWORD)((uint64_t)offset >> 32);
-    DWORD put = 0;
-    if (WriteFile((HANDLE)file, src, (DWORD)bytes, &put, &at) && put == bytes) return 0;
-    int e = os_last_error();
-    return e ? e : -1;
+    size_t done = 0;
+    while (done < bytes) {
+        int e = osfail_hit(PL_OS_WRITE);
+        if (e) return failed_with((DWORD)e);
+        OVERLAPPED at;
+        memset(&at, 0, sizeof at);
+        at.Offset = (DWORD)(uint64_t)(offset + (int64_t)done);
+        at.OffsetHigh = (DWORD)((uint64_t)(offset + (int64_t)done) >> 32);
+        DWORD put = 0;
+        if (!WriteFile((HANDLE)file, src + done, (DWORD)osfail_short(PL_OS_WRITE, bytes - done), &put, &at)) return failed_with(GetLastError());
+        if (put == 0) return failed_with(ERROR_WRITE_FAULT);
+        done += put;
+    }
+    return 0;
 }
 
 /* A section has no hole punching: zero what is not zero yet (discarded frames must read as zero), then
@@ -213,6 +278,8 @@ int os_write_file(intptr_t file, const uint8_t *src, size_t bytes, int64_t offse
  * refused for a view. */
 int os_discard(struct pl_arena *a, uint32_t frame, uint32_t count)
 {
+    int e = osfail_hit(PL_OS_DISCARD);
+    if (e) return failed_with((DWORD)e);
     for (uint32_t i = 0; i < count; i++) {
         uint64_t *w = (uint64_t *)frame_bytes(a, frame + i);
         for (size_t k = 0; k < page_size / 8; k++)
@@ -222,9 +289,8 @@ int os_discard(struct pl_arena *a, uint32_t frame, uint32_t count)
     return 0;
 }
 
-LONG CALLBACK pl_on_access_violation(EXCEPTION_POINTERS *ep);
-
-int os_install(void)
+/* `fault` (handler.c's vectored handler, passed in by pl_install): this layer calls nothing above it. */
+int os_install(void *fault)
 {
     HMODULE kb = GetModuleHandleW(L"kernelbase.dll");
     if (kb == NULL) kb = LoadLibraryW(L"kernelbase.dll");
@@ -234,7 +300,7 @@ int os_install(void)
     unmap_view2 = (unmap_view2_fn)(void (*)(void))GetProcAddress(kb, "UnmapViewOfFile2");
     if (!virtual_alloc2 || !map_view3 || !unmap_view2) return -(int)ERROR_PROC_NOT_FOUND;
     /* First = 1: ahead of the runtime's own handler, which then sees every fault we do not resolve. */
-    return AddVectoredExceptionHandler(1, pl_on_access_violation) ? 0 : os_last_error();
+    return AddVectoredExceptionHandler(1, (PVECTORED_EXCEPTION_HANDLER)fault) ? 0 : os_last_error();
 }
 
 int64_t os_previous_flags(void) { return 0; /* a vectored handler has no flags */ }

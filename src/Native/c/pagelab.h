@@ -7,20 +7,28 @@
  *
  * FILES (one concern each, as the kernel's mm/ is split)
  *   pagelab.h     this protocol, the shared structs, the few functions the files share
- *   os_linux.c    the OS layer on Linux (memfd views, mprotect, pread/pwrite, fallocate, sigaction)
+ *   -- ground floor: calls nothing above it --
+ *   os_linux.c    the OS layer on Linux (memfd views, mprotect, madvise, pread/pwrite, fallocate, the
+ *                 userfaultfd, process_vm_readv, sigaction): every OS call the engine makes
  *   os_windows.c  the OS layer on Windows (placeholders, section views, VirtualProtect, vectored handler)
+ *   osfail.c      the OS layer's seeded failure injector (fail the Nth call of a kind, at random, short
+ *                 reads and writes) and its per-kind counts
+ *   base.c        the ticket lock, the async-signal-safe log line, a state's protection
+ *   hash.c        the content hash
+ *   -- above it --
  *   arena.c       host frames: the frame-state table, the free bitmap, allocate / release / retire
  *   addrspace.c   where guest memory is placed: windows of address space, destroyed regions quarantined
  *   region.c      regions (one VM's guest physical memory): lifetime, mapping model, map / unmap / pool /
  *                 sampling, and the one commit sequence every page change goes through
  *   hostswap.c    where a fault gets a frame: pool, free arena frame, or a victim page host-swapped out
- *   parity.c      protection: hashes, parity groups, protect, inject, recover, scrub
+ *   parity.c      protection: parity groups, protect, inject, recover, scrub (the hash is hash.c)
  *   handler.c     the fault handler: finds the region, resolves the fault, chains what is not ours
  *   mce.c         memory errors the kernel delivers (SIGBUS) and the kernel-backed injectors
  *   share.c       content-based page sharing: shared frames with N sharers, merge, copy-on-write breaks
  *   appheap.c     the guest application heap: malloc over a run of a VM's guest pages, bookkeeping outside them
  *   appsqlite.c   SQLite's allocator (SQLITE_CONFIG_MALLOC) over that heap, process-wide
  *   appvfs.c      a shim over SQLite's default VFS: file I/O and paths pass through ordinary memory
+ *   check.c       consistency checks of the tables, recomputed from scratch (tests, the anomaly campaign)
  *
  * OWNERSHIP OF FRAMES (the truth is arena.c's table; C# reads it and changes it only through pl_* calls)
  *   state     owner                      who may move it, and where
@@ -316,7 +324,32 @@ extern _Atomic int64_t maps_in_use;
 extern _Atomic int64_t map_budget;
 extern _Atomic uint64_t chained_faults;
 
-/* ---- OS layer (os_linux.c / os_windows.c). Status: 0 or -errno / -GetLastError(). ---- */
+/* ---- OS layer (os_linux.c / os_windows.c). Status: 0 or -errno / -GetLastError(). ----
+ * The ground floor: every OS call the engine makes is made here, and only here, and each one first asks
+ * the failure injector (osfail.c) whether to fail, by kind: */
+enum {
+    PL_OS_MAP,     /* mmap / MapViewOfFile3 / VirtualAlloc: a guest page's view, a hole, a reservation, tables */
+    PL_OS_UNMAP,   /* munmap / UnmapViewOfFile2 / VirtualFree: a region's range, tables */
+    PL_OS_PROTECT, /* mprotect / VirtualProtect */
+    PL_OS_ADVISE,  /* madvise (MADV_DONTNEED, MADV_HWPOISON) */
+    PL_OS_DISCARD, /* fallocate(PUNCH_HOLE) / zeroing + MEM_RESET: a frame back to zero */
+    PL_OS_READ,    /* pread / ReadFile: disk copies, host swap-in */
+    PL_OS_WRITE,   /* pwrite / WriteFile: host swap-out */
+    PL_OS_UFFD,    /* the userfaultfd: its creation and every ioctl on it */
+    PL_OS_PEEK,    /* process_vm_readv: the kernel read that tells a poisoned mapping */
+    PL_OS_KINDS
+};
+extern _Atomic int pl_osfail_on;
+int osfail_slow(int kind);                   /* osfail.c: 0, or the positive error to fail with */
+size_t osfail_short(int kind, size_t want);  /* osfail.c: how many bytes this read or write may move */
+/* 0: make the call; else the error to fail it with. Off, one relaxed load. */
+static inline int osfail_hit(int kind)
+{
+    return atomic_load_explicit(&pl_osfail_on, memory_order_relaxed) ? osfail_slow(kind) : 0;
+}
+/* Every failed OS call, real or injected: a fault whose call failed re-runs (handler.c) instead of dying,
+ * since the next try usually succeeds (a transient shortage, an injected failure). */
+extern _Atomic uint64_t os_failures;
 size_t os_page_size(void);
 void os_yield(void);
 int os_last_error(void);
@@ -332,10 +365,27 @@ int os_quarantine(struct pl_region *r); /* views gone, the range kept reserved a
 int os_read_file(intptr_t file, uint8_t *dst, size_t bytes, int64_t offset);
 int os_write_file(intptr_t file, const uint8_t *src, size_t bytes, int64_t offset);
 int os_discard(struct pl_arena *a, uint32_t frame, uint32_t count);
-int os_install(void);
+int os_install(void *fault);       /* the SIGSEGV handler / first vectored handler `fault` (pl_install passes
+                                     handler.c's, then installs mce.c's SIGBUS one) */
 int64_t os_previous_flags(void);
+#ifndef _WIN32
+/* For the kernel injectors and the SIGBUS handler (mce.c): the userfaultfd, madvise, mprotect of one
+ * address, and a kernel read that fails (0 bytes) instead of signalling on a poisoned mapping. */
+int os_uffd_open(int *how);       /* fd, or -errno; *how: 0 syscall user-mode-only, 1 syscall, 2 /dev/userfaultfd */
+int os_uffd_ioctl(int fd, unsigned long request, void *arg); /* 0 or -errno */
+void os_close(int fd);
+int os_advise(void *at, size_t bytes, int advice);
+int os_protect(void *at, size_t bytes, int prot);
+int os_peek(const void *addr);    /* 0: one byte read fine; -errno: the kernel could not read it */
+int os_sysctl_digit(const char *path); /* first digit of a /proc file, or -1 */
+int os_has_cap_sys_admin(void);
+int os_exists(const char *path);
+#include <signal.h>
+int os_sigaction(int sig, void (*fn)(int, siginfo_t *, void *), struct sigaction *previous, int onstack);
+void os_signal_default(int sig, int raise_again);
+#endif
 
-/* ---- shared helpers ---- */
+/* ---- shared helpers (base.c, hash.c: ground floor) ---- */
 void pl_lock(struct pl_spin *l);
 int pl_trylock(struct pl_spin *l); /* 1: taken; 0: held by someone, nothing changed */
 void pl_unlock(struct pl_spin *l);
@@ -344,6 +394,7 @@ static inline uint8_t *frame_bytes(struct pl_arena *a, uint32_t f) { return a->v
 static inline uint32_t st_of(struct pl_region *r, uint64_t g) { return atomic_load_explicit(&r->state[g], memory_order_relaxed); }
 static inline uint32_t fr_of(struct pl_region *r, uint64_t g) { return atomic_load_explicit(&r->p2m[g], memory_order_relaxed); }
 int prot_of(uint32_t st);
+uint64_t page_hash(const void *p, uint64_t bytes);
 
 /* region.c */
 struct pl_region *region_enter(int id);
@@ -392,7 +443,6 @@ int swap_in(struct pl_region *r, uint64_t g);
 void drop_frame(struct pl_region *r, uint32_t f, int zero);
 
 /* parity.c */
-uint64_t page_hash(const void *p, uint64_t bytes);
 int recover_locked(struct pl_region *r, uint64_t g, uint32_t fresh, uint32_t *old);
 int repair_in_handler(struct pl_region *r, uint64_t g, int recoverable); /* 0, PL_EAGAIN, or a failure */
 void leave_group(struct pl_region *r, uint64_t g);
@@ -432,7 +482,7 @@ enum { PL_MCE_AR, PL_MCE_MARKER, PL_MCE_QUEUED, PL_MCE_SPURIOUS, PL_MCE_CHAINED,
  * with all flags when the page is mapped again. */
 #define PL_PF_KPOISON 0x80u
 int kernel_poisoned(struct pl_region *r, uint64_t g); /* region lock held */
-int mce_install(void);           /* the SIGBUS handler; os_install calls it after SIGSEGV's */
+int mce_install(void);           /* the SIGBUS handler; pl_install calls it after os_install (SIGSEGV's) */
 int64_t mce_previous_flags(void);
 int pl_installed(void);          /* handler.c */
 

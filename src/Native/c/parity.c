@@ -7,21 +7,6 @@
  * Callers hold the region lock. */
 #include "pagelab.h"
 
-/* The content hash recorded for protected pages (four independent FNV-style lanes, so it runs at memory
- * speed). Exported so C# hashes with the very same function. */
-PL_EXPORT uint64_t pl_page_hash(const void *p, uint64_t bytes)
-{
-    const uint64_t *w = (const uint64_t *)p;
-    uint64_t h[4] = {0xcbf29ce484222325ull, 0x84222325cbf29ce4ull, 0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full};
-    for (uint64_t i = 0; i + 4 <= bytes / 8; i += 4)
-        for (int l = 0; l < 4; l++) h[l] = (h[l] ^ w[i + l]) * 0x100000001b3ull;
-    uint64_t x = h[0] ^ (h[1] << 1 | h[1] >> 63) ^ (h[2] << 2 | h[2] >> 62) ^ (h[3] << 3 | h[3] >> 61);
-    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33;
-    return x;
-}
-
-uint64_t page_hash(const void *p, uint64_t bytes) { return pl_page_hash(p, bytes); }
-
 static void xor_into(uint8_t *dst, const uint8_t *src)
 {
     uint64_t *d = (uint64_t *)dst;
@@ -134,8 +119,13 @@ int recover_locked(struct pl_region *r, uint64_t g, uint32_t fresh, uint32_t *ol
 {
     uint8_t *dst = frame_bytes(r->arena, fresh);
     int ok = r->hash[g] != 0 && rebuild_from_parity(r, g, dst) == 0 && page_hash(dst, page_size) == r->hash[g];
-    if (!ok && r->hash[g] != 0 && r->disk_off[g] >= 0 && r->disk >= 0)
-        ok = os_read_file(r->disk, dst, page_size, r->disk_off[g]) == 0 && page_hash(dst, page_size) == r->hash[g];
+    if (!ok && r->hash[g] != 0 && r->disk_off[g] >= 0 && r->disk >= 0) {
+        /* A read that fails is not a copy that fails the hash check: asked again a few times (a shortage
+         * that passes), so a page with a good copy is never declared lost for it. */
+        int rc = os_read_file(r->disk, dst, page_size, r->disk_off[g]);
+        for (int tries = 0; rc != 0 && tries < 16; tries++) rc = os_read_file(r->disk, dst, page_size, r->disk_off[g]);
+        ok = rc == 0 && page_hash(dst, page_size) == r->hash[g];
+    }
     if (!ok) return PL_ELOST;
     int rc = fault_map(r, g, PL_TRACKED, &fresh, 0); /* the caller's frame, never another */
     if (rc != 0) return rc;

@@ -6,56 +6,9 @@
 struct pl_slot pl_slots[PL_MAX_REGIONS];
 _Atomic int64_t maps_in_use;
 _Atomic int64_t map_budget = 60000;
-size_t page_size;
 
 
 #define PL_MAP_BACK 1u            /* pl_map: every page must be unbacked (checked under the lock) */
-
-/* ---- small helpers (all async-signal-safe) ---- */
-
-void pl_lock(struct pl_spin *l)
-{
-    uint32_t ticket = atomic_fetch_add_explicit(&l->next, 1, memory_order_relaxed);
-    unsigned spins = 0;
-    while (atomic_load_explicit(&l->serving, memory_order_acquire) != ticket)
-        if (++spins % 64 == 0) os_yield();
-}
-
-int pl_trylock(struct pl_spin *l)
-{
-    uint32_t serving = atomic_load_explicit(&l->serving, memory_order_acquire), ticket = serving;
-    /* Free when the next ticket is the one being served: take it, unless another thread took it first. */
-    return atomic_compare_exchange_strong_explicit(&l->next, &ticket, serving + 1, memory_order_acquire,
-                                                   memory_order_relaxed);
-}
-
-void pl_unlock(struct pl_spin *l) { atomic_fetch_add_explicit(&l->serving, 1, memory_order_release); }
-
-void say(const char *what, uint64_t region, uint64_t page)
-{
-    /* write(2) is async-signal-safe; snprintf is not, so format by hand. */
-    char buf[200], num[24];
-    size_t n = 0;
-    const char *parts[] = {"pagelab: ", what, " (region ", NULL, ", guest page ", NULL, ")\n"};
-    uint64_t vals[] = {0, 0, 0, region, 0, page, 0};
-    for (int i = 0; i < 7; i++) {
-        const char *s = parts[i];
-        if (!s) {
-            int k = 0;
-            uint64_t v = vals[i];
-            do { num[k++] = (char)('0' + v % 10); v /= 10; } while (v && k < 20);
-            while (k && n < sizeof buf) buf[n++] = num[--k];
-            continue;
-        }
-        while (*s && n < sizeof buf) buf[n++] = *s++;
-    }
-    os_write_stderr(buf, n);
-}
-
-int prot_of(uint32_t st)
-{
-    return st == PL_BACKED ? PROT_READ | PROT_WRITE : st == PL_TRACKED || st == PL_SHARED ? PROT_READ : PROT_NONE;
-}
 
 static int is_hole(uint32_t st) { return st == PL_UNBACKED || st == PL_SWAPPED; }
 
@@ -167,13 +120,18 @@ static void restore_from_tables(struct pl_region *r, uint64_t first, uint64_t co
 {
     for (uint64_t g = first; g < first + count; g++) {
         uint32_t st = st_of(r, g);
-        int rc = is_hole(st) ? map_anonymous(r, g, 1) : map_frames(r, g, 1, fr_of(r, g), prot_of(st));
+        int rc = -1;
+        for (int tries = 0; rc != 0 && tries < 16; tries++) /* a failure here is a shortage that usually passes */
+            rc = is_hole(st) ? map_anonymous(r, g, 1) : map_frames(r, g, 1, fr_of(r, g), prot_of(st));
         if (rc != 0) {
             atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
             say("could not undo a failed page change; the page is repaired on its next fault", (uint64_t)r->owner, g);
         }
     }
 }
+
+static int os_change(struct pl_region *r, uint64_t first, uint64_t count, uint32_t new_state, const uint32_t *frames,
+                     uint32_t frame0, uint64_t breaks);
 
 /* The one commit sequence for a page change (caller holds the lock): the mapping-count delta, the
  * budget, the OS call, then the settled count. The caller stores p2m and state afterwards (set_page),
@@ -188,6 +146,26 @@ int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t n
     int rc = 0;
     if (force && delta > 0) atomic_fetch_add(&maps_in_use, delta);
     else if ((rc = take_budget(delta)) != 0) return rc;
+    /* A forced change is one that must not fail (an undo, a fault being resolved): an OS call that fails
+     * there is a shortage that usually passes, so it is tried again a few times (nothing changed meanwhile). */
+    for (int tries = 0; tries < (force ? 16 : 1); tries++) {
+        if (tries) os_yield();
+        if ((rc = os_change(r, first, count, new_state, frames, frame0, breaks)) == 0) break;
+    }
+    if (rc != 0) {
+        if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
+        return rc;
+    }
+    if (delta < 0) atomic_fetch_add(&maps_in_use, delta);
+    r->maps += delta;
+    return 0;
+}
+
+/* change_pages' OS calls: all of them, or (on failure) the range put back as the tables say. */
+static int os_change(struct pl_region *r, uint64_t first, uint64_t count, uint32_t new_state, const uint32_t *frames,
+                     uint32_t frame0, uint64_t breaks)
+{
+    int rc = 0;
     if (is_hole(new_state)) {
         /* A failed call may have changed part of the range: put all of it back as the tables say. */
         if ((rc = map_anonymous(r, first, count)) != 0 && count > 1) restore_from_tables(r, first, count);
@@ -208,13 +186,7 @@ int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t n
         /* The runs already mapped, and the one whose call failed (a failed MAP_FIXED may leave it unmapped). */
         if (rc != 0) restore_from_tables(r, first, done + run);
     }
-    if (rc != 0) {
-        if (delta > 0) atomic_fetch_sub(&maps_in_use, delta);
-        return rc;
-    }
-    if (delta < 0) atomic_fetch_add(&maps_in_use, delta);
-    r->maps += delta;
-    return 0;
+    return rc;
 }
 
 /* The mapping-count change pages [first, first+count) would make taking state st and frames frame0 + i

@@ -230,7 +230,12 @@ int share_report_region(struct pl_region *r, uint32_t f, int zero)
         int announce = !(r->flags[g] & PL_PF_LOST);
         /* Flagged before the hole is mapped: whoever sees its zeros can also see why. */
         if (announce && !zero) atomic_store_explicit((_Atomic uint8_t *)&r->flags[g], (uint8_t)(r->flags[g] | PL_PF_LOST), memory_order_release);
+        /* A failed unmap (a shortage that passes, or the failure injector) is tried again, bounded. */
         int rc = change_pages(r, g, 1, PL_UNBACKED, NULL, PL_KEEP_FRAME, 1);
+        for (int tries = 0; rc != 0 && tries < 64; tries++) {
+            os_yield();
+            rc = change_pages(r, g, 1, PL_UNBACKED, NULL, PL_KEEP_FRAME, 1);
+        }
         /* Still on the bad frame: lost even if it was a zero page (its bytes are the error's now). */
         if (rc != 0 && announce) atomic_store_explicit((_Atomic uint8_t *)&r->flags[g], (uint8_t)(r->flags[g] | PL_PF_LOST), memory_order_release);
         if (announce && (!zero || rc != 0)) {
