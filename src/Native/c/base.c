@@ -1,5 +1,5 @@
 /* base.c: the ground floor's few primitives every other file uses: the ticket lock, the async-signal-safe
- * log line, and a page state's protection (the page size is the OS layer's). Calls only the OS layer. */
+ * log line (the page size is the OS layer's). Calls only the OS layer. */
 #include "pagelab.h"
 
 /* ---- all async-signal-safe ---- */
@@ -43,7 +43,3 @@ void say(const char *what, uint64_t region, uint64_t page)
     os_write_stderr(buf, n);
 }
 
-int prot_of(uint32_t st)
-{
-    return st == PL_BACKED ? PROT_READ | PROT_WRITE : st == PL_TRACKED || st == PL_SHARED ? PROT_READ : PROT_NONE;
-}

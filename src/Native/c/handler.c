@@ -9,7 +9,6 @@
 #endif
 
 _Atomic uint64_t chained_faults;
-static _Atomic int installed;
 
 /* A fault on a page whose tables say there is nothing to do: another thread got there first (the access
  * simply re-runs), or the page's mapping disagrees with the tables, which a repeat shows; then the page
@@ -302,26 +301,3 @@ LONG CALLBACK pl_on_access_violation(EXCEPTION_POINTERS *ep)
 #endif
 
 /* ---- API for C# ---- */
-
-/* Installs the handler once, after the runtime installed its own (we chain to it). */
-PL_EXPORT int pl_install(void)
-{
-    if (atomic_load(&installed)) return 0;
-    page_size = os_page_size();
-#ifdef _WIN32
-    int rc = os_install((void *)pl_on_access_violation);
-#else
-    int rc = os_install((void *)pl_on_segv);
-    if (rc == 0) rc = mce_install(); /* SIGBUS: memory errors the kernel delivers (mce.c) */
-#endif
-    if (rc != 0) return rc;
-    atomic_store(&installed, 1);
-    return 0;
-}
-
-PL_EXPORT int pl_installed(void) { return atomic_load(&installed); }
-
-/* Flags of the handler we chain to (for `pagelab info`), or -1 before install. */
-PL_EXPORT int64_t pl_previous_flags(void) { return atomic_load(&installed) ? os_previous_flags() : -1; }
-
-PL_EXPORT uint64_t pl_chained_faults(void) { return atomic_load(&chained_faults); }

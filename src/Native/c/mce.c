@@ -47,33 +47,8 @@ struct pl_uffdio_poison {
 #define BUS_MCEERR_AO 5
 #endif
 
-struct sigaction pl_previous_bus;
 
-static void count(int which) { atomic_fetch_add_explicit(&mce_counts[which], 1, memory_order_relaxed); }
-
-/* Does the page's current mapping fail a read? A kernel read (copy from the process's own memory) fails
- * with EFAULT on a poison marker or a hardware-poisoned page instead of raising SIGBUS. Called only for
- * pages the tables say are readable (Backed or Tracked), so a failure means poison. If the call itself is
- * refused (seccomp) every time, the answer is yes: the page is then treated as bad, which never shows bad
- * bytes. */
-static int mapping_fails(const void *addr)
-{
-    /* EFAULT is the answer (the mapping is poisoned); any other failure is the question not being
-     * answered (a shortage, a refusal): asked again a few times before the page is taken as bad, since a
-     * page taken as bad by mistake loses its content (contained) when it is not protected. */
-    int rc = os_peek(addr);
-    for (int tries = 0; rc != 0 && rc != -EFAULT && tries < 16; tries++) rc = os_peek(addr);
-    return rc != 0;
-}
-
-int kernel_poisoned(struct pl_region *r, uint64_t g)
-{
-    if (!(r->flags[g] & PL_PF_KPOISON)) return 0;
-    uint32_t st = st_of(r, g);
-    if ((st == PL_BACKED || st == PL_TRACKED) && mapping_fails(r->base + g * page_size)) return 1;
-    r->flags[g] &= (uint8_t)~PL_PF_KPOISON; /* replaced since (or not readable, so not ours to judge) */
-    return 0;
-}
+void mce_count(int which) { atomic_fetch_add_explicit(&mce_counts[which], 1, memory_order_relaxed); }
 
 /* Is page g's mapping poisoned by the kernel (so its frame must not be read as its content)? A SAMPLED
  * page cannot be probed (PROT_NONE): its flag answers. For C#: the guest OS's page-out reads a frame
@@ -93,7 +68,7 @@ PL_EXPORT int pl_page_kernel_poisoned(int id, uint64_t page)
  * are not ours to hide: chain. Region lock held. */
 static int nothing_to_do(struct pl_region *r, uint64_t g)
 {
-    count(PL_MCE_SPURIOUS);
+    mce_count(PL_MCE_SPURIOUS);
     atomic_fetch_add_explicit(&r->counters.spurious, 1, memory_order_relaxed);
     if (r->spurious_page != g) {
         r->spurious_page = g;
@@ -125,7 +100,7 @@ static int memory_error_locked(struct pl_region *r, uint64_t g, int optional, in
                 if (st != PL_TRACKED) r->hash[g] = 0; /* an unprotected page has no good copy */
                 atomic_store_explicit(&r->state[g], PL_POISONED, memory_order_release);
                 push_event(r, g, fr_of(r, g), PL_EV_REPORTED);
-                count(PL_MCE_QUEUED);
+                mce_count(PL_MCE_QUEUED);
             } else {
                 why = "a page the kernel reported bad could not be made inaccessible";
             }
@@ -133,7 +108,7 @@ static int memory_error_locked(struct pl_region *r, uint64_t g, int optional, in
             int rc = repair_in_handler(r, g, st == PL_TRACKED);
             done = rc == 0;
             if (done) r->flags[g] &= (uint8_t)~PL_PF_KPOISON; /* a fresh frame, no marker */
-            if (done) count(code == BUS_MCEERR_AR ? PL_MCE_AR : PL_MCE_MARKER);
+            if (done) mce_count(code == BUS_MCEERR_AR ? PL_MCE_AR : PL_MCE_MARKER);
             else if (rc == PL_EAGAIN) return nothing_to_do(r, g) ? 2 : 0; /* another VM's lock: re-run */
             else why = "a page the kernel reported bad: no frame to recover or contain it into";
         }
@@ -145,7 +120,7 @@ static int memory_error_locked(struct pl_region *r, uint64_t g, int optional, in
         int rc = share_memory_error(r, g, optional || code == BUS_MCEERR_AR);
         done = rc == 0;
         if (done) r->flags[g] &= (uint8_t)~PL_PF_KPOISON;
-        if (done) count(optional ? PL_MCE_QUEUED : code == BUS_MCEERR_AR ? PL_MCE_AR : PL_MCE_MARKER);
+        if (done) mce_count(optional ? PL_MCE_QUEUED : code == BUS_MCEERR_AR ? PL_MCE_AR : PL_MCE_MARKER);
         else if (rc == PL_EAGAIN) return nothing_to_do(r, g) ? 2 : 0; /* another VM's lock: re-run */
         else why = "a shared page the kernel reported bad: no frame to move it to";
     } else {
@@ -197,14 +172,14 @@ static int defer(struct pl_region *r, uint64_t g)
             /* First pass: free slots; second: slots of destroyed regions' reports, which would else
              * hold them for good. */
             if ((pass == 0 ? e != 0 : e == 0 || !stale(e)) || !atomic_compare_exchange_strong(&pending[i], &e, entry)) continue;
-            count(PL_MCE_DEFERRED);
+            mce_count(PL_MCE_DEFERRED);
             return 1;
         }
     }
     return 0; /* full: the report is lost, but the page's next access still raises SIGBUS and is handled */
 }
 
-static int memory_error(struct pl_region *r, uint64_t g, int optional, int code)
+int memory_error(struct pl_region *r, uint64_t g, int optional, int code)
 {
     if (optional) {
         if (!try_lock(&r->lock)) {
@@ -236,58 +211,6 @@ PL_EXPORT int pl_memory_errors_drain(int id)
     }
     return n;
 }
-
-/* Every guest page in the poisoned range [addr rounded down to 2^lsb, + 2^lsb) (a huge page reports
- * more than one); 1 if the page at addr was handled. */
-static int memory_error_at(uintptr_t addr, int lsb, int optional, int code)
-{
-    struct pl_slot *s;
-    struct pl_region *r = region_at(addr, &s);
-    if (!r) return 0;
-    uintptr_t base = (uintptr_t)r->base, end = base + r->pages * page_size;
-    uintptr_t span = lsb > 12 && lsb < 40 ? (uintptr_t)1 << lsb : page_size;
-    uintptr_t lo = addr & ~(span - 1), hi = lo + span;
-    if (lo < base) lo = base;
-    if (hi > end) hi = end;
-    int ok = 1;
-    for (uintptr_t a = lo & ~(page_size - 1); a < hi; a += page_size) {
-        int handled = memory_error(r, (uint64_t)(a - base) / page_size, optional, code);
-        if (addr - a < page_size) ok = handled;
-    }
-    atomic_fetch_sub(&s->inside, 1);
-    return ok;
-}
-
-static void chain_bus(int sig, siginfo_t *info, void *ctx)
-{
-    count(PL_MCE_CHAINED);
-    chain_to(&pl_previous_bus, sig, info, ctx);
-}
-
-static void pl_on_sigbus(int sig, siginfo_t *info, void *ctx)
-{
-    int saved_errno = errno;
-    int code = info->si_code, handled = 0;
-    /* Codes the kernel uses for memory that cannot be read: a hardware error (MCEERR_AR / AO), and a
-     * poison marker or a mapping with no page behind it (ADRERR, OBJERR). ADRALN and codes sent by
-     * kill (<= 0) are never ours. */
-    if (code == BUS_MCEERR_AR || code == BUS_ADRERR || code == BUS_OBJERR || code == BUS_MCEERR_AO) {
-        int lsb = code == BUS_MCEERR_AR || code == BUS_MCEERR_AO ? info->si_addr_lsb : 0;
-        handled = memory_error_at((uintptr_t)info->si_addr, lsb, code == BUS_MCEERR_AO, code);
-    }
-    errno = saved_errno;
-    if (!handled) chain_bus(sig, info, ctx);
-}
-
-/* Called by pl_install after the SIGSEGV handler: the runtime's SIGBUS mask and flags. Not SA_ONSTACK
- * unless the runtime asked for it (its SIGBUS handler, unlike its SIGSEGV one, runs on the thread's own
- * stack, measured: SA_SIGINFO|SA_RESTORER|SA_RESTART), since we chain to it. */
-int mce_install(void) { return os_sigaction(SIGBUS, pl_on_sigbus, &pl_previous_bus, 0); }
-
-int64_t mce_previous_flags(void) { return (int64_t)pl_previous_bus.sa_flags; }
-
-/* Flags of the SIGBUS handler we chain to (for `pagelab info`), or -1 before install. */
-PL_EXPORT int64_t pl_previous_bus_flags(void) { return pl_installed() ? mce_previous_flags() : -1; }
 
 /* ---- the kernel injectors ---- */
 
@@ -432,12 +355,8 @@ PL_EXPORT int pl_kernel_inject(int id, uint64_t page, uint32_t offset, const uin
  * checks (WHEA), which retires the page or bugchecks; no process receives an exception it could recover
  * a page from. Nothing to install, nothing to inject. */
 #include <stdio.h>
-int mce_install(void) { return 0; }
-int kernel_poisoned(struct pl_region *r, uint64_t g) { (void)r, (void)g; return 0; }
 PL_EXPORT int pl_page_kernel_poisoned(int id, uint64_t page) { (void)id, (void)page; return 0; }
 PL_EXPORT int pl_memory_errors_drain(int id) { (void)id; return 0; }
-int64_t mce_previous_flags(void) { return -1; }
-PL_EXPORT int64_t pl_previous_bus_flags(void) { return -1; }
 
 PL_EXPORT int pl_kernel_injectors(char *why_uffd, char *why_hw, uint32_t cap)
 {

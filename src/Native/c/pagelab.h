@@ -5,26 +5,36 @@
  * guest memory is resolved here, in the faulting thread's signal handler (a vectored exception handler on
  * Windows), and the handler never waits for a managed thread, never allocates and never calls back.
  *
- * FILES (one concern each, as the kernel's mm/ is split)
+ * FILES (one concern each, as the kernel's mm/ is split), in floors: a file calls only files on its own
+ * floor's lower lines or on floors below it, never one above (scripts/c-floors.py checks it in CI).
  *   pagelab.h     this protocol, the shared structs, the few functions the files share
- *   -- ground floor: calls nothing above it --
+ *   -- 0. ground floor: the OS and the primitives --
+ *   osfail.c      the OS layer's seeded failure injector (fail the Nth call of a kind, at random, short
+ *                 reads and writes) and its per-kind counts
  *   os_linux.c    the OS layer on Linux (memfd views, mprotect, madvise, pread/pwrite, fallocate, the
  *                 userfaultfd, process_vm_readv, sigaction): every OS call the engine makes
  *   os_windows.c  the OS layer on Windows (placeholders, section views, VirtualProtect, vectored handler)
- *   osfail.c      the OS layer's seeded failure injector (fail the Nth call of a kind, at random, short
- *                 reads and writes) and its per-kind counts
- *   base.c        the ticket lock, the async-signal-safe log line, a state's protection
+ *   base.c        the ticket lock, the async-signal-safe log line
  *   hash.c        the content hash
- *   -- above it --
+ *   -- 1. frames and address space --
  *   arena.c       host frames: the frame-state table, the free bitmap, allocate / release / retire
  *   addrspace.c   where guest memory is placed: windows of address space, destroyed regions quarantined
- *   region.c      regions (one VM's guest physical memory): lifetime, mapping model, map / unmap / pool /
- *                 sampling, and the one commit sequence every page change goes through
- *   hostswap.c    where a fault gets a frame: pool, free arena frame, or a victim page host-swapped out
- *   parity.c      protection: parity groups, protect, inject, recover, scrub (the hash is hash.c)
- *   handler.c     the fault handler: finds the region, resolves the fault, chains what is not ours
- *   mce.c         memory errors the kernel delivers (SIGBUS) and the kernel-backed injectors
+ *   -- 2. mappings --
+ *   mapping.c     guest views and their budget: the mapping-count model, the one commit sequence every
+ *                 page change goes through (change_pages), the poison-marker probe (kernel_poisoned)
+ *   -- 3. regions --
+ *   region.c      regions (one VM's guest physical memory): lifetime, tables, settings, the event ring
+ *   -- 4. mechanisms --
+ *   hostswap.c    where a fault gets a frame: pool, free arena frame, or a victim page host-swapped out;
+ *                 a fault's mapping kept within the budget (fault_map)
  *   share.c       content-based page sharing: shared frames with N sharers, merge, copy-on-write breaks
+ *   parity.c      protection: parity groups, protect, inject, recover, contain, scrub (the hash is hash.c)
+ *   mce.c         memory errors the kernel delivers: their recovery, and the kernel-backed injectors
+ *   -- 5. the handlers and the exported API --
+ *   handler.c     the SIGSEGV handler (vectored on Windows): finds the region, resolves, chains
+ *   sigbus.c      the SIGBUS entry: the pages the kernel names, handed to mce.c, or chained
+ *   api.c         the calls that change a VM's pages (map, unmap, pool, sampling, destroy), install
+ *   -- beside the engine (they call only the ground floor) --
  *   appheap.c     the guest application heap: malloc over a run of a VM's guest pages, bookkeeping outside them
  *   appsqlite.c   SQLite's allocator (SQLITE_CONFIG_MALLOC) over that heap, process-wide
  *   appvfs.c      a shim over SQLite's default VFS: file I/O and paths pass through ordinary memory
@@ -393,8 +403,19 @@ void say(const char *what, uint64_t region, uint64_t page);
 static inline uint8_t *frame_bytes(struct pl_arena *a, uint32_t f) { return a->view + (size_t)f * page_size; }
 static inline uint32_t st_of(struct pl_region *r, uint64_t g) { return atomic_load_explicit(&r->state[g], memory_order_relaxed); }
 static inline uint32_t fr_of(struct pl_region *r, uint64_t g) { return atomic_load_explicit(&r->p2m[g], memory_order_relaxed); }
-int prot_of(uint32_t st);
+/* The protection a page state's mapping has. */
+static inline int prot_of(uint32_t st)
+{
+    return st == PL_BACKED ? PROT_READ | PROT_WRITE : st == PL_TRACKED || st == PL_SHARED ? PROT_READ : PROT_NONE;
+}
 uint64_t page_hash(const void *p, uint64_t bytes);
+
+/* mapping.c (guest views and their budget; calls only the ground floor) */
+int take_budget(int64_t delta); /* 0, or PL_EMAPLIMIT with nothing taken */
+int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t new_state, const uint32_t *frames,
+                 uint32_t frame0, int force);
+int64_t change_delta(struct pl_region *r, uint64_t first, uint64_t count, uint32_t new_state, uint32_t frame0);
+void set_page(struct pl_region *r, uint64_t g, uint32_t frame, uint32_t st);
 
 /* region.c */
 struct pl_region *region_enter(int id);
@@ -403,10 +424,6 @@ void region_leave(struct pl_region **r);
 #define ENTER_REGION(r, id)                                                      \
     struct pl_region *r __attribute__((cleanup(region_leave))) = region_enter(id); \
     if (!r) return PL_ENOREGION
-int change_pages(struct pl_region *r, uint64_t first, uint64_t count, uint32_t new_state, const uint32_t *frames,
-                 uint32_t frame0, int force);
-int64_t change_delta(struct pl_region *r, uint64_t first, uint64_t count, uint32_t new_state, uint32_t frame0);
-void set_page(struct pl_region *r, uint64_t g, uint32_t frame, uint32_t st);
 void push_event(struct pl_region *r, uint64_t page, uint32_t frame, uint32_t kind);
 
 /* addrspace.c (where regions are placed; destroyed ones stay quarantined there) */
@@ -461,6 +478,9 @@ struct pl_region *region_at(uintptr_t addr, struct pl_slot **slot); /* entered (
 #ifndef _WIN32
 #include <signal.h>
 void chain_to(const struct sigaction *previous, int sig, siginfo_t *info, void *ctx); /* to the handler before ours */
+void pl_on_segv(int sig, siginfo_t *info, void *ctx);
+#else
+LONG CALLBACK pl_on_access_violation(EXCEPTION_POINTERS *ep);
 #endif
 
 /* ---- memory errors the kernel delivers (mce.c) ----
@@ -481,9 +501,15 @@ enum { PL_MCE_AR, PL_MCE_MARKER, PL_MCE_QUEUED, PL_MCE_SPURIOUS, PL_MCE_CHAINED,
  * guest access, which takes the SIGBUS, handles it. A hint only: cleared when the probe reads fine, and
  * with all flags when the page is mapped again. */
 #define PL_PF_KPOISON 0x80u
-int kernel_poisoned(struct pl_region *r, uint64_t g); /* region lock held */
+int kernel_poisoned(struct pl_region *r, uint64_t g); /* region lock held (mapping.c) */
+int mapping_fails(const void *addr);                   /* a kernel read of addr fails: poison (mapping.c) */
+/* mce.c: the recovery a kernel-delivered error gets (region lock taken inside, only tried in a handler) */
+int memory_error(struct pl_region *r, uint64_t g, int optional, int code); /* 1 handled */
+void mce_count(int which);
+/* sigbus.c (top floor) */
 int mce_install(void);           /* the SIGBUS handler; pl_install calls it after os_install (SIGSEGV's) */
 int64_t mce_previous_flags(void);
-int pl_installed(void);          /* handler.c */
+/* api.c */
+int pl_installed(void);
 
 #endif
