@@ -110,7 +110,8 @@ public static unsafe class EngineTables
     public static string? CheckArena(HostArena arena)
     {
         byte* why = stackalloc byte[Cap];
-        int n = Lib.CheckArena(arena.Engine, why, Cap);
+        int n;
+        using (ArenaUse use = arena.Use()) n = Lib.CheckArena(use.Engine, why, Cap);
         FaultEngine.Check(n, "pl_check_arena");
         return n == 0 ? null : $"{Text(why)} ({n} problem{(n == 1 ? "" : "s")})";
     }
