@@ -87,10 +87,18 @@ static int nothing_to_do(struct pl_region *r, uint64_t g)
  * marker). Action optional (found by a scrub, nobody is waiting): the page is poisoned in the tables
  * (no access) and the engine is told (PL_EV_REPORTED) to handle it as a report; a guest touch before
  * that recovers it in the SIGSEGV handler. Returns 1 if handled, 0 to chain. */
+/* A failure that passes: another VM's lock was held, or an OS call failed meanwhile (a shortage, or the
+ * failure injector). The tables are as they were, so the access re-runs instead of being chained. */
+static int passing(int rc, uint64_t os_failed)
+{
+    return rc == PL_EAGAIN || atomic_load_explicit(&os_failures, memory_order_relaxed) != os_failed;
+}
+
 static int memory_error_locked(struct pl_region *r, uint64_t g, int optional, int code)
 {
     uint32_t st = st_of(r, g);
     int done;
+    uint64_t os_failed = atomic_load_explicit(&os_failures, memory_order_relaxed);
     const char *why = NULL;
     if ((st == PL_BACKED || st == PL_TRACKED) && mapping_fails(r->base + g * page_size)) {
         r->spurious_streak = 0;
@@ -101,6 +109,8 @@ static int memory_error_locked(struct pl_region *r, uint64_t g, int optional, in
                 atomic_store_explicit(&r->state[g], PL_POISONED, memory_order_release);
                 push_event(r, g, fr_of(r, g), PL_EV_REPORTED);
                 mce_count(PL_MCE_QUEUED);
+            } else if (passing(0, os_failed)) {
+                return nothing_to_do(r, g) ? 2 : 0; /* an OS call failed meanwhile: re-run */
             } else {
                 why = "a page the kernel reported bad could not be made inaccessible";
             }
@@ -109,7 +119,7 @@ static int memory_error_locked(struct pl_region *r, uint64_t g, int optional, in
             done = rc == 0;
             if (done) r->flags[g] &= (uint8_t)~PL_PF_KPOISON; /* a fresh frame, no marker */
             if (done) mce_count(code == BUS_MCEERR_AR ? PL_MCE_AR : PL_MCE_MARKER);
-            else if (rc == PL_EAGAIN) return nothing_to_do(r, g) ? 2 : 0; /* another VM's lock: re-run */
+            else if (passing(rc, os_failed)) return nothing_to_do(r, g) ? 2 : 0; /* busy lock, failed OS call: re-run */
             else why = "a page the kernel reported bad: no frame to recover or contain it into";
         }
     } else if (st == PL_SHARED && mapping_fails(r->base + g * page_size)) {
@@ -121,7 +131,7 @@ static int memory_error_locked(struct pl_region *r, uint64_t g, int optional, in
         done = rc == 0;
         if (done) r->flags[g] &= (uint8_t)~PL_PF_KPOISON;
         if (done) mce_count(optional ? PL_MCE_QUEUED : code == BUS_MCEERR_AR ? PL_MCE_AR : PL_MCE_MARKER);
-        else if (rc == PL_EAGAIN) return nothing_to_do(r, g) ? 2 : 0; /* another VM's lock: re-run */
+        else if (passing(rc, os_failed)) return nothing_to_do(r, g) ? 2 : 0; /* busy lock, failed OS call: re-run */
         else why = "a shared page the kernel reported bad: no frame to move it to";
     } else {
         done = nothing_to_do(r, g);
