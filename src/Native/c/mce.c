@@ -106,6 +106,14 @@ static int nothing_to_do(struct pl_region *r, uint64_t g)
     return 1;
 }
 
+/* A repair that failed only because another VM's lock was held, or because an OS call failed meanwhile (a
+ * shortage that passes, or the failure injector), as resolve() judges it: the tables are as they were, so
+ * the access re-runs (counted in a row: an endless repeat still chains) instead of killing the process. */
+static int retry_later(int rc, uint64_t os_failed)
+{
+    return rc == PL_EAGAIN || atomic_load_explicit(&os_failures, memory_order_relaxed) != os_failed;
+}
+
 /* The kernel says page g is bad. Action required (the faulting access needs it): recover it inside the
  * handler (parity rebuild or disk refill into a fresh frame) or contain it (zero frame, flagged lost), as
  * for a poisoned page; the access then re-runs on the new frame (the MAP_FIXED remap also clears a poison
@@ -117,6 +125,7 @@ static int memory_error_locked(struct pl_region *r, uint64_t g, int optional, in
     uint32_t st = st_of(r, g);
     int done;
     const char *why = NULL;
+    uint64_t os_failed = atomic_load_explicit(&os_failures, memory_order_relaxed);
     if ((st == PL_BACKED || st == PL_TRACKED) && mapping_fails(r->base + g * page_size)) {
         r->spurious_streak = 0;
         if (optional) {
@@ -134,7 +143,7 @@ static int memory_error_locked(struct pl_region *r, uint64_t g, int optional, in
             done = rc == 0;
             if (done) r->flags[g] &= (uint8_t)~PL_PF_KPOISON; /* a fresh frame, no marker */
             if (done) count(code == BUS_MCEERR_AR ? PL_MCE_AR : PL_MCE_MARKER);
-            else if (rc == PL_EAGAIN) return nothing_to_do(r, g) ? 2 : 0; /* another VM's lock: re-run */
+            else if (retry_later(rc, os_failed)) return nothing_to_do(r, g) ? 2 : 0;
             else why = "a page the kernel reported bad: no frame to recover or contain it into";
         }
     } else if (st == PL_SHARED && mapping_fails(r->base + g * page_size)) {
@@ -146,7 +155,7 @@ static int memory_error_locked(struct pl_region *r, uint64_t g, int optional, in
         done = rc == 0;
         if (done) r->flags[g] &= (uint8_t)~PL_PF_KPOISON;
         if (done) count(optional ? PL_MCE_QUEUED : code == BUS_MCEERR_AR ? PL_MCE_AR : PL_MCE_MARKER);
-        else if (rc == PL_EAGAIN) return nothing_to_do(r, g) ? 2 : 0; /* another VM's lock: re-run */
+        else if (retry_later(rc, os_failed)) return nothing_to_do(r, g) ? 2 : 0;
         else why = "a shared page the kernel reported bad: no frame to move it to";
     } else {
         done = nothing_to_do(r, g);
