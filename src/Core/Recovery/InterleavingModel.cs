@@ -317,6 +317,10 @@ public static class InterleavingModel
                     int hp = 32 + rng.Next(16);
                     var hg = new GuestPage((ulong)hp);
                     if (vm.StateOf(hg) == GuestPageState.Poisoned) break; // its report comes first
+                    // A loss the engine flagged (contained, or ended at the mapping budget) is heard before the
+                    // page is reused: a back or remap starts the page afresh and clears its lost flag, and the
+                    // shadow learns of the loss only from the event (Unrecoverable).
+                    if (vm.IsLost(hg)) m.Engine.RetireHandlerReplaced();
                     switch (rng.Next(5))
                     {
                         case 0:
