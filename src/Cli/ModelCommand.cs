@@ -18,7 +18,7 @@ internal static class ModelCommand
         var gc = new Option<bool>("--gc-stress") { Description = "Run a thread that forces full GCs meanwhile" };
         var osFaults = new Option<bool>("--os-faults")
         {
-            Description = "The anomaly campaign: every feature at once (fault-around, disk copies, kernel-delivered errors, VMs created and destroyed too) " +
+            Description = "The anomaly campaign: every feature at once (fault-around, disk copies, free page reporting, kernel-delivered errors, VMs created and destroyed too) " +
                           "while the engine's OS calls fail, each kind in turn and at random, and reads and writes come up short",
         };
         var command = new Command("model", "Random operations from several threads against a shadow of every page; checks bytes, parity and frame accounting after every round.");
@@ -56,6 +56,7 @@ internal static class ModelCommand
             {
                 table.AddRow("errors delivered by the kernel (poison markers)", $"{r.KernelInjected:N0}");
                 table.AddRow("VMs created and destroyed", $"{r.VmsCycled:N0}");
+                table.AddRow("free pages reported (unmapped, frame given back)", $"{r.FreePagesReported:N0}");
                 table.AddRow("operations refused by a failed OS call", $"{r.Refused:N0}");
                 table.AddRow("process deaths (the campaign ran to its end in this process)", "0");
                 table.AddRow("wrong bytes not flagged lost", $"{r.WrongBytes:N0}");

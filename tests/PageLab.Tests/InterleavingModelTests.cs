@@ -48,5 +48,7 @@ public class OsFaultCampaignTests
         Assert.True(r.OsCalls[PageLab.Core.Faults.OsCall.Read].Shortened > 0 && r.OsCalls[PageLab.Core.Faults.OsCall.Write].Shortened > 0, "no short transfer");
         Assert.True(r.Refused > 0, "no operation was refused");
         Assert.True(r.VmsCycled > 0, "no VM was created and destroyed");
+        Assert.True(r.FreePagesReported > 0, "no free page was reported");
+        Assert.True(r.KernelInjected == 0 || !kernel || r.KernelInjected > 10, $"{r.KernelInjected} kernel-delivered errors");
     }
 }

@@ -314,6 +314,30 @@ public class OsFailureTests
     }
 
     [Fact]
+    public void A_failed_mmap_while_the_sigbus_handler_recovers_a_kernel_poisoned_page_re_runs_the_access()
+    {
+        KernelInjector how = KernelInjectorOrSkip();
+        (TestArena t, GuestVm vm) = Vm();
+        using var _ = t;
+        using var injector = OsFailureInjector.Scope();
+        using var engine = new RecoveryEngine(vm, new ProtectionPolicy { GroupSize = 4 });
+        Assert.Equal(8, engine.Protect(Enumerable.Range(0, 8).Select(g => P((ulong)g)).ToArray(), PageCategory.ReadMostly));
+        HostFrame bad = KernelFaultInjector.IntoPage(vm, P(5), 8, [0xFF], onlyIfProtected: true, how)!.Value;
+
+        // The rebuilt frame's MAP_FIXED mmap fails once: a passing shortage, not a page without a frame (the
+        // process died here with "no frame to recover or contain it into").
+        OsFailureInjector.FailNth(OsCall.Map, 1, ENOMEM);
+        ulong seen = MemoryMarshal.Cast<byte, ulong>(vm.Page(P(5)))[0];
+        Assert.True(Holds(vm, 5, ValueOf(5)), $"reads {seen:x16}, lost {vm.IsLost(P(5))}, {vm.StateOf(P(5))}, mmap failed {Count(OsCall.Map).Failed}"); // SIGBUS; the repair fails, the access re-runs, the second repair maps
+
+        Assert.Equal(1UL, Count(OsCall.Map).Failed);
+        engine.RetireHandlerReplaced();
+        Assert.Equal(FrameState.Retired, t.Arena.StateOf(bad));
+        Assert.False(vm.IsLost(P(5)));
+        AssertConsistent(t.Arena, vm);
+    }
+
+    [Fact]
     public void A_failed_mmap_of_the_tables_or_the_range_fails_vm_creation_and_takes_nothing()
     {
         using var t = new TestArena(64);

@@ -109,9 +109,9 @@ public static unsafe class EngineTables
     /// null if consistent, else the first problem and how many there are.</summary>
     public static string? CheckArena(HostArena arena)
     {
+        using ArenaUse use = arena.Use(); // the arena's use count: a Dispose meanwhile waits for the check
         byte* why = stackalloc byte[Cap];
-        int n;
-        using (ArenaUse use = arena.Use()) n = Lib.CheckArena(use.Engine, why, Cap);
+        int n = Lib.CheckArena(use.Engine, why, Cap);
         FaultEngine.Check(n, "pl_check_arena");
         return n == 0 ? null : $"{Text(why)} ({n} problem{(n == 1 ? "" : "s")})";
     }

@@ -20,7 +20,7 @@ namespace PageLab.Core.Recovery;
 public sealed record ModelResult(long Operations, long Rounds, long Injected, long Reported, long HandlerRecovered,
     long Contained, long HostSwapOuts, long PagesChecked, IReadOnlyList<string> Problems, TimeSpan Elapsed,
     long PagesMerged = 0, long CowBreaks = 0, long WrongBytes = 0, long Refused = 0, long KernelInjected = 0, long VmsCycled = 0,
-    IReadOnlyDictionary<OsCall, OsCallCounts>? OsCalls = null);
+    IReadOnlyDictionary<OsCall, OsCallCounts>? OsCalls = null, long FreePagesReported = 0);
 
 public static class InterleavingModel
 {
@@ -53,7 +53,7 @@ public static class InterleavingModel
     // The anomaly campaign's state (osFaults): one run at a time per process (the injector is process-wide).
     private sealed class Anomalies
     {
-        public long Refused, KernelInjected, VmsCycled, WrongBytes;
+        public long Refused, KernelInjected, VmsCycled, WrongBytes, PagesReported;
         public KernelInjector? Kernel;
         public OsCall[] Kinds = [];
     }
@@ -175,7 +175,7 @@ public static class InterleavingModel
             IReadOnlyDictionary<OsCall, OsCallCounts>? os = anomalies is null ? null : OsFailureInjector.Counts;
             return new ModelResult((long)rounds * (Guests + 1), rounds, injected, reported, handler, contained, swaps, checkedPages,
                 problems, clock.Elapsed, merged, cow, anomalies is null ? 0 : Interlocked.Read(ref anomalies.WrongBytes),
-                anomalies?.Refused ?? 0, anomalies?.KernelInjected ?? 0, anomalies?.VmsCycled ?? 0, os);
+                anomalies?.Refused ?? 0, anomalies?.KernelInjected ?? 0, anomalies?.VmsCycled ?? 0, os, anomalies?.PagesReported ?? 0);
         }
         finally
         {
@@ -317,7 +317,11 @@ public static class InterleavingModel
                     int hp = 32 + rng.Next(16);
                     var hg = new GuestPage((ulong)hp);
                     if (vm.StateOf(hg) == GuestPageState.Poisoned) break; // its report comes first
-                    switch (rng.Next(4))
+                    // A loss the engine flagged (contained, or ended at the mapping budget) is heard before the
+                    // page is reused: a back or remap starts the page afresh and clears its lost flag, and the
+                    // shadow learns of the loss only from the event (Unrecoverable).
+                    if (vm.IsLost(hg)) m.Engine.RetireHandlerReplaced();
+                    switch (rng.Next(5))
                     {
                         case 0:
                             ulong value = Word(vm.Id, 9, hp, rng.NextInt64());
@@ -346,6 +350,18 @@ public static class InterleavingModel
                             }
                             vm.Arena.ReleaseOrRetire(back);
                             break;
+                        case 4:
+                        {
+                            // Free page reporting, the host's side as FreePageReporting.Pass does it: the guest
+                            // freed the page (its content is gone), the host unmaps it and gives the frame back.
+                            if (vm.StateOf(hg) != GuestPageState.Backed || m.Outstanding.ContainsKey(hp)) break;
+                            var taken = new HostFrame[1];
+                            int n = vm.Unmap(hg, 1, taken);
+                            m.Value[hp] = 0; // unmapped: a demand-zero page from here on
+                            if (n == 1) vm.Arena.ReleaseOrRetire(taken); // punched to zero, or retired if it cannot be
+                            if (anomalies is not null) anomalies.PagesReported++;
+                            break;
+                        }
                     }
                     break;
                 }
@@ -394,19 +410,24 @@ public static class InterleavingModel
                         break;
                     }
                     break;
-                case 15 or 16: // an error the kernel delivers: a poison marker under a protected page (guests' blocks)
+                case 15 or 16: // an error the kernel delivers: a poison marker under any page, protected or not
                 {
                     if (anomalies?.Kernel is not KernelInjector how) break;
-                    // Only while protected, so it must come back. (Under an unprotected page, the kernel-poison
-                    // seams of host swap and sharing still let its bytes through as data: see docs/engine.md.)
-                    for (int tries = 0; tries < 8; tries++) // a protected page not in a group with an error already
+                    // Under a protected page (parity, or a host page's disk copy) it must come back; under an
+                    // unprotected one it is contained (zero and flagged lost) wherever it is first met: a guest
+                    // access, the host's swap, a remap, a share or a report (a kernel-poisoned page is bad
+                    // everywhere, never swapped, remapped or shared as good data).
+                    for (int tries = 0; tries < 8; tries++) // a page not in a group (or itself) with an error already
                     {
-                        int kp = rng.Next(32), key = -1 - kp / K;
+                        int kp = rng.Next(Pages), key = Protected(kp) ? -1 - kp / K : kp;
                         if (m.Outstanding.ContainsKey(key)) continue; // one error per parity group at a time
+                        var kg = new GuestPage((ulong)kp);
+                        bool onlyProtected = rng.Next(2) == 0;
+                        bool diskCopy = m.Disk is not null && Owner(kp) == Guests && vm.StateOf(kg) == GuestPageState.Tracked;
                         (int offset, byte[] mask) = FaultInjector.Pattern((ErrorKind)rng.Next(4), vm.Arena.PageSize, rng);
-                        if (KernelFaultInjector.IntoPage(vm, new GuestPage((ulong)kp), offset, mask, onlyIfProtected: true, how) is not HostFrame hit) continue;
-                        // Nobody is told: a guest access takes the SIGBUS and recovers it in the handler, or a report does.
-                        m.Outstanding[key] = (hit, true);
+                        if (KernelFaultInjector.IntoPage(vm, kg, offset, mask, onlyIfProtected: onlyProtected, how) is not HostFrame hit) continue;
+                        // Nobody is told: a guest access takes the SIGBUS and recovers or contains it in the handler, or a report does.
+                        m.Outstanding[key] = (hit, onlyProtected || diskCopy);
                         anomalies.KernelInjected++;
                         injected++;
                         break;
@@ -460,8 +481,10 @@ public static class InterleavingModel
             anomalies.VmsCycled++;
             if (OperatingSystem.IsLinux())
                 foreach (OsMaps.Mapping left in OsMaps.InRange(lo, bytes))
-                    if (left.Path.Contains("pagelab-model", StringComparison.Ordinal))
-                        problems.Add($"round {round}: a destroyed VM's range still maps the arena: {left}");
+                    // An accessible view only: when the range cannot be made a hole (a failed mmap) the engine
+                    // makes its views inaccessible instead (---s), which no stale span can read or write through.
+                    if (left.Path.Contains("pagelab-model", StringComparison.Ordinal) && !left.Perms.StartsWith("---", StringComparison.Ordinal))
+                        problems.Add($"round {round}: a destroyed VM's range still maps the arena accessibly: {left}");
         }
     }
 

@@ -276,3 +276,85 @@ PL_EXPORT uint64_t pl_chained_faults(void) { return atomic_load(&chained_faults)
 
 /* Flags of the SIGBUS handler we chain to (for `pagelab info`), or -1 before install. */
 PL_EXPORT int64_t pl_previous_bus_flags(void) { return pl_installed() ? mce_previous_flags() : -1; }
+
+/* Reserves a region of `pages` guest pages, all unbacked, whose frames come from `arena` and carry
+ * `owner` (the VM id) in the frame table. */
+PL_EXPORT int pl_region_create(struct pl_arena *arena, int32_t owner, uint64_t pages, uint32_t pool_capacity, int *out_id,
+                               void **out_base)
+{
+    if (!arena || pages == 0 || pages > (1ull << 32) || pool_capacity == 0 || owner <= 0) return PL_EINVAL;
+    ENTER_ARENA(arena);
+    if (take_budget(1) != 0) return PL_EMAPLIMIT;
+    uint32_t group_capacity = (uint32_t)(pages / 2 + 1);
+    size_t tables = sizeof(struct pl_region) + pages * (3 * sizeof(uint32_t) + 2 * sizeof(uint64_t) + 1) +
+                    (size_t)pool_capacity * sizeof(uint32_t) + (size_t)group_capacity * sizeof(struct pl_group) +
+                    PL_EVENTS * sizeof(struct pl_event) + 64;
+#ifdef _WIN32
+    tables += pages; /* view_mapped[] */
+#endif
+    tables = (tables + page_size - 1) / page_size * page_size;
+    uint8_t *mem = os_tables_alloc(tables);
+    if (mem == NULL) {
+        int e = os_last_error();
+        atomic_fetch_sub(&maps_in_use, 1);
+        return e;
+    }
+    struct pl_region *r = (struct pl_region *)mem;
+    r->arena = arena;
+    r->owner = owner;
+    r->pages = pages;
+    uint8_t *at = mem + ((sizeof *r + 7) & ~(size_t)7);
+    r->disk_off = (int64_t *)at;           at += pages * sizeof(int64_t);
+    r->hash = (uint64_t *)at;              at += pages * sizeof(uint64_t);
+    r->events = (struct pl_event *)at;     at += PL_EVENTS * sizeof(struct pl_event);
+    r->groups = (struct pl_group *)at;     at += (size_t)group_capacity * sizeof(struct pl_group);
+    r->state = (_Atomic uint32_t *)at;     at += pages * sizeof(uint32_t);
+    r->p2m = (_Atomic uint32_t *)at;       at += pages * sizeof(uint32_t);
+    r->group_of = (uint32_t *)at;          at += pages * sizeof(uint32_t);
+    r->pool = (uint32_t *)at;              at += (size_t)pool_capacity * sizeof(uint32_t);
+    r->flags = at;                         at += pages;
+#ifdef _WIN32
+    r->view_mapped = at;
+#endif
+    r->group_capacity = group_capacity;
+    r->disk = -1;
+    r->swap = -1;
+    r->frame_limit = UINT64_MAX;
+    r->fault_around = 1;
+    r->pool_capacity = pool_capacity;
+    r->maps = 1;
+    r->tables_bytes = tables;
+    for (uint64_t i = 0; i < pages; i++) {
+        atomic_store_explicit(&r->p2m[i], PL_NO_FRAME, memory_order_relaxed);
+        r->group_of[i] = PL_NO_GROUP;
+        r->disk_off[i] = -1;
+    }
+    for (uint32_t i = 0; i < group_capacity; i++) r->groups[i].parity_frame = PL_NO_FRAME;
+    /* Counted in the arena before its range exists: from here on the arena cannot be destroyed under it. */
+    atomic_fetch_add(&arena->regions, 1);
+    int rc = place_region(r);
+    if (rc != 0) {
+        atomic_fetch_sub(&arena->regions, 1);
+        os_tables_free(mem, tables);
+        atomic_fetch_sub(&maps_in_use, 1);
+        return rc;
+    }
+    for (int i = 0; i < PL_MAX_REGIONS; i++) {
+        struct pl_slot *s = &pl_slots[i];
+        struct pl_region *expected = NULL;
+        r->slot = s;
+        if (!atomic_compare_exchange_strong(&s->region, &expected, r)) continue;
+        uint32_t gen = atomic_load(&s->gen);
+        if (gen == 0 || gen >= (1u << 23)) atomic_store(&s->gen, gen = 1); /* ids stay positive ints */
+        atomic_store(&s->bytes, pages * page_size);
+        atomic_store(&s->base, (uintptr_t)r->base);
+        *out_id = (int)(gen << 8 | (uint32_t)i);
+        *out_base = r->base;
+        return 0;
+    }
+    unplace_region(r);
+    atomic_fetch_sub(&arena->regions, 1);
+    os_tables_free(mem, tables);
+    atomic_fetch_sub(&maps_in_use, 1);
+    return PL_EFULL;
+}

@@ -100,9 +100,22 @@ static void restore_from_tables(struct pl_region *r, uint64_t first, uint64_t co
 {
     for (uint64_t g = first; g < first + count; g++) {
         uint32_t st = st_of(r, g);
+        /* A page the kernel poisoned (a marker on its mapping): a remap would drop the marker and show the
+         * bad frame as good data. It is put back poisoned in the tables instead (inaccessible; its next
+         * touch repairs it, C# hears of it as of a scrub's report), as an action-optional error makes it. */
+        int kpoison = (r->flags[g] & PL_PF_KPOISON) && (st == PL_BACKED || st == PL_TRACKED);
+        uint32_t put = kpoison ? PL_POISONED : st;
+        int64_t delta = kpoison ? maps_delta(r, g, 1, PL_POISONED, NULL, fr_of(r, g), 0) : 0;
         int rc = -1;
         for (int tries = 0; rc != 0 && tries < 16; tries++) /* a failure here is a shortage that usually passes */
-            rc = is_hole(st) ? map_anonymous(r, g, 1) : map_frames(r, g, 1, fr_of(r, g), prot_of(st));
+            rc = is_hole(put) ? map_anonymous(r, g, 1) : map_frames(r, g, 1, fr_of(r, g), prot_of(put));
+        if (rc == 0 && kpoison) {
+            atomic_fetch_add(&maps_in_use, delta);
+            r->maps += delta;
+            if (st != PL_TRACKED) r->hash[g] = 0; /* an unprotected page has no good copy */
+            set_page(r, g, fr_of(r, g), PL_POISONED);
+            push_event(r, g, fr_of(r, g), PL_EV_REPORTED);
+        }
         if (rc != 0) {
             atomic_fetch_add_explicit(&r->counters.map_failures, 1, memory_order_relaxed);
             say("could not undo a failed page change; the page is repaired on its next fault", (uint64_t)r->owner, g);

@@ -81,6 +81,7 @@ static int nothing_to_do(struct pl_region *r, uint64_t g)
     return 1;
 }
 
+
 /* The kernel says page g is bad. Action required (the faulting access needs it): recover it inside the
  * handler (parity rebuild or disk refill into a fresh frame) or contain it (zero frame, flagged lost), as
  * for a poisoned page; the access then re-runs on the new frame (the MAP_FIXED remap also clears a poison

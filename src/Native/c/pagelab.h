@@ -19,11 +19,11 @@
  *   -- 1. frames and address space --
  *   arena.c       host frames: the frame-state table, the free bitmap, allocate / release / retire
  *   addrspace.c   where guest memory is placed: windows of address space, destroyed regions quarantined
- *   -- 2. mappings --
+ *   -- 2. regions --
+ *   region.c      regions (one VM's guest physical memory): entering by id, tables, settings, the event ring
+ *   -- 3. mappings --
  *   mapping.c     guest views and their budget: the mapping-count model, the one commit sequence every
  *                 page change goes through (change_pages), the poison-marker probe (kernel_poisoned)
- *   -- 3. regions --
- *   region.c      regions (one VM's guest physical memory): lifetime, tables, settings, the event ring
  *   -- 4. mechanisms --
  *   hostswap.c    where a fault gets a frame: pool, free arena frame, or a victim page host-swapped out;
  *                 a fault's mapping kept within the budget (fault_map)
@@ -33,7 +33,7 @@
  *   -- 5. the handlers and the exported API --
  *   handler.c     the SIGSEGV handler (vectored on Windows): finds the region, resolves, chains
  *   sigbus.c      the SIGBUS entry: the pages the kernel names, handed to mce.c, or chained
- *   api.c         the calls that change a VM's pages (map, unmap, pool, sampling, destroy), install
+ *   api.c         the calls that change a VM's pages (create, map, unmap, pool, sampling, destroy), install
  *   -- beside the engine (they call only the ground floor) --
  *   appheap.c     the guest application heap: malloc over a run of a VM's guest pages, bookkeeping outside them
  *   appsqlite.c   SQLite's allocator (SQLITE_CONFIG_MALLOC) over that heap, process-wide
