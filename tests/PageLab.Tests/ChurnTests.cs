@@ -10,7 +10,9 @@ public class ChurnTests
     [Fact]
     public void The_summarys_frames_moved_per_tick_is_what_balloons_and_host_swap_took_after_boot_over_the_ticks()
     {
-        Scenario s = Scenario.Load(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "examples", "two-vms.json")) with
+        string example = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "examples", "two-vms.json");
+        if (!File.Exists(example)) Assert.Skip($"the repository's examples/ is not beside the tests ({example})");
+        Scenario s = Scenario.Load(example) with
         {
             Ticks = 60, Policy = "esx", Reclamation = "balloon,swap",
         };
