@@ -204,18 +204,17 @@ public class OsFailureTests
     }
 
     [Fact]
-    public void A_failed_pwrite_fails_the_host_swap_out_and_leaves_every_table_as_it_was()
+    public void A_failed_pwrite_skips_its_victim_and_the_host_swap_out_takes_the_next()
     {
         (TestArena t, GuestVm vm) = Vm();
         using var _ = t;
         using var injector = OsFailureInjector.Scope();
-        string before = Tables(t.Arena, vm);
 
         OsFailureInjector.FailNth(OsCall.Write, 1, ENOSPC);
-        Assert.Equal(0, vm.HostSwapOut(1));
+        Assert.Equal(1, vm.HostSwapOut(1)); // the victim whose write failed is skipped, the next one goes
 
         Assert.Equal(1UL, Count(OsCall.Write).Failed);
-        Assert.Equal(before, Tables(t.Arena, vm));
+        Assert.Equal(1, Enumerable.Range(0, 8).Count(g => vm.StateOf(P((ulong)g)) == GuestPageState.Swapped));
         for (ulong g = 0; g < 8; g++) Assert.True(Holds(vm, g, ValueOf(g)));
         AssertConsistent(t.Arena, vm);
     }
@@ -338,20 +337,21 @@ public class OsFailureTests
     }
 
     [Fact]
-    public void A_failed_mmap_of_the_tables_or_the_range_fails_vm_creation_and_takes_nothing()
+    public void A_failed_mmap_of_the_tables_fails_vm_creation_and_takes_nothing()
     {
         using var t = new TestArena(64);
         using var injector = OsFailureInjector.Scope();
         long maps = FaultEngine.MapsInUse;
-        for (ulong nth = 1; nth <= 2; nth++) // the tables, then the guest range
-        {
-            OsFailureInjector.FailNth(OsCall.Map, nth, ENOMEM);
-            var e = Assert.Throws<ErrnoException>(() => GuestVm.Create(t.Arena, "refused", 16, 8, hostSwap: false));
-            Assert.Equal(ENOMEM, e.Errno);
-            Assert.Equal(maps, FaultEngine.MapsInUse);
-            Assert.Equal(64, t.Arena.Counts.Free);
-        }
-        Assert.Equal(2UL, Count(OsCall.Map).Failed);
+        OsFailureInjector.FailNth(OsCall.Map, 1, ENOMEM); // the tables
+        var e = Assert.Throws<ErrnoException>(() => GuestVm.Create(t.Arena, "refused", 16, 8, hostSwap: false));
+        Assert.Equal(ENOMEM, e.Errno);
+        Assert.Equal(maps, FaultEngine.MapsInUse);
+        Assert.Equal(64, t.Arena.Counts.Free);
+        Assert.Equal(1UL, Count(OsCall.Map).Failed);
+        // The guest range has no call of its own to fail: it is carved from a window reserved once
+        // (addrspace.c), and a window whose reservation fails gives way to the region's own reservation.
+        using GuestVm vm = GuestVm.Create(t.Arena, "placed", 16, 8, hostSwap: false);
+        Assert.Equal(64, t.Arena.Counts.Free);
     }
 
     [Fact]
