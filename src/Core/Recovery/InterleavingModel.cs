@@ -443,8 +443,11 @@ public static class InterleavingModel
                     var hg = new GuestPage((ulong)hp);
                     if (m.Disk is null || vm.StateOf(hg) != GuestPageState.Backed || m.Outstanding.ContainsKey(hp)) break;
                     long at = (long)hp * vm.Arena.PageSize;
+                    // Copied by a user-space read first: the kernel's own read of a page with a poison marker
+                    // fails with EFAULT, where a read of ours takes the SIGBUS the engine repairs.
+                    byte[] copy = vm.Page(hg).ToArray();
                     m.Disk.Position = at;
-                    m.Disk.Write(vm.Page(hg));
+                    m.Disk.Write(copy);
                     m.Disk.Flush();
                     m.Engine.Protect([hg], PageCategory.CleanWithDiskCopy, _ => at);
                     break;
