@@ -188,18 +188,48 @@ public class OsFailureTests
     }
 
     [Fact]
-    public void A_failed_fallocate_when_unbacking_retires_the_frame_and_never_frees_it_unpunched()
+    public void A_failed_fallocate_when_unbacking_zeroes_the_frame_before_it_is_freed()
     {
         (TestArena t, GuestVm vm) = Vm();
         using var _ = t;
         using var injector = OsFailureInjector.Scope();
         HostFrame old = vm.Translate(P(4))!.Value;
+        Assert.True(Holds(vm, 4, ValueOf(4)));
 
         OsFailureInjector.FailNth(OsCall.Discard, 1, EIO);
         vm.Unback(P(4), 1);
 
+        Assert.Equal(1UL, Count(OsCall.Discard).Failed);
         Assert.Equal(GuestPageState.Unbacked, vm.StateOf(P(4)));
-        Assert.Equal(FrameState.Retired, t.Arena.StateOf(old)); // it still holds the VM's bytes: never Free, never left Held
+        // Free again (a passing failure never shrinks the arena for good), and never with the VM's bytes in it.
+        Assert.Equal(FrameState.Free, t.Arena.StateOf(old));
+        Assert.True(t.Arena.FrameBytes(old).IndexOfAnyExcept((byte)0) < 0);
+        AssertConsistent(t.Arena, vm);
+    }
+
+    [Fact]
+    public void Punches_failing_again_and_again_never_drain_the_arena()
+    {
+        // Every host swap-out frees its frames (punched), every swap-in takes one; a third of the punches fail.
+        // A frame freed unpunched is zeroed instead, so the arena keeps all its frames and every page its content
+        // (retired instead, the 32 frames would be gone within a few dozen rounds and a swap-in would find none).
+        (TestArena t, GuestVm vm) = Vm(pages: 16, frames: 32);
+        using var _ = t;
+        using var injector = OsFailureInjector.Scope();
+        for (ulong g = 0; g < 16; g++) Fill(vm, g, ValueOf(g));
+        OsFailureInjector.FailAtRandom(9, 333_333, [OsCall.Discard]);
+        for (ulong round = 1; round <= 200; round++)
+        {
+            Assert.Equal(8, vm.HostSwapOut(8));
+            for (ulong g = 0; g < 16; g++)
+            {
+                Assert.True(Holds(vm, g, ValueOf(g) + round - 1));
+                Fill(vm, g, ValueOf(g) + round);
+            }
+        }
+        Assert.True(Count(OsCall.Discard).Failed > 100, $"{Count(OsCall.Discard).Failed} punches failed");
+        OsFailureInjector.Off();
+        Assert.Equal(0, t.Arena.Counts.Retired);
         AssertConsistent(t.Arena, vm);
     }
 

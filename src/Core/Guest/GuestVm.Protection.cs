@@ -190,7 +190,7 @@ public sealed unsafe partial class GuestVm
             bool found = taken.Contains(frame);
             if (found) _arena.Retire(frame);
             HostFrame[] rest = taken.Where(f => f != frame).ToArray();
-            if (rest.Length > 0) _arena.ReleaseOrRetire(rest); // punched: RefillPool gives zero frames again
+            if (rest.Length > 0) _arena.ReleaseOrZero(rest); // punched: RefillPool gives zero frames again
             return found;
         }
     }

@@ -270,7 +270,7 @@ public sealed unsafe partial class GuestVm : IDisposable
         }
         catch
         {
-            _arena.ReleaseOrRetire(frames);
+            _arena.ReleaseOrZero(frames);
             throw;
         }
     }
@@ -295,7 +295,7 @@ public sealed unsafe partial class GuestVm : IDisposable
     {
         HostFrame[] old = Unmap(first, count);
         // The pages are unbacked; frames that cannot be punched still hold this VM's bytes: retired, never freed or left Held.
-        _arena.ReleaseOrRetire(old);
+        _arena.ReleaseOrZero(old);
     }
 
     /// <summary>Unbacks pages and hands their frames to the caller, Held (content intact). Pages without a
@@ -344,10 +344,10 @@ public sealed unsafe partial class GuestVm : IDisposable
             }
             catch
             {
-                _arena.ReleaseOrRetire(frames);
+                _arena.ReleaseOrZero(frames);
                 throw;
             }
-            if (pushed < frames.Length) _arena.ReleaseOrRetire(frames.AsSpan(pushed));
+            if (pushed < frames.Length) _arena.ReleaseOrZero(frames.AsSpan(pushed));
             return pushed;
         }
     }

@@ -188,19 +188,18 @@ public sealed unsafe class HostArena : IDisposable
         FaultEngine.Check(rc, $"releasing {frames.Length} frames");
     }
 
-    /// <summary>Releases Held frames; if the OS refuses to punch them (they may still hold a VM's bytes), retires
-    /// them instead, so a frame that could not be made zero is never handed out again nor left Held. For paths
-    /// that must end with the frames gone (an undo, a release after the work is done).</summary>
-    public void ReleaseOrRetire(ReadOnlySpan<HostFrame> frames)
+    /// <summary>Releases Held frames for paths that must end with the frames gone (an undo, a release after the
+    /// work is done): a frame the OS refuses to punch is zeroed through the host view instead, so it is freed
+    /// either way and never handed out with a VM's bytes. Retiring it would shrink the arena for good on every
+    /// passing failure.</summary>
+    public void ReleaseOrZero(ReadOnlySpan<HostFrame> frames)
     {
-        try
-        {
-            Release(frames);
-        }
-        catch (ErrnoException)
-        {
-            foreach (HostFrame f in frames) Retire(f);
-        }
+        if (frames.IsEmpty) return;
+        RequireHeld(frames);
+        int rc;
+        using (ArenaUse use = Use())
+        fixed (HostFrame* f = frames) rc = Lib.FramesReleaseOrZero(use.Engine, (uint*)f, (uint)frames.Length);
+        FaultEngine.Check(rc, $"releasing {frames.Length} frames");
     }
 
     /// <summary>Zeroes Held frames through the host view without freeing them. Zeroing in place (rather

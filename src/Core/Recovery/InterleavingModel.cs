@@ -345,10 +345,10 @@ public static class InterleavingModel
                             try { back = vm.Map(hg, [fresh]); }
                             catch
                             {
-                                vm.Arena.ReleaseOrRetire([fresh]); // refused: the page keeps its frame, the copy goes
+                                vm.Arena.ReleaseOrZero([fresh]); // refused: the page keeps its frame, the copy goes
                                 throw;
                             }
-                            vm.Arena.ReleaseOrRetire(back);
+                            vm.Arena.ReleaseOrZero(back);
                             break;
                         case 4:
                         {
@@ -358,7 +358,7 @@ public static class InterleavingModel
                             var taken = new HostFrame[1];
                             int n = vm.Unmap(hg, 1, taken);
                             m.Value[hp] = 0; // unmapped: a demand-zero page from here on
-                            if (n == 1) vm.Arena.ReleaseOrRetire(taken); // punched to zero, or retired if it cannot be
+                            if (n == 1) vm.Arena.ReleaseOrZero(taken); // punched to zero, or zeroed in place if it cannot be
                             if (anomalies is not null) anomalies.PagesReported++;
                             break;
                         }

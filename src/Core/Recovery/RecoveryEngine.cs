@@ -260,10 +260,10 @@ public sealed class RecoveryEngine : IDisposable
         try { result = Vm.Recover(page, bad, fresh); }
         catch
         {
-            if (fresh is HostFrame f) Arena.ReleaseOrRetire([f]);
+            if (fresh is HostFrame f) Arena.ReleaseOrZero([f]);
             throw;
         }
-        if (result != RecoverResult.Recovered && fresh is HostFrame unused) Arena.ReleaseOrRetire([unused]);
+        if (result != RecoverResult.Recovered && fresh is HostFrame unused) Arena.ReleaseOrZero([unused]);
         switch (result)
         {
             case RecoverResult.Recovered:
@@ -365,7 +365,7 @@ public sealed class RecoveryEngine : IDisposable
     private void FreeParity(HostFrame parity)
     {
         Arena.Transition([parity], FrameState.Parity, FrameState.Held);
-        Arena.ReleaseOrRetire([parity]);
+        Arena.ReleaseOrZero([parity]);
     }
 
     private GuestPage? PageOf(HostFrame frame)

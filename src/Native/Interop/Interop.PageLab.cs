@@ -62,6 +62,7 @@ internal static unsafe partial class Interop
         [LibraryImport(Lib, EntryPoint = "pl_region_owned")] public static partial long RegionOwned(int region);
         [LibraryImport(Lib, EntryPoint = "pl_frames_alloc")] public static partial int FramesAlloc(nint arena, uint count, uint* frames);
         [LibraryImport(Lib, EntryPoint = "pl_frames_release")] public static partial int FramesRelease(nint arena, uint* frames, uint n);
+        [LibraryImport(Lib, EntryPoint = "pl_frames_release_or_zero")] public static partial int FramesReleaseOrZero(nint arena, uint* frames, uint n);
         [LibraryImport(Lib, EntryPoint = "pl_frames_retire")] public static partial int FramesRetire(nint arena, uint frame);
         [LibraryImport(Lib, EntryPoint = "pl_frames_retire_free")] public static partial int FramesRetireFree(nint arena, uint frame);
         [LibraryImport(Lib, EntryPoint = "pl_frames_move")]

@@ -25,11 +25,11 @@ static void free_frames(struct pl_region *r, const uint32_t *frames, uint64_t n,
                             atomic_load_explicit(&states[i + run], memory_order_relaxed) != PL_SHARED)))
             run++;
         /* Frames a stale view may still map are never handed to another VM: retired. */
-        int rc = views_gone ? os_discard(a, f, (uint32_t)run) : -1;
+        if (views_gone) frame_zero(a, f, (uint32_t)run);
+        else (void)os_discard(a, f, (uint32_t)run); /* a failure only costs memory */
         pl_lock(&a->lock);
         for (uint64_t k = 0; k < run; k++) {
-            /* A frame that could not be punched may hold this VM's data: retire it rather than free it. */
-            arena_set(a, f + (uint32_t)k, rc == 0 ? PL_F_FREE : PL_F_RETIRED, 0);
+            arena_set(a, f + (uint32_t)k, views_gone ? PL_F_FREE : PL_F_RETIRED, 0);
             r->owned--;
         }
         pl_unlock(&a->lock);

@@ -125,6 +125,16 @@ void arena_take_region(struct pl_region *r, uint32_t f, uint32_t st)
     pl_unlock(&r->arena->lock);
 }
 
+/* Frames [f, f + n) made to read as zero for their next user: punched (their memory goes back to the OS),
+ * or, when the punch fails (a passing shortage, the injector), zeroed through the host view. A failed
+ * punch only costs memory; retiring the frame instead would shrink the arena for good on every passing
+ * failure until no fault finds a frame. Never for a frame a stale view may still map or one with a
+ * reported error: those are retired. */
+void frame_zero(struct pl_arena *a, uint32_t f, uint32_t n)
+{
+    if (os_discard(a, f, n) != 0) memset(frame_bytes(a, f), 0, (size_t)n * page_size);
+}
+
 void arena_retire(struct pl_region *r, uint32_t f)
 {
     arena_take_region(r, f, PL_F_RETIRED);
@@ -284,17 +294,20 @@ void arena_unreserve(struct pl_arena *a, const uint32_t *frames, uint64_t n)
  * before it reads as zero), then FREE. One transaction: check and reserve them (a racing release or map
  * of the same frames is refused), punch, then commit (FREE) or undo (unreserved, still HELD; what was
  * punched reads as zero). All or nothing: PL_ESTATE if one is not HELD (or repeated). */
-PL_EXPORT int pl_frames_release(struct pl_arena *a, const uint32_t *frames, uint32_t n)
+static int release(struct pl_arena *a, const uint32_t *frames, uint32_t n, int or_zero)
 {
-    ENTER_ARENA(a);
     if (!arena_reserve_held(a, frames, n)) return PL_ESTATE;
     for (uint32_t i = 0; i < n;) {
         uint32_t run = 1;
         while (i + run < n && frames[i + run] == frames[i] + run) run++;
-        int rc = os_discard(a, frames[i], run);
-        if (rc != 0) {
-            arena_unreserve(a, frames, n);
-            return rc;
+        if (or_zero) {
+            frame_zero(a, frames[i], run);
+        } else {
+            int rc = os_discard(a, frames[i], run);
+            if (rc != 0) {
+                arena_unreserve(a, frames, n);
+                return rc;
+            }
         }
         i += run;
     }
@@ -302,6 +315,21 @@ PL_EXPORT int pl_frames_release(struct pl_arena *a, const uint32_t *frames, uint
     for (uint32_t i = 0; i < n; i++) arena_set(a, frames[i], PL_F_FREE, 0);
     pl_unlock(&a->lock);
     return 0;
+}
+
+PL_EXPORT int pl_frames_release(struct pl_arena *a, const uint32_t *frames, uint32_t n)
+{
+    ENTER_ARENA(a);
+    return release(a, frames, n, 0);
+}
+
+/* As pl_frames_release, for paths that must end with the frames gone (an undo, a release after the work
+ * is done): a run the OS refuses to punch is zeroed through the host view instead (frame_zero), so the
+ * frames are freed either way and read as zero. PL_ESTATE (nothing changed) if one is not HELD. */
+PL_EXPORT int pl_frames_release_or_zero(struct pl_arena *a, const uint32_t *frames, uint32_t n)
+{
+    ENTER_ARENA(a);
+    return release(a, frames, n, 1);
 }
 
 /* A FREE or HELD frame out of service for good (its memory goes back to the OS). */

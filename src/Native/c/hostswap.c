@@ -166,7 +166,7 @@ int take_spare_frame(struct pl_region *r, uint32_t *out)
 }
 
 /* A frame take_frame gave that could not be used: back to the pool if it has room and the frame is
- * zero, else punched and freed. */
+ * zero, else made zero (frame_zero) and freed. */
 void drop_frame(struct pl_region *r, uint32_t f, int zero)
 {
     if (zero && r->pool_count < r->pool_capacity) {
@@ -175,8 +175,8 @@ void drop_frame(struct pl_region *r, uint32_t f, int zero)
         r->pool_count++;
         return;
     }
-    if (os_discard(r->arena, f, 1) == 0) arena_take_region(r, f, PL_F_FREE);
-    else arena_retire(r, f); /* could not be made zero: never hand it out again */
+    frame_zero(r->arena, f, 1);
+    arena_take_region(r, f, PL_F_FREE);
 }
 
 /* Brings a SWAPPED page back into a frame, read-write. */

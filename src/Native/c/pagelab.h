@@ -451,6 +451,7 @@ uint64_t arena_set_many(struct pl_arena *a, const uint32_t *frames, uint64_t n, 
 void arena_give_region(struct pl_region *r, uint32_t f);                /* f -> GUEST of r; takes lock */
 void arena_take_region(struct pl_region *r, uint32_t f, uint32_t st);   /* GUEST of r -> st; takes lock */
 void arena_retire(struct pl_region *r, uint32_t f);                     /* GUEST of r -> RETIRED, discarded */
+void frame_zero(struct pl_arena *a, uint32_t f, uint32_t n);            /* punched, else zeroed: reads as zero */
 
 /* hostswap.c */
 int take_frame(struct pl_region *r, uint64_t g, uint32_t *out, int *zero); /* 0, PL_ENOFRAME or PL_EAGAIN */

@@ -21,8 +21,8 @@ static int share_get(struct pl_arena *a, uint32_t f)
     return ok;
 }
 
-/* One sharer fewer. The last one punches the frame (nobody maps it and nobody may join it: its count is
- * 0) and frees it; a frame with a reported error, or one that could not be punched, is retired instead. */
+/* One sharer fewer. The last one makes the frame zero (nobody maps it and nobody may join it: its count
+ * is 0) and frees it; a frame with a reported error is retired instead. */
 void share_put(struct pl_arena *a, uint32_t f)
 {
     pl_lock(&a->lock);
@@ -31,12 +31,13 @@ void share_put(struct pl_arena *a, uint32_t f)
     a->share_pages--;
     pl_unlock(&a->lock);
     if ((n & ~PL_SHARE_DYING) != 0) return;
-    int rc = (n & PL_SHARE_DYING) ? -1 : os_discard(a, f, 1);
-    if (rc != 0) (void)os_discard(a, f, 1); /* retired: its content is never used again; a failure only costs memory */
+    int dying = (n & PL_SHARE_DYING) != 0;
+    if (dying) (void)os_discard(a, f, 1); /* retired: its content is never used again; a failure only costs memory */
+    else frame_zero(a, f, 1);
     pl_lock(&a->lock);
     a->sharers[f] = 0;
     a->share_zero[f] = 0;
-    arena_set(a, f, rc == 0 ? PL_F_FREE : PL_F_RETIRED, 0);
+    arena_set(a, f, dying ? PL_F_RETIRED : PL_F_FREE, 0);
     pl_unlock(&a->lock);
 }
 
