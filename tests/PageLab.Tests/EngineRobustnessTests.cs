@@ -35,7 +35,11 @@ public class EngineRobustnessTests
         var engine = new RecoveryEngine(vm, new ProtectionPolicy { GroupSize = 8 });
         engine.Protect(Range(0, 8), PageCategory.ReadMostly);
         using var gc = new GcStress();
-        using var watchdog = GcStress.Watchdog("writers on one parity page");
+        int broken = 0, passes = 0;
+        // Bounded by progress, not wall time: under Wine beside a heavy build 1,000 write faults took over
+        // 300 s, while a deadlocked fault path makes none at all.
+        using var watchdog = GcStress.StallWatchdog("writers on one parity page",
+            () => (long)vm.Counters.TrackedWrites + Volatile.Read(ref passes));
         using var stop = new CancellationTokenSource();
         var writers = Enumerable.Range(0, 4).Select(w => new Thread(() =>
         {
@@ -49,13 +53,12 @@ public class EngineRobustnessTests
             }
         })).ToList();
         writers.ForEach(w => w.Start());
-        int broken = 0, passes = 0;
         var clock = System.Diagnostics.Stopwatch.StartNew();
         while (clock.Elapsed < TimeSpan.FromSeconds(3) || vm.Counters.TrackedWrites < 1000)
         {
             engine.Reprotect(coldOnly: false);
             broken += vm.ScrubParity().Count;
-            passes++;
+            Interlocked.Increment(ref passes);
         }
         stop.Cancel();
         writers.ForEach(w => w.Join());
