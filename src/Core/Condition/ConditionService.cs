@@ -149,10 +149,10 @@ public sealed class ConditionService
         ScheduledVm v = s.Vm;
         ulong free = v.Os.FreePages, freeBacked = v.Os.FreeBackedPages();
         long mapped = v.Vm.HeldFrames - v.Vm.PoolCount;
-        // Free pages with a frame are usable as they are; free pages without one only within the
-        // VM's allocation; and what the balloon is still to take is already gone.
-        // The host's room is the engine's frame limit, not the allocation: a work-conserving host lends a VM its
-        // free pages (MemoryScheduler.SetNativeLimits), and while it does, the VM's free pages are usable.
+        // Free pages with a frame are usable as they are; free pages without one only as far as the host
+        // will back them; and what the balloon is still to take is already gone. The host's room is the
+        // engine's frame limit, not the allocation: a work-conserving host lends a VM its part of the free
+        // host pages (MemoryScheduler.SetNativeLimits), and while it does, the VM's free pages are usable.
         ulong hostRoom = (ulong)Math.Max(0, (long)v.FrameLimitPages - mapped);
         ulong balloonActual = v.Backend.ActualPages;
         ulong pending = v.BalloonTargetPages > balloonActual ? v.BalloonTargetPages - balloonActual : 0;
