@@ -6,6 +6,7 @@ using Microsoft.Data.Sqlite;
 using PageLab.Core;
 using PageLab.Core.Applications;
 using PageLab.Core.Balloon;
+using PageLab.Core.Condition;
 using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
@@ -294,6 +295,42 @@ public sealed unsafe class SqliteGuestTests : IDisposable
         RunEvent injection = Assert.Single(events, e => e.Kind == RunEventKind.Injection);
         Assert.True(injection.Missed);
         Assert.Contains("refused", injection.Detail);
+    }
+
+    // The condition's report, as the hypercall gives it: a level and the pages available out of the VM's.
+    private static MemoryConditionReport Report(MemoryLevel level, ulong available, ulong effective) =>
+        new(0, level, available, available, effective, effective, 0, 0, 0, 0, 0, 0);
+
+    // After a shrink the pages SQLite gave back are free guest pages, so they count as available: taking them
+    // all back on the next plenty made its VM short at once, and the cache shrank and regrew every other tick.
+    [Fact]
+    public void On_plenty_SQLite_takes_back_only_the_pages_available_beyond_plentys_clearing_threshold()
+    {
+        SkipUnsupported();
+        using var arena = new TestArena(4096);
+        GuestVm vm = arena.Vm("db", 2048);
+        using var os = new GuestOperatingSystem(vm, new GuestOsOptions { SwapDirectory = _dir });
+        using var app = new SqliteWorkload(os, 1536, new SqliteSpec { Rows = 6000, CachePages = 1000, TransactionsPerTick = 300, Adapt = "hypervisor" }, _dir);
+        var rng = new Random(3);
+        MemoryConditionReport condition = Report(MemoryLevel.Plenty, 1000, 2048);
+        app.Condition = _ => condition;
+        for (int t = 1; t <= 3; t++) app.Step(t, rng);
+        long full = app.Heap.Stats.HeldPages;
+
+        condition = Report(MemoryLevel.Critical, 0, 2048);
+        app.Step(4, rng);
+        long shrunk = app.Heap.Stats.HeldPages;
+        Assert.True(full - shrunk > 500, $"held {full} pages, {shrunk} after the shrink");
+
+        // Plenty, with 400 pages available of 2048: plenty lasts while more than 15% (308) are, so 92 may be taken.
+        condition = Report(MemoryLevel.Plenty, 400, 2048);
+        app.Step(5, rng);
+        long grown = app.Heap.Stats.HeldPages - shrunk;
+        long spare = 400 - (long)Math.Ceiling(app.Thresholds.LowClearsAbove * 2048);
+        Assert.InRange(grown, 1, spare);
+        AppTotals totals = app.Totals();
+        Assert.Equal(0, totals.WrongResults);
+        Assert.Equal(0, totals.FailedTransactions);
     }
 
     [Fact]

@@ -82,6 +82,15 @@ public sealed class ConditionService
         return Thresholds.Next(previous, free, 0);
     }
 
+    /// <summary><see cref="GuestOsLevel"/> as a report: the guest's free pages are all it knows to be available,
+    /// out of its nominal size.</summary>
+    public MemoryConditionReport GuestOsReport(string vm, MemoryLevel previous)
+    {
+        ScheduledVm v = State(vm).Vm;
+        ulong free = v.Os.FreePages;
+        return new MemoryConditionReport(0, GuestOsLevel(vm, previous), free, free, v.Vm.PageCount, v.Vm.PageCount, 0, 0, 0, 0, 0, 0);
+    }
+
     public ConditionSubscription Subscribe(string vm, ConditionTrigger trigger)
     {
         ArgumentNullException.ThrowIfNull(trigger);
@@ -140,9 +149,11 @@ public sealed class ConditionService
         ScheduledVm v = s.Vm;
         ulong free = v.Os.FreePages, freeBacked = v.Os.FreeBackedPages();
         long mapped = v.Vm.HeldFrames - v.Vm.PoolCount;
-        // Free pages with a frame are usable as they are; free pages without one only within the
-        // VM's allocation; and what the balloon is still to take is already gone.
-        ulong hostRoom = (ulong)Math.Max(0, (long)v.AllocationPages - mapped);
+        // Free pages with a frame are usable as they are; free pages without one only as far as the host
+        // will back them; and what the balloon is still to take is already gone. The host's room is the
+        // engine's frame limit, not the allocation: a work-conserving host lends a VM its part of the free
+        // host pages (MemoryScheduler.SetNativeLimits), and while it does, the VM's free pages are usable.
+        ulong hostRoom = (ulong)Math.Max(0, (long)v.FrameLimitPages - mapped);
         ulong balloonActual = v.Backend.ActualPages;
         ulong pending = v.BalloonTargetPages > balloonActual ? v.BalloonTargetPages - balloonActual : 0;
         ulong usable = freeBacked + Math.Min(free - freeBacked, hostRoom);

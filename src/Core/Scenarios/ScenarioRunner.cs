@@ -113,7 +113,7 @@ public sealed class ScenarioRunner : IDisposable
             if (_workloads[i] is IApplicationWorkload app)
             {
                 string name = Scheduler.Vms[i].Vm.Name;
-                app.FollowCondition(previous => Condition.GuestOsLevel(name, previous), () => Condition.Query(name).Level);
+                app.FollowCondition(Condition.Thresholds, previous => Condition.GuestOsReport(name, previous), () => Condition.Query(name));
             }
         Scheduler.FramesMoved += _moves.Add;
         _metrics = PageLabMetrics.Register(scenario.Name);

@@ -96,6 +96,10 @@ public sealed class ScheduledVm
     public long SharingChargeFrames { get; internal set; }
     /// <summary>Frames held plus the VM's part of the shared frames: what it costs the host.</summary>
     public long ChargedFrames => Vm.HeldFrames + SharingChargeFrames;
+    /// <summary>The engine's frame limit for the VM's own faults, as the scheduler set it last: past it the
+    /// handler host-swaps one of the VM's pages (its allocation, plus its part of the host's free pages while it
+    /// is below its ceiling).</summary>
+    public ulong FrameLimitPages { get; internal set; }
     /// <summary>Demand faults the host could not give a frame for (the guest paged out instead).</summary>
     public ulong HostPressureStalls { get; internal set; }
     /// <summary>Frames given beyond the allocation because the guest had nothing left to page out.</summary>
@@ -160,9 +164,18 @@ public sealed partial class MemoryScheduler
         // Work-conserving, a VM starts with all it may have: nothing is reclaimed before a VM needs it (ESX
         // balloons only when the host runs short), so a boot inflates no balloon.
         if (Options.WorkConserving) vm.CeilingPages = maxPages;
-        vm.Vm.SetFrameLimit(allocationPages);
-        os.EnsureDemandFrame = urgent => ProvideDemandFrame(vm, urgent);
         _vms.Add(vm);
+        try
+        {
+            // Its workload may touch its memory before the first step (an application loading its data).
+            SetNativeLimits();
+        }
+        catch
+        {
+            _vms.Remove(vm);
+            throw;
+        }
+        os.EnsureDemandFrame = urgent => ProvideDemandFrame(vm, urgent);
         return vm;
     }
 
@@ -228,9 +241,31 @@ public sealed partial class MemoryScheduler
             throw new PolicyException($"{who} gave {sum} pages in all, more than the host's {Options.HostPages}");
     }
 
+    // The frame limit of the engine's own faults: those of native code touching guest memory (an application's
+    // heap), which no guest OS hook sees. Below the limit the handler takes a free frame; at it, it host-swaps one
+    // of the VM's own pages. A VM may grow past its allocation into its ceiling (lent pages, work conservation)
+    // as the guest OS's demand path does (ProvideDemandFrame: never past the host's free pages). The handler never
+    // looks at the host's total, so each VM that may still grow is lent an equal part of the host's free pages
+    // beyond the reserve: together they cannot take more than the host has. Without that part the limit was the
+    // allocation, and native code host-swapped its own pages while the host had thousands free.
+    private void SetNativeLimits()
+    {
+        long spare = Math.Max(0, FreeHostPages - Reserve);
+        int growing = _vms.Count(v => (long)v.CeilingPages > v.Vm.HeldFrames);
+        foreach (ScheduledVm v in _vms)
+        {
+            ulong limit = NativeLimit(v, (long)v.CeilingPages > v.Vm.HeldFrames ? spare / growing : 0);
+            v.Vm.SetFrameLimit(limit);
+            v.FrameLimitPages = limit;
+        }
+    }
+
     // The engine counts only the frames a VM owns; its part of the shared frames is memory it uses all the same.
-    private static ulong NativeLimit(ScheduledVm v) =>
-        (ulong)Math.Max(0, (long)Math.Min(v.CeilingPages, Math.Max(v.AllocationPages, (ulong)Math.Max(0, v.Vm.HeldFrames))) - v.SharingChargeFrames);
+    private static ulong NativeLimit(ScheduledVm v, long lend) =>
+        (ulong)Math.Max(0, Math.Min((long)v.CeilingPages, Math.Max((long)v.AllocationPages, Math.Max(0, v.Vm.HeldFrames) + lend)) - v.SharingChargeFrames);
+
+    /// <summary>Host pages kept free for demand pools and steps in flight: neither lent nor given to native faults.</summary>
+    private long Reserve => Math.Min(Options.BatchPages, (long)Options.HostPages / 50);
 
     /// <summary>Host pages no VM holds (demand pools included; negative while VMs are overcommitted). Shared
     /// frames are owned by no VM but are host memory in use: they count as held (by their sharers).</summary>
@@ -256,7 +291,7 @@ public sealed partial class MemoryScheduler
         }
         if (!Options.WorkConserving) return;
         long batch = Options.BatchPages;
-        long reserve = Math.Min(batch, (long)Options.HostPages / 50);
+        long reserve = Reserve;
         long free = FreeHostPages;
         var held = _vms.Select(v => v.ChargedFrames).ToArray();
         long owed = 0;
@@ -304,10 +339,10 @@ public sealed partial class MemoryScheduler
         (int scanned, int merged) = Share();
         UpdateCeilings();
         // The engine's own faults (a host-swapped page touched again, a fault no guest OS hook saw) take free
-        // frames only below this limit and never look at the host's total. Past its allocation a VM grows
-        // only through ProvideDemandFrame, which is bounded by the host's free pages; the ceiling itself
-        // (the balloon target) may be higher.
-        foreach (ScheduledVm v in _vms) v.Vm.SetFrameLimit(NativeLimit(v));
+        // frames only below this limit and never look at the host's total: past its allocation a VM grows
+        // through them only by its part of the host's free pages (SetNativeLimits), and through
+        // ProvideDemandFrame, which is bounded by them; the ceiling itself (the balloon target) may be higher.
+        SetNativeLimits();
         try
         {
             foreach (ScheduledVm v in _vms)
@@ -349,6 +384,7 @@ public sealed partial class MemoryScheduler
             if (sources is not null) RaiseMoves(sources, frames.Count, to: null);
             Dictionary<string, int> swapped = HostSwapExcess(inflated);
             UpdateSharingCredits(endOfStep: true);
+            SetNativeLimits();      // the step moved frames: the host's free pages until the next step
             return new StepReport(inflated, deflated, deflated.Values.Sum(), refused)
             {
                 HostSwapped = swapped, PagesScanned = scanned, PagesMerged = merged,

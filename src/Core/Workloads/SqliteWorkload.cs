@@ -60,12 +60,18 @@ public sealed class SqliteWorkload : IApplicationWorkload, IDisposable
     public GuestHeap Heap => _guest.Heap;
     public SqliteSpec Spec => _spec;
 
-    /// <summary>The memory condition the application adapts to (set by the runner; none: plenty).</summary>
-    public Func<MemoryLevel, MemoryLevel>? Condition { get; set; }
+    /// <summary>The memory condition the application adapts to, given its last level (set by the runner; none: plenty).</summary>
+    public Func<MemoryLevel, MemoryConditionReport>? Condition { get; set; }
+
+    /// <summary>The thresholds the condition's levels follow (how much must stay available for plenty).</summary>
+    public LevelThresholds Thresholds { get; set; } = new();
 
     /// <summary>adapt guest: the guest OS's free memory; hypervisor: the condition hypercall (fixed: neither is read).</summary>
-    public void FollowCondition(Func<MemoryLevel, MemoryLevel> guestOs, Func<MemoryLevel> hypervisor) =>
+    public void FollowCondition(LevelThresholds thresholds, Func<MemoryLevel, MemoryConditionReport> guestOs, Func<MemoryConditionReport> hypervisor)
+    {
+        Thresholds = thresholds;
         Condition = _spec.Adapt == "guest" ? guestOs : _ => hypervisor();
+    }
 
     // SQLite's heap holds native pointers: a contained (zeroed) page under them could crash the process
     // (docs/applications.md).
@@ -88,12 +94,16 @@ public sealed class SqliteWorkload : IApplicationWorkload, IDisposable
     }
 
     // The memory condition drives the cache: low or critical shrinks it and gives whole free heap pages back
-    // to the guest OS (where the balloon can take them); plenty takes back what the guest has free and grows
-    // it again. In every mode the cache and SQLite's soft heap limit fit the pages the heap holds (less a
-    // reserve for statements and sorting), so SQLite recycles its cache rather than fail with SQLITE_NOMEM.
+    // to the guest OS (where the balloon can take them); plenty takes back pages the guest has free and grows
+    // it again, but only those available beyond what plenty needs (the level's clearing threshold): the pages
+    // it gave back are themselves available, and taking them all back made the VM short again at once, so the
+    // cache shrank and regrew every other tick while the host had memory to spare. In every mode the cache and
+    // SQLite's soft heap limit fit the pages the heap holds (less a reserve for statements and sorting), so
+    // SQLite recycles its cache rather than fail with SQLITE_NOMEM.
     private void Adapt()
     {
-        MemoryLevel level = _spec.Adapt == "fixed" || Condition is null ? MemoryLevel.Plenty : Condition(_level);
+        MemoryConditionReport? c = _spec.Adapt == "fixed" || Condition is null ? null : Condition(_level);
+        MemoryLevel level = c?.Level ?? MemoryLevel.Plenty;
         _level = level;
         int want = Math.Max(16, level switch { MemoryLevel.Critical => _spec.CachePages / 16, MemoryLevel.Low => _spec.CachePages / 4, _ => _spec.CachePages });
         long reserve = Math.Max(64, (long)Heap.RunPages / 16);
@@ -104,7 +114,11 @@ public sealed class SqliteWorkload : IApplicationWorkload, IDisposable
             if (Heap.Shrink((int)Math.Max(0, Heap.Stats.WhollyFreePages - reserve)) > 0) _shrinks++;
         }
         else if (Heap.Stats.HeldPages < (long)Heap.RunPages && (want > _wantPages || level == MemoryLevel.Plenty))
-            Heap.Grow(int.MaxValue);
+        {
+            long spare = c is null ? int.MaxValue
+                : (long)c.TrueAvailablePages - (long)Math.Ceiling(Thresholds.LowClearsAbove * c.EffectivePages);
+            if (spare > 0) Heap.Grow((int)Math.Min(spare, int.MaxValue));
+        }
         _wantPages = want;
         long capBytes = Math.Max(0, Heap.Stats.HeldPages - reserve) * Process.Os.Vm.Arena.PageSize;
         raw.sqlite3_soft_heap_limit64(Math.Max(1, capBytes));

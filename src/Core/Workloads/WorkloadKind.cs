@@ -24,8 +24,9 @@ public interface IWorkload
 public interface IApplicationWorkload : IWorkload
 {
     /// <summary>Gives it both readings of its VM's memory condition: the guest OS's own (from its free memory,
-    /// given the last level) and the hypervisor's (the condition hypercall); it follows the one it is set to.</summary>
-    void FollowCondition(Func<MemoryLevel, MemoryLevel> guestOs, Func<MemoryLevel> hypervisor);
+    /// given the last level) and the hypervisor's (the condition hypercall), with the thresholds their levels
+    /// follow; it follows the one it is set to.</summary>
+    void FollowCondition(LevelThresholds thresholds, Func<MemoryLevel, MemoryConditionReport> guestOs, Func<MemoryConditionReport> hypervisor);
     /// <summary>What it did so far.</summary>
     AppTotals Totals();
     /// <summary>Why an unprotected error (contained by zeroing the page) is not injected into its pages; null: it may be.</summary>
