@@ -10,14 +10,14 @@
 #   --setup-only  only make the chroot and the Wine prefix
 #   --timing      run the timing program (scripts/timing: remap and fault round trips) instead of the tests
 #   PAGELAB_CACHE     cache directory (default /var/cache/pagelab): the chroot and its Wine prefix
-#   PAGELAB_WINE_TIMEOUT  seconds the test exe may run under Wine (default 600)
+#   PAGELAB_WINE_TIMEOUT  seconds the test exe may run under Wine (default 900; about 5 min on an idle 2-vCPU machine, 10 beside a heavy build)
 # Exit status: 0 when every Windows test passed, non-zero otherwise. Needs root (debootstrap, chroot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 CACHE=${PAGELAB_CACHE:-/var/cache/pagelab}
 ROOT=$CACHE/trixie
-WINE_TIMEOUT=${PAGELAB_WINE_TIMEOUT:-600}
+WINE_TIMEOUT=${PAGELAB_WINE_TIMEOUT:-900}
 PUBLISH=$CACHE/publish/win-x64
 SETUP_ONLY=0
 TIMING=0

@@ -122,7 +122,8 @@ public class EngineRobustnessTests
         vm.RefillPool();
         HostFrame[] hoard = t.Arena.Allocate((uint)t.Arena.Counts.Free - 24);  // the VM can reach 32 frames
         using var gc = new GcStress();
-        using var watchdog = GcStress.Watchdog("writing every page with no free frame");
+        using var watchdog = GcStress.StallWatchdog("writing every page with no free frame", // progress, not wall time
+            () => (long)(vm.Counters.HostSwapOuts + vm.Counters.HostSwapIns + vm.Counters.DemandFaults));
         var threads = Enumerable.Range(0, 2).Select(w => new Thread(() =>
         {
             for (ulong g = (ulong)w; g < 512; g += 2) FillPattern(vm.Page(new GuestPage(g)), g + 1000);

@@ -26,7 +26,7 @@ public class GcStressFaultTests
         GuestPage[] pages = Enumerable.Range(0, 16).Select(i => new GuestPage((ulong)i)).ToArray();
         engine.Protect(pages, PageCategory.ReadMostly);
         using var gc = new GcStress();
-        using var watchdog = GcStress.Watchdog("write faults under GC stress");
+        using var watchdog = GcStress.StallWatchdog("write faults under GC stress", () => (long)vm.Counters.TrackedWrites); // progress, not wall time
 
         int rounds = 0;
         for (; rounds < 600 || gc.Collections < MinCollections; rounds++)
@@ -62,10 +62,12 @@ public class GcStressFaultTests
         vm.Map(new GuestPage(2), [frames[0]]);
         HostFrame spare = frames[1];
         using var gc = new GcStress();
-        using var watchdog = GcStress.Watchdog("remaps under GC stress");
+        long done = 0;
+        using var watchdog = GcStress.StallWatchdog("remaps under GC stress", () => Volatile.Read(ref done)); // progress, not wall time
 
         for (int i = 0; i < 3_000 || gc.Collections < MinCollections; i++)
         {
+            Volatile.Write(ref done, i);
             HostFrame now = spare;
             spare = vm.Map(new GuestPage(2), [spare])[0];
             byte expect = now == frames[0] ? (byte)0xA1 : (byte)0xB2;
