@@ -32,6 +32,8 @@ public sealed class VmTimeline(string name, ulong pages)
     public List<ulong> HostSwapOuts { get; } = new();
     /// <summary>Its application's totals at each tick (a sqlite workload), null where it has none.</summary>
     public List<AppTotals?> App { get; } = new();
+    /// <summary>Its snapshot at each tick: what every <see cref="VmMeasure"/> is read from.</summary>
+    public List<VmSnapshot> Samples { get; } = new();
     /// <summary>Pages its balloon took over the run (inflate events).</summary>
     public long BalloonInflatedPages { get; internal set; }
     /// <summary>Pages the scheduler host-swapped out of it over the run (host_swap events).</summary>
@@ -131,6 +133,7 @@ public sealed class RunTimeline
             t.SharingCreditPages.Add(v.SharingCreditPages);
             t.HostSwapOuts.Add(v.HostSwapOuts);
             t.App.Add(v.App);
+            t.Samples.Add(v);
             t.ImageWrongReads = v.ImageWrongReads;
         }
     }
@@ -167,39 +170,43 @@ public sealed class RunTimeline
         v.Condition.Count(c => c == MemoryLevel.Low), v.Condition.Count(c => c == MemoryLevel.Critical),
         _markers.Count(m => m.Vm == v.Name))).ToList();
 
-    /// <summary>The columns of <see cref="WriteCsv"/>, in order (docs/run-summary.md describes them).</summary>
-    public static readonly string[] CsvColumns =
-    [
-        "tick", "vm", "heldFrames", "allocationPages", "balloonTargetPages", "balloonActualPages", "activeEstimatePages",
-        "workingSetPages", "guestPageOuts", "guestPageIns", "demandFaults", "hostStalls", "condition", "freeArenaFrames",
-        "sharedPages", "cowBreaks", "sharingCreditPages", "hostSwapOuts", "sharedFrames", "framesMoved",
-        "appTransactions", "appHeapBytesInGuest", "appCacheMisses", "appShrinkEvents", "appWrongResults",
-    ];
+    /// <summary>The host's values at recorded tick number <paramref name="i"/> (an index into <see cref="Ticks"/>).</summary>
+    public TickHost HostAt(int i) => new(FreeFrames[i], SharedFrames[i], FramesMoved[i]);
+
+    /// <summary>A measure's values for one VM, one per recorded tick (null where the VM has none).</summary>
+    public double?[] Series(VmTimeline vm, VmMeasure measure) =>
+        Enumerable.Range(0, Ticks.Count).Select(i => measure.At(vm.Samples[i], HostAt(i))).ToArray();
+
+    /// <summary>The columns of <see cref="WriteCsv"/>, in order: tick, vm, then every CSV measure of
+    /// <see cref="VmMeasures"/> (docs/run-summary.md describes them).</summary>
+    public static readonly string[] CsvColumns = ["tick", "vm", .. VmMeasures.Csv.Select(m => m.Name)];
 
     /// <summary>Writes the timeline as CSV: a header line of <see cref="CsvColumns"/>, then one row per recorded
-    /// tick per VM (ticks in order, VMs in the scenario's order); counts are totals so far.</summary>
+    /// tick per VM (ticks in order, VMs in the scenario's order); counts are totals so far, and a figure the VM
+    /// does not have (an application's, for a VM without one) is empty.</summary>
     public void WriteCsv(TextWriter writer)
     {
         ArgumentNullException.ThrowIfNull(writer);
         writer.Write(string.Join(',', CsvColumns));
         writer.Write('\n');
+        VmMeasure[] measures = VmMeasures.Csv.ToArray();
         var inv = System.Globalization.CultureInfo.InvariantCulture;
         for (int i = 0; i < Ticks.Count; i++)
+        {
+            TickHost host = HostAt(i);
             foreach (VmTimeline v in Vms)
             {
-                writer.Write(string.Join(',',
-                    Ticks[i].ToString(inv), CsvField(v.Name), v.HeldFrames[i].ToString(inv), v.AllocationPages[i].ToString(inv),
-                    v.BalloonTargetPages[i].ToString(inv), v.BalloonActualPages[i].ToString(inv), v.ActiveEstimatePages[i].ToString(inv),
-                    v.WorkingSetPages[i].ToString(inv), v.GuestPageOuts[i].ToString(inv), v.GuestPageIns[i].ToString(inv),
-                    v.DemandFaults[i].ToString(inv), v.HostStalls[i].ToString(inv), v.Condition[i].ToString().ToLowerInvariant(),
-                    FreeFrames[i].ToString(inv), v.SharedPages[i].ToString(inv), v.CowBreaks[i].ToString(inv),
-                    v.SharingCreditPages[i].ToString(inv), v.HostSwapOuts[i].ToString(inv), SharedFrames[i].ToString(inv),
-                    FramesMoved[i].ToString(inv),
-                    v.App[i]?.Transactions.ToString(inv) ?? "", v.App[i]?.HeapBytesInGuest.ToString(inv) ?? "",
-                    v.App[i]?.CacheMisses.ToString(inv) ?? "", v.App[i]?.ShrinkEvents.ToString(inv) ?? "",
-                    v.App[i]?.WrongResults.ToString(inv) ?? ""));
+                writer.Write(Ticks[i].ToString(inv));
+                writer.Write(',');
+                writer.Write(CsvField(v.Name));
+                foreach (VmMeasure m in measures)
+                {
+                    writer.Write(',');
+                    writer.Write(CsvField(m.Format(m.At(v.Samples[i], host))));
+                }
                 writer.Write('\n');
             }
+        }
     }
 
     // A CSV field, quoted (RFC 4180) when it holds a comma, a quote or a line break.
