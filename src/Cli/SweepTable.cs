@@ -66,7 +66,7 @@ internal sealed class SweepTable
         {
             double?[] values = summaries.Select(of).ToArray();
             if (values.All(v => v is null)) return;
-            Add(name, m.Integral ? typeof(long) : typeof(double), i => values[i] is not double d ? null : m.Integral ? (long)d : d);
+            Add(name, m.Integral ? typeof(long) : typeof(double), i => values[i] is not double d ? null : m.Integral ? (long)d : (object)d);
         }
         foreach (VmMeasure m in VmFigures)
             Figure(m.Name, m, s => s.Vms.Select(m.Of).OfType<double>().Aggregate((double?)null, (sum, x) => (sum ?? 0) + x));
