@@ -1,39 +1,53 @@
-// The timeline of a run as plain data: per VM and tick, host frames held, balloon target and actual,
-// working-set estimate, guest page-outs and condition level, plus marker events (injections, recoveries).
+// The timeline of a run as plain data: per VM, its snapshot at every recorded tick (every series and every
+// figure of the per-VM record is read from it), host series per tick, and marker events (injections, recoveries).
 using PageLab.Core.Condition;
 
 namespace PageLab.Core.Scenarios;
 
-/// <summary>One VM's series, one value per recorded tick (aligned with <see cref="RunTimeline.Ticks"/>).</summary>
+/// <summary>One VM's series, one value per recorded tick (aligned with <see cref="RunTimeline.Ticks"/>): its
+/// snapshots (<see cref="Samples"/>), and named series read from them (for any other figure of the per-VM
+/// record: <see cref="RunTimeline.Series"/>).</summary>
 public sealed class VmTimeline(string name, ulong pages)
 {
     public string Name { get; } = name;
     public ulong Pages { get; } = pages;
-    public List<long> HeldFrames { get; } = new();
-    public List<ulong> AllocationPages { get; } = new();
-    public List<ulong> BalloonTargetPages { get; } = new();
-    public List<ulong> BalloonActualPages { get; } = new();
-    public List<ulong> ActiveEstimatePages { get; } = new();
-    /// <summary>The workload's true working set (what the estimate is after).</summary>
-    public List<ulong> WorkingSetPages { get; } = new();
-    /// <summary>Guest page-outs (swap-outs) so far.</summary>
-    public List<ulong> GuestPageOuts { get; } = new();
-    public List<ulong> GuestPageIns { get; } = new();
-    public List<ulong> DemandFaults { get; } = new();
-    public List<ulong> HostStalls { get; } = new();
-    public List<MemoryLevel> Condition { get; } = new();
-    /// <summary>Its guest pages mapping a shared frame.</summary>
-    public List<long> SharedPages { get; } = new();
-    /// <summary>Copy-on-write breaks so far.</summary>
-    public List<ulong> CowBreaks { get; } = new();
-    /// <summary>Its part of the frames sharing saves (left out of its balloon target).</summary>
-    public List<ulong> SharingCreditPages { get; } = new();
-    /// <summary>Its pages the host swapped out so far (the scheduler's and the fault engine's).</summary>
-    public List<ulong> HostSwapOuts { get; } = new();
-    /// <summary>Its application's totals at each tick (a sqlite workload), null where it has none.</summary>
-    public List<AppTotals?> App { get; } = new();
-    /// <summary>Its snapshot at each tick: what every <see cref="VmMeasure"/> is read from.</summary>
+    /// <summary>Its snapshot at each recorded tick: what every series and every <see cref="VmMeasure"/> is read from.</summary>
     public List<VmSnapshot> Samples { get; } = new();
+    public IReadOnlyList<long> HeldFrames => Of(v => v.HeldFrames);
+    public IReadOnlyList<ulong> AllocationPages => Of(v => v.AllocationPages);
+    public IReadOnlyList<ulong> BalloonTargetPages => Of(v => v.BalloonTarget);
+    public IReadOnlyList<ulong> BalloonActualPages => Of(v => v.BalloonActual);
+    public IReadOnlyList<ulong> ActiveEstimatePages => Of(v => v.ActiveEstimatePages);
+    /// <summary>The workload's true working set (what the estimate is after).</summary>
+    public IReadOnlyList<ulong> WorkingSetPages => Of(v => v.WorkingSetPages);
+    /// <summary>Guest page-outs (swap-outs) so far.</summary>
+    public IReadOnlyList<ulong> GuestPageOuts => Of(v => v.SwapOuts);
+    public IReadOnlyList<ulong> GuestPageIns => Of(v => v.SwapIns);
+    public IReadOnlyList<ulong> DemandFaults => Of(v => v.DemandFaults);
+    public IReadOnlyList<ulong> HostStalls => Of(v => v.HostStalls);
+    public IReadOnlyList<MemoryLevel> Condition => Of(v => v.Condition);
+    /// <summary>Its guest pages mapping a shared frame.</summary>
+    public IReadOnlyList<long> SharedPages => Of(v => v.SharedPages);
+    /// <summary>Copy-on-write breaks so far.</summary>
+    public IReadOnlyList<ulong> CowBreaks => Of(v => v.CowBreaks);
+    /// <summary>Its part of the frames sharing saves (left out of its balloon target).</summary>
+    public IReadOnlyList<ulong> SharingCreditPages => Of(v => v.SharingCreditPages);
+    /// <summary>Its pages the host swapped out so far (the scheduler's and the fault engine's).</summary>
+    public IReadOnlyList<ulong> HostSwapOuts => Of(v => v.HostSwapOuts);
+    /// <summary>Its application's totals at each tick (a sqlite workload), null where it has none.</summary>
+    public IReadOnlyList<AppTotals?> App => Of(v => v.App);
+
+    // A series as a view over the samples: one copy of what was measured, however many series read it.
+    private SampleSeries<T> Of<T>(Func<VmSnapshot, T> value) => new(Samples, value);
+
+    private sealed class SampleSeries<T>(List<VmSnapshot> samples, Func<VmSnapshot, T> value) : IReadOnlyList<T>
+    {
+        public T this[int index] => value(samples[index]);
+        public int Count => samples.Count;
+        public IEnumerator<T> GetEnumerator() => samples.Select(value).GetEnumerator();
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+
     /// <summary>Pages its balloon took over the run (inflate events).</summary>
     public long BalloonInflatedPages { get; internal set; }
     /// <summary>Pages the scheduler host-swapped out of it over the run (host_swap events).</summary>
@@ -117,22 +131,6 @@ public sealed class RunTimeline
         foreach (VmSnapshot v in s.Vms)
         {
             VmTimeline t = Vm(v.Name);
-            t.HeldFrames.Add(v.HeldFrames);
-            t.AllocationPages.Add(v.AllocationPages);
-            t.BalloonTargetPages.Add(v.BalloonTarget);
-            t.BalloonActualPages.Add(v.BalloonActual);
-            t.ActiveEstimatePages.Add(v.ActiveEstimatePages);
-            t.WorkingSetPages.Add(v.WorkingSetPages);
-            t.GuestPageOuts.Add(v.SwapOuts);
-            t.GuestPageIns.Add(v.SwapIns);
-            t.DemandFaults.Add(v.DemandFaults);
-            t.HostStalls.Add(v.HostStalls);
-            t.Condition.Add(v.Condition);
-            t.SharedPages.Add(v.SharedPages);
-            t.CowBreaks.Add(v.CowBreaks);
-            t.SharingCreditPages.Add(v.SharingCreditPages);
-            t.HostSwapOuts.Add(v.HostSwapOuts);
-            t.App.Add(v.App);
             t.Samples.Add(v);
             t.ImageWrongReads = v.ImageWrongReads;
         }
