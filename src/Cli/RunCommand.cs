@@ -407,6 +407,10 @@ internal static class RunCommand
         bool sharing = Shares(timeline.Scenario), reclaims = Order(timeline.Scenario) != Core.Scheduling.Reclamation.Balloon;
         if (reclaims) table.Column("balloon took", 0).Column("host swap", 0);
         if (sharing) table.Column("shared end", 0).Column("cow breaks", 0).Column("image errors", 0);
+        // An application's figures at the end (the per-VM record's), where one runs.
+        List<VmMeasure> app = timeline.Vms.Any(v => v.App.LastOrDefault() is not null)
+            ? VmMeasures.TableColumns(sharing: false, app: true).Where(m => m.Group == MeasureGroup.App).ToList() : [];
+        foreach (VmMeasure m in app) table.Column(m.Header!, 0);
         foreach (VmRunSummary v in timeline.Summarize())
         {
             VmTimeline t = timeline.Vm(v.Name);
@@ -414,7 +418,8 @@ internal static class RunCommand
                 $"{v.PeakActiveEstimatePages}", $"{v.FramesIn}", $"{v.FramesOut}", $"{v.GuestPageOuts}", $"{v.GuestPageIns}",
                 $"{v.DemandFaults}", $"{v.HostStalls}", $"{v.LowTicks}", $"{v.CriticalTicks}", $"{v.Markers}",
                 .. reclaims ? new[] { $"{t.BalloonInflatedPages}", $"{t.HostSwapOuts.LastOrDefault()}" } : [],
-                .. sharing ? new[] { $"{t.SharedPages.LastOrDefault()}", $"{t.CowBreaks.LastOrDefault()}", $"{t.ImageWrongReads}" } : []]);
+                .. sharing ? new[] { $"{t.SharedPages.LastOrDefault()}", $"{t.CowBreaks.LastOrDefault()}", $"{t.ImageWrongReads}" } : [],
+                .. app.Select(m => t.Samples.Count == 0 ? "-" : VmMeasures.CellOf(m, t.Samples[^1], timeline.HostAt(t.Samples.Count - 1)))]);
         }
         return table.Render(AnsiConsole.Profile.Width, Terminal.Wide, blocksWhenNarrow: true);
     }

@@ -99,6 +99,16 @@ public class SqliteOutputTests
             else Assert.Matches(@"^\d+(\.\d+)?$", db[at]);
         }
 
+        // The end-of-run summary table: the application's figures at the end.
+        (string[] sumCols, List<string[]> sumCells) = VmMeasuresTests.LiveTable(r.Out, summaryTable: true);
+        foreach (VmMeasure m in columns.Where(m => m.Group == MeasureGroup.App && m.Integral))
+        {
+            int at = Array.IndexOf(sumCols, m.Header);
+            Assert.True(at > 0, $"no column {m.Header} in the summary table");
+            Assert.Equal(m.Format(m.Of(summary.Vms[0])), sumCells.Single(c => c[0] == "db")[at]);
+            Assert.Equal("-", sumCells.Single(c => c[0] == "growing")[at]);
+        }
+
         // The plot: a panel per VM and one for the db's application (PNG height at bytes 20-23, big-endian).
         byte[] image = File.ReadAllBytes(png);
         int height = image[20] << 24 | image[21] << 16 | image[22] << 8 | image[23];

@@ -36,13 +36,14 @@ public class VmMeasuresTests
         return file;
     }
 
-    /// <summary>The live table's last rendering in a run's output (the last table before the summary's): its
-    /// header cells and its rows' cells.</summary>
-    internal static (string[] Header, List<string[]> Rows) LiveTable(string output)
+    /// <summary>The live table's last rendering in a run's output (the last table before the summary's), or with
+    /// <paramref name="summaryTable"/> the end-of-run summary table: its header cells and its rows' cells.</summary>
+    internal static (string[] Header, List<string[]> Rows) LiveTable(string output, bool summaryTable = false)
     {
         const string firstHeader = "VM";
         int summary = output.IndexOf("summary of", StringComparison.Ordinal);
-        string[] lines = output[..(summary < 0 ? output.Length : summary)].Split('\n').Select(l => l.TrimEnd('\r')).ToArray();
+        string part = summaryTable ? output[summary..] : output[..(summary < 0 ? output.Length : summary)];
+        string[] lines = part.Split('\n').Select(l => l.TrimEnd('\r')).ToArray();
         static string[] Cells(string line) => line.Split('│').Skip(1).SkipLast(1).Select(c => c.Trim()).ToArray();
         int at = Array.FindLastIndex(lines, l => l.StartsWith('│') && Cells(l).FirstOrDefault() == firstHeader);
         Assert.True(at >= 0, $"no table headed {firstHeader} in:\n{output}");
