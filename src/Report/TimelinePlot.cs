@@ -218,8 +218,10 @@ public static class TimelinePlot
             }
             else leftMax = Math.Max(leftMax, ys.Max());
         }
-        plot.Axes.Left.Label.Text = "per tick";
-        plot.Axes.Right.Label.Text = "level";
+        // Axis labels from the figures' units ("{transaction}" -> transactions, "By" -> bytes).
+        static string Unit(VmMeasure m) => m.Unit == "By" ? "bytes" : m.Unit.Trim('{', '}') + "s";
+        plot.Axes.Left.Label.Text = string.Join(", ", Plotted.Where(m => m.Kind == MeasureKind.Total).Select(Unit).Distinct()) + " per tick";
+        plot.Axes.Right.Label.Text = string.Join(", ", Plotted.Where(m => m.Kind == MeasureKind.Level).Select(Unit).Distinct());
         plot.Axes.Title.Label.Text = $"{vm.Name}: its application";
         plot.Axes.Title.Label.FontSize = 14;
         plot.Axes.Title.Label.Bold = true;
