@@ -222,7 +222,7 @@ public static class TimelinePlot
         static string Unit(VmMeasure m) => m.Unit == "By" ? "bytes" : m.Unit.Trim('{', '}') + "s";
         plot.Axes.Left.Label.Text = string.Join(", ", Plotted.Where(m => m.Kind == MeasureKind.Total).Select(Unit).Distinct()) + " per tick";
         plot.Axes.Right.Label.Text = string.Join(", ", Plotted.Where(m => m.Kind == MeasureKind.Level).Select(Unit).Distinct());
-        plot.Axes.Title.Label.Text = $"{vm.Name}: its application";
+        plot.Axes.Title.Label.Text = Plotted.All(m => m.Group == MeasureGroup.App) ? $"{vm.Name}: its application" : $"{vm.Name}: its figures";
         plot.Axes.Title.Label.FontSize = 14;
         plot.Axes.Title.Label.Bold = true;
         plot.Axes.SetLimitsX(0, Math.Max(1, ticks[^1]));

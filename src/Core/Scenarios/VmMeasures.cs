@@ -73,10 +73,13 @@ public sealed record VmMeasure(string Name, string Unit, string Description)
 /// <see cref="ScenarioRunner.Snapshot"/> reads the VM), then add one line here, e.g.
 /// <c>new("pageCachePages", "{page}", "Guest pages in its page cache") { Value = (v, _) =&gt; v.PageCachePages,
 /// Kind = MeasureKind.Level, Csv = true, Header = "page cache", Importance = 2, Meter = "pagelab.vm.page_cache.pages",
-/// Trace = true, Summary = RunFigure.End }</c>. It is then a CSV column (append it after the last CSV figure so the
-/// old columns keep their places), a live-table column, a gauge, a field of the trace's sample events, a key of
-/// <c>vms[]</c> in the summary and a sweep column. Document it in docs/run-summary.md (and the README's meter
-/// table if metered): the tests hold the docs and this list to each other.</para></summary>
+/// Summary = RunFigure.End }</c>. It is then a CSV column (append it after the last CSV figure so the old columns
+/// keep their places), a live-table column, a gauge, a key of <c>vms[]</c> in the summary and a sweep column; a
+/// total (<c>Kind = MeasureKind.Total</c>, the default: dropped pages, refaults, writebacks) is a meter counter.
+/// <c>Trace = true</c> adds it to a per-tick <c>sample</c> event of every VM that has it (a line per VM per tick
+/// in every trace, so only for counts the seed decides); <c>Plot = true</c> draws it on the VM's second panel.
+/// Document it in docs/run-summary.md's CSV table and, if metered, the README's meter table and
+/// <c>MetricsTests.Documented</c>: the tests hold the docs and this list to each other.</para></summary>
 public static class VmMeasures
 {
     private static readonly string[] Levels = Enum.GetNames<MemoryLevel>().Select(n => n.ToLowerInvariant()).ToArray();
