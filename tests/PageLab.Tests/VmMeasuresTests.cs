@@ -167,6 +167,8 @@ public class VmMeasuresTests
             Vms = summary.Vms.Select(v => v with { Figures = RunSummary.FiguresOf(timeline, timeline.Vm(v.Name), [end, peak]) }).ToList(),
         };
 
+        // Whole numbers as whole numbers, not as doubles that print alike.
+        Assert.All(summary.Vms, v => Assert.IsType<long>(v.Figures!["guestFreePagesEnd"]));
         string json = summary.ToJson();
         JsonArray vms = JsonNode.Parse(json)!["vms"]!.AsArray();
         RunSummary back = RunSummary.FromJson(json);

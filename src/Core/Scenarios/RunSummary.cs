@@ -61,7 +61,7 @@ public sealed record RunSummary
         {
             double[] values = timeline.Series(vm, m).OfType<double>().ToArray();
             double? value = values.Length == 0 ? null : m.Summary == RunFigure.Max ? values.Max() : values[^1];
-            figures[m.Name] = value is not double d ? null : m.Integral ? (long)d : d;
+            figures[m.Name] = value is not double d ? null : m.Integral ? (long)d : (object)d;
         }
         return figures;
     }
