@@ -386,15 +386,13 @@ internal static class RunCommand
         // frames), so its free frames are not free host memory.
         long hostFree = Math.Max(0, (long)s.HostPages - t.Vms.Sum(v => v.HeldFrames));
         var table = new FittedTable($"{progress} · host pages not held by a VM {hostFree} · free arena frames (incl. slack) {t.FreeFrames} · moved {t.TransferredFrames}")
-            .Column("VM", 0).Column("alloc", 0).Column("held", 9).Column("balloon", 8).Column("active est", 7).Column("true WS", 3)
-            .Column("guest free", 2).Column("swap out", 6).Column("swap in", 10).Column("demand flt", 4).Column("host stall", 5)
-            .Column("bal. out", 1).Column("condition", 11).Column("avail", 2);
-        bool sharing = Shares(s);
-        if (sharing) table.Column("shared", 8).Column("cow", 3);
+            .Column("VM", 0);
+        // The columns are the per-VM record's (VmMeasures): sharing's where the run shares, an application's where one runs.
+        List<VmMeasure> columns = VmMeasures.TableColumns(sharing: Shares(s), app: t.Vms.Any(v => v.App is not null));
+        foreach (VmMeasure m in columns) table.Column(m.Header!, m.Importance);
+        var host = new TickHost(t.FreeFrames, t.Sharing.SharedFrames, 0);
         foreach (VmSnapshot v in t.Vms)
-            table.Row([v.Name, $"{v.AllocationPages}", $"{v.HeldFrames}", $"{v.BalloonTarget}/{v.BalloonActual}", $"{v.ActiveEstimatePages}",
-                $"{v.WorkingSetPages}", $"{v.FreePages}", $"{v.SwapOuts}", $"{v.SwapIns}", $"{v.DemandFaults}", $"{v.HostStalls}", $"{v.BalloonPageOuts}",
-                $"{v.Condition}", $"{v.TrueAvailablePages}", .. sharing ? new[] { $"{v.SharedPages}", $"{v.CowBreaks}" } : []]);
+            table.Row([v.Name, .. columns.Select(m => VmMeasures.CellOf(m, v, host))]);
         return table.Render(AnsiConsole.Profile.Width, Terminal.Wide, blocksWhenNarrow: false);
     }
 
@@ -409,6 +407,10 @@ internal static class RunCommand
         bool sharing = Shares(timeline.Scenario), reclaims = Order(timeline.Scenario) != Core.Scheduling.Reclamation.Balloon;
         if (reclaims) table.Column("balloon took", 0).Column("host swap", 0);
         if (sharing) table.Column("shared end", 0).Column("cow breaks", 0).Column("image errors", 0);
+        // An application's figures at the end (the per-VM record's), where one runs.
+        List<VmMeasure> app = timeline.Vms.Any(v => v.App.LastOrDefault() is not null)
+            ? VmMeasures.TableColumns(sharing: false, app: true).Where(m => m.Group == MeasureGroup.App).ToList() : [];
+        foreach (VmMeasure m in app) table.Column(m.Header!, 0);
         foreach (VmRunSummary v in timeline.Summarize())
         {
             VmTimeline t = timeline.Vm(v.Name);
@@ -416,7 +418,8 @@ internal static class RunCommand
                 $"{v.PeakActiveEstimatePages}", $"{v.FramesIn}", $"{v.FramesOut}", $"{v.GuestPageOuts}", $"{v.GuestPageIns}",
                 $"{v.DemandFaults}", $"{v.HostStalls}", $"{v.LowTicks}", $"{v.CriticalTicks}", $"{v.Markers}",
                 .. reclaims ? new[] { $"{t.BalloonInflatedPages}", $"{t.HostSwapOuts.LastOrDefault()}" } : [],
-                .. sharing ? new[] { $"{t.SharedPages.LastOrDefault()}", $"{t.CowBreaks.LastOrDefault()}", $"{t.ImageWrongReads}" } : []]);
+                .. sharing ? new[] { $"{t.SharedPages.LastOrDefault()}", $"{t.CowBreaks.LastOrDefault()}", $"{t.ImageWrongReads}" } : [],
+                .. app.Select(m => t.Samples.Count == 0 ? "-" : VmMeasures.CellOf(m, t.Samples[^1], timeline.HostAt(t.Samples.Count - 1)))]);
         }
         return table.Render(AnsiConsole.Profile.Width, Terminal.Wide, blocksWhenNarrow: true);
     }

@@ -18,19 +18,9 @@ internal sealed class SweepTable
     /// <summary>Figures drawn against each swept key by `sweep` (totals over the VMs).</summary>
     public static readonly string[] PlottedFigures = ["guestPaging", "guestPageIns", "hostSwapOuts", "framesMovedBetweenVms", "criticalTicks"];
 
-    // Per-VM figures, summed over VMs for the totals and given per VM as vm_<name>_<figure>.
-    private static readonly (string Name, Func<VmTotals, long> Of)[] VmFigures =
-    [
-        ("guestPageOuts", v => (long)v.GuestPageOuts), ("guestPageIns", v => (long)v.GuestPageIns), ("demandFaults", v => (long)v.DemandFaults),
-        ("hostStalls", v => (long)v.HostStalls), ("oomKills", v => (long)v.OomKills), ("lowTicks", v => v.LowTicks),
-        ("criticalTicks", v => v.CriticalTicks), ("framesIn", v => v.FramesIn), ("framesOut", v => v.FramesOut),
-        ("allocationEndPages", v => (long)v.AllocationEndPages), ("allocationMinPages", v => (long)v.AllocationMinPages),
-        ("allocationMaxPages", v => (long)v.AllocationMaxPages), ("peakActiveEstimatePages", v => (long)v.PeakActiveEstimatePages),
-        ("injections", v => v.Injections), ("recoveries", v => v.Recoveries), ("guestPaging", v => (long)v.GuestPaging),
-        ("hostSwapOuts", v => (long)v.HostSwapOuts), ("hostSwapIns", v => (long)v.HostSwapIns),
-        ("balloonInflatedPages", v => v.BalloonInflatedPages), ("hostSwappedByScheduler", v => v.HostSwappedByScheduler),
-        ("sharedPagesEnd", v => v.SharedPagesEnd), ("cowBreaks", v => (long)v.CowBreaks),
-    ];
+    // Per-VM figures: those of the per-VM record (VmMeasures) the run summary has, summed over the VMs that have
+    // them for the totals and given per VM as vm_<name>_<figure>.
+    private static readonly VmMeasure[] VmFigures = VmMeasures.All.Where(m => m.InSummary).ToArray();
 
     /// <summary>Columns whose values are wall-clock times: they differ between runs of the same point.</summary>
     public static readonly string[] TimingColumns = ["bootSeconds", "ticksSeconds", "meanTickMilliseconds", "totalSeconds"];
@@ -71,13 +61,20 @@ internal sealed class SweepTable
         Add("framesSavedEnd", typeof(long), i => summaries[i].Sharing?.FramesSavedEnd);
         Add("peakFramesSaved", typeof(long), i => summaries[i].Sharing?.PeakFramesSaved);
         Add("pagesScanned", typeof(long), i => summaries[i].Sharing?.PagesScanned);
-        foreach ((string name, Func<VmTotals, long> of) in VmFigures)
-            Add(name, typeof(long), i => summaries[i].Vms.Sum(of));
+        // A figure no run has (an application's, in a sweep without one) gives no column.
+        void Figure(string name, VmMeasure m, Func<RunSummary, double?> of)
+        {
+            double?[] values = summaries.Select(of).ToArray();
+            if (values.All(v => v is null)) return;
+            Add(name, m.Integral ? typeof(long) : typeof(double), i => values[i] is not double d ? null : m.Integral ? (long)d : (object)d);
+        }
+        foreach (VmMeasure m in VmFigures)
+            Figure(m.Name, m, s => s.Vms.Select(m.Of).OfType<double>().Aggregate((double?)null, (sum, x) => (sum ?? 0) + x));
         // Per VM, in the order VMs first appear (a grid may rename or add VMs: absent VMs give nulls).
         List<string> vmNames = summaries.SelectMany(s => s.Vms.Select(v => v.Name)).Distinct().ToList();
         foreach (string vm in vmNames)
-            foreach ((string name, Func<VmTotals, long> of) in VmFigures)
-                Add($"vm_{SweepSpec.ColumnName(vm)}_{name}", typeof(long), i => summaries[i].Vms.FirstOrDefault(v => v.Name == vm) is VmTotals t ? of(t) : null);
+            foreach (VmMeasure m in VmFigures)
+                Figure($"vm_{SweepSpec.ColumnName(vm)}_{m.Name}", m, s => s.Vms.FirstOrDefault(v => v.Name == vm) is VmTotals t ? m.Of(t) : null);
         Add("bootSeconds", typeof(double), i => summaries[i].Timings.BootSeconds);
         Add("ticksSeconds", typeof(double), i => summaries[i].Timings.TicksSeconds);
         Add("meanTickMilliseconds", typeof(double), i => summaries[i].Timings.MeanTickMilliseconds);

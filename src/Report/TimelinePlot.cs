@@ -30,13 +30,19 @@ public static class TimelinePlot
         string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
         if (dir is not null) Directory.CreateDirectory(dir);
         if (timeline.Vms.Count > MaxFullPanels) return SaveGrid(timeline, path, widthPx);
-        int heightPx = panelHeightPx * timeline.Vms.Count;
+        // A VM's panel, then, for a VM with an application, its application's panel below it.
+        List<(VmTimeline Vm, bool App)> panels = timeline.Vms
+            .SelectMany(v => HasApp(timeline, v) ? new[] { (v, false), (v, true) } : [(v, false)]).ToList();
+        int heightPx = panelHeightPx * panels.Count;
 
         var multiplot = new Multiplot();
-        multiplot.AddPlots(timeline.Vms.Count);
+        multiplot.AddPlots(panels.Count);
         double[] ticks = timeline.Ticks.Select(t => (double)t).ToArray();
-        for (int i = 0; i < timeline.Vms.Count; i++)
-            Panel(multiplot.GetPlot(i), timeline, timeline.Vms[i], ticks, first: i == 0, last: i == timeline.Vms.Count - 1, DataWidthPx(widthPx));
+        for (int i = 0; i < panels.Count; i++)
+        {
+            if (panels[i].App) AppPanel(multiplot.GetPlot(i), timeline, panels[i].Vm, ticks, last: i == panels.Count - 1);
+            else Panel(multiplot.GetPlot(i), timeline, panels[i].Vm, ticks, first: i == 0, last: i == panels.Count - 1, DataWidthPx(widthPx));
+        }
         multiplot.SharedAxes.ShareX(multiplot.GetPlots());
         multiplot.SavePng(path, widthPx, heightPx);
         return new PlotImage(path, widthPx, heightPx, SkiaSharp.SKTypeface.Default.GlyphCount > 0);
@@ -177,6 +183,54 @@ public static class TimelinePlot
             plot.Legend.FontSize = 11;
         }
         else plot.Legend.IsVisible = false;
+    }
+
+    // The plotted figures of the per-VM record (VmMeasures: VmMeasure.Plot), for VMs that have them.
+    private static readonly VmMeasure[] Plotted = VmMeasures.All.Where(m => m.Plot).ToArray();
+
+    private static bool HasApp(RunTimeline timeline, VmTimeline vm) =>
+        Plotted.Any(m => timeline.Series(vm, m).Any(x => x is not null));
+
+    private static readonly Color[] AppColors = [Colors.DarkGreen, Colors.SlateBlue, Colors.DarkRed, Colors.Olive];
+
+    // A VM's application: each plotted figure of the record, a total as its change per tick on the left axis
+    // (transactions per tick), a level on the right (heap bytes), with the VM's condition shading behind.
+    private static void AppPanel(Plot plot, RunTimeline timeline, VmTimeline vm, double[] ticks, bool last)
+    {
+        if (Sans is not null) plot.Font.Set(Sans);
+        ShadeConditions(plot, vm, ticks);
+        double leftMax = 1, rightMax = 1;
+        for (int k = 0; k < Plotted.Length; k++)
+        {
+            VmMeasure m = Plotted[k];
+            double?[] series = timeline.Series(vm, m);
+            if (series.All(x => x is null)) continue;
+            double[] ys = m.Kind == MeasureKind.Total
+                ? series.Select((x, i) => i == 0 ? 0 : Math.Max(0, (x ?? 0) - (series[i - 1] ?? 0))).ToArray()
+                : series.Select(x => x ?? 0).ToArray();
+            var line = plot.Add.ScatterLine(ticks, ys, AppColors[k % AppColors.Length]);
+            line.LineWidth = 1.5f;
+            line.LegendText = m.Kind == MeasureKind.Total ? $"{m.Name} per tick" : $"{m.Name} (right)";
+            if (m.Kind == MeasureKind.Level)
+            {
+                line.Axes.YAxis = plot.Axes.Right;
+                rightMax = Math.Max(rightMax, ys.Max());
+            }
+            else leftMax = Math.Max(leftMax, ys.Max());
+        }
+        // Axis labels from the figures' units ("{transaction}" -> transactions, "By" -> bytes).
+        static string Unit(VmMeasure m) => m.Unit == "By" ? "bytes" : m.Unit.Trim('{', '}') + "s";
+        plot.Axes.Left.Label.Text = string.Join(", ", Plotted.Where(m => m.Kind == MeasureKind.Total).Select(Unit).Distinct()) + " per tick";
+        plot.Axes.Right.Label.Text = string.Join(", ", Plotted.Where(m => m.Kind == MeasureKind.Level).Select(Unit).Distinct());
+        plot.Axes.Title.Label.Text = Plotted.All(m => m.Group == MeasureGroup.App) ? $"{vm.Name}: its application" : $"{vm.Name}: its figures";
+        plot.Axes.Title.Label.FontSize = 14;
+        plot.Axes.Title.Label.Bold = true;
+        plot.Axes.SetLimitsX(0, Math.Max(1, ticks[^1]));
+        plot.Axes.SetLimitsY(0, leftMax * 1.1, plot.Axes.Left);
+        plot.Axes.SetLimitsY(0, rightMax * 1.1, plot.Axes.Right);
+        if (last) plot.Axes.Bottom.Label.Text = "tick";
+        plot.ShowLegend(Edge.Top);
+        plot.Legend.FontSize = 11;
     }
 
     /// <summary>Most rows of marker labels a panel stacks before it leaves labels out.</summary>

@@ -16,6 +16,8 @@ public class MetricsTests
         "pagelab.scheduler.transfers", "pagelab.balloon.refused", "pagelab.injections", "pagelab.recoveries", "pagelab.recovery.duration",
         "pagelab.tick.duration", "pagelab.scheduler.step.duration", "pagelab.scheduler.sample_period.duration",
         "pagelab.scheduler.host_swapped", "pagelab.sharing.frames", "pagelab.sharing.pages", "pagelab.sharing.cow_breaks",
+        "pagelab.app.transactions", "pagelab.app.heap.in_guest", "pagelab.app.heap.outside_guest", "pagelab.app.cache.hits",
+        "pagelab.app.cache.misses", "pagelab.app.wrong_results",
     ];
 
     [Fact]

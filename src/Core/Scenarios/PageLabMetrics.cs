@@ -5,11 +5,9 @@ using System.Diagnostics.Metrics;
 
 namespace PageLab.Core.Scenarios;
 
-/// <summary>One VM's values as last published by its runner.</summary>
-internal sealed record VmMetrics(
-    string Name, long HeldFrames, ulong AllocationPages, ulong BalloonTargetPages, ulong BalloonActualPages,
-    ulong ActiveEstimatePages, int ConditionLevel, ulong GuestPageOuts, ulong GuestPageIns,
-    IReadOnlyList<(string Kind, ulong Count)> Faults);
+/// <summary>One VM's values as last published by its runner: <paramref name="Values"/> holds those of
+/// <see cref="VmMeasures.Metered"/>, in its order (null where the VM has none).</summary>
+internal sealed record VmMetrics(string Name, double?[] Values, IReadOnlyList<(string Kind, ulong Count)> Faults);
 
 /// <summary>Everything a runner publishes at the end of a tick.</summary>
 internal sealed record RunMetrics(long FreeFrames, long UsedFrames, long RetiredFrames, IReadOnlyList<VmMetrics> Vms,
@@ -58,14 +56,19 @@ public static class PageLabMetrics
         Observables.Add(Meter.CreateObservableGauge("pagelab.host.frames.retired", () => Host(m => m.RetiredFrames), "{frame}", "Arena frames taken out of service"));
         Observables.Add(Meter.CreateObservableGauge("pagelab.sharing.frames", () => Host(m => m.SharedFrames), "{frame}", "Shared frames (content-based page sharing)"));
         Observables.Add(Meter.CreateObservableGauge("pagelab.sharing.pages", () => Host(m => m.SharingPages), "{page}", "Guest pages mapping a shared frame (less the shared frames: frames saved)"));
-        Observables.Add(Meter.CreateObservableGauge("pagelab.vm.frames.held", () => PerVm(v => v.HeldFrames), "{frame}", "Host frames a VM holds (mapped or in its demand pool)"));
-        Observables.Add(Meter.CreateObservableGauge("pagelab.vm.allocation", () => PerVm(v => (long)v.AllocationPages), "{page}", "Host pages the scheduler gives a VM"));
-        Observables.Add(Meter.CreateObservableGauge("pagelab.vm.balloon.target", () => PerVm(v => (long)v.BalloonTargetPages), "{page}", "Guest pages a VM's balloon should hold"));
-        Observables.Add(Meter.CreateObservableGauge("pagelab.vm.balloon.actual", () => PerVm(v => (long)v.BalloonActualPages), "{page}", "Guest pages a VM's balloon holds"));
-        Observables.Add(Meter.CreateObservableGauge("pagelab.vm.working_set.estimate", () => PerVm(v => (long)v.ActiveEstimatePages), "{page}", "The sampled active working-set estimate"));
-        Observables.Add(Meter.CreateObservableGauge("pagelab.vm.condition", () => PerVm(v => v.ConditionLevel), "{level}", "Memory condition: 0 plenty, 1 low, 2 critical"));
-        Observables.Add(Meter.CreateObservableCounter("pagelab.vm.page_outs", () => PerVm(v => (long)v.GuestPageOuts), "{page}", "Guest page-outs (writes to the guest's swap file)"));
-        Observables.Add(Meter.CreateObservableCounter("pagelab.vm.page_ins", () => PerVm(v => (long)v.GuestPageIns), "{page}", "Guest page-ins (reads from the guest's swap file)"));
+        // One instrument per metered figure of the per-VM record: a counter for a total, a gauge for a level.
+        for (int i = 0; i < VmMeasures.Metered.Count; i++)
+        {
+            VmMeasure m = VmMeasures.Metered[i];
+            int at = i;
+            Observables.Add((m.Kind, m.Integral) switch
+            {
+                (MeasureKind.Total, true) => Meter.CreateObservableCounter(m.Meter!, () => PerVm(at, d => (long)d), m.Unit, m.Description),
+                (MeasureKind.Total, false) => Meter.CreateObservableCounter(m.Meter!, () => PerVm(at, d => d), m.Unit, m.Description),
+                (MeasureKind.Level, true) => Meter.CreateObservableGauge(m.Meter!, () => PerVm(at, d => (long)d), m.Unit, m.Description),
+                _ => (Instrument)Meter.CreateObservableGauge(m.Meter!, () => PerVm(at, d => d), m.Unit, m.Description),
+            });
+        }
         Observables.Add(Meter.CreateObservableCounter("pagelab.vm.faults", Faults, "{fault}",
             "Faults by kind: demand, sample_touch, pool_empty, map_failure (fault engine), guest_major, guest_minor (guest OS), host_stall"));
     }
@@ -132,8 +135,10 @@ public static class PageLabMetrics
     private static IEnumerable<Measurement<long>> Host(Func<RunMetrics, long> value) =>
         Snapshot().Select(x => new Measurement<long>(value(x.M), x.S.Tags));
 
-    private static IEnumerable<Measurement<long>> PerVm(Func<VmMetrics, long> value) =>
-        Snapshot().SelectMany(x => x.M.Vms.Select(v => new Measurement<long>(value(v), With(x.S, VmTag, v.Name))));
+    // A metered figure of every VM that has it, tagged with the VM.
+    private static IEnumerable<Measurement<T>> PerVm<T>(int measure, Func<double, T> value) where T : struct =>
+        Snapshot().SelectMany(x => x.M.Vms.Where(v => v.Values[measure] is not null)
+            .Select(v => new Measurement<T>(value(v.Values[measure]!.Value), With(x.S, VmTag, v.Name))));
 
     private static IEnumerable<Measurement<long>> Faults() =>
         Snapshot().SelectMany(x => x.M.Vms.SelectMany(v => v.Faults.Select(f =>

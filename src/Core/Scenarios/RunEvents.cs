@@ -42,6 +42,10 @@ public enum RunEventKind
     /// <summary>Last event of a run stopped early, at a tick boundary (e.g. by Ctrl-C): <c>frames</c> moved
     /// between VMs so far; <c>detail</c> says why (e.g. "SIGINT").</summary>
     Interrupted,
+    /// <summary>A VM's figures of the measurement record that go to the trace (<see cref="VmMeasure.Trace"/>:
+    /// counts the seed decides) at the end of a tick, in <c>figures</c>; only for a VM that has one of them
+    /// (today: its application's). After the tick's condition events, before its end.</summary>
+    Sample,
 }
 
 /// <summary>One thing that happened at a tick. Which fields are set depends on <see cref="Kind"/>;
@@ -73,6 +77,8 @@ public sealed record RunEvent
     /// <summary>On <see cref="RunEventKind.Injection"/>: true when the injection hit nothing (no resident page
     /// to hit, e.g. its process was ended): in the trace, but not counted as an injection.</summary>
     public bool? Missed { get; init; }
+    /// <summary>On <see cref="RunEventKind.Sample"/>: figure name → value (the order of <see cref="VmMeasures.All"/>).</summary>
+    public Dictionary<string, long>? Figures { get; init; }
     /// <summary>On <see cref="RunEventKind.Run"/>: the scenario, so a trace says how to run it again.</summary>
     public Scenario? Scenario { get; init; }
 

@@ -51,6 +51,21 @@ public sealed record RunSummary
     /// <summary>This summary as one line of JSON.</summary>
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 
+    // The figures of VmMeasures with no typed key of their own: each under its name, from its per-tick values.
+    internal static Dictionary<string, object?>? FiguresOf(RunTimeline timeline, VmTimeline vm, IEnumerable<VmMeasure> all)
+    {
+        List<VmMeasure> measures = all.Where(m => m.Summary != RunFigure.None).ToList();
+        if (measures.Count == 0) return null;
+        var figures = new Dictionary<string, object?>();
+        foreach (VmMeasure m in measures)
+        {
+            double[] values = timeline.Series(vm, m).OfType<double>().ToArray();
+            double? value = values.Length == 0 ? null : m.Summary == RunFigure.Max ? values.Max() : values[^1];
+            figures[m.Name] = value is not double d ? null : m.Integral ? (long)d : (object)d;
+        }
+        return figures;
+    }
+
     public static RunSummary FromJson(string json) =>
         JsonSerializer.Deserialize<RunSummary>(json, Json) ?? throw new JsonException("the text holds no run summary (null)");
 
@@ -79,7 +94,7 @@ public sealed record RunSummary
                 BalloonInflatedPages = timeline.Vm(v.Name).BalloonInflatedPages, HostSwappedByScheduler = timeline.Vm(v.Name).HostSwappedByScheduler,
                 SharedPagesEnd = end.SharedPages, SharingCreditPagesEnd = end.SharingCreditPages, CowBreaks = end.CowBreaks,
                 ImageWrongReads = end.ImageWrongReads, FaultedAroundPages = end.FaultedAroundPages,
-                FramesTakenFromOthers = end.FramesTakenFromOthers, App = end.App,
+                FramesTakenFromOthers = end.FramesTakenFromOthers, App = end.App, Figures = FiguresOf(timeline, timeline.Vm(v.Name), VmMeasures.All),
             });
         }
         SharingTotals? sharing = scanner is SharingMetrics m
@@ -145,6 +160,21 @@ public sealed record VmTotals(
     public ulong FramesTakenFromOthers { get; init; }
     /// <summary>Its application (a sqlite workload) over the run; null for VMs without one.</summary>
     public AppTotals? App { get; init; }
+
+    /// <summary>The figures of <see cref="VmMeasures"/> that have no typed key here (<see cref="VmMeasure.Summary"/>),
+    /// written as keys of this object by their names; read back as JSON values.</summary>
+    [JsonExtensionData]
+    public Dictionary<string, object?>? Figures { get; init; }
+
+    /// <summary>A figure of <see cref="Figures"/> by name, null when absent or null.</summary>
+    public double? Figure(string name) => Figures?.GetValueOrDefault(name) switch
+    {
+        JsonElement { ValueKind: JsonValueKind.Number } e => e.GetDouble(),
+        long l => l,
+        double d => d,
+        int i => i,
+        _ => null,
+    };
 }
 
 /// <summary>What the application did over a run (<c>app</c> of a VM in the run summary).</summary>

@@ -1,37 +1,53 @@
-// The timeline of a run as plain data: per VM and tick, host frames held, balloon target and actual,
-// working-set estimate, guest page-outs and condition level, plus marker events (injections, recoveries).
+// The timeline of a run as plain data: per VM, its snapshot at every recorded tick (every series and every
+// figure of the per-VM record is read from it), host series per tick, and marker events (injections, recoveries).
 using PageLab.Core.Condition;
 
 namespace PageLab.Core.Scenarios;
 
-/// <summary>One VM's series, one value per recorded tick (aligned with <see cref="RunTimeline.Ticks"/>).</summary>
+/// <summary>One VM's series, one value per recorded tick (aligned with <see cref="RunTimeline.Ticks"/>): its
+/// snapshots (<see cref="Samples"/>), and named series read from them (for any other figure of the per-VM
+/// record: <see cref="RunTimeline.Series"/>).</summary>
 public sealed class VmTimeline(string name, ulong pages)
 {
     public string Name { get; } = name;
     public ulong Pages { get; } = pages;
-    public List<long> HeldFrames { get; } = new();
-    public List<ulong> AllocationPages { get; } = new();
-    public List<ulong> BalloonTargetPages { get; } = new();
-    public List<ulong> BalloonActualPages { get; } = new();
-    public List<ulong> ActiveEstimatePages { get; } = new();
+    /// <summary>Its snapshot at each recorded tick: what every series and every <see cref="VmMeasure"/> is read from.</summary>
+    public List<VmSnapshot> Samples { get; } = new();
+    public IReadOnlyList<long> HeldFrames => Of(v => v.HeldFrames);
+    public IReadOnlyList<ulong> AllocationPages => Of(v => v.AllocationPages);
+    public IReadOnlyList<ulong> BalloonTargetPages => Of(v => v.BalloonTarget);
+    public IReadOnlyList<ulong> BalloonActualPages => Of(v => v.BalloonActual);
+    public IReadOnlyList<ulong> ActiveEstimatePages => Of(v => v.ActiveEstimatePages);
     /// <summary>The workload's true working set (what the estimate is after).</summary>
-    public List<ulong> WorkingSetPages { get; } = new();
+    public IReadOnlyList<ulong> WorkingSetPages => Of(v => v.WorkingSetPages);
     /// <summary>Guest page-outs (swap-outs) so far.</summary>
-    public List<ulong> GuestPageOuts { get; } = new();
-    public List<ulong> GuestPageIns { get; } = new();
-    public List<ulong> DemandFaults { get; } = new();
-    public List<ulong> HostStalls { get; } = new();
-    public List<MemoryLevel> Condition { get; } = new();
+    public IReadOnlyList<ulong> GuestPageOuts => Of(v => v.SwapOuts);
+    public IReadOnlyList<ulong> GuestPageIns => Of(v => v.SwapIns);
+    public IReadOnlyList<ulong> DemandFaults => Of(v => v.DemandFaults);
+    public IReadOnlyList<ulong> HostStalls => Of(v => v.HostStalls);
+    public IReadOnlyList<MemoryLevel> Condition => Of(v => v.Condition);
     /// <summary>Its guest pages mapping a shared frame.</summary>
-    public List<long> SharedPages { get; } = new();
+    public IReadOnlyList<long> SharedPages => Of(v => v.SharedPages);
     /// <summary>Copy-on-write breaks so far.</summary>
-    public List<ulong> CowBreaks { get; } = new();
+    public IReadOnlyList<ulong> CowBreaks => Of(v => v.CowBreaks);
     /// <summary>Its part of the frames sharing saves (left out of its balloon target).</summary>
-    public List<ulong> SharingCreditPages { get; } = new();
+    public IReadOnlyList<ulong> SharingCreditPages => Of(v => v.SharingCreditPages);
     /// <summary>Its pages the host swapped out so far (the scheduler's and the fault engine's).</summary>
-    public List<ulong> HostSwapOuts { get; } = new();
+    public IReadOnlyList<ulong> HostSwapOuts => Of(v => v.HostSwapOuts);
     /// <summary>Its application's totals at each tick (a sqlite workload), null where it has none.</summary>
-    public List<AppTotals?> App { get; } = new();
+    public IReadOnlyList<AppTotals?> App => Of(v => v.App);
+
+    // A series as a view over the samples: one copy of what was measured, however many series read it.
+    private SampleSeries<T> Of<T>(Func<VmSnapshot, T> value) => new(Samples, value);
+
+    private sealed class SampleSeries<T>(List<VmSnapshot> samples, Func<VmSnapshot, T> value) : IReadOnlyList<T>
+    {
+        public T this[int index] => value(samples[index]);
+        public int Count => samples.Count;
+        public IEnumerator<T> GetEnumerator() => samples.Select(value).GetEnumerator();
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    }
+
     /// <summary>Pages its balloon took over the run (inflate events).</summary>
     public long BalloonInflatedPages { get; internal set; }
     /// <summary>Pages the scheduler host-swapped out of it over the run (host_swap events).</summary>
@@ -115,22 +131,7 @@ public sealed class RunTimeline
         foreach (VmSnapshot v in s.Vms)
         {
             VmTimeline t = Vm(v.Name);
-            t.HeldFrames.Add(v.HeldFrames);
-            t.AllocationPages.Add(v.AllocationPages);
-            t.BalloonTargetPages.Add(v.BalloonTarget);
-            t.BalloonActualPages.Add(v.BalloonActual);
-            t.ActiveEstimatePages.Add(v.ActiveEstimatePages);
-            t.WorkingSetPages.Add(v.WorkingSetPages);
-            t.GuestPageOuts.Add(v.SwapOuts);
-            t.GuestPageIns.Add(v.SwapIns);
-            t.DemandFaults.Add(v.DemandFaults);
-            t.HostStalls.Add(v.HostStalls);
-            t.Condition.Add(v.Condition);
-            t.SharedPages.Add(v.SharedPages);
-            t.CowBreaks.Add(v.CowBreaks);
-            t.SharingCreditPages.Add(v.SharingCreditPages);
-            t.HostSwapOuts.Add(v.HostSwapOuts);
-            t.App.Add(v.App);
+            t.Samples.Add(v);
             t.ImageWrongReads = v.ImageWrongReads;
         }
     }
@@ -167,39 +168,43 @@ public sealed class RunTimeline
         v.Condition.Count(c => c == MemoryLevel.Low), v.Condition.Count(c => c == MemoryLevel.Critical),
         _markers.Count(m => m.Vm == v.Name))).ToList();
 
-    /// <summary>The columns of <see cref="WriteCsv"/>, in order (docs/run-summary.md describes them).</summary>
-    public static readonly string[] CsvColumns =
-    [
-        "tick", "vm", "heldFrames", "allocationPages", "balloonTargetPages", "balloonActualPages", "activeEstimatePages",
-        "workingSetPages", "guestPageOuts", "guestPageIns", "demandFaults", "hostStalls", "condition", "freeArenaFrames",
-        "sharedPages", "cowBreaks", "sharingCreditPages", "hostSwapOuts", "sharedFrames", "framesMoved",
-        "appTransactions", "appHeapBytesInGuest", "appCacheMisses", "appShrinkEvents", "appWrongResults",
-    ];
+    /// <summary>The host's values at recorded tick number <paramref name="i"/> (an index into <see cref="Ticks"/>).</summary>
+    public TickHost HostAt(int i) => new(FreeFrames[i], SharedFrames[i], FramesMoved[i]);
+
+    /// <summary>A measure's values for one VM, one per recorded tick (null where the VM has none).</summary>
+    public double?[] Series(VmTimeline vm, VmMeasure measure) =>
+        Enumerable.Range(0, Ticks.Count).Select(i => measure.At(vm.Samples[i], HostAt(i))).ToArray();
+
+    /// <summary>The columns of <see cref="WriteCsv"/>, in order: tick, vm, then every CSV measure of
+    /// <see cref="VmMeasures"/> (docs/run-summary.md describes them).</summary>
+    public static readonly string[] CsvColumns = ["tick", "vm", .. VmMeasures.Csv.Select(m => m.Name)];
 
     /// <summary>Writes the timeline as CSV: a header line of <see cref="CsvColumns"/>, then one row per recorded
-    /// tick per VM (ticks in order, VMs in the scenario's order); counts are totals so far.</summary>
+    /// tick per VM (ticks in order, VMs in the scenario's order); counts are totals so far, and a figure the VM
+    /// does not have (an application's, for a VM without one) is empty.</summary>
     public void WriteCsv(TextWriter writer)
     {
         ArgumentNullException.ThrowIfNull(writer);
         writer.Write(string.Join(',', CsvColumns));
         writer.Write('\n');
+        VmMeasure[] measures = VmMeasures.Csv.ToArray();
         var inv = System.Globalization.CultureInfo.InvariantCulture;
         for (int i = 0; i < Ticks.Count; i++)
+        {
+            TickHost host = HostAt(i);
             foreach (VmTimeline v in Vms)
             {
-                writer.Write(string.Join(',',
-                    Ticks[i].ToString(inv), CsvField(v.Name), v.HeldFrames[i].ToString(inv), v.AllocationPages[i].ToString(inv),
-                    v.BalloonTargetPages[i].ToString(inv), v.BalloonActualPages[i].ToString(inv), v.ActiveEstimatePages[i].ToString(inv),
-                    v.WorkingSetPages[i].ToString(inv), v.GuestPageOuts[i].ToString(inv), v.GuestPageIns[i].ToString(inv),
-                    v.DemandFaults[i].ToString(inv), v.HostStalls[i].ToString(inv), v.Condition[i].ToString().ToLowerInvariant(),
-                    FreeFrames[i].ToString(inv), v.SharedPages[i].ToString(inv), v.CowBreaks[i].ToString(inv),
-                    v.SharingCreditPages[i].ToString(inv), v.HostSwapOuts[i].ToString(inv), SharedFrames[i].ToString(inv),
-                    FramesMoved[i].ToString(inv),
-                    v.App[i]?.Transactions.ToString(inv) ?? "", v.App[i]?.HeapBytesInGuest.ToString(inv) ?? "",
-                    v.App[i]?.CacheMisses.ToString(inv) ?? "", v.App[i]?.ShrinkEvents.ToString(inv) ?? "",
-                    v.App[i]?.WrongResults.ToString(inv) ?? ""));
+                writer.Write(Ticks[i].ToString(inv));
+                writer.Write(',');
+                writer.Write(CsvField(v.Name));
+                foreach (VmMeasure m in measures)
+                {
+                    writer.Write(',');
+                    writer.Write(CsvField(m.Format(m.At(v.Samples[i], host))));
+                }
                 writer.Write('\n');
             }
+        }
     }
 
     // A CSV field, quoted (RFC 4180) when it holds a comma, a quote or a line break.

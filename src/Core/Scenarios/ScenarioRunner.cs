@@ -221,6 +221,7 @@ public sealed class ScenarioRunner : IDisposable
             _levels[i] = v.Condition;
             Raise(new RunEvent { Tick = _tick, Kind = RunEventKind.Condition, Vm = v.Name, Level = v.Condition });
         }
+        RaiseSamples(snapshot);
         if (_tick == Scenario.Ticks)
             Raise(new RunEvent { Tick = _tick, Kind = RunEventKind.End, Frames = snapshot.TransferredFrames });
         PageLabMetrics.TickDuration.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds, _metrics.Tags);
@@ -285,6 +286,19 @@ public sealed class ScenarioRunner : IDisposable
         return r;
     }
 
+    // Per VM that has any, the traced figures of the measurement record (VmMeasures.Traced) at this tick.
+    private void RaiseSamples(TickSnapshot snapshot)
+    {
+        var host = new TickHost(snapshot.FreeFrames, snapshot.Sharing.SharedFrames, 0);
+        foreach (VmSnapshot v in snapshot.Vms)
+        {
+            Dictionary<string, long>? figures = null;
+            foreach (VmMeasure m in VmMeasures.Traced)
+                if (m.At(v, host) is double d) (figures ??= new())[m.Name] = (long)d;
+            if (figures is not null) Raise(new RunEvent { Tick = _tick, Kind = RunEventKind.Sample, Vm = v.Name, Figures = figures });
+        }
+    }
+
     // Sharing, the first of the step's events (the scanner ran first): per VM that merged pages or broke
     // sharings (a guest write) since the last event, pages merged, its shared pages and its credit now.
     private void RaiseSharing()
@@ -332,8 +346,8 @@ public sealed class ScenarioRunner : IDisposable
         {
             VmSnapshot v = s.Vms[i];
             FaultCounters f = Scheduler.Vms[i].Vm.Counters;
-            vms.Add(new VmMetrics(v.Name, v.HeldFrames, v.AllocationPages, v.BalloonTarget, v.BalloonActual, v.ActiveEstimatePages,
-                (int)v.Condition, v.SwapOuts, v.SwapIns,
+            var host = new TickHost(s.FreeFrames, s.Sharing.SharedFrames, 0);
+            vms.Add(new VmMetrics(v.Name, VmMeasures.Metered.Select(m => m.At(v, host)).ToArray(),
                 [("demand", f.DemandFaults), ("sample_touch", f.SampleTouches), ("pool_empty", f.PoolEmpty), ("map_failure", f.MapFailures),
                  ("guest_major", v.MajorFaults), ("guest_minor", v.MinorFaults), ("host_stall", v.HostStalls)]));
         }
