@@ -206,7 +206,7 @@ public sealed class PageCache : IDisposable
                 _flags[g] &= unchecked((byte)~Marker);
                 // Asynchronous readahead in Linux; here it runs now. A failed read is not the reader's error.
                 int window = Math.Min(f.ReadaheadWindowPages * 2, MaxReadaheadPages);
-                try { if (f.NextExpected >= 0 && f.NextExpected < f.Pages) Fill(p, f, f.NextExpected, window); }
+                try { if (f.NextExpected >= 0 && f.NextExpected < f.Pages) Fill(p, f, f.NextExpected, window, demanded: false); }
                 catch (IOException) { }
             }
             f.LastPage = page;
@@ -215,16 +215,17 @@ public sealed class PageCache : IDisposable
         ReadMisses++;
         bool sequential = page == 0 || page == f.NextExpected || page == f.LastPage + 1;
         int w = !sequential ? 1 : f.ReadaheadWindowPages == 0 ? InitialReadaheadPages : Math.Min(f.ReadaheadWindowPages * 2, MaxReadaheadPages);
-        g = Fill(p, f, page, w);
+        g = Fill(p, f, page, w, demanded: true);
         if (!sequential) f.ReadaheadWindowPages = 0;     // a random miss resets the window
         f.LastPage = page;
         return g;
     }
 
     // Reads up to `window` pages from `page` (stopping at the file's end or a page already cached) into fresh guest
-    // pages: reserve the pages, one pread, then commit the tables. Returns the guest page of `page`. Any failure
-    // (no guest page, a failed or short read) gives the reserved pages back and leaves the cache as it was.
-    private ulong Fill(GuestProcess p, GuestFile f, long page, int window)
+    // pages: reserve the pages, one pread, then commit the tables. Returns the guest page of `page`, which counts as
+    // used if `demanded` (a miss; readahead's pages are used only when they are read). Any failure (no guest page, a
+    // failed or short read) gives the reserved pages back and leaves the cache as it was.
+    private ulong Fill(GuestProcess p, GuestFile f, long page, int window, bool demanded)
     {
         int n = 1;
         while (n < window && page + n < f.Pages && !_index.ContainsKey(DiskPage(f, page + n))) n++;
@@ -262,7 +263,7 @@ public sealed class PageCache : IDisposable
             _os.OwnByCache(g);
             _index[d] = g;
             _diskPageOf[g] = d;
-            _flags[g] = (byte)(i == 0 ? Referenced | Used : 0);
+            _flags[g] = (byte)(i == 0 && demanded ? Referenced | Used : 0);
             _age[g] = 0;
             byte list = PageLru.Inactive;
             if (_shadow.Remove(d, out ulong evictedAt))
@@ -313,8 +314,9 @@ public sealed class PageCache : IDisposable
         return Math.Min(Pages, (need * (ulong)(200 - swappiness) + 199) / 200);
     }
 
-    /// <summary>Drops up to <paramref name="count"/> cache pages, oldest inactive first (a referenced one gets a
-    /// second pass; a dirty one is written back first, and kept dirty if the write fails). Only pages
+    /// <summary>Drops up to <paramref name="count"/> cache pages, oldest inactive first (a dirty one is written back
+    /// first, and kept dirty if the write fails; the active list's oldest pages are moved to the inactive list
+    /// while it is the longer). Only pages
     /// <paramref name="accept"/> takes. Returns the guest pages freed.</summary>
     internal ulong Shrink(ulong count, Func<ulong, bool>? accept = null)
     {
@@ -328,10 +330,11 @@ public sealed class PageCache : IDisposable
                 _flags[a] &= unchecked((byte)~Referenced);
                 _lru.PushHead(a, PageLru.Inactive);
             }
+            // The referenced flag does not save the tail page: pages read with read() are not mapped, and Linux
+            // reclaims such a clean page whatever its flag (folio_check_references); a second use activates instead.
             ulong g = _lru.Tail(PageLru.Inactive)!.Value;
-            if ((_flags[g] & Referenced) != 0 || accept?.Invoke(g) == false)
+            if (accept?.Invoke(g) == false)
             {
-                _flags[g] &= unchecked((byte)~Referenced);
                 _lru.PushHead(g, PageLru.Inactive);
                 continue;
             }
