@@ -304,14 +304,17 @@ public sealed class PageCache : IDisposable
 
     /// <summary>Pages reclaim should take from the cache for <paramref name="need"/> pages: all of them while the
     /// inactive list holds enough and no refault was activated since the last reclaim (Linux's cache trim mode: a
-    /// cache that is not thrashing goes before any anonymous page); else a share set by the swappiness (0: file
-    /// only; 200: anonymous only; 60: 70 % file), all of them when the guest cannot swap.</summary>
+    /// cache that is not thrashing goes before any anonymous page), and all of them when the guest cannot swap;
+    /// else, as Linux's get_scan_count scans each list in proportion to its size times its weight, the file
+    /// pages' part of (200 − swappiness) × file pages against swappiness × anonymous pages.</summary>
     internal ulong ReclaimShare(ulong need, int swappiness)
     {
         bool thrashing = RefaultActivations != _activationsSeen;
         _activationsSeen = RefaultActivations;
         if (!_os.CanSwap || (!thrashing && InactivePages >= need)) return Math.Min(need, Pages);
-        return Math.Min(Pages, (need * (ulong)(200 - swappiness) + 199) / 200);
+        double file = (200.0 - swappiness) * Pages, anon = (double)swappiness * _os.AnonymousResidentPages();
+        if (file + anon == 0) return 0;
+        return Math.Min(Pages, (ulong)Math.Ceiling(need * file / (file + anon)));
     }
 
     /// <summary>Drops up to <paramref name="count"/> cache pages, oldest inactive first (a dirty one is written back

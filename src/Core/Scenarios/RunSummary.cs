@@ -80,6 +80,8 @@ public sealed record RunSummary
                 SharedPagesEnd = end.SharedPages, SharingCreditPagesEnd = end.SharingCreditPages, CowBreaks = end.CowBreaks,
                 ImageWrongReads = end.ImageWrongReads, FaultedAroundPages = end.FaultedAroundPages,
                 FramesTakenFromOthers = end.FramesTakenFromOthers, App = end.App,
+                PageCachePages = end.PageCachePages, PageCacheDroppedPages = end.PageCacheDroppedPages,
+                PageCacheRefaults = end.PageCacheRefaults, DirtyWritebacks = end.DirtyWritebacks,
             });
         }
         SharingTotals? sharing = scanner is SharingMetrics m
@@ -145,6 +147,14 @@ public sealed record VmTotals(
     public ulong FramesTakenFromOthers { get; init; }
     /// <summary>Its application (a sqlite workload) over the run; null for VMs without one.</summary>
     public AppTotals? App { get; init; }
+    /// <summary>Its guest's page-cache pages at the end (virtio-balloon's disk caches).</summary>
+    public ulong PageCachePages { get; init; }
+    /// <summary>Page-cache pages its guest's reclaim dropped over the run.</summary>
+    public ulong PageCacheDroppedPages { get; init; }
+    /// <summary>Misses on page-cache pages its guest had dropped (shadow entries), over the run.</summary>
+    public ulong PageCacheRefaults { get; init; }
+    /// <summary>Dirty page-cache pages its guest wrote back to their file, over the run.</summary>
+    public ulong DirtyWritebacks { get; init; }
 }
 
 /// <summary>What the application did over a run (<c>app</c> of a VM in the run summary).</summary>

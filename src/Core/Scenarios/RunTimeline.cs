@@ -32,6 +32,12 @@ public sealed class VmTimeline(string name, ulong pages)
     public List<ulong> HostSwapOuts { get; } = new();
     /// <summary>Its application's totals at each tick (a sqlite workload), null where it has none.</summary>
     public List<AppTotals?> App { get; } = new();
+    /// <summary>Its guest's page-cache pages (virtio-balloon's disk caches).</summary>
+    public List<ulong> PageCachePages { get; } = new();
+    /// <summary>Page-cache pages its guest dropped, refaults (misses on dropped pages), dirty pages written back, so far.</summary>
+    public List<ulong> PageCacheDroppedPages { get; } = new();
+    public List<ulong> PageCacheRefaults { get; } = new();
+    public List<ulong> DirtyWritebacks { get; } = new();
     /// <summary>Pages its balloon took over the run (inflate events).</summary>
     public long BalloonInflatedPages { get; internal set; }
     /// <summary>Pages the scheduler host-swapped out of it over the run (host_swap events).</summary>
@@ -131,6 +137,10 @@ public sealed class RunTimeline
             t.SharingCreditPages.Add(v.SharingCreditPages);
             t.HostSwapOuts.Add(v.HostSwapOuts);
             t.App.Add(v.App);
+            t.PageCachePages.Add(v.PageCachePages);
+            t.PageCacheDroppedPages.Add(v.PageCacheDroppedPages);
+            t.PageCacheRefaults.Add(v.PageCacheRefaults);
+            t.DirtyWritebacks.Add(v.DirtyWritebacks);
             t.ImageWrongReads = v.ImageWrongReads;
         }
     }
@@ -174,6 +184,7 @@ public sealed class RunTimeline
         "workingSetPages", "guestPageOuts", "guestPageIns", "demandFaults", "hostStalls", "condition", "freeArenaFrames",
         "sharedPages", "cowBreaks", "sharingCreditPages", "hostSwapOuts", "sharedFrames", "framesMoved",
         "appTransactions", "appHeapBytesInGuest", "appCacheMisses", "appShrinkEvents", "appWrongResults",
+        "pageCachePages", "pageCacheDroppedPages", "pageCacheRefaults", "dirtyWritebacks",
     ];
 
     /// <summary>Writes the timeline as CSV: a header line of <see cref="CsvColumns"/>, then one row per recorded
@@ -197,7 +208,9 @@ public sealed class RunTimeline
                     FramesMoved[i].ToString(inv),
                     v.App[i]?.Transactions.ToString(inv) ?? "", v.App[i]?.HeapBytesInGuest.ToString(inv) ?? "",
                     v.App[i]?.CacheMisses.ToString(inv) ?? "", v.App[i]?.ShrinkEvents.ToString(inv) ?? "",
-                    v.App[i]?.WrongResults.ToString(inv) ?? ""));
+                    v.App[i]?.WrongResults.ToString(inv) ?? "",
+                    v.PageCachePages[i].ToString(inv), v.PageCacheDroppedPages[i].ToString(inv), v.PageCacheRefaults[i].ToString(inv),
+                    v.DirtyWritebacks[i].ToString(inv)));
                 writer.Write('\n');
             }
     }

@@ -12,7 +12,7 @@ public sealed record FileSettings
     public double? FileMiB { get; init; }
     /// <summary>The file's size in pages (give this or fileMiB).</summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
-    public long? FilePages { get; init; }
+    public ulong? FilePages { get; init; }
     /// <summary>sequential (a scan, over and over) | zipf (random reads) | mixed (random reads and writes)</summary>
     public string Pattern { get; init; } = "zipf";
     /// <summary>Reads and writes per tick, each of 8 bytes of one page.</summary>
@@ -31,19 +31,19 @@ public sealed class FileKind : WorkloadKind<FileSettings>
     public static readonly string[] Patterns = ["sequential", "zipf", "mixed"];
 
     public override string Name => "file";
-    public override IReadOnlyList<(string Key, string Accepts)> Required => [("fileMiB", $"the file's size: fileMiB (up to {MaxFileMiB}) or filePages")];
+    // fileMiB or filePages: one of them is required, which the check says (a file's Required keys are each required).
 
     /// <summary>The file's pages for these settings (after <see cref="Validate"/>).</summary>
     public static long PagesOf(FileSettings s, int pageSize) =>
-        s.FilePages ?? (long)Math.Ceiling(s.FileMiB!.Value * 1024 * 1024 / pageSize);
+        s.FilePages is ulong pages ? (long)pages : (long)Math.Ceiling(s.FileMiB!.Value * 1024 * 1024 / pageSize);
 
     protected override void Validate(FileSettings s, WorkloadContext c)
     {
-        long maxPages = (long)(MaxFileMiB * 1024 * 1024 / Environment.SystemPageSize);
+        ulong maxPages = (ulong)(MaxFileMiB * 1024 * 1024 / Environment.SystemPageSize);
         if (s.FileMiB is null && s.FilePages is null) Fail("fileMiB", "a file workload needs its file's size: fileMiB or filePages");
         if (s.FileMiB is not null && s.FilePages is not null) Fail("filePages", $"give fileMiB or filePages, not both (got fileMiB {s.FileMiB} and filePages {s.FilePages})");
         if (s.FileMiB is double mib && (double.IsNaN(mib) || mib <= 0 || mib > MaxFileMiB)) Fail("fileMiB", $"must be in (0, {MaxFileMiB}], got {mib}");
-        if (s.FilePages is long pages && (pages < 1 || pages > maxPages)) Fail("filePages", $"must be between 1 and {maxPages} ({MaxFileMiB} MiB), got {pages}");
+        if (s.FilePages is ulong pages && (pages < 1 || pages > maxPages)) Fail("filePages", $"must be between 1 and {maxPages} ({MaxFileMiB} MiB), got {pages}");
         if (!Patterns.Contains(s.Pattern)) Fail("pattern", $"'{s.Pattern}' is not one of {string.Join(", ", Patterns)}");
         if (s.TouchesPerTick is < 0 or > Scenario.MaxTouchesPerTick) Fail("touchesPerTick", $"must be between 0 and {Scenario.MaxTouchesPerTick}, got {s.TouchesPerTick}");
         if (s.WriteFraction is double w)
