@@ -230,6 +230,10 @@ public class PageCacheTests
             Assert.Equal(7, vm.Page(g)[8]);
             Assert.True(HoldsFilePage(File.ReadAllBytes(path).AsSpan(2 * t.Arena.PageSize, t.Arena.PageSize), 2), "the read-only file changed");
 
+            // Adding a file writes it to the disk: refused by the read-only handle, the disk keeps the files it had.
+            Assert.ThrowsAny<Exception>(() => cache.CreateFile("new", 4, Fill));
+            Assert.Equal(["ro"], cache.Files.Select(x => x.Name));
+
             // A file past the disk's end: the read comes back short; no page is taken, nothing is cached.
             GuestFile past = cache.OpenFile("past", 30, 8);
             ulong free = os.FreePages, cached = cache.Pages;

@@ -24,6 +24,7 @@ public sealed class GuestFile
     internal readonly List<int> _reads = new();
     internal long NextExpected = -1;     // the page after the last window read: a miss there is sequential
     internal long LastPage = -1;         // the page read last
+    internal bool ReadAheadDue;          // the last access hit the readahead marker
 }
 
 public sealed class PageCache : IDisposable
@@ -159,6 +160,7 @@ public sealed class PageCache : IDisposable
     {
         ulong g = Get(reader, f, page);
         _os.Vm.Page(new GuestPage(g)).Slice(offset, into.Length).CopyTo(into);
+        ReadAhead(reader, f);
     }
 
     /// <summary>write(): stores <paramref name="bytes"/> into file page <paramref name="page"/> at
@@ -170,6 +172,7 @@ public sealed class PageCache : IDisposable
         bytes.CopyTo(_os.Vm.Page(new GuestPage(g)).Slice(offset, bytes.Length));
         if ((_flags[g] & Dirty) == 0) _dirtyPages++;
         _flags[g] |= Dirty;
+        ReadAhead(writer, f);
     }
 
     /// <summary>fsync(): writes every dirty page back (they stay cached, clean). Returns how many; a failed write
@@ -204,10 +207,7 @@ public sealed class PageCache : IDisposable
             if ((_flags[g] & Marker) != 0)
             {
                 _flags[g] &= unchecked((byte)~Marker);
-                // Asynchronous readahead in Linux; here it runs now. A failed read is not the reader's error.
-                int window = Math.Min(f.ReadaheadWindowPages * 2, MaxReadaheadPages);
-                try { if (f.NextExpected >= 0 && f.NextExpected < f.Pages) Fill(p, f, f.NextExpected, window, demanded: false); }
-                catch (IOException) { }
+                f.ReadAheadDue = true;
             }
             f.LastPage = page;
             return g;
@@ -285,6 +285,18 @@ public sealed class PageCache : IDisposable
         ReadaheadPages += (ulong)(n - 1);
         ProtectClean(got);
         return got[0];
+    }
+
+    // A hit on the readahead marker reads the next window (asynchronous readahead in Linux; here it runs once the
+    // access is done, so reclaim for its pages never takes the page just used). A failed read is not the reader's error.
+    private void ReadAhead(GuestProcess p, GuestFile f)
+    {
+        if (!f.ReadAheadDue) return;
+        f.ReadAheadDue = false;
+        int window = Math.Min(f.ReadaheadWindowPages * 2, MaxReadaheadPages);
+        if (f.NextExpected < 0 || f.NextExpected >= f.Pages || _index.ContainsKey(DiskPage(f, f.NextExpected))) return;
+        try { Fill(p, f, f.NextExpected, window, demanded: false); }
+        catch (IOException) { }
     }
 
     // mark_page_accessed(): an unreferenced page becomes referenced; a referenced inactive page is activated.
