@@ -246,4 +246,62 @@ public class PageCacheTests
             File.Delete(path);
         }
     }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(200)]
+    public void Once_the_cache_thrashes_swappiness_decides_between_file_and_anonymous_pages(int swappiness)
+    {
+        using var t = new TestArena(512);
+        GuestVm vm = t.Vm("vm", 256);
+        using var os = new GuestOperatingSystem(vm, new GuestOsOptions { LowWaterPages = 8, HighWaterPages = 24, Swappiness = swappiness });
+        PageCache cache = os.PageCache;
+        GuestFile hot = cache.CreateFile("hot", 1, Fill);
+        GuestFile big = cache.CreateFile("big", 400, Fill);
+        GuestProcess reader = os.Spawn("reader", 1);
+        Anonymous(os, "anon", 60);
+        ReadPage(cache, reader, hot, 0);
+        for (long p = 0; !cache.HasShadow(hot, 0); p++) ReadPage(cache, reader, big, p);
+        ReadPage(cache, reader, hot, 0);             // a refault within the working set: the cache is thrashing
+        Assert.Equal(1UL, cache.RefaultActivations);
+        ulong dropped = cache.Dropped, swapped = os.Stats.SwapOuts;
+
+        os.Reclaim(os.FreePages + 40);
+
+        if (swappiness == 0)
+        {
+            Assert.Equal(swapped, os.Stats.SwapOuts);
+            Assert.True(cache.Dropped - dropped >= 40, $"{cache.Dropped - dropped} cache pages dropped");
+        }
+        else
+        {
+            Assert.Equal(dropped, cache.Dropped);
+            Assert.True(os.Stats.SwapOuts - swapped >= 40, $"{os.Stats.SwapOuts - swapped} anonymous pages swapped");
+        }
+    }
+
+    [Fact]
+    public void The_working_set_report_counts_file_pages_apart_and_available_memory_leaves_dirty_pages_out()
+    {
+        using var t = new TestArena(512);
+        GuestVm vm = t.Vm("vm", 256);
+        using var os = new GuestOperatingSystem(vm, new GuestOsOptions { LowWaterPages = 8, HighWaterPages = 24 });
+        PageCache cache = os.PageCache;
+        GuestFile f = cache.CreateFile("data", 30, Fill);
+        GuestProcess reader = os.Spawn("reader", 1);
+        Anonymous(os, "anon", 50);
+        for (long p = 0; p < 30; p++) ReadPage(cache, reader, f, p);
+        cache.Write(reader, f, 7, 0, [1, 2, 3, 4, 5, 6, 7, 8]);
+
+        WorkingSetReport r = os.ReportWorkingSet([0, 2]);
+        Assert.Equal(30UL, r.Bins.Aggregate(0UL, (n, b) => n + b.FilePages));
+        Assert.Equal(50UL, r.Bins.Aggregate(0UL, (n, b) => n + b.AnonPages));
+        Assert.Equal(30UL, r.Bins[0].FilePages);            // all used since the last report
+        r = os.ReportWorkingSet([0, 2]);
+        Assert.Equal(30UL, r.Bins[1].FilePages);            // none since: one period old
+
+        GuestMemoryStats s = os.Stats;
+        Assert.Equal(30UL, s.DiskCachePages);
+        Assert.Equal(os.FreePages + 29, s.AvailablePages);  // the dirty page needs a write before it is free
+    }
 }
