@@ -235,8 +235,8 @@ public sealed class PageCache : IDisposable
             for (int i = 0; i < n; i++)
             {
                 got.Add(_os.AllocateForCache(p));
-                // Reclaim for a later page may have made room by dropping... never an uncommitted page; but a
-                // readahead page must not cost the demanded one its place: stop reserving when memory is short.
+                // Reclaim (which the allocation may run) only drops committed pages, never these. Readahead is a
+                // guess: once memory is short it stops at the pages reserved so far rather than reclaim for more.
                 if (i > 0 && _os.FreePages <= _os.Options.LowWaterPages) { n = i + 1; break; }
             }
             Span<byte> buf = _window.AsSpan(0, n * _pageSize);
