@@ -388,7 +388,8 @@ internal static class RunCommand
         var table = new FittedTable($"{progress} · host pages not held by a VM {hostFree} · free arena frames (incl. slack) {t.FreeFrames} · moved {t.TransferredFrames}")
             .Column("VM", 0);
         // The columns are the per-VM record's (VmMeasures): sharing's where the run shares, an application's where one runs.
-        List<VmMeasure> columns = VmMeasures.TableColumns(sharing: Shares(s), app: t.Vms.Any(v => v.App is not null));
+        List<VmMeasure> columns = VmMeasures.TableColumns(sharing: Shares(s), app: t.Vms.Any(v => v.App is not null),
+            pageCache: t.Vms.Any(v => v.PageCachePages > 0 || v.PageCacheDroppedPages > 0));
         foreach (VmMeasure m in columns) table.Column(m.Header!, m.Importance);
         var host = new TickHost(t.FreeFrames, t.Sharing.SharedFrames, 0);
         foreach (VmSnapshot v in t.Vms)

@@ -16,7 +16,7 @@ public static class TimelinePlot
 
     private static readonly Color Held = Colors.SteelBlue, Allocation = Colors.Black, Target = Colors.DarkOrange,
         Actual = Colors.Chocolate, Active = Colors.ForestGreen, PageOuts = Colors.Purple, Low = Colors.Gold, Critical = Colors.Red,
-        Injection = Colors.Crimson, Recovery = Colors.Teal;
+        Injection = Colors.Crimson, Recovery = Colors.Teal, Cache = Colors.SlateGray, Refaults = Colors.DeepPink, Writebacks = Colors.Olive;
 
     /// <summary>Writes <paramref name="timeline"/> to <paramref name="path"/> (directories created):
     /// <paramref name="widthPx"/> wide, <paramref name="panelHeightPx"/> high per VM.</summary>
@@ -164,6 +164,26 @@ public static class TimelinePlot
         outs.LineWidth = 1.5f;
         outs.Axes.YAxis = plot.Axes.Right;
         plot.Axes.Right.Label.Text = "page-outs";
+        double rightMax = vm.GuestPageOuts.LastOrDefault();
+        // The guest's page cache, only where a guest has one (so other runs' plots keep their legend).
+        if (vm.PageCachePages.Any(x => x > 0) || vm.PageCacheDroppedPages.Any(x => x > 0))
+        {
+            Line(plot, ticks, vm.PageCachePages.Select(x => (double)x), Cache, "page cache", LinePattern.Solid, 1.5f);
+            foreach ((IReadOnlyList<ulong> series, Color color, string label) in new (IReadOnlyList<ulong>, Color, string)[]
+                     {
+                         (vm.PageCacheDroppedPages, Cache, "cache dropped (right)"), (vm.PageCacheRefaults, Refaults, "cache refaults (right)"),
+                         (vm.DirtyWritebacks, Writebacks, "dirty writebacks (right)"),
+                     })
+            {
+                var counts = plot.Add.ScatterLine(ticks, series.Select(x => (double)x).ToArray(), color);
+                counts.LegendText = label;
+                counts.LinePattern = LinePattern.Dashed;
+                counts.LineWidth = 1;
+                counts.Axes.YAxis = plot.Axes.Right;
+                rightMax = Math.Max(rightMax, series.LastOrDefault());
+            }
+            plot.Axes.Right.Label.Text = "page-outs, cache counts";
+        }
 
         Markers(plot, timeline, vm, ticks, areaWidthPx, labelled: true);
 
@@ -175,7 +195,7 @@ public static class TimelinePlot
         plot.Axes.Title.Label.Bold = true;
         plot.Axes.SetLimitsX(0, Math.Max(1, ticks[^1]));
         plot.Axes.SetLimitsY(0, vm.Pages * 1.05, plot.Axes.Left);
-        plot.Axes.SetLimitsY(0, Math.Max(10, vm.GuestPageOuts.LastOrDefault() * 1.1), plot.Axes.Right);
+        plot.Axes.SetLimitsY(0, Math.Max(10, rightMax * 1.1), plot.Axes.Right);
         if (last) plot.Axes.Bottom.Label.Text = "tick";
         if (first)
         {

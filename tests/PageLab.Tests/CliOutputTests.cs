@@ -103,7 +103,7 @@ public class CliOutputTests
 
         string[] rows = File.ReadAllLines(csv);
         Assert.Equal(string.Join(',', RunTimeline.CsvColumns), rows[0]);
-        Assert.Equal("tick,vm,heldFrames,allocationPages,balloonTargetPages,balloonActualPages,activeEstimatePages,workingSetPages,guestPageOuts,guestPageIns,demandFaults,hostStalls,condition,freeArenaFrames,sharedPages,cowBreaks,sharingCreditPages,hostSwapOuts,sharedFrames,framesMoved,appTransactions,appHeapBytesInGuest,appCacheMisses,appShrinkEvents,appWrongResults", rows[0]);
+        Assert.Equal("tick,vm,heldFrames,allocationPages,balloonTargetPages,balloonActualPages,activeEstimatePages,workingSetPages,guestPageOuts,guestPageIns,demandFaults,hostStalls,condition,freeArenaFrames,sharedPages,cowBreaks,sharingCreditPages,hostSwapOuts,sharedFrames,framesMoved,appTransactions,appHeapBytesInGuest,appCacheMisses,appShrinkEvents,appWrongResults,pageCachePages,pageCacheDroppedPages,pageCacheRefaults,dirtyWritebacks", rows[0]);
         RunSummary summary = RunSummary.FromJson(File.ReadAllText(json));
         Assert.Equal(26 * 2, rows.Length - 1); // ticks 0 to 25, two VMs
         string[][] cells = rows.Skip(1).Select(l => l.Split(',')).ToArray();

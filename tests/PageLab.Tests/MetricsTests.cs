@@ -13,6 +13,7 @@ public class MetricsTests
         "pagelab.host.frames.free", "pagelab.host.frames.used", "pagelab.host.frames.retired",
         "pagelab.vm.frames.held", "pagelab.vm.allocation", "pagelab.vm.balloon.target", "pagelab.vm.balloon.actual",
         "pagelab.vm.working_set.estimate", "pagelab.vm.condition", "pagelab.vm.page_outs", "pagelab.vm.page_ins", "pagelab.vm.faults",
+        "pagelab.vm.page_cache.pages", "pagelab.vm.page_cache.dropped", "pagelab.vm.page_cache.refaults", "pagelab.vm.page_cache.writebacks",
         "pagelab.scheduler.transfers", "pagelab.balloon.refused", "pagelab.injections", "pagelab.recoveries", "pagelab.recovery.duration",
         "pagelab.tick.duration", "pagelab.scheduler.step.duration", "pagelab.scheduler.sample_period.duration",
         "pagelab.scheduler.host_swapped", "pagelab.sharing.frames", "pagelab.sharing.pages", "pagelab.sharing.cow_breaks",

@@ -16,6 +16,9 @@ public sealed record GuestOsOptions
     /// <summary>Swap slots the guest may use; when they are all taken nothing more can be paged out
     /// (the guest is then under severe pressure). Unlimited when null.</summary>
     public long? SwapLimitPages { get; init; }
+    /// <summary>How reclaim weighs anonymous pages against file pages once the page cache is not simply trimmed
+    /// (Linux vm.swappiness, 0..200): 0 takes file pages only, 200 anonymous only.</summary>
+    public int Swappiness { get; init; } = 60;
 }
 
 /// <summary>Free page reporting (Linux page_reporting over virtio-balloon): the guest tells the host which
@@ -31,11 +34,21 @@ public sealed record FreePageReportingOptions
 
 /// <summary>Counters a guest OS keeps about its memory, as a balloon driver would report them.</summary>
 public readonly record struct GuestMemoryStats(
-    ulong TotalPages, ulong FreePages, ulong SwapOuts, ulong SwapIns, ulong MajorFaults, ulong MinorFaults, ulong OomKills);
-
-public sealed class GuestOperatingSystem : IDisposable
+    ulong TotalPages, ulong FreePages, ulong SwapOuts, ulong SwapIns, ulong MajorFaults, ulong MinorFaults, ulong OomKills)
 {
-    private const int NoOwner = -1;
+    /// <summary>virtio-balloon's "disk caches": pages of the page cache.</summary>
+    public ulong DiskCachePages { get; init; }
+    /// <summary>virtio-balloon's "available memory": free pages plus clean cache pages (reclaimable without I/O).</summary>
+    public ulong AvailablePages { get; init; }
+    /// <summary>Page-cache pages reclaim dropped, misses on a dropped page (refaults), dirty pages written back.</summary>
+    public ulong PageCacheDropped { get; init; }
+    public ulong PageCacheRefaults { get; init; }
+    public ulong DirtyWritebacks { get; init; }
+}
+
+public sealed partial class GuestOperatingSystem : IDisposable
+{
+    private const int NoOwner = -1, CacheOwner = -2;
 
     private readonly Stack<ulong> _free = new();        // LIFO: recently freed (backed) pages first
     private readonly bool[] _isFree;
@@ -53,11 +66,14 @@ public sealed class GuestOperatingSystem : IDisposable
     // event's MemoryFailure must not end the page's next user.
     private readonly Dictionary<ulong, string> _endedAtPageOut = new();
     private int _now;
+    private PageCache? _cache;
 
     public GuestOperatingSystem(GuestVm vm, GuestOsOptions? options = null)
     {
         Vm = vm;
         Options = options ?? new GuestOsOptions();
+        if (Options.Swappiness is < 0 or > 200)
+            throw new ArgumentOutOfRangeException(nameof(options), Options.Swappiness, $"{vm.Name}: swappiness must be 0..200, got {Options.Swappiness}");
         if (Options.HighWaterPages <= Options.LowWaterPages || Options.HighWaterPages >= vm.PageCount)
             throw new ArgumentOutOfRangeException(nameof(options), Options,
                 $"{vm.Name}: need LowWaterPages < HighWaterPages < the VM's {vm.PageCount} pages");
@@ -101,7 +117,11 @@ public sealed class GuestOperatingSystem : IDisposable
     /// <summary>Pages the guest paged out that the host had already swapped out (each read back first).</summary>
     public long DoublePagings { get; private set; }
 
-    public GuestMemoryStats Stats => new(Vm.PageCount, FreePages, _swapOuts, _swapIns, _majorFaults, _minorFaults, _oomKills);
+    public GuestMemoryStats Stats => new(Vm.PageCount, FreePages, _swapOuts, _swapIns, _majorFaults, _minorFaults, _oomKills)
+    {
+        DiskCachePages = _cache?.Pages ?? 0, AvailablePages = FreePages + (_cache?.CleanPagesCount ?? 0),
+        PageCacheDropped = _cache?.Dropped ?? 0, PageCacheRefaults = _cache?.Refaults ?? 0, DirtyWritebacks = _cache?.DirtyWritebacks ?? 0,
+    };
 
     /// <param name="balloon">The balloon driver's process: its pages are not the guest's working set.</param>
     public GuestProcess Spawn(string name, ulong virtualPages, bool pinned = false, bool balloon = false)
@@ -240,6 +260,7 @@ public sealed class GuestOperatingSystem : IDisposable
         if (_endedAtPageOut.Remove(g.Value, out string? ended)) return $"{ended}, when page-out found {g} bad";
         int pid = _ownerPid[g.Value];
         if (pid == NoOwner) return $"nobody ({g} was free)";
+        if (pid == CacheOwner) return _cache!.MemoryFailure(g.Value);
         GuestProcess p = _processes[pid];
         if (p.RunFirst is not null)
         {
@@ -279,7 +300,8 @@ public sealed class GuestOperatingSystem : IDisposable
             // The host has no frame for this page right now: take a page the guest already has instead.
             _free.Push(g);
             _isFree[g] = true;
-            if (PageOutOne(requireBacked: true) is null && !ensure(true))
+            bool backed(ulong c) => Vm.StateOf(new GuestPage(c)) != GuestPageState.Unbacked;
+            if ((_cache?.Shrink(1, backed) ?? 0) == 0 && PageOutOne(requireBacked: true) is null && !ensure(true))
             {
                 OomKill(requester);
                 throw new GuestProcessKilledException(requester);
@@ -299,11 +321,15 @@ public sealed class GuestOperatingSystem : IDisposable
         p.Resident--;
     }
 
-    /// <summary>Clock page-out until <paramref name="target"/> pages are free (two sweeps at most).</summary>
+    /// <summary>Reclaim until <paramref name="target"/> pages are free: the page cache's share first (clean pages
+    /// dropped, dirty ones written back; see <see cref="PageCache.ReclaimShare"/>), then clock page-out of
+    /// anonymous pages (two sweeps at most), then whatever file pages are left.</summary>
     public void Reclaim(ulong target)
     {
+        if (_cache is { } c && (ulong)_free.Count < target) c.Shrink(c.ReclaimShare(target - (ulong)_free.Count, Options.Swappiness));
         for (ulong scanned = 0; (ulong)_free.Count < target && scanned < 2 * Vm.PageCount; scanned++)
             ClockStep(requireBacked: false);
+        if (_cache is { } last && (ulong)_free.Count < target) last.Shrink(target - (ulong)_free.Count);
     }
 
     private ulong? PageOutOne(bool requireBacked)
@@ -319,7 +345,7 @@ public sealed class GuestOperatingSystem : IDisposable
         ulong g = _clockHand;
         _clockHand = (_clockHand + 1) % Vm.PageCount;
         int pid = _ownerPid[g];
-        if (pid == NoOwner) return null;
+        if (pid is NoOwner or CacheOwner) return null;   // file pages go by the page cache's lists
         GuestProcess p = _processes[pid];
         ulong vpn = _ownerVpn[g];
         if (p.Pinned) return null;
@@ -366,72 +392,6 @@ public sealed class GuestOperatingSystem : IDisposable
         return g;
     }
 
-    /// <summary>The guest's working-set report (as virtio-balloon working-set reporting): every page of
-    /// every process other than the balloon's, counted by age, the periods since the guest last used it
-    /// (its own page tables' referenced bits, read and cleared once per call, so one call ends a period).
-    /// The host chooses the bins: <paramref name="binEdgesPeriods"/>[i] is the oldest age bin i holds.
-    /// Pages in swap are counted with their age too: a young page in swap is demand the guest could not
-    /// keep resident.</summary>
-    public WorkingSetReport ReportWorkingSet(ReadOnlySpan<int> binEdgesPeriods)
-    {
-        for (int i = 0; i < binEdgesPeriods.Length; i++)
-            if (binEdgesPeriods[i] < 0 || (i > 0 && binEdgesPeriods[i] <= binEdgesPeriods[i - 1]))
-                throw new ArgumentException($"bin edges must be ascending and not negative, got [{string.Join(", ", binEdgesPeriods.ToArray())}]", nameof(binEdgesPeriods));
-        var resident = new ulong[binEdgesPeriods.Length + 1];
-        var swapped = new ulong[binEdgesPeriods.Length + 1];
-        ulong pinned = 0;
-        foreach (GuestProcess p in _processes)
-        {
-            if (p.Killed || p.IsBalloon) continue;
-            for (ulong v = 0; v < p.VirtualPages; v++)
-            {
-                long pte = p.Pte[v];
-                if (pte == 0) continue;
-                if (p.Pinned) { pinned++; continue; }
-                byte age = p.Referenced[v] ? (byte)0 : p.Age[v] == byte.MaxValue ? byte.MaxValue : (byte)(p.Age[v] + 1);
-                p.Referenced[v] = false;
-                p.Age[v] = age;
-                int bin = 0;
-                while (bin < binEdgesPeriods.Length && age > binEdgesPeriods[bin]) bin++;
-                if (pte > 0) resident[bin]++;
-                else swapped[bin]++;
-            }
-        }
-        var bins = new WorkingSetBin[resident.Length];
-        for (int i = 0; i < bins.Length; i++)
-            bins[i] = new WorkingSetBin(i < binEdgesPeriods.Length ? binEdgesPeriods[i] : null, resident[i], swapped[i]);
-        ulong swapIns = _swapInsPeriod;
-        _swapInsPeriod = 0;
-        return new WorkingSetReport(bins, pinned, (ulong)_free.Count, swapIns);
-    }
-
-    /// <summary>One free-page-reporting pass at <paramref name="tick"/>: free pages that still have a host
-    /// frame and have been free for the delay, at most the pass's fraction of the free pages. The guest keeps
-    /// them on its free list; the host may take their frames (the next use of such a page is a demand-zero
-    /// fault, as for any page the host took).</summary>
-    public List<GuestPage> ReportFreePages(int tick, FreePageReportingOptions options)
-    {
-        _now = tick;
-        var reported = new List<GuestPage>();
-        int budget = (int)Math.Ceiling(_free.Count * options.FractionPerPass);
-        if (budget == 0) return reported;
-        var backed = new List<ulong>();
-        foreach (ulong g in _free)
-        {
-            if (tick - _freedAt[g] < options.DelayTicks) continue;
-            backed.Add(g);
-        }
-        if (backed.Count == 0) return reported;
-        // The oldest free pages first: the LIFO free list hands out the newest first, so these are used last.
-        backed.Reverse();
-        foreach (ulong g in backed)
-        {
-            if (reported.Count == budget) break;
-            if (Vm.StateOf(new GuestPage(g)) == GuestPageState.Backed) reported.Add(new GuestPage(g));
-        }
-        return reported;
-    }
-
     /// <summary>The guest's clock, for free-page ages (ticks).</summary>
     public void SetTime(int tick) => _now = tick;
 
@@ -442,95 +402,9 @@ public sealed class GuestOperatingSystem : IDisposable
         _oomKills++;
     }
 
-    public void Dispose() => _swap.Dispose();
-}
-
-/// <summary>A guest process: a virtual address space translated in software by its page table.</summary>
-public sealed class GuestProcess
-{
-    internal GuestProcess(GuestOperatingSystem os, int pid, string name, ulong virtualPages, bool pinned, bool balloon)
+    public void Dispose()
     {
-        IsBalloon = balloon;
-        Referenced = new bool[virtualPages];
-        Age = new byte[virtualPages];
-        Os = os;
-        Pid = pid;
-        Name = name;
-        VirtualPages = virtualPages;
-        Pinned = pinned;
-        Pte = new long[virtualPages];
-        Accessed = new bool[virtualPages];
+        _cache?.Dispose();
+        _swap.Dispose();
     }
-
-    public GuestOperatingSystem Os { get; }
-    public int Pid { get; }
-    public string Name { get; }
-    public ulong VirtualPages { get; }
-    /// <summary>Pinned pages are never paged out (kernel-like memory).</summary>
-    public bool Pinned { get; }
-    /// <summary>The first guest page of the contiguous run reserved for this process
-    /// (<see cref="GuestOperatingSystem.SpawnPinnedRun"/>), or null.</summary>
-    public ulong? RunFirst { get; internal init; }
-    /// <summary>The balloon driver's process (its pages are not part of the working set).</summary>
-    public bool IsBalloon { get; }
-    public bool Killed { get; internal set; }
-    public ulong Resident { get; internal set; }
-    /// <summary>How many of this process's pages the guest OS has paged out so far.</summary>
-    public ulong SwappedOut { get; internal set; }
-    /// <summary>Pages the process gave back (unmapped) so far.</summary>
-    public ulong Releases { get; internal set; }
-
-    /// <summary>0 = never used; g+1 = resident at guest page g; -(slot+1) = in swap slot.</summary>
-    internal long[] Pte { get; }
-    internal bool[] Accessed { get; }
-    /// <summary>Used since the last working-set report (the clock hand clears <see cref="Accessed"/>,
-    /// not this).</summary>
-    internal bool[] Referenced { get; }
-    /// <summary>Working-set reports since the page was last used (saturates at 255).</summary>
-    internal byte[] Age { get; }
-
-    internal ulong? ResidentPage(ulong vpn)
-    {
-        CheckVpn(vpn);
-        return Pte[vpn] > 0 ? (ulong)(Pte[vpn] - 1) : null;
-    }
-
-    public bool IsResident(ulong vpn) => ResidentPage(vpn) is not null;
-    public bool IsSwapped(ulong vpn) { CheckVpn(vpn); return Pte[vpn] < 0; }
-
-    /// <summary>The bytes of a virtual page, made resident first. Loads and stores on the span are real
-    /// accesses to guest physical memory (and take a demand-zero fault where the host has no frame yet).</summary>
-    public Span<byte> Page(ulong vpn)
-    {
-        CheckVpn(vpn);
-        return Os.Vm.Page(new GuestPage(Os.EnsureResident(this, vpn)));
-    }
-
-    /// <summary>Marks a resident page accessed without reading it (what a periodic touch does to the
-    /// accessed bit). Returns false if the page is not resident.</summary>
-    public bool Touch(ulong vpn)
-    {
-        CheckVpn(vpn);
-        if (Pte[vpn] <= 0) return false;
-        Accessed[vpn] = true;
-        return true;
-    }
-
-    public void Release(ulong vpn)
-    {
-        CheckVpn(vpn);
-        Os.Release(this, vpn);
-    }
-
-    private void CheckVpn(ulong vpn)
-    {
-        if (vpn >= VirtualPages)
-            throw new ArgumentOutOfRangeException(nameof(vpn), vpn, $"process '{Name}' has virtual pages 0..{VirtualPages - 1}");
-    }
-}
-
-public sealed class GuestProcessKilledException(GuestProcess p)
-    : InvalidOperationException($"guest process '{p.Name}' (pid {p.Pid}) of {p.Os.Vm.Name} was terminated")
-{
-    public GuestProcess Process { get; } = p;
 }

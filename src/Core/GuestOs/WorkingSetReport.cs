@@ -3,10 +3,14 @@
 namespace PageLab.Core.GuestOs;
 
 /// <summary>Pages last used at most <paramref name="MaxAgePeriods"/> reports ago (and more than the
-/// previous bin's age; null: the oldest bin, every older page), resident and in the guest's swap.</summary>
+/// previous bin's age; null: the oldest bin, every older page): anonymous pages resident and in the guest's
+/// swap, and page-cache (file) pages.</summary>
 public readonly record struct WorkingSetBin(int? MaxAgePeriods, ulong ResidentPages, ulong SwappedPages)
 {
-    public ulong Pages => ResidentPages + SwappedPages;
+    /// <summary>Page-cache pages of this age (file pages; the others are anonymous).</summary>
+    public ulong FilePages { get; init; }
+    public ulong AnonPages => ResidentPages + SwappedPages;
+    public ulong Pages => ResidentPages + SwappedPages + FilePages;
 }
 
 /// <param name="Bins">Youngest first.</param>

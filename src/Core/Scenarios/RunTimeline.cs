@@ -36,6 +36,12 @@ public sealed class VmTimeline(string name, ulong pages)
     public IReadOnlyList<ulong> HostSwapOuts => Of(v => v.HostSwapOuts);
     /// <summary>Its application's totals at each tick (a sqlite workload), null where it has none.</summary>
     public IReadOnlyList<AppTotals?> App => Of(v => v.App);
+    /// <summary>Its guest's page-cache pages (virtio-balloon's disk caches).</summary>
+    public IReadOnlyList<ulong> PageCachePages => Of(v => v.PageCachePages);
+    /// <summary>Page-cache pages its guest dropped, refaults (misses on dropped pages), dirty pages written back, so far.</summary>
+    public IReadOnlyList<ulong> PageCacheDroppedPages => Of(v => v.PageCacheDroppedPages);
+    public IReadOnlyList<ulong> PageCacheRefaults => Of(v => v.PageCacheRefaults);
+    public IReadOnlyList<ulong> DirtyWritebacks => Of(v => v.DirtyWritebacks);
 
     // A series as a view over the samples: one copy of what was measured, however many series read it.
     private SampleSeries<T> Of<T>(Func<VmSnapshot, T> value) => new(Samples, value);

@@ -99,6 +99,8 @@ public sealed record VmSpec
     /// image of the same name (null: none).</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public ImageSpec? Image { get; init; }
+    /// <summary>The guest's vm.swappiness (0..200): how its reclaim weighs anonymous pages against page-cache pages.</summary>
+    public int Swappiness { get; init; } = 60;
 }
 
 /// <summary>A guest image (kernel text, libraries, page cache of the same files): <see cref="Pages"/> pages
@@ -266,6 +268,7 @@ public sealed record Scenario
             ulong init = InitialOf(v);
             if (init < v.MinPages || init > max) Fail($"{at}.initialPages", $"{init} is outside [{v.MinPages}, {max}]");
             initial += init;
+            if (v.Swappiness is < 0 or > 200) Fail($"{at}.swappiness", $"must be between 0 and 200 (Linux vm.swappiness), got {v.Swappiness}");
             if (v.Workload is null) Fail($"{at}.workload", "must not be null");
             ValidateWorkload(v.Workload!, WorkloadContextOf(v), $"{at}.workload", source);
             if (v.FreePageReporting is { } fpr)

@@ -35,6 +35,12 @@ public sealed record VmSnapshot(
     public ulong FramesTakenFromOthers { get; init; }
     /// <summary>Its application's totals so far (a sqlite workload), or null.</summary>
     public AppTotals? App { get; init; }
+    /// <summary>Its guest's page-cache pages now (virtio-balloon's disk caches).</summary>
+    public ulong PageCachePages { get; init; }
+    /// <summary>Page-cache pages its guest's reclaim dropped, misses on dropped pages, dirty pages written back, so far.</summary>
+    public ulong PageCacheDroppedPages { get; init; }
+    public ulong PageCacheRefaults { get; init; }
+    public ulong DirtyWritebacks { get; init; }
 }
 
 public sealed record TickSnapshot(int Tick, IReadOnlyList<VmSnapshot> Vms, long FreeFrames, long TransferredFrames, StepReport Step)
@@ -89,7 +95,7 @@ public sealed class ScenarioRunner : IDisposable
                 _unscheduled = vm;
                 if (spec.Sharing && Scheduler.Options.Reclamation.HasFlag(Reclamation.Share)) vm.EnableSharing();
                 vm.SetFaultAround(scenario.FaultAroundPages);
-                var os = new GuestOperatingSystem(vm, new GuestOsOptions { SwapDirectory = swapDirectory });
+                var os = new GuestOperatingSystem(vm, new GuestOsOptions { SwapDirectory = swapDirectory, Swappiness = spec.Swappiness });
                 // A VM that shares writes the shareable balloon value, so balloon pages left mapped collapse onto one frame.
                 var app = new BalloonApplication(os, vm.Id, shareableValue: vm.SharingEnabled);
                 Scheduler.Add(os, app, spec.Shares, spec.MinPages, spec.MaxPages ?? spec.Pages, scenario.InitialOf(spec));
@@ -100,6 +106,7 @@ public sealed class ScenarioRunner : IDisposable
                     : null);
                 _images.Add(spec.Image is { } image ? new ImageWorkload(os, image) : null);
                 _workloads.Add(CreateWorkload(os, spec, scenario, _tempDirectory));
+                if (os.PageCacheIfUsed is { } cache) ProtectPageCache(cache, _recovery[^1].Engine);
             }
         }
         catch
@@ -375,13 +382,15 @@ public sealed class ScenarioRunner : IDisposable
             ulong active = ActiveEstimate(v);
             MemoryConditionReport c = Condition.Query(v.Vm.Name);
             list.Add(new VmSnapshot(v.Vm.Name, v.Vm.PageCount, v.AllocationPages, held, v.BalloonTargetPages,
-                v.Backend.ActualPages, active, _workloads[i].WorkingSetPages(_tick), s.FreePages, s.FreePages,
+                v.Backend.ActualPages, active, _workloads[i].WorkingSetPages(_tick), s.FreePages, s.AvailablePages,
                 s.SwapIns, s.SwapOuts, s.MajorFaults, s.MinorFaults, f.DemandFaults, v.HostPressureStalls,
                 v.Balloon.PageOutsSeen, s.OomKills, c.Level, c.TrueAvailablePages, f.HostSwapOuts, f.HostSwapIns)
             {
                 SharedPages = v.Vm.SharedPages, CowBreaks = f.CowBreaks, SharingCreditPages = v.SharingCreditPages,
                 ImageWrongReads = _images[i]?.WrongReads ?? 0, FaultedAroundPages = f.FaultedAround,
                 FramesTakenFromOthers = f.TakenFromOthers, App = (_workloads[i] as IApplicationWorkload)?.Totals(),
+                PageCachePages = s.DiskCachePages, PageCacheDroppedPages = s.PageCacheDropped, PageCacheRefaults = s.PageCacheRefaults,
+                DirtyWritebacks = s.DirtyWritebacks,
             });
         }
         return list;
@@ -405,6 +414,19 @@ public sealed class ScenarioRunner : IDisposable
         engine.Protect(gpas, PageCategory.KernelLike);
         engine.Unrecoverable = os.MemoryFailure;
         return (kernel, engine);
+    }
+
+    // Page-cache pages are clean pages with a disk location (their file's offset on the guest's disk): recovery
+    // refills one an error hits from its file, as the policy says for clean pages with a disk copy.
+    private static void ProtectPageCache(PageCache cache, RecoveryEngine engine)
+    {
+        engine.UseDiskFile(cache.Disk);
+        cache.CleanPages = (pages, offsets) =>
+        {
+            var at = new Dictionary<GuestPage, long>(pages.Length);
+            for (int i = 0; i < pages.Length; i++) at[pages[i]] = offsets[i];
+            engine.Protect(pages, PageCategory.CleanWithDiskCopy, g => at[g]);
+        };
     }
 
     // Injects one error as the spec says, reports it to the VM's recovery engine, and records both.

@@ -11,8 +11,9 @@ public readonly record struct TickHost(long FreeArenaFrames, long SharedFrames, 
 /// <summary>A total so far (a meter counter; a plot draws its change per tick) or a level now (a meter gauge).</summary>
 public enum MeasureKind { Total, Level }
 
-/// <summary>Which VMs a live-table column is for: every run's, a run that shares pages, a run with an application.</summary>
-public enum MeasureGroup { Vm, Sharing, App }
+/// <summary>Which VMs a live-table column is for: every run's, a run that shares pages, a run with an application,
+/// a run whose guests cache file pages.</summary>
+public enum MeasureGroup { Vm, Sharing, App, PageCache }
 
 /// <summary>How a figure with no typed key of its own in the run summary is made from its per-tick values.</summary>
 public enum RunFigure { None, End, Max }
@@ -212,6 +213,28 @@ public static class VmMeasures
             Value = (v, _) => v.App?.FailedTransactions, Group = MeasureGroup.App, Header = "failed", Importance = 2, Trace = true,
             FromSummary = t => t.App?.FailedTransactions,
         },
+
+        // Its guest's page cache (a file workload's pages; 0 for a guest that reads no file). Summary keys by name.
+        new("pageCachePages", "{page}", "Guest pages in its page cache (virtio-balloon's disk caches)")
+        {
+            Value = (v, _) => v.PageCachePages, Kind = MeasureKind.Level, Group = MeasureGroup.PageCache, Csv = true,
+            Header = "page cache", Importance = 3, Meter = "pagelab.vm.page_cache.pages", Summary = RunFigure.End,
+        },
+        new("pageCacheDroppedPages", "{page}", "Page-cache pages its guest's reclaim dropped")
+        {
+            Value = (v, _) => v.PageCacheDroppedPages, Group = MeasureGroup.PageCache, Csv = true, Header = "cache dropped",
+            Importance = 2, Meter = "pagelab.vm.page_cache.dropped", Summary = RunFigure.End,
+        },
+        new("pageCacheRefaults", "{fault}", "Misses on page-cache pages its guest had dropped (shadow entries)")
+        {
+            Value = (v, _) => v.PageCacheRefaults, Group = MeasureGroup.PageCache, Csv = true, Header = "refaults",
+            Importance = 4, Meter = "pagelab.vm.page_cache.refaults", Summary = RunFigure.End,
+        },
+        new("dirtyWritebacks", "{page}", "Dirty page-cache pages its guest wrote back to their file")
+        {
+            Value = (v, _) => v.DirtyWritebacks, Group = MeasureGroup.PageCache, Csv = true, Header = "writebacks",
+            Importance = 1, Meter = "pagelab.vm.page_cache.writebacks", Summary = RunFigure.End,
+        },
     ];
 
     private static VmMeasure Run(string name, Func<VmTotals, double?> of) => new(name, "", $"the run summary's vms[].{name}") { FromSummary = of };
@@ -229,8 +252,15 @@ public static class VmMeasures
         All.FirstOrDefault(m => m.Name == name) ?? throw new ArgumentException($"no per-VM measure named '{name}'", nameof(name));
 
     /// <summary>The live table's columns for a tick: every figure with a header, of the groups the run has.</summary>
-    public static List<VmMeasure> TableColumns(bool sharing, bool app) =>
-        All.Where(m => m.Header is not null && (m.Group == MeasureGroup.Vm || (m.Group == MeasureGroup.Sharing && sharing) || (m.Group == MeasureGroup.App && app))).ToList();
+    public static List<VmMeasure> TableColumns(bool sharing, bool app, bool pageCache = false) =>
+        All.Where(m => m.Header is not null && m.Group switch
+        {
+            MeasureGroup.Vm => true,
+            MeasureGroup.Sharing => sharing,
+            MeasureGroup.App => app,
+            MeasureGroup.PageCache => pageCache,
+            _ => false,
+        }).ToList();
 
     /// <summary>A live-table cell ("-" where the VM has no such figure).</summary>
     public static string CellOf(VmMeasure m, VmSnapshot vm, TickHost host) =>

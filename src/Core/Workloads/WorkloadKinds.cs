@@ -21,6 +21,7 @@ public static class WorkloadKinds
         new TraceKind(),
         new PhasesKind(),
         new SqliteKind(),
+        new FileKind(),
     ];
 
     /// <summary>Every registered kind, in registration order (the order errors and docs list them in).</summary>
