@@ -199,9 +199,9 @@ public sealed unsafe partial class GuestVm : IDisposable
         get
         {
             using RegionUse use = Use();
-            ulong* c = stackalloc ulong[Lib.Counters];
-            FaultEngine.Check(Lib.RegionCounters(use.Id, c, Lib.Counters), "pl_region_counters");
-            return new FaultCounters(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]);
+            Lib.RegionCounters c;
+            FaultEngine.Check(Lib.RegionCountersGet(use.Id, (ulong*)&c, Lib.RegionCounters.Count), "pl_region_counters");
+            return FaultCounters.From(c);
         }
     }
 
