@@ -49,8 +49,6 @@ public sealed class RecoveryEngine : IDisposable
     public IReadOnlyCollection<uint> RetiredFrames { get { lock (_sync) return _retired.ToArray(); } }
     /// <summary>Each group's parity frame (for checks that recompute parity from scratch).</summary>
     public IReadOnlyDictionary<uint, int> ParityFrames { get { lock (_sync) return new Dictionary<uint, int>(_groupOfParity); } }
-    /// <summary>The pages of each group, in order of creation.</summary>
-    public IReadOnlyList<GuestPage> GroupedPages { get { lock (_sync) return _grouped.ToArray(); } }
 
     /// <summary>Called for an uncorrectable error on an unprotected page (or a protected one with no good
     /// copy): the guest terminates the context using it. Returns a description of what was terminated.</summary>
