@@ -25,8 +25,8 @@ internal static class CampaignCommand
     private static InjectionPath PathOf(string via)
     {
         if (via != "kernel") return InjectionPath.Protection;
-        if (!OperatingSystem.IsLinux()) throw new UsageException($"--via kernel: {KernelFaultInjector.WindowsReason}");
-        if (KernelFaultInjector.Available.Unavailable is string why) throw new UsageException($"--via kernel: no kernel injector here: {why}");
+        if (!OperatingSystem.IsLinux()) throw new UsageException($"--via kernel: {KernelErrorInjector.WindowsReason}");
+        if (KernelErrorInjector.Available.Unavailable is string why) throw new UsageException($"--via kernel: no kernel injector here: {why}");
         return InjectionPath.Kernel;
     }
 
@@ -117,7 +117,7 @@ internal static class CampaignCommand
                                         "a campaign's report is made at its end, so none is printed and no plot written");
                 return interrupts.ExitCode;
             }
-            string by = options.Via == InjectionPath.Kernel ? $", delivered by the kernel ({KernelFaultInjector.Available.Preferred})" : "";
+            string by = options.Via == InjectionPath.Kernel ? $", delivered by the kernel ({KernelErrorInjector.Available.Preferred})" : "";
             var table = new Table().Title($"campaign: {r.Injected} errors{by}, seed {options.Seed}, k = {options.GroupSize}, {r.Elapsed.TotalSeconds:0.0} s");
             table.AddColumns("", "count");
             table.AddRow("recovered (pages, parity frames, free frames)", $"{r.Recovered}");
@@ -176,16 +176,16 @@ internal static class CampaignCommand
             engine.Protect(Enumerable.Range(0, 16).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
             engine.Protect(Enumerable.Range(16, 16).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.CleanWithDiskCopy,
                 g => ((long)g.Value - 16) * arena.PageSize);
-            (int offset, byte[] mask) = FaultInjector.Pattern(parse.GetValue(kind), arena.PageSize, new Random(parse.GetValue(seed)));
+            (int offset, byte[] mask) = MemoryErrorInjector.Pattern(parse.GetValue(kind), arena.PageSize, new Random(parse.GetValue(seed)));
             GuestPage? page = where switch { "parity-page" => new GuestPage(5), "disk-page" => new GuestPage(20), "unprotected-page" => new GuestPage(40), _ => null };
             if (injection == InjectionPath.Kernel) return InjectViaKernel(vm, engine, page!.Value, offset, mask, parse.GetValue(kind), where);
             HostFrame frame = where switch
             {
                 "parity-frame" => new HostFrame(engine.ParityFrames.Keys.First()),
                 "free-frame" => arena.Allocate(1) is var f ? Release(arena, f[0]) : default,
-                _ => FaultInjector.IntoPage(vm, page!.Value, offset, mask)!.Value,
+                _ => MemoryErrorInjector.IntoPage(vm, page!.Value, offset, mask)!.Value,
             };
-            if (page is null) FaultInjector.IntoFrame(arena, frame, offset, mask);
+            if (page is null) MemoryErrorInjector.IntoFrame(arena, frame, offset, mask);
             ErrorReport r = engine.Report(frame);
             bool intact = page is not GuestPage p || r.Outcome != ErrorOutcome.Recovered || vm.Page(p).IndexOfAnyExcept((byte)(p.Value + 1)) < 0;
             AnsiConsole.MarkupLine($"{parse.GetValue(kind)} error ({mask.Length} mask bytes at offset {offset}) in {where} {frame}" +
@@ -202,18 +202,18 @@ internal static class CampaignCommand
     // SIGBUS), and the fault engine recovers or contains the page inside that fault.
     private static int InjectViaKernel(GuestVm vm, RecoveryEngine engine, GuestPage page, int offset, byte[] mask, ErrorKind kind, string where)
     {
-        PageLab.Core.Faults.MemoryErrorCounters before = PageLab.Core.Faults.KernelErrors.Counters;
-        HostFrame bad = KernelFaultInjector.IntoPage(vm, page, offset, mask)!.Value;
+        PageLab.Core.Faults.KernelErrorCounters before = PageLab.Core.Faults.KernelErrors.Counters;
+        HostFrame bad = KernelErrorInjector.IntoPage(vm, page, offset, mask)!.Value;
         GuestPageState stateBefore = vm.StateOf(page);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         byte first = System.Threading.Volatile.Read(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(vm.Page(page)));
         TimeSpan took = clock.Elapsed;
-        engine.RetireHandlerReplaced();
+        engine.CollectHandlerEvents();
         bool lost = vm.IsLost(page);
         bool intact = lost ? vm.Page(page).IndexOfAnyExcept((byte)0) < 0 : vm.Page(page).IndexOfAnyExcept((byte)(page.Value + 1)) < 0;
-        PageLab.Core.Faults.MemoryErrorCounters after = PageLab.Core.Faults.KernelErrors.Counters;
+        PageLab.Core.Faults.KernelErrorCounters after = PageLab.Core.Faults.KernelErrors.Counters;
         AnsiConsole.MarkupLine($"{kind} error ({mask.Length} mask bytes at offset {offset}) in {where} {bad} (guest {page}) " +
-                               $"behind a kernel poison marker ({KernelFaultInjector.Available.Preferred}); the engine was not told (page still {stateBefore})");
+                               $"behind a kernel poison marker ({KernelErrorInjector.Available.Preferred}); the engine was not told (page still {stateBefore})");
         AnsiConsole.MarkupLine($"guest read: SIGBUS ({after.Resolved - before.Resolved} resolved in the handler), read {first}; " +
                                $"outcome: [bold]{(lost ? ErrorOutcome.Contained : ErrorOutcome.Recovered)}[/] in {took.TotalMicroseconds:0.0} µs; " +
                                $"{(lost ? (intact ? "page reads zeros (contained), context ended" : "[red]page shows bad bytes[/]") : (intact ? "content bit-exact" : "[red]content differs[/]"))}; " +

@@ -1,6 +1,6 @@
 // `pagelab campaign model`: the long form of the engine's model-based interleaving check (random guest,
 // host and error operations from three threads against a shadow of every page, everything checked after
-// every round). The suite runs a short form of the same code. With --os-faults it is the anomaly campaign:
+// every round). The suite runs a short form of the same code. With --os-failures it is the anomaly campaign:
 // every feature at once while the engine's OS calls fail, each kind in turn and at random.
 using System.CommandLine;
 using PageLab.Core.Faults;
@@ -16,16 +16,17 @@ internal static class ModelCommand
         var operations = new Option<long>("--operations") { Description = "Operations in all (three threads, one each per round; 3..30000000)", DefaultValueFactory = _ => 1_000_000 };
         var seed = new Option<int>("--seed") { Description = "Seed of the operations", DefaultValueFactory = _ => 1 };
         var gc = new Option<bool>("--gc-stress") { Description = "Run a thread that forces full GCs meanwhile" };
-        var osFaults = new Option<bool>("--os-faults")
+        var osFailures = new Option<bool>("--os-failures")
         {
             Description = "The anomaly campaign: every feature at once (fault-around, disk copies, free page reporting, kernel-delivered errors, VMs created and destroyed too) " +
                           "while the engine's OS calls fail, each kind in turn and at random, and reads and writes come up short",
         };
+        osFailures.Aliases.Add("--os-faults"); // its first name: OS calls fail, no page fault is meant
         var command = new Command("model", "Random operations from several threads against a shadow of every page; checks bytes, parity and frame accounting after every round.");
         command.Options.Add(operations);
         command.Options.Add(seed);
         command.Options.Add(gc);
-        command.Options.Add(osFaults);
+        command.Options.Add(osFailures);
         command.SetAction(parse => Program.Guarded(() =>
         {
             long ops = parse.GetValue(operations);
@@ -39,8 +40,8 @@ internal static class ModelCommand
             AnsiConsole.Progress().Start(ctx =>
             {
                 ProgressTask task = ctx.AddTask($"operations (seed {parse.GetValue(seed)}{(parse.GetValue(gc) ? ", GC stress on" : "")}" +
-                                                $"{(parse.GetValue(osFaults) ? ", OS calls failing" : "")})", maxValue: rounds * 3L);
-                r = InterleavingModel.Run(parse.GetValue(seed), rounds, parse.GetValue(gc), new Progress<long>(n => task.Value = n), parse.GetValue(osFaults));
+                                                $"{(parse.GetValue(osFailures) ? ", OS calls failing" : "")})", maxValue: rounds * 3L);
+                r = InterleavingModel.Run(parse.GetValue(seed), rounds, parse.GetValue(gc), new Progress<long>(n => task.Value = n), parse.GetValue(osFailures));
                 task.Value = task.MaxValue;
             });
             var table = new Table().AddColumn("what").AddColumn(new TableColumn("count").RightAligned());

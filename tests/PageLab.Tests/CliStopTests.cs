@@ -109,6 +109,8 @@ public class CliStopTests
     [InlineData(new[] { "sweep", "x.json", "--out", "" }, "--out: the file name is empty")]
     [InlineData(new[] { "run", "--no-plot", "--json", "/proc/pagelab-x" }, "--json /proc/pagelab-x: not writable (no file can be created in /proc)")]
     [InlineData(new[] { "campaign", "model", "--operations", "2" }, "--operations 2: out of range (accepted: 3 to 30000000)")]
+    [InlineData(new[] { "campaign", "model", "--os-failures", "--operations", "2" }, "--operations 2: out of range (accepted: 3 to 30000000)")]
+    [InlineData(new[] { "campaign", "model", "--os-faults", "--operations", "2" }, "--operations 2: out of range (accepted: 3 to 30000000)")] // the option's first name
     public void Unusable_output_names_and_out_of_range_counts_are_usage_errors_naming_the_option(string[] args, string expected)
     {
         if (!OperatingSystem.IsLinux()) Assert.Skip("/proc is Linux");

@@ -24,7 +24,7 @@ public class InterleavingModelTests
     }
 }
 
-// The anomaly campaign (`pagelab campaign model --os-faults`), short form: every feature at once while the
+// The anomaly campaign (`pagelab campaign model --os-failures`), short form: every feature at once while the
 // engine's OS calls fail, each kind in turn and at random; every kind must have failed, and no byte may be
 // wrong unless its page is flagged lost.
 public class OsFaultCampaignTests
@@ -34,12 +34,12 @@ public class OsFaultCampaignTests
     {
         if (!OperatingSystem.IsLinux() && !OperatingSystem.IsWindows()) Assert.Skip("the fault engine runs on Linux and Windows");
         using var watchdog = GcStress.Watchdog("anomaly campaign");
-        ModelResult r = InterleavingModel.Run(seed: 7, rounds: 3000, gcStress: true, osFaults: true);
+        ModelResult r = InterleavingModel.Run(seed: 7, rounds: 3000, gcStress: true, osFailures: true);
 
         Assert.True(r.Problems.Count == 0, string.Join("\n", r.Problems.Take(10)));
         Assert.Equal(0, r.WrongBytes);
         Assert.NotNull(r.OsCalls);
-        bool kernel = OperatingSystem.IsLinux() && PageLab.Core.Recovery.KernelFaultInjector.Available.Preferred is not null;
+        bool kernel = OperatingSystem.IsLinux() && PageLab.Core.Recovery.KernelErrorInjector.Available.Preferred is not null;
         foreach ((PageLab.Core.Faults.OsCall kind, PageLab.Core.Faults.OsCallCounts c) in r.OsCalls!)
         {
             if (!kernel && kind is PageLab.Core.Faults.OsCall.Uffd or PageLab.Core.Faults.OsCall.Advise or PageLab.Core.Faults.OsCall.Peek) continue;

@@ -4,7 +4,7 @@
 // errors in shared frames) from several threads in random orders, against a
 // managed shadow of every page's content; after every round of steps, every page, every parity group and
 // the frame accounting are checked. The suite runs a short form; `pagelab campaign model` the long one.
-// With osFaults (the anomaly campaign, `pagelab campaign model --os-faults`) every feature runs at once
+// With osFailures (the anomaly campaign, `pagelab campaign model --os-failures`) every feature runs at once
 // (fault-around, clean disk copies, kernel-delivered errors and VMs created and destroyed as well) while the engine's OS calls
 // fail, each kind in turn and all at random, and reads and writes come up short; after every round the
 // engine's own table checks (free bitmap, counts, mapping count) and the kernel's /proc/self/maps are
@@ -41,7 +41,7 @@ public static class InterleavingModel
         // (read-only, covered) at that instant. A page a guest had just written has no good copy: lost.
         public readonly Dictionary<int, (HostFrame Frame, bool MustRecover)> Outstanding = new();
         public GuestPage[] Sampled = [];
-        public FileStream? Disk;                                // clean copies of the host's pages (osFaults)
+        public FileStream? Disk;                                // clean copies of the host's pages (osFailures)
     }
 
     // Values guests write now and then, the same in both VMs and on every page, so pages merge.
@@ -50,7 +50,7 @@ public static class InterleavingModel
     // Shareable pages: the unprotected blocks (2: the host's, 3: guest thread 0's).
     private static bool Shareable(int page) => page >= 32;
 
-    // The anomaly campaign's state (osFaults): one run at a time per process (the injector is process-wide).
+    // The anomaly campaign's state (osFailures): one run at a time per process (the injector is process-wide).
     private sealed class Anomalies
     {
         public long Refused, KernelInjected, VmsCycled, WrongBytes, PagesReported;
@@ -73,7 +73,7 @@ public static class InterleavingModel
         _ => 12,                               // ENOMEM
     };
 
-    public static ModelResult Run(int seed, int rounds, bool gcStress = false, IProgress<long>? progress = null, bool osFaults = false)
+    public static ModelResult Run(int seed, int rounds, bool gcStress = false, IProgress<long>? progress = null, bool osFailures = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(rounds, 1);
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -82,10 +82,10 @@ public static class InterleavingModel
         var models = new List<VmModel>();
         var problems = new List<string>();
         long injected = 0, reported = 0, checkedPages = 0;
-        Anomalies? anomalies = osFaults ? new Anomalies() : null;
+        Anomalies? anomalies = osFailures ? new Anomalies() : null;
         if (anomalies is not null)
         {
-            anomalies.Kernel = OperatingSystem.IsLinux() ? KernelFaultInjector.Available.Preferred : null;
+            anomalies.Kernel = OperatingSystem.IsLinux() ? KernelErrorInjector.Available.Preferred : null;
             anomalies.Kinds = FailedKinds(anomalies.Kernel is not null);
             OsFailureInjector.Off();
         }
@@ -99,12 +99,12 @@ public static class InterleavingModel
                 var m = new VmModel { Vm = vm, Engine = new RecoveryEngine(vm, new ProtectionPolicy { GroupSize = K }) };
                 vm.RefillPool();
                 vm.EnableSharing();
-                if (osFaults && v == 1) vm.SetFaultAround(8); // demand faults on never-used pages map their neighbours too
+                if (osFailures && v == 1) vm.SetFaultAround(8); // demand faults on never-used pages map their neighbours too
                 vm.Back(new GuestPage(0), Pages);
                 for (int p = 0; p < Pages; p++) Fill(vm, p, m.Value[p] = Word(seed, v, p, 0));
                 m.Engine.Protect(Enumerable.Range(0, 32).Select(p => new GuestPage((ulong)p)).ToArray(), PageCategory.ReadMostly);
                 int vmIndex = v;
-                if (osFaults)
+                if (osFailures)
                 {
                     // Clean disk copies for the host's own pages (only the host writes them, so a copy it writes is exact).
                     m.Disk = new FileStream(Path.Combine(Path.GetTempPath(), $"pagelab-model-disk-{Environment.ProcessId}-{v}"), FileMode.Create,
@@ -259,7 +259,7 @@ public static class InterleavingModel
                 {
                     int key = Protected(page) ? -1 - page / K : page;
                     if (m.Outstanding.ContainsKey(key)) break;
-                    (int offset, byte[] mask) = FaultInjector.Pattern((ErrorKind)rng.Next(4), vm.Arena.PageSize, rng);
+                    (int offset, byte[] mask) = MemoryErrorInjector.Pattern((ErrorKind)rng.Next(4), vm.Arena.PageSize, rng);
                     bool onlyProtected = Protected(page) && rng.Next(2) == 0;
                     // A host page protected by its disk copy must come back too (only the host writes it, so it
                     // stays protected until the error is handled).
@@ -295,7 +295,7 @@ public static class InterleavingModel
                     (uint parity, int group) = groups.ElementAt(rng.Next(groups.Count));
                     if (m.Outstanding.Keys.Any(k => k < 0 && m.Vm.GroupOf(new GuestPage((ulong)(-1 - k) * K)) == group)) break;
                     if (Enumerable.Range(0, 32).Any(p => m.Vm.StateOf(new GuestPage((ulong)p)) == GuestPageState.Poisoned)) break;
-                    FaultInjector.IntoFrame(vm.Arena, new HostFrame(parity), rng.Next(vm.Arena.PageSize), [0xA5]);
+                    MemoryErrorInjector.IntoFrame(vm.Arena, new HostFrame(parity), rng.Next(vm.Arena.PageSize), [0xA5]);
                     injected++;
                     ErrorReport r = m.Engine.Report(new HostFrame(parity));
                     reported++;
@@ -320,7 +320,7 @@ public static class InterleavingModel
                     // A loss the engine flagged (contained, or ended at the mapping budget) is heard before the
                     // page is reused: a back or remap starts the page afresh and clears its lost flag, and the
                     // shadow learns of the loss only from the event (Unrecoverable).
-                    if (vm.IsLost(hg)) m.Engine.RetireHandlerReplaced();
+                    if (vm.IsLost(hg)) m.Engine.CollectHandlerEvents();
                     switch (rng.Next(5))
                     {
                         case 0:
@@ -399,14 +399,14 @@ public static class InterleavingModel
                     {
                         if (vm.Arena.StateOf(f) != FrameState.Shared || !OnlyHostPagesShare(models, f)) continue;
                         bool zero = MemoryMarshal.Cast<byte, ulong>(vm.Arena.FrameBytes(f)).IndexOfAnyExcept(0UL) < 0;
-                        FaultInjector.IntoFrame(vm.Arena, f, rng.Next(vm.Arena.PageSize), [0x5A]);
+                        MemoryErrorInjector.IntoFrame(vm.Arena, f, rng.Next(vm.Arena.PageSize), [0x5A]);
                         injected++;
                         ErrorReport r = m.Engine.Report(f);
                         reported++;
                         if (r.Outcome != (zero ? ErrorOutcome.Recovered : ErrorOutcome.Contained))
                             problems.Add($"round {round}: an error in shared {f} (zero: {zero}) ended {r.Outcome}");
                         if (vm.Arena.StateOf(f) != FrameState.Retired) problems.Add($"round {round}: shared {f} with an error is {vm.Arena.StateOf(f)}");
-                        foreach (VmModel o in models) o.Engine.RetireHandlerReplaced(); // every VM hears of its lost pages now
+                        foreach (VmModel o in models) o.Engine.CollectHandlerEvents(); // every VM hears of its lost pages now
                         break;
                     }
                     break;
@@ -424,8 +424,8 @@ public static class InterleavingModel
                         var kg = new GuestPage((ulong)kp);
                         bool onlyProtected = rng.Next(2) == 0;
                         bool diskCopy = m.Disk is not null && Owner(kp) == Guests && vm.StateOf(kg) == GuestPageState.Tracked;
-                        (int offset, byte[] mask) = FaultInjector.Pattern((ErrorKind)rng.Next(4), vm.Arena.PageSize, rng);
-                        if (KernelFaultInjector.IntoPage(vm, kg, offset, mask, onlyIfProtected: onlyProtected, how) is not HostFrame hit) continue;
+                        (int offset, byte[] mask) = MemoryErrorInjector.Pattern((ErrorKind)rng.Next(4), vm.Arena.PageSize, rng);
+                        if (KernelErrorInjector.IntoPage(vm, kg, offset, mask, onlyIfProtected: onlyProtected, how) is not HostFrame hit) continue;
                         // Nobody is told: a guest access takes the SIGBUS and recovers or contains it in the handler, or a report does.
                         m.Outstanding[key] = (hit, onlyProtected || diskCopy);
                         anomalies.KernelInjected++;

@@ -283,8 +283,9 @@ public sealed class RecoveryEngine : IDisposable
     }
 
     /// <summary>Collects what the fault handler did on guest accesses since the last call: recovered pages
-    /// are counted; contained ones end their guest context (<see cref="Unrecoverable"/>).</summary>
-    public void RetireHandlerReplaced()
+    /// are counted; contained ones end their guest context (<see cref="Unrecoverable"/>); the kernel's
+    /// deferred reports (action optional) are handled as reports of their frames.</summary>
+    public void CollectHandlerEvents()
     {
         lock (_sync)
         {

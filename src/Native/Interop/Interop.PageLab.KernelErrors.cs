@@ -11,10 +11,10 @@ internal static unsafe partial class Interop
         /// <summary>Event kind: the kernel reported the page bad (BUS_MCEERR_AO); handle it as a report.</summary>
         public const uint EventReported = 16;
         public const int KernelUffdPoison = 1, KernelHwPoison = 2;
-        public const int MemoryErrorCounts = 6;
+        public const int KernelErrorCounts = 6;
 
-        [LibraryImport(Lib, EntryPoint = "pl_memory_error_counts")] public static partial int MemoryErrorCountsGet(ulong* counts, int n);
-        [LibraryImport(Lib, EntryPoint = "pl_memory_errors_drain")] public static partial int MemoryErrorsDrain(int id);
+        [LibraryImport(Lib, EntryPoint = "pl_memory_error_counts")] public static partial int KernelErrorCountsGet(ulong* counts, int n);
+        [LibraryImport(Lib, EntryPoint = "pl_memory_errors_drain")] public static partial int KernelErrorsDrain(int id);
         [LibraryImport(Lib, EntryPoint = "pl_page_kernel_poisoned")] public static partial int PageKernelPoisoned(int id, ulong page);
         [LibraryImport(Lib, EntryPoint = "pl_previous_bus_flags")] public static partial long PreviousBusFlags();
         [LibraryImport(Lib, EntryPoint = "pl_kernel_injectors")]
