@@ -67,58 +67,45 @@ internal static class CampaignCommand
             // A second signal exits at once: the plot's partial file and the campaign's disk file must not stay.
             using IDisposable removeUnwritten = interrupts.AtExitNow(locks.RemoveUnwritten);
             using IDisposable removeDisk = interrupts.AtExitNow(RemoveCampaignFiles);
-            int injected = 0;
-            // Called on the campaign's own thread between injections: a stop there unwinds the campaign, which
-            // stops its guest threads and removes its files before the exception reaches us.
-            void Step(int n)
-            {
-                injected = n;
-                if (interrupts.Requested && n < options.Injections) throw new OperationCanceledException();
-            }
+            // A first signal stops the campaign between injections; it then makes its end-of-campaign checks on
+            // the errors injected so far and returns them, reported below like a whole campaign's.
+            CancellationToken stopEarly = interrupts.Stopping;
             AnsiConsole.MarkupLine($"campaign: [bold]{options.Injections}[/] errors into a running guest, seed {options.Seed}, parity groups of {options.GroupSize} pages");
             if (options.GcStress) AnsiConsole.MarkupLine("[yellow]GC stress on[/]: a thread forces full garbage collections throughout");
-            CampaignResult? r;
+            CampaignResult r;
             if (Console.IsOutputRedirected)
             {
                 // A line per 10 % of the injections, as `run` does per 10 % of its ticks.
                 var progress = new RunProgress(options.Injections, "injection");
-                r = Stoppable(() => RecoveryCampaign.Run(options, new Synchronous(n =>
+                r = RecoveryCampaign.Run(options, new Synchronous(n =>
                 {
                     if (n > 0 && progress.Due(n)) Console.WriteLine($"  {progress.Caption(n)}");
-                    Step(n);
-                })));
+                }), stopEarly);
             }
             else
             {
-                r = Stoppable(() =>
+                CampaignResult? shown = null;
+                AnsiConsole.Progress()
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+                .Start(ctx =>
                 {
-                    CampaignResult? shown = null;
-                    AnsiConsole.Progress()
-                    .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-                    .Start(ctx =>
-                    {
-                        ProgressTask task = ctx.AddTask("injecting", maxValue: options.Injections);
-                        // Reported every 64 injections on the campaign's own thread, so the bar moves evenly.
-                        shown = RecoveryCampaign.Run(options, new Synchronous(n =>
-                        {
-                            task.Value = n;
-                            Step(n);
-                        }));
-                        task.Value = options.Injections;
-                    });
-                    return shown;
+                    ProgressTask task = ctx.AddTask("injecting", maxValue: options.Injections);
+                    // Reported every 64 injections on the campaign's own thread, so the bar moves evenly.
+                    shown = RecoveryCampaign.Run(options, new Synchronous(n => task.Value = n), stopEarly);
+                    task.Value = shown.Injected;
                 });
+                r = shown!;
             }
-            if (r is null)
+            if (r.Stopped)
             {
-                // Its counts and checks are only whole at the campaign's end (the final shadow check), so a
-                // stopped campaign reports how far it got and writes no plot rather than a misleading one.
-                Console.Error.WriteLine($"pagelab: interrupted after {injected} of {options.Injections} injections ({interrupts.Signal}); " +
-                                        "a campaign's report is made at its end, so none is printed and no plot written");
-                return interrupts.ExitCode;
+                // The counts and checks below are whole for the errors injected: the campaign made its final
+                // shadow check at the stop. No plot: a campaign's plot shows a whole run.
+                Console.Error.WriteLine($"pagelab: interrupted after {r.Injected} of {options.Injections} injections ({interrupts.Signal}); " +
+                                        "the report covers those, checked at the stop; no plot written");
             }
             string by = options.Via == InjectionPath.Kernel ? $", delivered by the kernel ({KernelErrorInjector.Available.Preferred})" : "";
-            var table = new Table().Title($"campaign: {r.Injected} errors{by}, seed {options.Seed}, k = {options.GroupSize}, {r.Elapsed.TotalSeconds:0.0} s");
+            string what = r.Stopped ? $"stopped after {r.Injected} of {options.Injections} errors" : $"{r.Injected} errors";
+            var table = new Table().Title($"campaign: {what}{by}, seed {options.Seed}, k = {options.GroupSize}, {r.Elapsed.TotalSeconds:0.0} s");
             table.AddColumns("", "count");
             table.AddRow("recovered (pages, parity frames, free frames)", $"{r.Recovered}");
             table.AddRow("contained (unprotected page: its context terminated)", $"{r.Contained}");
@@ -133,13 +120,15 @@ internal static class CampaignCommand
             foreach ((CampaignTarget t, long n) in r.Targets.OrderBy(kv => kv.Key)) table.AddRow($"  injected into a {PageLab.Report.CampaignPlot.Words(t)}", $"{n}");
             Terminal.Write(table);
             foreach (string p in r.Problems) AnsiConsole.MarkupLine($"[red]{Markup.Escape(p)}[/]");
+            bool whole = r.Lost == 0 && r.Problems.Count == 0 && r.ReaderMismatches == 0;
+            if (r.Stopped) return whole ? interrupts.ExitCode : ExitCodes.Failed;
             if (plotPath is not null)
             {
                 PageLab.Report.PlotImage image = PageLab.Report.CampaignPlot.SavePng(r, locks.Partial(plotPath));
                 locks.Commit(plotPath);
                 AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(plotPath)}[/] ({image.WidthPx}x{image.HeightPx} px)");
             }
-            return r.Lost == 0 && r.Problems.Count == 0 && r.ReaderMismatches == 0 ? 0 : 1;
+            return whole ? 0 : ExitCodes.Failed;
         }));
         return command;
     }
@@ -222,18 +211,6 @@ internal static class CampaignCommand
     }
 
     // The campaign's result, or null when a signal stopped it part way (Step threw).
-    private static CampaignResult? Stoppable(Func<CampaignResult?> campaign)
-    {
-        try
-        {
-            return campaign();
-        }
-        catch (OperationCanceledException)
-        {
-            return null;
-        }
-    }
-
     // The campaign's disk file (RecoveryCampaign: pagelab-campaign-PID-SEED in the temporary directory), for a
     // process exiting at once, whose open handle would otherwise never delete it.
     private static void RemoveCampaignFiles()

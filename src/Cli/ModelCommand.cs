@@ -32,18 +32,20 @@ internal static class ModelCommand
             long ops = parse.GetValue(operations);
             if (ops is < 3 or > 30_000_000)
                 throw new UsageException($"--operations {ops}: out of range (accepted: 3 to 30000000)");
-            // Its threads work on the VMs' memory between rounds, so it cannot stop part way: a signal exits at
-            // once (it writes no files), with the terminal's cursor shown again.
-            using var interrupts = new Interrupts("the model check has no partial result; exiting", firstExits: true);
+            // A first signal stops it after the round under way (its threads and checks finish that round), and the
+            // rounds done are reported; a second exits at once (it writes no files), the cursor shown again.
+            using var interrupts = new Interrupts("stopping after this round");
             int rounds = (int)((ops + 2) / 3); // one operation per thread per round, three threads
             ModelResult r = null!;
             AnsiConsole.Progress().Start(ctx =>
             {
                 ProgressTask task = ctx.AddTask($"operations (seed {parse.GetValue(seed)}{(parse.GetValue(gc) ? ", GC stress on" : "")}" +
                                                 $"{(parse.GetValue(osFailures) ? ", OS calls failing" : "")})", maxValue: rounds * 3L);
-                r = InterleavingModel.Run(parse.GetValue(seed), rounds, parse.GetValue(gc), new Progress<long>(n => task.Value = n), parse.GetValue(osFailures));
-                task.Value = task.MaxValue;
+                r = InterleavingModel.Run(parse.GetValue(seed), rounds, parse.GetValue(gc), new Progress<long>(n => task.Value = n), parse.GetValue(osFailures),
+                                          interrupts.Stopping);
+                task.Value = r.Operations;
             });
+            if (r.Stopped) AnsiConsole.MarkupLine($"campaign model stopped after {r.Rounds:N0} of {rounds:N0} rounds ({interrupts.Signal}); each round done was checked");
             var table = new Table().AddColumn("what").AddColumn(new TableColumn("count").RightAligned());
             table.AddRow("operations", $"{r.Operations:N0}");
             table.AddRow("rounds checked (bytes, parity, frame accounting)", $"{r.Rounds:N0}");
@@ -75,7 +77,8 @@ internal static class ModelCommand
             }
             AnsiConsole.MarkupLine($"elapsed {r.Elapsed.TotalSeconds:0.0} s");
             foreach (string p in r.Problems.Take(20)) Console.Error.WriteLine($"pagelab: {p}");
-            return r.Problems.Count == 0 ? 0 : 1;
+            if (r.Problems.Count > 0) return ExitCodes.Failed;
+            return r.Stopped ? interrupts.ExitCode : ExitCodes.Ok;
         }));
         return command;
     }

@@ -304,7 +304,7 @@ public class KernelErrorTests
         CampaignResult r = RecoveryCampaign.Run(new CampaignOptions
         {
             Injections = 2000, Seed = 5, Readers = 1, Writers = 1, GcStress = true, Via = InjectionPath.Kernel,
-        });
+        }, stopEarly: TestContext.Current.CancellationToken);
 
         Assert.Empty(r.Problems);
         Assert.Equal(2000, r.Injected);

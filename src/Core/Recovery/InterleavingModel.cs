@@ -20,7 +20,7 @@ namespace PageLab.Core.Recovery;
 public sealed record ModelResult(long Operations, long Rounds, long Injected, long Reported, long HandlerRecovered,
     long Contained, long HostSwapOuts, long PagesChecked, IReadOnlyList<string> Problems, TimeSpan Elapsed,
     long PagesMerged = 0, long CowBreaks = 0, long WrongBytes = 0, long Refused = 0, long KernelInjected = 0, long VmsCycled = 0,
-    IReadOnlyDictionary<OsCall, OsCallCounts>? OsCalls = null, long FreePagesReported = 0);
+    IReadOnlyDictionary<OsCall, OsCallCounts>? OsCalls = null, long FreePagesReported = 0, bool Stopped = false);
 
 public static class InterleavingModel
 {
@@ -73,7 +73,10 @@ public static class InterleavingModel
         _ => 12,                               // ENOMEM
     };
 
-    public static ModelResult Run(int seed, int rounds, bool gcStress = false, IProgress<long>? progress = null, bool osFailures = false)
+    /// <summary>Runs <paramref name="rounds"/> rounds, or fewer: once <paramref name="stopEarly"/> is cancelled the
+    /// round under way is finished and checked, and the result covers the rounds done (<see cref="ModelResult.Stopped"/>).</summary>
+    public static ModelResult Run(int seed, int rounds, bool gcStress = false, IProgress<long>? progress = null, bool osFailures = false,
+                                  CancellationToken stopEarly = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(rounds, 1);
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -146,6 +149,7 @@ public static class InterleavingModel
             threads.ForEach(t => t.Start());
             var host = new Random(seed);
             var sharedByValue = new Dictionary<ulong, HostFrame>();
+            int done = 0;
             for (int round = 0; round < rounds; round++)
             {
                 if (anomalies is not null)
@@ -156,7 +160,9 @@ public static class InterleavingModel
                 HostStep(models, sharedByValue, host, problems, round, ref injected, ref reported, anomalies, arena);
                 barrier.SignalAndWait();
                 checkedPages += Check(arena, models, problems, round, anomalies);
-                if (problems.Count > 20) stop.Cancel();
+                done = round + 1;
+                // Between the two barriers: the guest threads read the stop after this one and leave their loop too.
+                if (problems.Count > 20 || stopEarly.IsCancellationRequested) stop.Cancel();
                 barrier.SignalAndWait();
                 if (stop.IsCancellationRequested) break;
                 if (round % 1000 == 0) progress?.Report((long)round * (Guests + 1));
@@ -173,9 +179,10 @@ public static class InterleavingModel
                 cow += (long)c.CowBreaks;
             }
             IReadOnlyDictionary<OsCall, OsCallCounts>? os = anomalies is null ? null : OsFailureInjector.Counts;
-            return new ModelResult((long)rounds * (Guests + 1), rounds, injected, reported, handler, contained, swaps, checkedPages,
+            return new ModelResult((long)done * (Guests + 1), done, injected, reported, handler, contained, swaps, checkedPages,
                 problems, clock.Elapsed, merged, cow, anomalies is null ? 0 : Interlocked.Read(ref anomalies.WrongBytes),
-                anomalies?.Refused ?? 0, anomalies?.KernelInjected ?? 0, anomalies?.VmsCycled ?? 0, os, anomalies?.PagesReported ?? 0);
+                anomalies?.Refused ?? 0, anomalies?.KernelInjected ?? 0, anomalies?.VmsCycled ?? 0, os, anomalies?.PagesReported ?? 0,
+                Stopped: done < rounds && problems.Count <= 20);
         }
         finally
         {

@@ -40,7 +40,7 @@ public sealed record CampaignResult(
     long Injected, IReadOnlyDictionary<ErrorOutcome, long> Outcomes, IReadOnlyDictionary<CampaignTarget, long> Targets,
     long SilentFound, long Lost, long ReaderMismatches, long ReaderChecks, ulong HandlerRecoveries, ulong TrackedWrites,
     long ContextsTerminated, long Retired, double P50Micros, double P90Micros, double P99Micros,
-    IReadOnlyList<string> Problems, TimeSpan Elapsed, IReadOnlyList<CampaignSample> Samples)
+    IReadOnlyList<string> Problems, TimeSpan Elapsed, IReadOnlyList<CampaignSample> Samples, bool Stopped = false)
 {
     public long Recovered => Outcomes.GetValueOrDefault(ErrorOutcome.Recovered) + Outcomes.GetValueOrDefault(ErrorOutcome.ParityRebuilt)
                              + Outcomes.GetValueOrDefault(ErrorOutcome.FreeFrameRetired);
@@ -58,7 +58,9 @@ public static class RecoveryCampaign
     private const ulong ContextPages = 16;
     private const ulong VmPages = 1024;
 
-    public static CampaignResult Run(CampaignOptions o, IProgress<int>? progress = null)
+    /// <summary>Runs the campaign. Once <paramref name="stopEarly"/> is cancelled it injects no more errors,
+    /// makes the end-of-campaign checks on the ones injected, and returns them (<see cref="CampaignResult.Stopped"/>).</summary>
+    public static CampaignResult Run(CampaignOptions o, IProgress<int>? progress = null, CancellationToken stopEarly = default)
     {
         o.Validate();
         var clock = Stopwatch.StartNew();
@@ -114,7 +116,8 @@ public static class RecoveryCampaign
             var samples = new List<CampaignSample>(o.Injections);
             long lost = 0, silentFound = 0, contexts = 0;
             var problems = new List<string>();
-            for (int n = 0; n < o.Injections;)
+            int n = 0;
+            while (n < o.Injections)
             {
                 if (n % 64 == 0)
                 {
@@ -122,6 +125,7 @@ public static class RecoveryCampaign
                     engine.Reprotect(coldOnly: false);
                     progress?.Report(n);
                 }
+                if (stopEarly.IsCancellationRequested) break; // between injections: none is half made
                 long lostBefore = lost;
                 var target = kernel is null ? (CampaignTarget)rng.Next(7) : KernelTargets[rng.Next(KernelTargets.Length)];
                 var kind = (ErrorKind)rng.Next(4);
@@ -238,7 +242,7 @@ public static class RecoveryCampaign
             }
             stop.Cancel();
             foreach (Thread t in threads) t.Join();
-            progress?.Report(o.Injections);
+            progress?.Report(n);
 
             // Final checks against the shadow: every protected page holds what its guest last wrote.
             engine.Reprotect(coldOnly: false);
@@ -253,9 +257,10 @@ public static class RecoveryCampaign
                 problems.Add("frames are missing from the accounting");
             latencies.Sort();
             Faults.FaultCounters counters = vm.Counters;
-            return new CampaignResult(o.Injections, outcomes, targets, silentFound, lost, readerMismatches, readerChecks,
+            return new CampaignResult(n, outcomes, targets, silentFound, lost, readerMismatches, readerChecks,
                 counters.HandlerRecoveries, counters.TrackedWrites, contexts, engine.RetiredFrames.Count,
-                Percentile(latencies, 0.50), Percentile(latencies, 0.90), Percentile(latencies, 0.99), problems, clock.Elapsed, samples);
+                Percentile(latencies, 0.50), Percentile(latencies, 0.90), Percentile(latencies, 0.99), problems, clock.Elapsed, samples,
+                Stopped: n < o.Injections);
         }
         finally
         {
