@@ -50,7 +50,7 @@ public class InterleavingModelTests
 // The anomaly campaign (`pagelab campaign model --os-failures`), short form: every feature at once while the
 // engine's OS calls fail, each kind in turn and at random; every kind must have failed, and no byte may be
 // wrong unless its page is flagged lost.
-public class OsFaultCampaignTests
+public class OsFailureCampaignTests
 {
     [Fact]
     public void Every_kind_of_os_call_fails_during_the_model_and_no_byte_is_wrong_unless_flagged_lost()

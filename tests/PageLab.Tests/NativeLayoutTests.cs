@@ -1,5 +1,6 @@
-// The structs the engine shares with C# have one layout on both sides: the C struct's fields (names and
-// byte offsets, reported by the engine itself) against the C# mirror's, field by field.
+// The counters the engine shares with C# have one layout on both sides: the C struct's fields (names and
+// byte offsets, reported by the engine itself) against the C# mirror's, field by field; the kernel-error
+// counts by name and order.
 using System.Reflection;
 using System.Runtime.InteropServices;
 using PageLab.Core.Guest;
@@ -35,6 +36,23 @@ public unsafe class NativeLayoutTests
         Assert.Equal(c.Select(f => (Pascal(f.Name), f.Offset)), cs);
         Assert.Equal(cSize, (uint)sizeof(Lib.RegionCounters));
         Assert.Equal(c.Length, Lib.RegionCounters.Count);
+    }
+
+    [Fact]
+    public void Kernel_error_counts_have_the_same_names_in_the_same_order_in_C_and_CSharp()
+    {
+        const int Cap = 64;
+        byte** names = stackalloc byte*[Cap];
+        int n = Lib.KernelErrorCountsLayout(names, Cap);
+        Assert.InRange(n, 1, Cap);
+        var c = Enumerable.Range(0, n).Select(i => names[i] == null ? "(unnamed)" : Pascal(Marshal.PtrToStringUTF8((nint)names[i])!)).ToArray();
+        var cs = typeof(Lib.KernelErrorCounts).GetFields(BindingFlags.Public | BindingFlags.Instance)
+            .OrderBy(f => Marshal.OffsetOf<Lib.KernelErrorCounts>(f.Name)).Select(f => f.Name).ToArray();
+
+        Assert.Equal(c, cs);
+        Assert.Equal(n * sizeof(ulong), sizeof(Lib.KernelErrorCounts));
+        // The public record carries the same counts under the same names.
+        Assert.Equal(cs, typeof(PageLab.Core.Faults.KernelErrorCounters).GetConstructors().Single().GetParameters().Select(p => p.Name));
     }
 
     [Fact]

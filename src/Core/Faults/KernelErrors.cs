@@ -66,9 +66,13 @@ public static unsafe class KernelErrors
     {
         get
         {
-            ulong* c = stackalloc ulong[Lib.KernelErrorCounts];
-            _ = Lib.KernelErrorCountsGet(c, Lib.KernelErrorCounts); // fills them all; nothing can fail
-            return new KernelErrorCounters(c[0], c[1], c[2], c[3], c[4], c[5]);
+            Lib.KernelErrorCounts c;
+            int kept = Lib.KernelErrorCountsGet((ulong*)&c, Lib.KernelErrorCounts.Count); // nothing can fail
+            if (kept != Lib.KernelErrorCounts.Count)
+                throw new InvalidOperationException($"libpagelab keeps {kept} kernel-error counts, this build reads {Lib.KernelErrorCounts.Count}: a mismatched library");
+            return new KernelErrorCounters(ActionRequired: c.ActionRequired, PoisonMarkers: c.PoisonMarkers,
+                ActionOptionalQueued: c.ActionOptionalQueued, NothingToDo: c.NothingToDo, Chained: c.Chained,
+                ActionOptionalDeferred: c.ActionOptionalDeferred);
         }
     }
 

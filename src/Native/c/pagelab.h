@@ -507,7 +507,9 @@ LONG CALLBACK pl_on_access_violation(EXCEPTION_POINTERS *ep);
 #define PL_EV_REPORTED 16 /* event kind: the kernel reported the page bad (AO); C# handles it as a report */
 enum { PL_KI_UFFD_POISON = 1, PL_KI_HWPOISON = 2 }; /* kernel injectors (bits of pl_kernel_injectors) */
 /* pl_memory_error_counts order: AR handled, marker (ADRERR/OBJERR) handled, AO queued, nothing to do,
- * chained, AO deferred (the region lock was taken when it arrived: handled by pl_memory_errors_drain) */
+ * chained, AO deferred (the region lock was taken when it arrived: handled by pl_memory_errors_drain).
+ * C# mirrors them as a struct (Interop.PageLab.KernelErrorCounts); pl_memory_error_counts_layout names
+ * them for the test that compares the two, so add a count here, in mce.c's names and in C# together. */
 enum { PL_MCE_AR, PL_MCE_MARKER, PL_MCE_QUEUED, PL_MCE_SPURIOUS, PL_MCE_CHAINED, PL_MCE_DEFERRED, PL_MCE_COUNTS };
 #define PL_MCE_PENDING 256
 /* Per-page flag set by the kernel injector: the page's mapping may carry a poison marker, so its frame
