@@ -33,8 +33,11 @@ internal static class ModelCommand
             if (ops is < 3 or > 30_000_000)
                 throw new UsageException($"--operations {ops}: out of range (accepted: 3 to 30000000)");
             // A first signal stops it after the round under way (its threads and checks finish that round), and the
-            // rounds done are reported; a second exits at once (it writes no files), the cursor shown again.
+            // rounds done are reported; a second exits at once, the cursor shown again. The stop normally ends
+            // within milliseconds and closes (deletes) the anomaly campaign's disk-copy files itself; a round that
+            // hangs is the case the second signal is for, and then they must not stay behind.
             using var interrupts = new Interrupts("stopping after this round");
+            using IDisposable removeDisk = interrupts.AtExitNow(RemoveModelFiles);
             int rounds = (int)((ops + 2) / 3); // one operation per thread per round, three threads
             ModelResult r = null!;
             AnsiConsole.Progress().Start(ctx =>
@@ -81,5 +84,12 @@ internal static class ModelCommand
             return r.Stopped ? interrupts.ExitCode : ExitCodes.Ok;
         }));
         return command;
+    }
+
+    // InterleavingModel's disk-copy files (pagelab-model-disk-PID-VM in the temporary directory), for a process
+    // exiting at once, whose open handles would otherwise never delete them.
+    private static void RemoveModelFiles()
+    {
+        foreach (string f in Directory.GetFiles(Path.GetTempPath(), $"pagelab-model-disk-{Environment.ProcessId}-*")) File.Delete(f);
     }
 }
