@@ -37,8 +37,8 @@ public unsafe class KernelErrorBenchmarks
 
     /// <summary>Why this machine cannot run the class (null if it can): every row then does nothing and
     /// says so, rather than failing a whole benchmark run (CI's dry run) on an older kernel.</summary>
-    private static readonly string? Skip = !OperatingSystem.IsLinux() ? KernelFaultInjector.WindowsReason
-        : KernelFaultInjector.Available.UffdPoison ? null : KernelFaultInjector.Available.UffdPoisonReason;
+    private static readonly string? Skip = !OperatingSystem.IsLinux() ? KernelErrorInjector.WindowsReason
+        : KernelErrorInjector.Available.UffdPoison ? null : KernelErrorInjector.Available.UffdPoisonReason;
 
     private static void SaySkipped() => Console.WriteLine($"// KernelErrorBenchmarks skipped (every row measures nothing): {Skip}");
 
@@ -95,7 +95,7 @@ public unsafe class KernelErrorBenchmarks
     public int Kernel()
     {
         if (Skip is not null) return 0;
-        _ = KernelFaultInjector.IntoPage(_vm!, _page, 64, _mask, onlyIfProtected: true, KernelInjector.UffdPoison);
+        _ = KernelErrorInjector.IntoPage(_vm!, _page, 64, _mask, onlyIfProtected: true, KernelInjector.UffdPoison);
         return Read();
     }
 
@@ -105,7 +105,7 @@ public unsafe class KernelErrorBenchmarks
     public int Protection()
     {
         if (Skip is not null) return 0;
-        _ = FaultInjector.IntoPage(_vm!, _page, 64, _mask, onlyIfProtected: true);
+        _ = MemoryErrorInjector.IntoPage(_vm!, _page, 64, _mask, onlyIfProtected: true);
         return Read();
     }
 

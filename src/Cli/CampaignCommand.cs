@@ -25,8 +25,8 @@ internal static class CampaignCommand
     private static InjectionPath PathOf(string via)
     {
         if (via != "kernel") return InjectionPath.Protection;
-        if (!OperatingSystem.IsLinux()) throw new UsageException($"--via kernel: {KernelFaultInjector.WindowsReason}");
-        if (KernelFaultInjector.Available.Unavailable is string why) throw new UsageException($"--via kernel: no kernel injector here: {why}");
+        if (!OperatingSystem.IsLinux()) throw new UsageException($"--via kernel: {KernelErrorInjector.WindowsReason}");
+        if (KernelErrorInjector.Available.Unavailable is string why) throw new UsageException($"--via kernel: no kernel injector here: {why}");
         return InjectionPath.Kernel;
     }
 
@@ -67,58 +67,45 @@ internal static class CampaignCommand
             // A second signal exits at once: the plot's partial file and the campaign's disk file must not stay.
             using IDisposable removeUnwritten = interrupts.AtExitNow(locks.RemoveUnwritten);
             using IDisposable removeDisk = interrupts.AtExitNow(RemoveCampaignFiles);
-            int injected = 0;
-            // Called on the campaign's own thread between injections: a stop there unwinds the campaign, which
-            // stops its guest threads and removes its files before the exception reaches us.
-            void Step(int n)
-            {
-                injected = n;
-                if (interrupts.Requested && n < options.Injections) throw new OperationCanceledException();
-            }
+            // A first signal stops the campaign between injections; it then makes its end-of-campaign checks on
+            // the errors injected so far and returns them, reported below like a whole campaign's.
+            CancellationToken stopEarly = interrupts.Stopping;
             AnsiConsole.MarkupLine($"campaign: [bold]{options.Injections}[/] errors into a running guest, seed {options.Seed}, parity groups of {options.GroupSize} pages");
             if (options.GcStress) AnsiConsole.MarkupLine("[yellow]GC stress on[/]: a thread forces full garbage collections throughout");
-            CampaignResult? r;
+            CampaignResult r;
             if (Console.IsOutputRedirected)
             {
                 // A line per 10 % of the injections, as `run` does per 10 % of its ticks.
                 var progress = new RunProgress(options.Injections, "injection");
-                r = Stoppable(() => RecoveryCampaign.Run(options, new Synchronous(n =>
+                r = RecoveryCampaign.Run(options, new Synchronous(n =>
                 {
                     if (n > 0 && progress.Due(n)) Console.WriteLine($"  {progress.Caption(n)}");
-                    Step(n);
-                })));
+                }), stopEarly);
             }
             else
             {
-                r = Stoppable(() =>
+                CampaignResult? shown = null;
+                AnsiConsole.Progress()
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+                .Start(ctx =>
                 {
-                    CampaignResult? shown = null;
-                    AnsiConsole.Progress()
-                    .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
-                    .Start(ctx =>
-                    {
-                        ProgressTask task = ctx.AddTask("injecting", maxValue: options.Injections);
-                        // Reported every 64 injections on the campaign's own thread, so the bar moves evenly.
-                        shown = RecoveryCampaign.Run(options, new Synchronous(n =>
-                        {
-                            task.Value = n;
-                            Step(n);
-                        }));
-                        task.Value = options.Injections;
-                    });
-                    return shown;
+                    ProgressTask task = ctx.AddTask("injecting", maxValue: options.Injections);
+                    // Reported every 64 injections on the campaign's own thread, so the bar moves evenly.
+                    shown = RecoveryCampaign.Run(options, new Synchronous(n => task.Value = n), stopEarly);
+                    task.Value = shown.Injected;
                 });
+                r = shown!;
             }
-            if (r is null)
+            if (r.Stopped)
             {
-                // Its counts and checks are only whole at the campaign's end (the final shadow check), so a
-                // stopped campaign reports how far it got and writes no plot rather than a misleading one.
-                Console.Error.WriteLine($"pagelab: interrupted after {injected} of {options.Injections} injections ({interrupts.Signal}); " +
-                                        "a campaign's report is made at its end, so none is printed and no plot written");
-                return interrupts.ExitCode;
+                // The counts and checks below are whole for the errors injected: the campaign made its final
+                // shadow check at the stop. No plot: a campaign's plot shows a whole run.
+                Console.Error.WriteLine($"pagelab: interrupted after {r.Injected} of {options.Injections} injections ({interrupts.Signal}); " +
+                                        "the report covers those, checked at the stop; no plot written");
             }
-            string by = options.Via == InjectionPath.Kernel ? $", delivered by the kernel ({KernelFaultInjector.Available.Preferred})" : "";
-            var table = new Table().Title($"campaign: {r.Injected} errors{by}, seed {options.Seed}, k = {options.GroupSize}, {r.Elapsed.TotalSeconds:0.0} s");
+            string by = options.Via == InjectionPath.Kernel ? $", delivered by the kernel ({KernelErrorInjector.Available.Preferred})" : "";
+            string what = r.Stopped ? $"stopped after {r.Injected} of {options.Injections} errors" : $"{r.Injected} errors";
+            var table = new Table().Title($"campaign: {what}{by}, seed {options.Seed}, k = {options.GroupSize}, {r.Elapsed.TotalSeconds:0.0} s");
             table.AddColumns("", "count");
             table.AddRow("recovered (pages, parity frames, free frames)", $"{r.Recovered}");
             table.AddRow("contained (unprotected page: its context terminated)", $"{r.Contained}");
@@ -133,13 +120,15 @@ internal static class CampaignCommand
             foreach ((CampaignTarget t, long n) in r.Targets.OrderBy(kv => kv.Key)) table.AddRow($"  injected into a {PageLab.Report.CampaignPlot.Words(t)}", $"{n}");
             Terminal.Write(table);
             foreach (string p in r.Problems) AnsiConsole.MarkupLine($"[red]{Markup.Escape(p)}[/]");
+            bool whole = r.Lost == 0 && r.Problems.Count == 0 && r.ReaderMismatches == 0;
+            if (r.Stopped) return whole ? interrupts.ExitCode : ExitCodes.Failed;
             if (plotPath is not null)
             {
                 PageLab.Report.PlotImage image = PageLab.Report.CampaignPlot.SavePng(r, locks.Partial(plotPath));
                 locks.Commit(plotPath);
                 AnsiConsole.MarkupLine($"plot: [bold]{Markup.Escape(plotPath)}[/] ({image.WidthPx}x{image.HeightPx} px)");
             }
-            return r.Lost == 0 && r.Problems.Count == 0 && r.ReaderMismatches == 0 ? 0 : 1;
+            return whole ? 0 : ExitCodes.Failed;
         }));
         return command;
     }
@@ -176,16 +165,16 @@ internal static class CampaignCommand
             engine.Protect(Enumerable.Range(0, 16).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
             engine.Protect(Enumerable.Range(16, 16).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.CleanWithDiskCopy,
                 g => ((long)g.Value - 16) * arena.PageSize);
-            (int offset, byte[] mask) = FaultInjector.Pattern(parse.GetValue(kind), arena.PageSize, new Random(parse.GetValue(seed)));
+            (int offset, byte[] mask) = MemoryErrorInjector.Pattern(parse.GetValue(kind), arena.PageSize, new Random(parse.GetValue(seed)));
             GuestPage? page = where switch { "parity-page" => new GuestPage(5), "disk-page" => new GuestPage(20), "unprotected-page" => new GuestPage(40), _ => null };
             if (injection == InjectionPath.Kernel) return InjectViaKernel(vm, engine, page!.Value, offset, mask, parse.GetValue(kind), where);
             HostFrame frame = where switch
             {
                 "parity-frame" => new HostFrame(engine.ParityFrames.Keys.First()),
                 "free-frame" => arena.Allocate(1) is var f ? Release(arena, f[0]) : default,
-                _ => FaultInjector.IntoPage(vm, page!.Value, offset, mask)!.Value,
+                _ => MemoryErrorInjector.IntoPage(vm, page!.Value, offset, mask)!.Value,
             };
-            if (page is null) FaultInjector.IntoFrame(arena, frame, offset, mask);
+            if (page is null) MemoryErrorInjector.IntoFrame(arena, frame, offset, mask);
             ErrorReport r = engine.Report(frame);
             bool intact = page is not GuestPage p || r.Outcome != ErrorOutcome.Recovered || vm.Page(p).IndexOfAnyExcept((byte)(p.Value + 1)) < 0;
             AnsiConsole.MarkupLine($"{parse.GetValue(kind)} error ({mask.Length} mask bytes at offset {offset}) in {where} {frame}" +
@@ -202,18 +191,18 @@ internal static class CampaignCommand
     // SIGBUS), and the fault engine recovers or contains the page inside that fault.
     private static int InjectViaKernel(GuestVm vm, RecoveryEngine engine, GuestPage page, int offset, byte[] mask, ErrorKind kind, string where)
     {
-        PageLab.Core.Faults.MemoryErrorCounters before = PageLab.Core.Faults.KernelErrors.Counters;
-        HostFrame bad = KernelFaultInjector.IntoPage(vm, page, offset, mask)!.Value;
+        PageLab.Core.Faults.KernelErrorCounters before = PageLab.Core.Faults.KernelErrors.Counters;
+        HostFrame bad = KernelErrorInjector.IntoPage(vm, page, offset, mask)!.Value;
         GuestPageState stateBefore = vm.StateOf(page);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         byte first = System.Threading.Volatile.Read(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(vm.Page(page)));
         TimeSpan took = clock.Elapsed;
-        engine.RetireHandlerReplaced();
+        engine.CollectHandlerEvents();
         bool lost = vm.IsLost(page);
         bool intact = lost ? vm.Page(page).IndexOfAnyExcept((byte)0) < 0 : vm.Page(page).IndexOfAnyExcept((byte)(page.Value + 1)) < 0;
-        PageLab.Core.Faults.MemoryErrorCounters after = PageLab.Core.Faults.KernelErrors.Counters;
+        PageLab.Core.Faults.KernelErrorCounters after = PageLab.Core.Faults.KernelErrors.Counters;
         AnsiConsole.MarkupLine($"{kind} error ({mask.Length} mask bytes at offset {offset}) in {where} {bad} (guest {page}) " +
-                               $"behind a kernel poison marker ({KernelFaultInjector.Available.Preferred}); the engine was not told (page still {stateBefore})");
+                               $"behind a kernel poison marker ({KernelErrorInjector.Available.Preferred}); the engine was not told (page still {stateBefore})");
         AnsiConsole.MarkupLine($"guest read: SIGBUS ({after.Resolved - before.Resolved} resolved in the handler), read {first}; " +
                                $"outcome: [bold]{(lost ? ErrorOutcome.Contained : ErrorOutcome.Recovered)}[/] in {took.TotalMicroseconds:0.0} µs; " +
                                $"{(lost ? (intact ? "page reads zeros (contained), context ended" : "[red]page shows bad bytes[/]") : (intact ? "content bit-exact" : "[red]content differs[/]"))}; " +
@@ -222,18 +211,6 @@ internal static class CampaignCommand
     }
 
     // The campaign's result, or null when a signal stopped it part way (Step threw).
-    private static CampaignResult? Stoppable(Func<CampaignResult?> campaign)
-    {
-        try
-        {
-            return campaign();
-        }
-        catch (OperationCanceledException)
-        {
-            return null;
-        }
-    }
-
     // The campaign's disk file (RecoveryCampaign: pagelab-campaign-PID-SEED in the temporary directory), for a
     // process exiting at once, whose open handle would otherwise never delete it.
     private static void RemoveCampaignFiles()

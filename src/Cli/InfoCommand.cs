@@ -49,7 +49,7 @@ internal static class InfoCommand
         Row(table, "faults chained so far", $"{FaultEngine.ChainedFaults}");
         if (OperatingSystem.IsWindows())
         {
-            Row(table, "memory errors from the OS", "none reach the process: " + PageLab.Core.Recovery.KernelFaultInjector.WindowsReason);
+            Row(table, "memory errors from the OS", "none reach the process: " + PageLab.Core.Recovery.KernelErrorInjector.WindowsReason);
         }
         else
         {

@@ -14,6 +14,7 @@ internal sealed class Interrupts : IDisposable
     private int _exitCode;
     private readonly string _stopping;
     private readonly bool _firstExits;
+    private readonly CancellationTokenSource _stop = new();
 
     /// <summary>A signal this soon after the first is the same one delivered twice, not a second Ctrl-C:
     /// `timeout -s INT` signals the child and then its process group, microseconds apart.</summary>
@@ -31,6 +32,9 @@ internal sealed class Interrupts : IDisposable
 
     /// <summary>True once a signal asked the command to stop.</summary>
     public bool Requested => _signal is not null;
+
+    /// <summary>Cancelled by the first signal, for work that polls a token between its steps.</summary>
+    public CancellationToken Stopping => _stop.Token;
 
     /// <summary>The first signal's name ("SIGINT", "SIGTERM"), null before any.</summary>
     public string? Signal => _signal;
@@ -55,6 +59,7 @@ internal sealed class Interrupts : IDisposable
         {
             Volatile.Write(ref _exitCode, code);
             _signal = name;
+            _stop.Cancel(); // no callbacks are registered on it: the work polls the token
             if (!_firstExits)
             {
                 Console.Error.WriteLine($"pagelab: {name}: {_stopping} (send it again to exit at once)");
@@ -107,6 +112,7 @@ internal sealed class Interrupts : IDisposable
 
     public void Dispose()
     {
+        // _stop is not disposed: a handler already running may still cancel it (it holds no timer).
         foreach (PosixSignalRegistration r in _registrations) r.Dispose();
     }
 

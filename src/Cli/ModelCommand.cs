@@ -1,6 +1,6 @@
 // `pagelab campaign model`: the long form of the engine's model-based interleaving check (random guest,
 // host and error operations from three threads against a shadow of every page, everything checked after
-// every round). The suite runs a short form of the same code. With --os-faults it is the anomaly campaign:
+// every round). The suite runs a short form of the same code. With --os-failures it is the anomaly campaign:
 // every feature at once while the engine's OS calls fail, each kind in turn and at random.
 using System.CommandLine;
 using PageLab.Core.Faults;
@@ -16,33 +16,39 @@ internal static class ModelCommand
         var operations = new Option<long>("--operations") { Description = "Operations in all (three threads, one each per round; 3..30000000)", DefaultValueFactory = _ => 1_000_000 };
         var seed = new Option<int>("--seed") { Description = "Seed of the operations", DefaultValueFactory = _ => 1 };
         var gc = new Option<bool>("--gc-stress") { Description = "Run a thread that forces full GCs meanwhile" };
-        var osFaults = new Option<bool>("--os-faults")
+        var osFailures = new Option<bool>("--os-failures")
         {
             Description = "The anomaly campaign: every feature at once (fault-around, disk copies, free page reporting, kernel-delivered errors, VMs created and destroyed too) " +
                           "while the engine's OS calls fail, each kind in turn and at random, and reads and writes come up short",
         };
+        osFailures.Aliases.Add("--os-faults"); // its first name: OS calls fail, no page fault is meant
         var command = new Command("model", "Random operations from several threads against a shadow of every page; checks bytes, parity and frame accounting after every round.");
         command.Options.Add(operations);
         command.Options.Add(seed);
         command.Options.Add(gc);
-        command.Options.Add(osFaults);
+        command.Options.Add(osFailures);
         command.SetAction(parse => Program.Guarded(() =>
         {
             long ops = parse.GetValue(operations);
             if (ops is < 3 or > 30_000_000)
                 throw new UsageException($"--operations {ops}: out of range (accepted: 3 to 30000000)");
-            // Its threads work on the VMs' memory between rounds, so it cannot stop part way: a signal exits at
-            // once (it writes no files), with the terminal's cursor shown again.
-            using var interrupts = new Interrupts("the model check has no partial result; exiting", firstExits: true);
+            // A first signal stops it after the round under way (its threads and checks finish that round), and the
+            // rounds done are reported; a second exits at once, the cursor shown again. The stop normally ends
+            // within milliseconds and closes (deletes) the anomaly campaign's disk-copy files itself; a round that
+            // hangs is the case the second signal is for, and then they must not stay behind.
+            using var interrupts = new Interrupts("stopping after this round");
+            using IDisposable removeDisk = interrupts.AtExitNow(RemoveModelFiles);
             int rounds = (int)((ops + 2) / 3); // one operation per thread per round, three threads
             ModelResult r = null!;
             AnsiConsole.Progress().Start(ctx =>
             {
                 ProgressTask task = ctx.AddTask($"operations (seed {parse.GetValue(seed)}{(parse.GetValue(gc) ? ", GC stress on" : "")}" +
-                                                $"{(parse.GetValue(osFaults) ? ", OS calls failing" : "")})", maxValue: rounds * 3L);
-                r = InterleavingModel.Run(parse.GetValue(seed), rounds, parse.GetValue(gc), new Progress<long>(n => task.Value = n), parse.GetValue(osFaults));
-                task.Value = task.MaxValue;
+                                                $"{(parse.GetValue(osFailures) ? ", OS calls failing" : "")})", maxValue: rounds * 3L);
+                r = InterleavingModel.Run(parse.GetValue(seed), rounds, parse.GetValue(gc), new Progress<long>(n => task.Value = n), parse.GetValue(osFailures),
+                                          interrupts.Stopping);
+                task.Value = r.Operations;
             });
+            if (r.Stopped) AnsiConsole.MarkupLine($"campaign model stopped after {r.Rounds:N0} of {rounds:N0} rounds ({interrupts.Signal}); each round done was checked");
             var table = new Table().AddColumn("what").AddColumn(new TableColumn("count").RightAligned());
             table.AddRow("operations", $"{r.Operations:N0}");
             table.AddRow("rounds checked (bytes, parity, frame accounting)", $"{r.Rounds:N0}");
@@ -74,8 +80,16 @@ internal static class ModelCommand
             }
             AnsiConsole.MarkupLine($"elapsed {r.Elapsed.TotalSeconds:0.0} s");
             foreach (string p in r.Problems.Take(20)) Console.Error.WriteLine($"pagelab: {p}");
-            return r.Problems.Count == 0 ? 0 : 1;
+            if (r.Problems.Count > 0) return ExitCodes.Failed;
+            return r.Stopped ? interrupts.ExitCode : ExitCodes.Ok;
         }));
         return command;
+    }
+
+    // InterleavingModel's disk-copy files (pagelab-model-disk-PID-VM in the temporary directory), for a process
+    // exiting at once, whose open handles would otherwise never delete them.
+    private static void RemoveModelFiles()
+    {
+        foreach (string f in Directory.GetFiles(Path.GetTempPath(), $"pagelab-model-disk-{Environment.ProcessId}-*")) File.Delete(f);
     }
 }

@@ -14,7 +14,7 @@ public class CampaignTests
         using var watchdog = new Timer(_ => Environment.FailFast("the recovery campaign did not finish in 600 s: deadlock"),
             null, TimeSpan.FromSeconds(600), Timeout.InfiniteTimeSpan);
 
-        CampaignResult r = RecoveryCampaign.Run(new CampaignOptions { Injections = 100_000, Seed = 11, Readers = 1, Writers = 1, GcStress = true });
+        CampaignResult r = RecoveryCampaign.Run(new CampaignOptions { Injections = 100_000, Seed = 11, Readers = 1, Writers = 1, GcStress = true }, stopEarly: TestContext.Current.CancellationToken);
 
         Assert.Empty(r.Problems);
         Assert.Equal(100_000, r.Injected);
@@ -38,7 +38,7 @@ public class CampaignTests
     public void A_short_campaign_renders_its_plot()
     {
         if (!OperatingSystem.IsLinux()) Assert.Skip("the fault engine runs on Linux");
-        CampaignResult r = RecoveryCampaign.Run(new CampaignOptions { Injections = 500, Seed = 3 });
+        CampaignResult r = RecoveryCampaign.Run(new CampaignOptions { Injections = 500, Seed = 3 }, stopEarly: TestContext.Current.CancellationToken);
         string path = Path.Combine(Path.GetTempPath(), $"pagelab-campaign-{Guid.NewGuid():N}.png");
         try
         {
@@ -54,5 +54,30 @@ public class CampaignTests
         {
             File.Delete(path);
         }
+    }
+
+    [Fact]
+    public void A_campaign_stopped_early_makes_its_end_checks_on_the_errors_injected_and_says_it_stopped()
+    {
+        if (!OperatingSystem.IsLinux()) Assert.Skip("the fault engine runs on Linux");
+        using var stop = new CancellationTokenSource();
+        // Progress comes every 64 injections on the campaign's own thread: the stop lands after exactly 128.
+        var progress = new Synchronous(n => { if (n == 128) stop.Cancel(); });
+
+        CampaignResult r = RecoveryCampaign.Run(new CampaignOptions { Injections = 10_000, Seed = 4 }, progress, stop.Token);
+
+        Assert.True(r.Stopped);
+        Assert.Equal(128, r.Injected);
+        Assert.Equal(128, r.Samples.Count);
+        Assert.Equal(128, r.Targets.Values.Sum());
+        Assert.Empty(r.Problems);                 // the shadow, parity and frame accounting checks ran at the stop
+        Assert.Equal(0, r.Lost);
+        Assert.Equal(r.Injected, r.Recovered + r.Contained);
+        Assert.Equal(r.Injected, r.Retired);
+    }
+
+    private sealed class Synchronous(Action<int> report) : IProgress<int>
+    {
+        public void Report(int value) => report(value);
     }
 }

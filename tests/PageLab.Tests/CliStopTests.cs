@@ -1,5 +1,6 @@
-// `campaign`, `sharing` and `campaign model` under SIGINT / SIGTERM, as real child processes: they stop (or
-// exit) with 130 / 143 and one line saying what was done, leave no temporary file and no partial --plot.
+// `campaign`, `sharing` and `campaign model` under SIGINT / SIGTERM, as real child processes: they stop with
+// 130 / 143, a line saying what was done and the report of what they did, leave no temporary file and no
+// partial --plot; a second signal exits at once.
 using System.Diagnostics;
 
 namespace PageLab.Tests;
@@ -22,7 +23,7 @@ public class CliStopTests
     [InlineData("TERM", 143, 1)]
     [InlineData("INT", 130, 1)]
     [InlineData("TERM", 143, 2)]
-    public void A_campaign_stopped_by_a_signal_exits_with_its_code_writing_no_plot_and_leaving_no_files(string signal, int code, int signals)
+    public void A_campaign_stopped_by_a_signal_prints_its_partial_report_and_exits_with_its_code_writing_no_plot_and_leaving_no_files(string signal, int code, int signals)
     {
         if (!OperatingSystem.IsLinux()) Assert.Skip("signals are sent with the kill command (Linux)");
         using var dir = new TempDir();
@@ -41,7 +42,14 @@ public class CliStopTests
         int exit = child.WaitForExit(Patience);
 
         Assert.True(exit == code, $"exit {exit}; stderr: {child.Err}");
-        if (signals == 1) Assert.Contains("pagelab: interrupted after", child.Err);
+        if (signals == 1)
+        {
+            Assert.Contains("pagelab: interrupted after", child.Err);
+            // The report of the injections made, checked against the shadow at the stop like a whole campaign's.
+            Assert.Contains("recovered (pages, parity frames, free frames)", child.Out);
+            Assert.Contains("frames retired", child.Out);
+            Assert.Matches(@"stopped after [1-9][0-9]* of 1000000 errors", child.Out);
+        }
         Assert.Equal("old plot", File.ReadAllText(plot));
         Assert.False(File.Exists(CliHarness.Partial(plot)), "the partial plot was left behind");
         Assert.Empty(PageLabFiles(tmp));
@@ -85,20 +93,23 @@ public class CliStopTests
     }
 
     [Fact]
-    public void The_model_check_exits_130_on_sigint_with_a_line_saying_why()
+    public void The_model_check_stops_between_rounds_on_the_first_sigint_and_reports_the_rounds_it_checked()
     {
         if (!OperatingSystem.IsLinux()) Assert.Skip("signals are sent with the kill command (Linux)");
         using var dir = new TempDir();
         string tmp = Tmp(dir);
-        using ChildCli child = CliHarness.Start(dir.Path, tmp, "campaign", "model", "--operations", "30000000");
-        Thread.Sleep(2000);
+        using ChildCli child = CliHarness.Start(dir.Path, tmp, "campaign", "model", "--operations", "30000000", "--os-failures");
+        Thread.Sleep(3000);
 
         var clock = Stopwatch.StartNew();
         child.Signal("INT");
         int exit = child.WaitForExit(Patience);
 
         Assert.True(exit == 130, $"exit {exit}; stderr: {child.Err}");
-        Assert.Contains("pagelab: SIGINT: the model check has no partial result; exiting", child.Err);
+        Assert.Contains("pagelab: SIGINT: stopping after this round", child.Err);
+        Assert.Matches(@"stopped after [1-9][0-9,]* of 10,000,000 rounds", child.Out);
+        Assert.Contains("rounds checked (bytes, parity, frame accounting)", child.Out);
+        Assert.Contains("OS calls, per kind", child.Out);
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"took {clock.Elapsed.TotalSeconds:0.0} s");
         Assert.Empty(PageLabFiles(tmp));
     }
@@ -109,6 +120,8 @@ public class CliStopTests
     [InlineData(new[] { "sweep", "x.json", "--out", "" }, "--out: the file name is empty")]
     [InlineData(new[] { "run", "--no-plot", "--json", "/proc/pagelab-x" }, "--json /proc/pagelab-x: not writable (no file can be created in /proc)")]
     [InlineData(new[] { "campaign", "model", "--operations", "2" }, "--operations 2: out of range (accepted: 3 to 30000000)")]
+    [InlineData(new[] { "campaign", "model", "--os-failures", "--operations", "2" }, "--operations 2: out of range (accepted: 3 to 30000000)")]
+    [InlineData(new[] { "campaign", "model", "--os-faults", "--operations", "2" }, "--operations 2: out of range (accepted: 3 to 30000000)")] // the option's first name
     public void Unusable_output_names_and_out_of_range_counts_are_usage_errors_naming_the_option(string[] args, string expected)
     {
         if (!OperatingSystem.IsLinux()) Assert.Skip("/proc is Linux");

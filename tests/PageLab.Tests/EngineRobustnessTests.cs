@@ -67,7 +67,7 @@ public class EngineRobustnessTests
         Assert.True(passes > 100, $"{passes} protect/scrub passes");
         // Parity that stayed true can rebuild a sibling bit-exact.
         engine.Reprotect(coldOnly: false);
-        HostFrame bad = FaultInjector.IntoPage(vm, new GuestPage(5), 0, [0xFF, 0x0F])!.Value;
+        HostFrame bad = MemoryErrorInjector.IntoPage(vm, new GuestPage(5), 0, [0xFF, 0x0F])!.Value;
         Assert.Equal(ErrorOutcome.Recovered, engine.Report(bad).Outcome);
         Assert.True(HasPattern(vm.Page(new GuestPage(5)), 5));
     }
@@ -80,7 +80,7 @@ public class EngineRobustnessTests
         var engine = new RecoveryEngine(vm);
         var ended = new List<GuestPage>();
         engine.Unrecoverable = g => { ended.Add(g); return $"context of {g}"; };
-        HostFrame bad = FaultInjector.IntoPage(vm, new GuestPage(2), 100, [0x81])!.Value;
+        HostFrame bad = MemoryErrorInjector.IntoPage(vm, new GuestPage(2), 100, [0x81])!.Value;
 
         Span<byte> page = vm.Page(new GuestPage(2));
         Assert.True(page.IndexOfAnyExcept((byte)0) < 0);          // a zero frame, never the bad bytes
@@ -104,7 +104,7 @@ public class EngineRobustnessTests
         engine.Protect(Range(0, 16), PageCategory.ReadMostly);
         HostFrame[] hoard = t.Arena.Allocate((uint)t.Arena.Counts.Free);  // no pool frame, no free frame
         Assert.Equal(0, vm.PoolCount);
-        HostFrame bad = FaultInjector.IntoPage(vm, new GuestPage(4), 8, [0xFF, 0xFF, 0xFF])!.Value;
+        HostFrame bad = MemoryErrorInjector.IntoPage(vm, new GuestPage(4), 8, [0xFF, 0xFF, 0xFF])!.Value;
 
         Assert.True(HasPattern(vm.Page(new GuestPage(4)), 4));     // recovered in the handler
         Assert.Equal(1UL, vm.Counters.HandlerRecoveries);
@@ -204,7 +204,7 @@ public class EngineRobustnessTests
         GuestVm vm = Filled(t, "order", 32);
         var engine = new RecoveryEngine(vm, new ProtectionPolicy { GroupSize = 8 });
         engine.Protect(Range(0, 16), PageCategory.ReadMostly);
-        HostFrame bad = FaultInjector.IntoPage(vm, new GuestPage(6), 0, new byte[64].Select(_ => (byte)0x5A).ToArray())!.Value;
+        HostFrame bad = MemoryErrorInjector.IntoPage(vm, new GuestPage(6), 0, new byte[64].Select(_ => (byte)0x5A).ToArray())!.Value;
 
         ErrorOutcome first = scrubFirst ? engine.Scrub().Single().Outcome : engine.Report(bad).Outcome;
         ErrorOutcome second = scrubFirst ? engine.Report(bad).Outcome : (engine.Scrub().SingleOrDefault()?.Outcome ?? ErrorOutcome.Recovered);
@@ -214,7 +214,7 @@ public class EngineRobustnessTests
         Assert.Empty(vm.ScrubParity());
         Assert.Equal(FrameState.Retired, t.Arena.StateOf(bad));
         // The parity is still right: a sibling's error is rebuilt too.
-        HostFrame bad2 = FaultInjector.IntoPage(vm, new GuestPage(7), 0, [1])!.Value;
+        HostFrame bad2 = MemoryErrorInjector.IntoPage(vm, new GuestPage(7), 0, [1])!.Value;
         Assert.Equal(ErrorOutcome.Recovered, engine.Report(bad2).Outcome);
         Assert.True(HasPattern(vm.Page(new GuestPage(7)), 7));
     }
@@ -226,7 +226,7 @@ public class EngineRobustnessTests
         GuestVm vm = Filled(t, "scrub", 16);
         var engine = new RecoveryEngine(vm, new ProtectionPolicy { GroupSize = 8 });
         engine.Protect(Range(0, 8), PageCategory.ReadMostly);
-        HostFrame bad = FaultInjector.IntoPage(vm, new GuestPage(1), 0, [0xFF])!.Value;
+        HostFrame bad = MemoryErrorInjector.IntoPage(vm, new GuestPage(1), 0, [0xFF])!.Value;
 
         Assert.Empty(vm.ScrubParity());                            // the group is left until page 1 is recovered
         Assert.Equal(ErrorOutcome.Recovered, engine.Report(bad).Outcome);
@@ -238,8 +238,8 @@ public class EngineRobustnessTests
     {
         using var t = new TestArena(128);
         GuestVm vm = Filled(t, "leave", 8);
-        HostFrame bad = FaultInjector.IntoPage(vm, new GuestPage(3), 0, [0xFF])!.Value;
-        HostFrame other = FaultInjector.IntoPage(vm, new GuestPage(5), 0, [0xFF])!.Value;
+        HostFrame bad = MemoryErrorInjector.IntoPage(vm, new GuestPage(3), 0, [0xFF])!.Value;
+        HostFrame other = MemoryErrorInjector.IntoPage(vm, new GuestPage(5), 0, [0xFF])!.Value;
 
         Assert.Empty(vm.Unmap(new GuestPage(3), 1));               // no frame handed on
         Assert.Equal(FrameState.Retired, t.Arena.StateOf(bad));
@@ -279,7 +279,7 @@ public class EngineRobustnessTests
                             case 4: engine.Scrub(); break;
                             case 5:
                                 if (Interlocked.Increment(ref injections) < 1000 &&
-                                    FaultInjector.IntoPage(vm, g, 0, [1], onlyIfProtected: true) is HostFrame f) engine.Report(f);
+                                    MemoryErrorInjector.IntoPage(vm, g, 0, [1], onlyIfProtected: true) is HostFrame f) engine.Report(f);
                                 break;
                         }
                     }
@@ -294,7 +294,7 @@ public class EngineRobustnessTests
             Assert.Empty(unexpected);
             // The next VM may take the same engine slot; the old one's id is stale and refused.
             GuestVm next = Filled(t, $"next{round}", 8);
-            Assert.Throws<ObjectDisposedException>(() => FaultInjector.IntoPage(vm, new GuestPage(1), 0, [1]));
+            Assert.Throws<ObjectDisposedException>(() => MemoryErrorInjector.IntoPage(vm, new GuestPage(1), 0, [1]));
             Assert.True(HasPattern(next.Page(new GuestPage(1)), 1));
             engine.Dispose();
             next.Dispose();
@@ -362,7 +362,7 @@ public class EngineRobustnessTests
             vm.Page(new GuestPage(100))[7] = 42;
             Assert.True(FaultEngine.MapsInUse <= FaultEngine.MapBudget, $"{FaultEngine.MapsInUse} mappings, budget {FaultEngine.MapBudget}");
             Assert.Equal(42, vm.Page(new GuestPage(100))[7]);
-            engine.RetireHandlerReplaced();
+            engine.CollectHandlerEvents();
             Assert.NotEmpty(ended);
             for (int i = 0; i < 16; i++)
             {

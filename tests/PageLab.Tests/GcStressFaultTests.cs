@@ -43,7 +43,7 @@ public class GcStressFaultTests
         Assert.True(vm.Counters.TrackedWrites >= 8UL * (ulong)rounds, $"{vm.Counters.TrackedWrites} write faults in {rounds} rounds");
         Assert.Empty(vm.ScrubParity());
         Assert.True(gc.Collections >= MinCollections, $"{gc.Collections} forced collections");
-        HostFrame bad = FaultInjector.IntoPage(vm, pages[3], 0, [0xFF, 0xFF])!.Value;
+        HostFrame bad = MemoryErrorInjector.IntoPage(vm, pages[3], 0, [0xFF, 0xFF])!.Value;
         byte[] before = t.Arena.FrameBytes(bad).ToArray();
         before[0] ^= 0xFF;
         before[1] ^= 0xFF;

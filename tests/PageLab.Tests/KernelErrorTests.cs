@@ -16,9 +16,9 @@ public class KernelErrorTests
 {
     private static KernelInjector Injector()
     {
-        if (OperatingSystem.IsWindows()) Assert.Skip(KernelFaultInjector.WindowsReason);
+        if (OperatingSystem.IsWindows()) Assert.Skip(KernelErrorInjector.WindowsReason);
         if (!OperatingSystem.IsLinux()) Assert.Skip("the fault engine runs on Linux and Windows");
-        if (KernelFaultInjector.Available.Preferred is not KernelInjector how) Assert.Skip($"no kernel injector: {KernelFaultInjector.Available.Unavailable}");
+        if (KernelErrorInjector.Available.Preferred is not KernelInjector how) Assert.Skip($"no kernel injector: {KernelErrorInjector.Available.Unavailable}");
         else return how;
         return default;
     }
@@ -70,9 +70,9 @@ public class KernelErrorTests
         using var s = new Setup();
         var page = new GuestPage(gpage);
         ulong recoveriesBefore = s.Vm.Counters.HandlerRecoveries;
-        MemoryErrorCounters before = KernelErrors.Counters;
+        KernelErrorCounters before = KernelErrors.Counters;
 
-        HostFrame bad = KernelFaultInjector.IntoPage(s.Vm, page, 64, [0xFF, 0x0F, 0xF0], onlyIfProtected: true, how)!.Value;
+        HostFrame bad = KernelErrorInjector.IntoPage(s.Vm, page, 64, [0xFF, 0x0F, 0xF0], onlyIfProtected: true, how)!.Value;
 
         // Nobody was told: the tables still say protected, the bytes behind the marker are wrong.
         Assert.Equal(GuestPageState.Tracked, s.Vm.StateOf(page));
@@ -90,7 +90,7 @@ public class KernelErrorTests
         Assert.Equal(FrameState.Retired, s.T.Arena.StateOf(bad));
         Assert.Equal(GuestPageState.Tracked, s.Vm.StateOf(page));
         Assert.False(s.Vm.IsLost(page));
-        s.Engine.RetireHandlerReplaced();
+        s.Engine.CollectHandlerEvents();
         Assert.Contains(bad.Value, s.Engine.RetiredFrames);
         Assert.Equal(ErrorOutcome.Recovered, s.Engine.Report(bad).Outcome);   // a late report finds it done
         Assert.Empty(s.Vm.ScrubParity());
@@ -105,7 +105,7 @@ public class KernelErrorTests
         var page = new GuestPage(27);
         ulong containedBefore = s.Vm.Counters.Contained;
 
-        HostFrame bad = KernelFaultInjector.IntoPage(s.Vm, page, 0, [0x01], how: how)!.Value;
+        HostFrame bad = KernelErrorInjector.IntoPage(s.Vm, page, 0, [0x01], how: how)!.Value;
         Assert.Equal(GuestPageState.Backed, s.Vm.StateOf(page));
         Assert.Empty(s.Ended);
 
@@ -116,7 +116,7 @@ public class KernelErrorTests
         Assert.True(s.Vm.IsLost(page));
         Assert.Equal(containedBefore + 1, s.Vm.Counters.Contained);
         Assert.Equal(FrameState.Retired, s.T.Arena.StateOf(bad));
-        s.Engine.RetireHandlerReplaced();
+        s.Engine.CollectHandlerEvents();
         Assert.Equal([page], s.Ended);                                       // its guest context was ended
         Assert.True(RecoveryTests.HasPattern(s.Vm.Page(new GuestPage(26)), 26), "the neighbour keeps its bytes");
         Assert.Equal(ErrorOutcome.Contained, s.Engine.Report(bad).Outcome);
@@ -129,7 +129,7 @@ public class KernelErrorTests
         KernelInjector how = Injector();
         using var s = new Setup();
         var page = new GuestPage(3);
-        HostFrame bad = KernelFaultInjector.IntoPage(s.Vm, page, 128, [0xAA, 0x55], onlyIfProtected: true, how)!.Value;
+        HostFrame bad = KernelErrorInjector.IntoPage(s.Vm, page, 128, [0xAA, 0x55], onlyIfProtected: true, how)!.Value;
 
         s.Vm.Page(page)[4000] = 0x77;                                        // write fault: rebuilt, uncovered, written
 
@@ -149,7 +149,7 @@ public class KernelErrorTests
         KernelInjector how = Injector();
         using var s = new Setup();
         var page = new GuestPage(30);
-        HostFrame bad = KernelFaultInjector.IntoPage(s.Vm, page, 8, [0x80], how: how)!.Value;
+        HostFrame bad = KernelErrorInjector.IntoPage(s.Vm, page, 8, [0x80], how: how)!.Value;
 
         s.Vm.Page(page)[100] = 0x42;                                         // SIGBUS on the write
 
@@ -169,7 +169,7 @@ public class KernelErrorTests
         s.Vm.Page(page)[0] ^= 0xFF;                                           // written: unprotected, a parity member
         s.Vm.Page(page)[0] ^= 0xFF;
         Assert.Equal(GuestPageState.Backed, s.Vm.StateOf(page));
-        HostFrame bad = KernelFaultInjector.IntoPage(s.Vm, page, 256, [0x3C], how: how)!.Value;
+        HostFrame bad = KernelErrorInjector.IntoPage(s.Vm, page, 256, [0x3C], how: how)!.Value;
 
         s.Engine.Reprotect(coldOnly: false);                                 // the protector must not record the bad bytes
 
@@ -189,8 +189,8 @@ public class KernelErrorTests
             Assert.Skip($"rt_tgsigqueueinfo's number is known here for x64 and arm64, not {RuntimeInformation.ProcessArchitecture}");
         using var s = new Setup();
         var page = new GuestPage(9);
-        HostFrame bad = KernelFaultInjector.IntoPage(s.Vm, page, 0, [0xFF], onlyIfProtected: true, how)!.Value;
-        MemoryErrorCounters before = KernelErrors.Counters;
+        HostFrame bad = KernelErrorInjector.IntoPage(s.Vm, page, 0, [0xFF], onlyIfProtected: true, how)!.Value;
+        KernelErrorCounters before = KernelErrors.Counters;
 
         // What the kernel sends when a scrub finds a bad page nobody is touching (early kill): this kernel has
         // no CONFIG_MEMORY_FAILURE, so the process sends it to itself, as only it may (si_code > 0).
@@ -198,7 +198,7 @@ public class KernelErrorTests
 
         Assert.Equal(before.ActionOptionalQueued + 1, KernelErrors.Counters.ActionOptionalQueued);
         Assert.Equal(GuestPageState.Poisoned, s.Vm.StateOf(page));
-        s.Engine.RetireHandlerReplaced();                                    // the queued report is handled
+        s.Engine.CollectHandlerEvents();                                    // the queued report is handled
         Assert.Equal(1, s.Engine.KernelReported);
         Assert.Equal(GuestPageState.Tracked, s.Vm.StateOf(page));
         Assert.Equal(FrameState.Retired, s.T.Arena.StateOf(bad));
@@ -215,7 +215,7 @@ public class KernelErrorTests
         using var s = new Setup();
         var page = new GuestPage(9);
         HostFrame frame = s.Vm.Translate(page)!.Value;
-        MemoryErrorCounters before = KernelErrors.Counters;
+        KernelErrorCounters before = KernelErrors.Counters;
 
         SendSigbusToSelf(BusMceerrAo, s.Vm.Base + (long)page.Value * s.T.Arena.PageSize);
 
@@ -235,7 +235,7 @@ public class KernelErrorTests
         {
             var page = new GuestPage((ulong)(i % 16));
             if (i % 32 == 0) s.Vm.RefillPool();
-            Assert.NotNull(KernelFaultInjector.IntoPage(s.Vm, page, 0, [0x10], onlyIfProtected: true, how));
+            Assert.NotNull(KernelErrorInjector.IntoPage(s.Vm, page, 0, [0x10], onlyIfProtected: true, how));
             Assert.True(RecoveryTests.HasPattern(s.Vm.Page(page), page.Value));
         }
         // Registration splits the page's VMA; the injector merges it back. Recovery maps fresh frames, so the
@@ -272,7 +272,7 @@ public class KernelErrorTests
             {
                 if (i % 32 == 0) s.Vm.RefillPool();
                 HostFrame? f;
-                while ((f = KernelFaultInjector.IntoPage(s.Vm, page, i % 4000, [0xFF], onlyIfProtected: true, how)) is null) Thread.Yield();
+                while ((f = KernelErrorInjector.IntoPage(s.Vm, page, i % 4000, [0xFF], onlyIfProtected: true, how)) is null) Thread.Yield();
                 bad.Add(f.Value.Value);
                 long deadline = Environment.TickCount64 + 10_000;
                 while (s.Vm.Translate(page) == f)                                // a reader takes the SIGBUS
@@ -304,7 +304,7 @@ public class KernelErrorTests
         CampaignResult r = RecoveryCampaign.Run(new CampaignOptions
         {
             Injections = 2000, Seed = 5, Readers = 1, Writers = 1, GcStress = true, Via = InjectionPath.Kernel,
-        });
+        }, stopEarly: TestContext.Current.CancellationToken);
 
         Assert.Empty(r.Problems);
         Assert.Equal(2000, r.Injected);
@@ -336,7 +336,7 @@ public class KernelErrorTests
         GuestProcess next = os.Spawn("next", 64);
         for (ulong v = 0; v < 64; v++) RecoveryTests.FillPattern(app.Page(v), v + 77);
         GuestPage page = os.Translate(app, 5)!.Value;
-        HostFrame bad = KernelFaultInjector.IntoPage(vm, page, 0, [0xFF, 0xFF, 0xFF, 0xFF], how: how)!.Value;
+        HostFrame bad = KernelErrorInjector.IntoPage(vm, page, 0, [0xFF, 0xFF, 0xFF, 0xFF], how: how)!.Value;
         Assert.True(vm.IsKernelPoisoned(page));
 
         os.Reclaim(128);                     // page-out is device I/O: the frame, not the mapping, unless the mapping is bad
@@ -355,7 +355,7 @@ public class KernelErrorTests
             if (os.Translate(next, v) == page) reused = v;
         }
         Assert.NotNull(reused);
-        engine.RetireHandlerReplaced();
+        engine.CollectHandlerEvents();
         Assert.False(next.Killed, "the page's next user was ended for its previous user's error");
         Assert.Empty(FrameAccounting.Check(t.Arena, [vm]));
     }
@@ -386,14 +386,14 @@ public class KernelErrorTests
     [Fact]
     public void Info_names_the_SIGBUS_handler_and_each_kernel_injector_with_its_reason()
     {
-        if (!OperatingSystem.IsLinux()) Assert.Skip(KernelFaultInjector.WindowsReason);
+        if (!OperatingSystem.IsLinux()) Assert.Skip(KernelErrorInjector.WindowsReason);
         CliResult r = WithAnsiCaptured("info");
         string text = Squeeze(r.Out);
         Assert.Equal(0, r.Exit);
         Assert.Contains(Squeeze("SIGBUS handler"), text);
         Assert.Contains(Squeeze("kernel injector: UFFDIO_POISON"), text);
         Assert.Contains(Squeeze("kernel injector: MADV_HWPOISON"), text);
-        Assert.Contains(Squeeze(KernelFaultInjector.Available.UffdPoison ? "available: UFFDIO_POISON" : "unavailable"), text);
+        Assert.Contains(Squeeze(KernelErrorInjector.Available.UffdPoison ? "available: UFFDIO_POISON" : "unavailable"), text);
     }
 
     // `pagelab` in this process with Spectre.Console's output (tables, markup) captured too: AnsiConsole

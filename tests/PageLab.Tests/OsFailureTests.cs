@@ -301,7 +301,7 @@ public class OsFailureTests
     private static KernelInjector KernelInjectorOrSkip()
     {
         if (!OperatingSystem.IsLinux()) Assert.Skip("kernel-delivered errors and the userfaultfd are Linux's");
-        if (KernelFaultInjector.Available.Preferred is not KernelInjector how) Assert.Skip($"no kernel injector: {KernelFaultInjector.Available.Unavailable}");
+        if (KernelErrorInjector.Available.Preferred is not KernelInjector how) Assert.Skip($"no kernel injector: {KernelErrorInjector.Available.Unavailable}");
         else return how;
         return default;
     }
@@ -317,12 +317,12 @@ public class OsFailureTests
         (TestArena t, GuestVm vm) = Vm();
         using var _ = t;
         using var injector = OsFailureInjector.Scope();
-        Assert.NotNull(KernelFaultInjector.Available.Preferred); // the userfaultfd is opened before counting starts
+        Assert.NotNull(KernelErrorInjector.Available.Preferred); // the userfaultfd is opened before counting starts
         string before = Tables(t.Arena, vm);
-        MemoryErrorCounters errors = KernelErrors.Counters;
+        KernelErrorCounters errors = KernelErrors.Counters;
 
         OsFailureInjector.FailNth(kind, (ulong)nth, EAGAIN);
-        Assert.ThrowsAny<Exception>(() => KernelFaultInjector.IntoPage(vm, P(3), 8, [0xFF], how: how));
+        Assert.ThrowsAny<Exception>(() => KernelErrorInjector.IntoPage(vm, P(3), 8, [0xFF], how: how));
 
         Assert.Equal(1UL, Count(kind).Failed);
         Assert.Equal(before, Tables(t.Arena, vm));
@@ -341,13 +341,13 @@ public class OsFailureTests
         using var injector = OsFailureInjector.Scope();
         using var engine = new RecoveryEngine(vm, new ProtectionPolicy { GroupSize = 4 });
         Assert.Equal(8, engine.Protect(Enumerable.Range(0, 8).Select(g => P((ulong)g)).ToArray(), PageCategory.ReadMostly));
-        HostFrame bad = KernelFaultInjector.IntoPage(vm, P(6), 8, [0xFF], onlyIfProtected: true, how)!.Value;
+        HostFrame bad = KernelErrorInjector.IntoPage(vm, P(6), 8, [0xFF], onlyIfProtected: true, how)!.Value;
 
         OsFailureInjector.FailNth(OsCall.Peek, 1, EPERM);
         Assert.True(Holds(vm, 6, ValueOf(6))); // SIGBUS; the handler's kernel read is refused once, asked again (EFAULT: bad), rebuilt
 
         Assert.Equal(1UL, Count(OsCall.Peek).Failed);
-        engine.RetireHandlerReplaced();
+        engine.CollectHandlerEvents();
         Assert.Equal(FrameState.Retired, t.Arena.StateOf(bad));
         Assert.False(vm.IsLost(P(6)));
         AssertConsistent(t.Arena, vm);
@@ -362,7 +362,7 @@ public class OsFailureTests
         using var injector = OsFailureInjector.Scope();
         using var engine = new RecoveryEngine(vm, new ProtectionPolicy { GroupSize = 4 });
         Assert.Equal(8, engine.Protect(Enumerable.Range(0, 8).Select(g => P((ulong)g)).ToArray(), PageCategory.ReadMostly));
-        HostFrame bad = KernelFaultInjector.IntoPage(vm, P(5), 8, [0xFF], onlyIfProtected: true, how)!.Value;
+        HostFrame bad = KernelErrorInjector.IntoPage(vm, P(5), 8, [0xFF], onlyIfProtected: true, how)!.Value;
 
         // The rebuilt frame's MAP_FIXED mmap fails once: a passing shortage, not a page without a frame (the
         // process died here with "no frame to recover or contain it into").
@@ -371,7 +371,7 @@ public class OsFailureTests
         Assert.True(Holds(vm, 5, ValueOf(5)), $"reads {seen:x16}, lost {vm.IsLost(P(5))}, {vm.StateOf(P(5))}, mmap failed {Count(OsCall.Map).Failed}"); // SIGBUS; the repair fails, the access re-runs, the second repair maps
 
         Assert.Equal(1UL, Count(OsCall.Map).Failed);
-        engine.RetireHandlerReplaced();
+        engine.CollectHandlerEvents();
         Assert.Equal(FrameState.Retired, t.Arena.StateOf(bad));
         Assert.False(vm.IsLost(P(5)));
         AssertConsistent(t.Arena, vm);
@@ -405,7 +405,7 @@ public class OsFailureTests
         Fill(vm, 3, 0x77UL);
         HostFrame shared = vm.ShareCreate(P(2))!.Value;
         Assert.Equal(ShareResult.Merged, vm.TryShare(P(3), shared));
-        FaultInjector.IntoFrame(t.Arena, shared, 100, [0x5A]);
+        MemoryErrorInjector.IntoFrame(t.Arena, shared, 100, [0x5A]);
 
         // The first sharer's unback fails once: a hole is an mmap on Linux, an unmapped view on Windows.
         OsCall hole = OperatingSystem.IsWindows() ? OsCall.Unmap : OsCall.Map;
@@ -438,7 +438,7 @@ public class OsFailureTests
         engine.UseDiskFile(disk.SafeFileHandle);
         engine.Unrecoverable = g => $"context of {g}";
         Assert.Equal(1, engine.Protect([P(5)], PageCategory.CleanWithDiskCopy, _ => 0));
-        HostFrame bad = FaultInjector.IntoPage(vm, P(5), 16, [0xFF, 0xFF])!.Value;
+        HostFrame bad = MemoryErrorInjector.IntoPage(vm, P(5), 16, [0xFF, 0xFF])!.Value;
 
         OsFailureInjector.FailNth(OsCall.Read, 1, EIO); // the disk copy's read fails once
         ErrorReport r = engine.Report(bad);

@@ -181,8 +181,8 @@ public class PageCacheTests
         GuestPage g = cache.PageOf(f, 5)!.Value;
         Assert.Equal(GuestPageState.Tracked, vm.StateOf(g));
 
-        (int offset, byte[] mask) = FaultInjector.Pattern(ErrorKind.WholePage, t.Arena.PageSize, new Random(3));
-        HostFrame bad = FaultInjector.IntoPage(vm, g, offset, mask)!.Value;
+        (int offset, byte[] mask) = MemoryErrorInjector.Pattern(ErrorKind.WholePage, t.Arena.PageSize, new Random(3));
+        HostFrame bad = MemoryErrorInjector.IntoPage(vm, g, offset, mask)!.Value;
         Assert.Equal(ErrorOutcome.Recovered, engine.Report(bad).Outcome);
         Assert.True(HoldsFilePage(vm.Page(g), 5), "the refilled page is not its file's bytes");
         Assert.Equal(g, cache.PageOf(f, 5));
@@ -193,7 +193,7 @@ public class PageCacheTests
         // A dirty page has no good copy: the error is contained and the page leaves the cache (its data is lost).
         cache.Write(reader, f, 6, 0, [9, 9, 9, 9, 9, 9, 9, 9]);
         GuestPage dirty = cache.PageOf(f, 6)!.Value;
-        HostFrame bad2 = FaultInjector.IntoPage(vm, dirty, 0, [0xFF])!.Value;
+        HostFrame bad2 = MemoryErrorInjector.IntoPage(vm, dirty, 0, [0xFF])!.Value;
         Assert.Equal(ErrorOutcome.Contained, engine.Report(bad2).Outcome);
         Assert.False(cache.IsCached(f, 6));
         Assert.Equal(1UL, cache.LostPages);

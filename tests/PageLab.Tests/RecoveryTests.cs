@@ -45,9 +45,9 @@ public class RecoveryTests
         Assert.Equal(16, engine.Protect(Range(0, 16), PageCategory.ReadMostly));
         Assert.Equal(2, engine.Groups);
         var rng = new Random((int)kind);
-        (int offset, byte[] mask) = FaultInjector.Pattern(kind, t.Arena.PageSize, rng);
+        (int offset, byte[] mask) = MemoryErrorInjector.Pattern(kind, t.Arena.PageSize, rng);
 
-        HostFrame bad = FaultInjector.IntoPage(vm, new GuestPage(5), offset, mask)!.Value;
+        HostFrame bad = MemoryErrorInjector.IntoPage(vm, new GuestPage(5), offset, mask)!.Value;
         Assert.Equal(GuestPageState.Poisoned, vm.StateOf(new GuestPage(5)));
         Assert.False(HasPattern(t.Arena.FrameBytes(bad), 5));
         ErrorReport r = engine.Report(bad);
@@ -77,7 +77,7 @@ public class RecoveryTests
         Assert.Equal(1, engine.Reprotect());
         Assert.Empty(vm.ScrubParity());
         // The rewritten page is recovered with its new content.
-        HostFrame bad = FaultInjector.IntoPage(vm, new GuestPage(2), 0, [0xFF])!.Value;
+        HostFrame bad = MemoryErrorInjector.IntoPage(vm, new GuestPage(2), 0, [0xFF])!.Value;
         Assert.Equal(ErrorOutcome.Recovered, engine.Report(bad).Outcome);
         Assert.Equal(0xEE, vm.Page(new GuestPage(2))[10]);
     }
@@ -88,7 +88,7 @@ public class RecoveryTests
         (TestArena t, GuestVm vm, RecoveryEngine engine) = Setup(16);
         using var _ = t;
         engine.Protect(Range(0, 8), PageCategory.ReadMostly);
-        HostFrame bad = FaultInjector.IntoPage(vm, new GuestPage(4), 100, [0x0F, 0xF0])!.Value;
+        HostFrame bad = MemoryErrorInjector.IntoPage(vm, new GuestPage(4), 100, [0x0F, 0xF0])!.Value;
 
         Assert.True(HasPattern(vm.Page(new GuestPage(4)), 4));           // the read faults and is rebuilt
         Assert.Equal(1UL, vm.Counters.HandlerRecoveries);
@@ -108,8 +108,8 @@ public class RecoveryTests
         engine.UseDiskFile(file.SafeFileHandle);
         Assert.Equal(8, engine.Protect(Range(8, 8), PageCategory.CleanWithDiskCopy, g => ((long)g.Value - 8) * t.Arena.PageSize));
 
-        (int offset, byte[] mask) = FaultInjector.Pattern(ErrorKind.WholePage, t.Arena.PageSize, new Random(3));
-        HostFrame bad = FaultInjector.IntoPage(vm, new GuestPage(11), offset, mask)!.Value;
+        (int offset, byte[] mask) = MemoryErrorInjector.Pattern(ErrorKind.WholePage, t.Arena.PageSize, new Random(3));
+        HostFrame bad = MemoryErrorInjector.IntoPage(vm, new GuestPage(11), offset, mask)!.Value;
 
         Assert.Equal(ErrorOutcome.Recovered, engine.Report(bad).Outcome);
         Assert.True(HasPattern(vm.Page(new GuestPage(11)), 11));
@@ -122,9 +122,9 @@ public class RecoveryTests
         using var _ = t;
         engine.Protect(Range(0, 16), PageCategory.ReadMostly);
         HostFrame victim = vm.Translate(new GuestPage(9))!.Value;
-        FaultInjector.IntoFrame(t.Arena, victim, 64, [1, 2, 3]);        // no poison, no report
+        MemoryErrorInjector.IntoFrame(t.Arena, victim, 64, [1, 2, 3]);        // no poison, no report
         HostFrame parity = new(engine.ParityFrames.Keys.First());
-        FaultInjector.IntoFrame(t.Arena, parity, 8, [0x80]);
+        MemoryErrorInjector.IntoFrame(t.Arena, parity, 8, [0x80]);
 
         List<ErrorReport> repaired = engine.Scrub();
 
@@ -141,7 +141,7 @@ public class RecoveryTests
         using var _ = t;
         var told = new List<GuestPage>();
         engine.Unrecoverable = g => { told.Add(g); return "context"; };
-        HostFrame bad = FaultInjector.IntoPage(vm, new GuestPage(12), 0, [0xFF])!.Value;
+        HostFrame bad = MemoryErrorInjector.IntoPage(vm, new GuestPage(12), 0, [0xFF])!.Value;
 
         ErrorReport r = engine.Report(bad);
 
@@ -159,7 +159,7 @@ public class RecoveryTests
         using var _ = t;
         engine.Protect(Range(0, 8), PageCategory.ReadMostly);
         HostFrame parity = new(engine.ParityFrames.Keys.Single());
-        FaultInjector.IntoFrame(t.Arena, parity, 0, [0xAA]);
+        MemoryErrorInjector.IntoFrame(t.Arena, parity, 0, [0xAA]);
         Assert.Equal(ErrorOutcome.ParityRebuilt, engine.Report(parity).Outcome);
         Assert.Empty(vm.ScrubParity());
         HostFrame free = t.Arena.Allocate(1)[0];
@@ -178,11 +178,11 @@ public class RecoveryTests
         (TestArena t, GuestVm vm, RecoveryEngine engine) = Setup(8, frames: 128);
         using var _ = t;
         FrameCounts before = t.Arena.Counts;
-        var outOfRange = Assert.Throws<ArgumentOutOfRangeException>(() => FaultInjector.IntoFrame(t.Arena, new HostFrame(128), 0, [1]));
+        var outOfRange = Assert.Throws<ArgumentOutOfRangeException>(() => MemoryErrorInjector.IntoFrame(t.Arena, new HostFrame(128), 0, [1]));
         Assert.Contains("frames 0..127", outOfRange.Message);
-        var empty = Assert.Throws<ArgumentException>(() => FaultInjector.IntoPage(vm, new GuestPage(1), 0, [0, 0]));
+        var empty = Assert.Throws<ArgumentException>(() => MemoryErrorInjector.IntoPage(vm, new GuestPage(1), 0, [0, 0]));
         Assert.Contains("flips no bit", empty.Message);
-        var tooLong = Assert.Throws<ArgumentOutOfRangeException>(() => FaultInjector.IntoFrame(t.Arena, new HostFrame(1), 4095, [1, 1]));
+        var tooLong = Assert.Throws<ArgumentOutOfRangeException>(() => MemoryErrorInjector.IntoFrame(t.Arena, new HostFrame(1), 4095, [1, 1]));
         Assert.Contains("does not fit", tooLong.Message);
         var badFrame = Assert.Throws<ArgumentOutOfRangeException>(() => engine.Report(new HostFrame(999)));
         Assert.Contains("frames 0..127", badFrame.Message);

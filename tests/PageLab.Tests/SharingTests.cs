@@ -224,7 +224,7 @@ public class SharingTests
         var router = new ErrorRouter(t.Arena);
         router.Add(ea);
         router.Add(eb);
-        FaultInjector.IntoFrame(t.Arena, shared, 100, [0xFF]);
+        MemoryErrorInjector.IntoFrame(t.Arena, shared, 100, [0xFF]);
 
         ErrorReport r = router.Report(shared);
 
@@ -252,7 +252,7 @@ public class SharingTests
         var lostB = new List<GuestPage>();
         using var ea = new RecoveryEngine(a, new ProtectionPolicy()) { Unrecoverable = g => { lostA.Add(g); return "ctx"; } };
         using var eb = new RecoveryEngine(b, new ProtectionPolicy()) { Unrecoverable = g => { lostB.Add(g); return "ctx"; } };
-        FaultInjector.IntoFrame(t.Arena, shared, 64, [0x10]);    // silent: nobody has reported it yet
+        MemoryErrorInjector.IntoFrame(t.Arena, shared, 64, [0x10]);    // silent: nobody has reported it yet
 
         b.Page(new GuestPage(2))[0] = 7;                         // copy-on-write: the copy fails the frame's hash
 
@@ -262,12 +262,12 @@ public class SharingTests
         Assert.Equal(0, b.Page(new GuestPage(2))[64]);          // zeros, never the bad byte nor the old content
         Assert.Equal(0, b.Page(new GuestPage(2))[8]);
         Assert.Equal(1UL, b.Counters.Contained);
-        eb.RetireHandlerReplaced();                              // b's engine hears it and reports the frame for everyone
+        eb.CollectHandlerEvents();                              // b's engine hears it and reports the frame for everyone
         Assert.Equal([new GuestPage(2)], lostB);
         Assert.Equal(FrameState.Retired, t.Arena.StateOf(shared));
         Assert.Equal(GuestPageState.Unbacked, a.StateOf(new GuestPage(1)));
         Assert.True(a.IsLost(new GuestPage(1)));
-        ea.RetireHandlerReplaced();
+        ea.CollectHandlerEvents();
         Assert.Equal([new GuestPage(1)], lostA);
         AssertAccounting(t, a, b);
     }
@@ -279,7 +279,7 @@ public class SharingTests
         var (a, b) = TwoSharingVms(t);
         HostFrame zero = a.ShareCreate(new GuestPage(0))!.Value;
         Assert.Equal(ShareResult.Merged, b.TryShare(new GuestPage(0), zero));
-        FaultInjector.IntoFrame(t.Arena, zero, 100, [0xFF]);    // even a corrupt zero frame is never copied
+        MemoryErrorInjector.IntoFrame(t.Arena, zero, 100, [0xFF]);    // even a corrupt zero frame is never copied
 
         b.Page(new GuestPage(0))[0] = 1;
 
@@ -298,7 +298,7 @@ public class SharingTests
         for (ulong g = 0; g < 8; g++) Assert.Equal(ShareResult.Merged, b.TryShare(new GuestPage(g), zero));
         var lost = new List<GuestPage>();
         using var ea = new RecoveryEngine(a, new ProtectionPolicy()) { Unrecoverable = g => { lost.Add(g); return "ctx"; } };
-        FaultInjector.IntoFrame(t.Arena, zero, 5, [0x01]);
+        MemoryErrorInjector.IntoFrame(t.Arena, zero, 5, [0x01]);
 
         ErrorReport r = ea.Report(zero);
 

@@ -240,8 +240,8 @@ public sealed unsafe class SqliteGuestTests : IDisposable
         var groups = new HashSet<int>();
         foreach (GuestPage p in heap.OrderBy(_ => rng.Next()).Where(p => g.Vm.GroupOf(p) is int k && groups.Add(k)).Take(200))
         {
-            (int offset, byte[] mask) = FaultInjector.Pattern(ErrorKind.MultiBit, g.Arena.Arena.PageSize, rng);
-            if (FaultInjector.IntoPage(g.Vm, p, offset, mask, onlyIfProtected: true) is HostFrame f) reports.Add(f);
+            (int offset, byte[] mask) = MemoryErrorInjector.Pattern(ErrorKind.MultiBit, g.Arena.Arena.PageSize, rng);
+            if (MemoryErrorInjector.IntoPage(g.Vm, p, offset, mask, onlyIfProtected: true) is HostFrame f) reports.Add(f);
         }
         Assert.True(reports.Count > 100, $"only {reports.Count} errors landed in protected pages");
         // SQLite touches some poisoned pages before the reports arrive: the handler rebuilds them from parity.
@@ -437,9 +437,9 @@ public sealed unsafe class SqliteGuestTests : IDisposable
             attempts++;
             if (attempts % 2000 == 0) engine.Reprotect(coldOnly: false); // pages the readers wrote are covered again
             GuestPage p = heap[rng.Next(heap.Count)];
-            (int offset, byte[] mask) = FaultInjector.Pattern((ErrorKind)rng.Next(4), g.Arena.Arena.PageSize, rng);
+            (int offset, byte[] mask) = MemoryErrorInjector.Pattern((ErrorKind)rng.Next(4), g.Arena.Arena.PageSize, rng);
             // One error at a time, reported at once: never two in one parity group, which parity cannot rebuild.
-            if (FaultInjector.IntoPage(g.Vm, p, offset, mask, onlyIfProtected: true) is not HostFrame f) continue;
+            if (MemoryErrorInjector.IntoPage(g.Vm, p, offset, mask, onlyIfProtected: true) is not HostFrame f) continue;
             injected++;
             if (engine.Report(f).Outcome == ErrorOutcome.Contained) contained++;
         }

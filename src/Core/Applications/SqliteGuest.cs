@@ -55,9 +55,6 @@ public static class SqliteAllocator
     /// <summary>SQLite's own count of the bytes it holds (sqlite3_memory_used).</summary>
     public static long MemoryUsed => raw.sqlite3_memory_used();
 
-    /// <summary>SQLite's high-water mark of <see cref="MemoryUsed"/>, reset to now when asked.</summary>
-    public static long HighWater(bool reset = false) => raw.sqlite3_memory_highwater(reset ? 1 : 0);
-
     internal static void Check(int rc, string what)
     {
         if (rc != raw.SQLITE_OK) throw new InvalidOperationException($"{what} returned SQLite code {rc}");

@@ -80,7 +80,6 @@ public sealed class BalloonBackend
 
     public long ReclaimedTotal { get; private set; }
     public long RefusedTotal => _refusedTotal.Values.Sum();
-    public IReadOnlyDictionary<RefusalReason, long> RefusedByReason => _refusedTotal;
     /// <summary>True once the app has failed to make progress towards its target for
     /// <see cref="UnresponsiveAfterSteps"/> steps in a row.</summary>
     public bool Unresponsive => _stepsWithoutProgress >= UnresponsiveAfterSteps;

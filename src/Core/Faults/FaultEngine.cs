@@ -90,4 +90,13 @@ public static class FaultEngine
 public readonly record struct FaultCounters(
     ulong DemandFaults, ulong SampleTouches, ulong PoolEmpty, ulong MapFailures, ulong TrackedWrites, ulong HandlerRecoveries,
     ulong HostSwapOuts, ulong HostSwapIns, ulong Contained, ulong Overcommits, ulong Spurious, ulong EventsDropped,
-    ulong CowBreaks = 0, ulong PagesMerged = 0, ulong FaultedAround = 0, ulong TakenFromOthers = 0);
+    ulong CowBreaks = 0, ulong PagesMerged = 0, ulong FaultedAround = 0, ulong TakenFromOthers = 0)
+{
+    /// <summary>The engine's counters, taken by name from its struct (never by position).</summary>
+    internal static FaultCounters From(in Lib.RegionCounters c) => new(
+        DemandFaults: c.DemandFaults, SampleTouches: c.SampleTouches, PoolEmpty: c.PoolEmpty, MapFailures: c.MapFailures,
+        TrackedWrites: c.TrackedWrites, HandlerRecoveries: c.HandlerRecoveries, HostSwapOuts: c.HostSwapOuts,
+        HostSwapIns: c.HostSwapIns, Contained: c.Contained, Overcommits: c.Overcommits, Spurious: c.Spurious,
+        EventsDropped: c.EventsDropped, CowBreaks: c.CowBreaks, PagesMerged: c.PagesMerged, FaultedAround: c.FaultedAround,
+        TakenFromOthers: c.TakenFromOthers);
+}

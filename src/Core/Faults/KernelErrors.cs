@@ -37,7 +37,7 @@ public sealed record KernelInjectors(bool UffdPoison, string UffdPoisonReason, b
 /// <param name="Chained">SIGBUS passed on to the runtime's handler (not a guest page, or not a memory error).</param>
 /// <param name="ActionOptionalDeferred">BUS_MCEERR_AO that arrived while the region's lock was taken (possibly by
 /// the very thread it interrupted): left for the next collection of handler events, which handles it.</param>
-public readonly record struct MemoryErrorCounters(ulong ActionRequired, ulong PoisonMarkers, ulong ActionOptionalQueued, ulong NothingToDo, ulong Chained,
+public readonly record struct KernelErrorCounters(ulong ActionRequired, ulong PoisonMarkers, ulong ActionOptionalQueued, ulong NothingToDo, ulong Chained,
     ulong ActionOptionalDeferred)
 {
     /// <summary>Kernel-delivered errors the handler resolved (AR and poison markers).</summary>
@@ -62,13 +62,17 @@ public static unsafe class KernelErrors
 
     private static string Text(byte* s, int cap) => Encoding.UTF8.GetString(new ReadOnlySpan<byte>(s, cap).Slice(0, Math.Max(0, new ReadOnlySpan<byte>(s, cap).IndexOf((byte)0))));
 
-    public static MemoryErrorCounters Counters
+    public static KernelErrorCounters Counters
     {
         get
         {
-            ulong* c = stackalloc ulong[Lib.MemoryErrorCounts];
-            _ = Lib.MemoryErrorCountsGet(c, Lib.MemoryErrorCounts); // fills them all; nothing can fail
-            return new MemoryErrorCounters(c[0], c[1], c[2], c[3], c[4], c[5]);
+            Lib.KernelErrorCounts c;
+            int kept = Lib.KernelErrorCountsGet((ulong*)&c, Lib.KernelErrorCounts.Count); // nothing can fail
+            if (kept != Lib.KernelErrorCounts.Count)
+                throw new InvalidOperationException($"libpagelab keeps {kept} kernel-error counts, this build reads {Lib.KernelErrorCounts.Count}: a mismatched library");
+            return new KernelErrorCounters(ActionRequired: c.ActionRequired, PoisonMarkers: c.PoisonMarkers,
+                ActionOptionalQueued: c.ActionOptionalQueued, NothingToDo: c.NothingToDo, Chained: c.Chained,
+                ActionOptionalDeferred: c.ActionOptionalDeferred);
         }
     }
 

@@ -160,7 +160,7 @@ public sealed unsafe partial class GuestVm
         var events = new Lib.Event[64];
         using RegionUse use = Use();
         // Kernel reports (BUS_MCEERR_AO) that arrived while the region lock was taken become events now.
-        FaultEngine.Check(Lib.MemoryErrorsDrain(use.Id), $"{Name}: deferred memory error reports");
+        FaultEngine.Check(Lib.KernelErrorsDrain(use.Id), $"{Name}: deferred memory error reports");
         while (true)
         {
             int n;

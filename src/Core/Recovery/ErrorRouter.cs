@@ -36,7 +36,7 @@ public sealed class ErrorRouter(HostArena arena)
             {
                 // Any engine contains every sharer (of every VM); the others hear on their next call.
                 ErrorReport r = engines[0].Report(frame);
-                foreach (RecoveryEngine e in engines.Skip(1)) e.RetireHandlerReplaced();
+                foreach (RecoveryEngine e in engines.Skip(1)) e.CollectHandlerEvents();
                 return r;
             }
             case FrameState.Free or FrameState.Retired:

@@ -40,7 +40,7 @@ public sealed record CampaignResult(
     long Injected, IReadOnlyDictionary<ErrorOutcome, long> Outcomes, IReadOnlyDictionary<CampaignTarget, long> Targets,
     long SilentFound, long Lost, long ReaderMismatches, long ReaderChecks, ulong HandlerRecoveries, ulong TrackedWrites,
     long ContextsTerminated, long Retired, double P50Micros, double P90Micros, double P99Micros,
-    IReadOnlyList<string> Problems, TimeSpan Elapsed, IReadOnlyList<CampaignSample> Samples)
+    IReadOnlyList<string> Problems, TimeSpan Elapsed, IReadOnlyList<CampaignSample> Samples, bool Stopped = false)
 {
     public long Recovered => Outcomes.GetValueOrDefault(ErrorOutcome.Recovered) + Outcomes.GetValueOrDefault(ErrorOutcome.ParityRebuilt)
                              + Outcomes.GetValueOrDefault(ErrorOutcome.FreeFrameRetired);
@@ -58,7 +58,9 @@ public static class RecoveryCampaign
     private const ulong ContextPages = 16;
     private const ulong VmPages = 1024;
 
-    public static CampaignResult Run(CampaignOptions o, IProgress<int>? progress = null)
+    /// <summary>Runs the campaign. Once <paramref name="stopEarly"/> is cancelled it injects no more errors,
+    /// makes the end-of-campaign checks on the ones injected, and returns them (<see cref="CampaignResult.Stopped"/>).</summary>
+    public static CampaignResult Run(CampaignOptions o, IProgress<int>? progress = null, CancellationToken stopEarly = default)
     {
         o.Validate();
         var clock = Stopwatch.StartNew();
@@ -72,7 +74,7 @@ public static class RecoveryCampaign
         try
         {
             var rng = new Random(o.Seed);
-            Faults.KernelInjector? kernel = o.Via == InjectionPath.Kernel ? KernelFaultInjector.Require() : null;
+            Faults.KernelInjector? kernel = o.Via == InjectionPath.Kernel ? KernelErrorInjector.Require() : null;
             vm.RefillPool();
             vm.Back(new GuestPage(0), VmPages);
             var version = new long[VmPages];
@@ -114,7 +116,8 @@ public static class RecoveryCampaign
             var samples = new List<CampaignSample>(o.Injections);
             long lost = 0, silentFound = 0, contexts = 0;
             var problems = new List<string>();
-            for (int n = 0; n < o.Injections;)
+            int n = 0;
+            while (n < o.Injections)
             {
                 if (n % 64 == 0)
                 {
@@ -122,10 +125,11 @@ public static class RecoveryCampaign
                     engine.Reprotect(coldOnly: false);
                     progress?.Report(n);
                 }
+                if (stopEarly.IsCancellationRequested) break; // between injections: none is half made
                 long lostBefore = lost;
                 var target = kernel is null ? (CampaignTarget)rng.Next(7) : KernelTargets[rng.Next(KernelTargets.Length)];
                 var kind = (ErrorKind)rng.Next(4);
-                (int offset, byte[] mask) = FaultInjector.Pattern(kind, arena.PageSize, rng);
+                (int offset, byte[] mask) = MemoryErrorInjector.Pattern(kind, arena.PageSize, rng);
                 ErrorReport? report = null;
                 switch (target)
                 {
@@ -138,10 +142,10 @@ public static class RecoveryCampaign
                             _ => (Disk, DiskPages),
                         };
                         var page = new GuestPage(first + (ulong)rng.NextInt64((long)count));
-                        if (KernelFaultInjector.IntoPage(vm, page, offset, mask, onlyIfProtected: true, kernel) is not HostFrame bad) continue;
+                        if (KernelErrorInjector.IntoPage(vm, page, offset, mask, onlyIfProtected: true, kernel) is not HostFrame bad) continue;
                         // Nobody is told: this guest read (or the reader's, or the writer's write) takes the SIGBUS.
                         TimeSpan took = GuestTouch(vm, page);
-                        engine.RetireHandlerReplaced();
+                        engine.CollectHandlerEvents();
                         bool recovered = vm.Translate(page) != bad && arena.StateOf(bad) == FrameState.Retired && !vm.IsLost(page);
                         report = new ErrorReport(bad, recovered ? ErrorOutcome.Recovered : ErrorOutcome.Contained, page, took);
                         if (!recovered) lost++;
@@ -153,10 +157,10 @@ public static class RecoveryCampaign
                         ulong ctx = (ulong)rng.NextInt64((long)(UnprotectedPages / ContextPages));
                         if (deadContexts.Contains(ctx)) RestartContext(vm, ctx, deadContexts);
                         var page = new GuestPage(Unprotected + ctx * ContextPages + (ulong)rng.NextInt64((long)ContextPages));
-                        HostFrame bad = KernelFaultInjector.IntoPage(vm, page, offset, mask, how: kernel)!.Value;
+                        HostFrame bad = KernelErrorInjector.IntoPage(vm, page, offset, mask, how: kernel)!.Value;
                         int before = deadContexts.Count;
                         TimeSpan took = GuestTouch(vm, page);
-                        engine.RetireHandlerReplaced();    // the handler's event ends the context
+                        engine.CollectHandlerEvents();    // the handler's event ends the context
                         bool contained = vm.IsLost(page) && vm.Translate(page) != bad && arena.StateOf(bad) == FrameState.Retired
                                          && deadContexts.Count == before + 1 && vm.Page(page).IndexOfAnyExcept((byte)0) < 0;
                         report = new ErrorReport(bad, ErrorOutcome.Contained, page, took);
@@ -178,7 +182,7 @@ public static class RecoveryCampaign
                         };
                         var page = new GuestPage(first + (ulong)rng.NextInt64((long)count));
                         // Only a page protected at this instant: a page being written is not (yet) covered.
-                        if (FaultInjector.IntoPage(vm, page, offset, mask, onlyIfProtected: true) is not HostFrame bad) continue;
+                        if (MemoryErrorInjector.IntoPage(vm, page, offset, mask, onlyIfProtected: true) is not HostFrame bad) continue;
                         report = engine.Report(bad);
                         if (report.Outcome != ErrorOutcome.Recovered) lost++;
                         else if (target != CampaignTarget.WrittenPage && !Holds(arena, vm, page, 0)) lost++;
@@ -188,7 +192,7 @@ public static class RecoveryCampaign
                     {
                         var page = new GuestPage(Silent + (ulong)rng.NextInt64((long)SilentPages));
                         if (vm.Translate(page) is not HostFrame f || vm.StateOf(page) != GuestPageState.Tracked) continue;
-                        FaultInjector.IntoFrame(arena, f, offset, mask);
+                        MemoryErrorInjector.IntoFrame(arena, f, offset, mask);
                         var t0 = Stopwatch.GetTimestamp();
                         List<ErrorReport> found = engine.Scrub();
                         report = new ErrorReport(f, found.Count == 1 ? found[0].Outcome : ErrorOutcome.Contained, page, Stopwatch.GetElapsedTime(t0));
@@ -201,7 +205,7 @@ public static class RecoveryCampaign
                         ulong ctx = (ulong)rng.NextInt64((long)(UnprotectedPages / ContextPages));
                         if (deadContexts.Contains(ctx)) RestartContext(vm, ctx, deadContexts);
                         var page = new GuestPage(Unprotected + ctx * ContextPages + (ulong)rng.NextInt64((long)ContextPages));
-                        HostFrame bad = FaultInjector.IntoPage(vm, page, offset, mask)!.Value;
+                        HostFrame bad = MemoryErrorInjector.IntoPage(vm, page, offset, mask)!.Value;
                         int before = deadContexts.Count;
                         report = engine.Report(bad);
                         if (report.Outcome != ErrorOutcome.Contained || deadContexts.Count != before + 1) lost++;
@@ -215,7 +219,7 @@ public static class RecoveryCampaign
                     case CampaignTarget.ParityFrame:
                     {
                         var parity = new HostFrame(engine.ParityFrames.Keys.ElementAt(rng.Next(engine.ParityFrames.Count)));
-                        FaultInjector.IntoFrame(arena, parity, offset, mask);
+                        MemoryErrorInjector.IntoFrame(arena, parity, offset, mask);
                         report = engine.Report(parity);
                         if (report.Outcome != ErrorOutcome.ParityRebuilt) lost++;
                         break;
@@ -224,7 +228,7 @@ public static class RecoveryCampaign
                     {
                         HostFrame free = arena.Allocate(1)[0];
                         arena.Release([free]);
-                        FaultInjector.IntoFrame(arena, free, offset, mask);
+                        MemoryErrorInjector.IntoFrame(arena, free, offset, mask);
                         report = engine.Report(free);
                         if (report.Outcome != ErrorOutcome.FreeFrameRetired) lost++;
                         break;
@@ -238,11 +242,11 @@ public static class RecoveryCampaign
             }
             stop.Cancel();
             foreach (Thread t in threads) t.Join();
-            progress?.Report(o.Injections);
+            progress?.Report(n);
 
             // Final checks against the shadow: every protected page holds what its guest last wrote.
             engine.Reprotect(coldOnly: false);
-            engine.RetireHandlerReplaced();
+            engine.CollectHandlerEvents();
             for (ulong g = 0; g < Unprotected; g++)
                 if (!Holds(arena, vm, new GuestPage(g), Interlocked.Read(ref version[g]))) { lost++; problems.Add($"gpage {g} does not hold version {version[g]}"); }
             if (vm.ScrubParity() is { Count: > 0 } badGroups) problems.Add($"parity of groups {string.Join(", ", badGroups)} is not the XOR of their members");
@@ -253,9 +257,10 @@ public static class RecoveryCampaign
                 problems.Add("frames are missing from the accounting");
             latencies.Sort();
             Faults.FaultCounters counters = vm.Counters;
-            return new CampaignResult(o.Injections, outcomes, targets, silentFound, lost, readerMismatches, readerChecks,
+            return new CampaignResult(n, outcomes, targets, silentFound, lost, readerMismatches, readerChecks,
                 counters.HandlerRecoveries, counters.TrackedWrites, contexts, engine.RetiredFrames.Count,
-                Percentile(latencies, 0.50), Percentile(latencies, 0.90), Percentile(latencies, 0.99), problems, clock.Elapsed, samples);
+                Percentile(latencies, 0.50), Percentile(latencies, 0.90), Percentile(latencies, 0.99), problems, clock.Elapsed, samples,
+                Stopped: n < o.Injections);
         }
         finally
         {

@@ -49,8 +49,6 @@ public sealed class RecoveryEngine : IDisposable
     public IReadOnlyCollection<uint> RetiredFrames { get { lock (_sync) return _retired.ToArray(); } }
     /// <summary>Each group's parity frame (for checks that recompute parity from scratch).</summary>
     public IReadOnlyDictionary<uint, int> ParityFrames { get { lock (_sync) return new Dictionary<uint, int>(_groupOfParity); } }
-    /// <summary>The pages of each group, in order of creation.</summary>
-    public IReadOnlyList<GuestPage> GroupedPages { get { lock (_sync) return _grouped.ToArray(); } }
 
     /// <summary>Called for an uncorrectable error on an unprotected page (or a protected one with no good
     /// copy): the guest terminates the context using it. Returns a description of what was terminated.</summary>
@@ -285,8 +283,9 @@ public sealed class RecoveryEngine : IDisposable
     }
 
     /// <summary>Collects what the fault handler did on guest accesses since the last call: recovered pages
-    /// are counted; contained ones end their guest context (<see cref="Unrecoverable"/>).</summary>
-    public void RetireHandlerReplaced()
+    /// are counted; contained ones end their guest context (<see cref="Unrecoverable"/>); the kernel's
+    /// deferred reports (action optional) are handled as reports of their frames.</summary>
+    public void CollectHandlerEvents()
     {
         lock (_sync)
         {

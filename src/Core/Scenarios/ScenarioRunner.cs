@@ -453,8 +453,8 @@ public sealed class ScenarioRunner : IDisposable
         }
         GuestPage page = v.Os.Translate(victim, resident[_rng.Next(resident.Count)])!.Value;
         ErrorKind kind = InjectionSpec.KindOf(j.Kind);
-        (int offset, byte[] mask) = FaultInjector.Pattern(kind, Arena.PageSize, _rng);
-        if (v.Vm.Translate(page) is not HostFrame || FaultInjector.IntoPage(v.Vm, page, offset, mask) is not HostFrame frame)
+        (int offset, byte[] mask) = MemoryErrorInjector.Pattern(kind, Arena.PageSize, _rng);
+        if (v.Vm.Translate(page) is not HostFrame || MemoryErrorInjector.IntoPage(v.Vm, page, offset, mask) is not HostFrame frame)
         {
             Missed($"{page} has no frame the error could hit ({v.Vm.StateOf(page)})");
             return;

@@ -15,11 +15,9 @@ internal static unsafe partial class Interop
         [LibraryImport(Lib, EntryPoint = "pl_app_destroy")] public static partial int AppDestroy(int region);
         [LibraryImport(Lib, EntryPoint = "pl_app_malloc")] public static partial nint AppMalloc(long n);
         [LibraryImport(Lib, EntryPoint = "pl_app_free")] public static partial void AppFree(nint p);
-        [LibraryImport(Lib, EntryPoint = "pl_app_size")] public static partial long AppSize(nint p);
         [LibraryImport(Lib, EntryPoint = "pl_app_release")] public static partial int AppRelease(int region, ulong* pages, uint max);
         [LibraryImport(Lib, EntryPoint = "pl_app_acquire")] public static partial int AppAcquire(int region, ulong* pages, uint n);
         [LibraryImport(Lib, EntryPoint = "pl_app_stats")] public static partial int AppStatsRead(int region, long* stats, int n);
-        [LibraryImport(Lib, EntryPoint = "pl_app_reset_high")] public static partial int AppResetHigh(int region);
         [LibraryImport(Lib, EntryPoint = "pl_app_sqlite_install")] public static partial int AppSqliteInstall(nint sqlite3Config);
         [LibraryImport(Lib, EntryPoint = "pl_app_sqlite_vfs")] public static partial int AppSqliteVfs(nint sqlite3VfsFind, nint sqlite3VfsRegister);
     }

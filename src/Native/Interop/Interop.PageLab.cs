@@ -29,7 +29,33 @@ internal static unsafe partial class Interop
         public const uint NoFrame = 0xFFFFFFFF;
         public const uint MapBack = 1;
         public const uint ShareDying = 0x80000000;
-        public const int Counters = 16;
+
+        /// <summary>A VM's fault counters (struct pl_counters), field by field in the C struct's order: the engine
+        /// copies them by name and a layout test (NativeLayoutTests) compares names and offsets with
+        /// pl_counters_layout, so a counter added on one side only fails it.</summary>
+        [StructLayout(LayoutKind.Sequential)]
+        public struct RegionCounters
+        {
+            public ulong DemandFaults;
+            public ulong SampleTouches;
+            public ulong PoolEmpty;
+            public ulong MapFailures;
+            public ulong TrackedWrites;
+            public ulong HandlerRecoveries;
+            public ulong HostSwapOuts;
+            public ulong HostSwapIns;
+            public ulong Contained;
+            public ulong Overcommits;
+            public ulong Spurious;
+            public ulong EventsDropped;
+            public ulong CowBreaks;
+            public ulong PagesMerged;
+            public ulong FaultedAround;
+            public ulong TakenFromOthers;
+
+            /// <summary>How many counters the struct holds (each one 64-bit word).</summary>
+            public static int Count => sizeof(RegionCounters) / sizeof(ulong);
+        }
 
         /// <summary>What the handler did that managed code must finish (struct pl_event).</summary>
         [StructLayout(LayoutKind.Sequential)]
@@ -76,7 +102,9 @@ internal static unsafe partial class Interop
         public static partial int RegionTables(int id, out uint* state, out uint* p2m);
         [LibraryImport(Lib, EntryPoint = "pl_region_maps")] public static partial long RegionMaps(int id);
         [LibraryImport(Lib, EntryPoint = "pl_region_counters")]
-        public static partial int RegionCounters(int id, ulong* counters, int n);
+        public static partial int RegionCountersGet(int id, ulong* counters, int n);
+        [LibraryImport(Lib, EntryPoint = "pl_counters_layout")]
+        public static partial int CountersLayout(byte** names, uint* offsets, int cap, out uint size);
         [LibraryImport(Lib, EntryPoint = "pl_set_frame_limit")] public static partial int SetFrameLimit(int id, ulong limit);
         [LibraryImport(Lib, EntryPoint = "pl_set_fault_around")] public static partial int SetFaultAround(int id, uint pages);
         [LibraryImport(Lib, EntryPoint = "pl_set_host_swap")] public static partial int SetHostSwap(int id, nint file);

@@ -416,13 +416,3 @@ PL_EXPORT int pl_app_stats(int id, int64_t *out, int n)
     for (int i = 0; i < n; i++) out[i] = v[i];
     return n;
 }
-
-/* Resets the high-water mark to the bytes live now. */
-PL_EXPORT int pl_app_reset_high(int id)
-{
-    heap_lock();
-    int rc = heap && heap->region == id ? 0 : PL_ENOREGION;
-    if (rc == 0) heap->high = heap->bytes;
-    heap_unlock();
-    return rc;
-}

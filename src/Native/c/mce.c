@@ -16,9 +16,27 @@
 /* ---- counts (process-wide; pl_memory_error_counts) ---- */
 static _Atomic uint64_t mce_counts[PL_MCE_COUNTS];
 
+static const char *const mce_count_names[PL_MCE_COUNTS] = {
+    [PL_MCE_AR] = "action_required",
+    [PL_MCE_MARKER] = "poison_markers",
+    [PL_MCE_QUEUED] = "action_optional_queued",
+    [PL_MCE_SPURIOUS] = "nothing_to_do",
+    [PL_MCE_CHAINED] = "chained",
+    [PL_MCE_DEFERRED] = "action_optional_deferred",
+};
+
+/* The first n counts (all of them when n >= PL_MCE_COUNTS); returns how many the engine keeps. */
 PL_EXPORT int pl_memory_error_counts(uint64_t *out, int n)
 {
     for (int i = 0; i < n && i < PL_MCE_COUNTS; i++) out[i] = atomic_load_explicit(&mce_counts[i], memory_order_relaxed);
+    return PL_MCE_COUNTS;
+}
+
+/* The counts' names in pl_memory_error_counts order (up to cap; NULL for one left unnamed), for the test
+ * that C#'s mirror of them agrees. Returns how many counts there are. */
+PL_EXPORT int pl_memory_error_counts_layout(const char **names, int cap)
+{
+    for (int i = 0; i < cap && i < PL_MCE_COUNTS; i++) names[i] = mce_count_names[i];
     return PL_MCE_COUNTS;
 }
 

@@ -224,25 +224,39 @@ struct pl_event {
     uint32_t kind;
 };
 
+/* Per-region counters, one list: the struct's fields, their count, and the names and offsets
+ * pl_counters_layout reports are all made from it. C# mirrors the struct field by field
+ * (Interop.PageLab.RegionCounters) and a test compares the two layouts by name and offset, so a counter
+ * added on one side only fails that test. Add one here, then in C# under the same name in PascalCase. */
+#define PL_COUNTER_FIELDS(X) \
+    X(demand_faults)      /* demand-zero faults resolved */ \
+    X(sample_touches)     /* first touches of SAMPLED pages */ \
+    X(pool_empty)         /* faults that found the pool empty (resolved another way) */ \
+    X(map_failures)       /* handler OS-call failures or budget hits */ \
+    X(tracked_writes)     /* write faults on TRACKED pages (parity kept true) */ \
+    X(handler_recoveries) /* corrupt pages recovered inside the handler */ \
+    X(host_swap_outs)     /* pages the host swapped out to free a frame */ \
+    X(host_swap_ins)      /* SWAPPED pages brought back on a touch */ \
+    X(contained)          /* poisoned pages with no good copy given a zero frame, flagged lost */ \
+    X(overcommits)        /* free frames taken past the VM's frame limit (nothing to swap) */ \
+    X(spurious)           /* faults on pages with nothing to do (raced, or repaired) */ \
+    X(events_dropped)     /* handler events C# did not collect in time */ \
+    X(cow_breaks)         /* writes to SHARED pages given a private copy (handler or pl_unshare) */ \
+    X(pages_merged)       /* pages merged onto a shared frame (pl_share_create / pl_share_page) */ \
+    X(faulted_around)     /* never-used pages a demand fault mapped besides its own */ \
+    X(taken_from_others)  /* frames a fault took by host-swapping another VM's page (arena full) */
+
 struct pl_counters {
-    _Atomic uint64_t demand_faults;      /* demand-zero faults resolved */
-    _Atomic uint64_t sample_touches;     /* first touches of SAMPLED pages */
-    _Atomic uint64_t pool_empty;         /* faults that found the pool empty (resolved another way) */
-    _Atomic uint64_t map_failures;       /* handler OS-call failures or budget hits */
-    _Atomic uint64_t tracked_writes;     /* write faults on TRACKED pages (parity kept true) */
-    _Atomic uint64_t handler_recoveries; /* corrupt pages recovered inside the handler */
-    _Atomic uint64_t host_swap_outs;     /* pages the host swapped out to free a frame */
-    _Atomic uint64_t host_swap_ins;      /* SWAPPED pages brought back on a touch */
-    _Atomic uint64_t contained;          /* poisoned pages with no good copy given a zero frame, flagged lost */
-    _Atomic uint64_t overcommits;        /* free frames taken past the VM's frame limit (nothing to swap) */
-    _Atomic uint64_t spurious;           /* faults on pages with nothing to do (raced, or repaired) */
-    _Atomic uint64_t events_dropped;     /* handler events C# did not collect in time */
-    _Atomic uint64_t cow_breaks;         /* writes to SHARED pages given a private copy (handler or pl_unshare) */
-    _Atomic uint64_t pages_merged;       /* pages merged onto a shared frame (pl_share_create / pl_share_page) */
-    _Atomic uint64_t faulted_around;     /* never-used pages a demand fault mapped besides its own */
-    _Atomic uint64_t taken_from_others;  /* frames a fault took by host-swapping another VM's page (arena full) */
+#define PL_COUNTER_FIELD(name) _Atomic uint64_t name;
+    PL_COUNTER_FIELDS(PL_COUNTER_FIELD)
+#undef PL_COUNTER_FIELD
 };
-#define PL_COUNTERS 16
+#define PL_COUNTER_ONE(name) +1
+enum { PL_COUNTERS = 0 PL_COUNTER_FIELDS(PL_COUNTER_ONE) };
+#undef PL_COUNTER_ONE
+/* C# reads the counters as plain 64-bit words: an _Atomic uint64_t must be one, with no padding. */
+_Static_assert(sizeof(_Atomic uint64_t) == sizeof(uint64_t), "an atomic counter is a plain 64-bit word");
+_Static_assert(sizeof(struct pl_counters) == PL_COUNTERS * sizeof(uint64_t), "struct pl_counters has no padding");
 
 /* A ticket lock: waiters are served in arrival order, so a host loop that keeps calling into the engine
  * cannot starve a guest thread waiting in its fault handler (a test-and-set lock did, measured with four
@@ -493,7 +507,9 @@ LONG CALLBACK pl_on_access_violation(EXCEPTION_POINTERS *ep);
 #define PL_EV_REPORTED 16 /* event kind: the kernel reported the page bad (AO); C# handles it as a report */
 enum { PL_KI_UFFD_POISON = 1, PL_KI_HWPOISON = 2 }; /* kernel injectors (bits of pl_kernel_injectors) */
 /* pl_memory_error_counts order: AR handled, marker (ADRERR/OBJERR) handled, AO queued, nothing to do,
- * chained, AO deferred (the region lock was taken when it arrived: handled by pl_memory_errors_drain) */
+ * chained, AO deferred (the region lock was taken when it arrived: handled by pl_memory_errors_drain).
+ * C# mirrors them as a struct (Interop.PageLab.KernelErrorCounts); pl_memory_error_counts_layout names
+ * them for the test that compares the two, so add a count here, in mce.c's names and in C# together. */
 enum { PL_MCE_AR, PL_MCE_MARKER, PL_MCE_QUEUED, PL_MCE_SPURIOUS, PL_MCE_CHAINED, PL_MCE_DEFERRED, PL_MCE_COUNTS };
 #define PL_MCE_PENDING 256
 /* Per-page flag set by the kernel injector: the page's mapping may carry a poison marker, so its frame

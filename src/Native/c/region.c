@@ -102,13 +102,34 @@ PL_EXPORT int64_t pl_region_maps(int id)
     return m;
 }
 
-/* counters[0..PL_COUNTERS) in struct pl_counters order. */
+/* The first n counters (n <= PL_COUNTERS) in struct pl_counters order, each copied by name. C# passes its
+ * mirror of the struct (n = all of them); asking for more counters than the engine keeps is PL_EINVAL. */
 PL_EXPORT int pl_region_counters(int id, uint64_t *out, int n)
 {
+    if (n < 0 || n > PL_COUNTERS || (n > 0 && !out)) return PL_EINVAL;
     ENTER_REGION(r, id);
-    const _Atomic uint64_t *c = &r->counters.demand_faults;
-    for (int i = 0; i < n && i < PL_COUNTERS; i++) out[i] = atomic_load_explicit(&c[i], memory_order_relaxed);
+    int i = 0;
+#define PL_COUNTER_COPY(name) \
+    if (i < n) out[i] = atomic_load_explicit(&r->counters.name, memory_order_relaxed); \
+    i++;
+    PL_COUNTER_FIELDS(PL_COUNTER_COPY)
+#undef PL_COUNTER_COPY
     return 0;
+}
+
+/* The layout of struct pl_counters, for the test that C#'s mirror of it agrees: up to cap field names and
+ * byte offsets, in declaration order, and the struct's size. Returns how many fields the struct has. */
+PL_EXPORT int pl_counters_layout(const char **names, uint32_t *offsets, int cap, uint32_t *size)
+{
+    if (cap < 0 || (cap > 0 && (!names || !offsets))) return PL_EINVAL;
+    int i = 0;
+#define PL_COUNTER_ENTRY(name) \
+    if (i < cap) { names[i] = #name; offsets[i] = (uint32_t)offsetof(struct pl_counters, name); } \
+    i++;
+    PL_COUNTER_FIELDS(PL_COUNTER_ENTRY)
+#undef PL_COUNTER_ENTRY
+    if (size) *size = (uint32_t)sizeof(struct pl_counters);
+    return i;
 }
 
 /* Past `limit` frames the handler host-swaps one of the VM's pages before it takes a free frame. */

@@ -8,7 +8,7 @@ namespace PageLab.Core.Recovery;
 
 public enum ErrorKind { SingleBit, MultiBit, ByteRange, WholePage }
 
-public static class FaultInjector
+public static class MemoryErrorInjector
 {
     /// <summary>A random error pattern of a kind: (offset in the page, XOR mask), never all zero.</summary>
     public static (int Offset, byte[] Mask) Pattern(ErrorKind kind, int pageSize, Random rng)

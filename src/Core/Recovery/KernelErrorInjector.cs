@@ -11,7 +11,7 @@ namespace PageLab.Core.Recovery;
 /// knows at once), or through the kernel (the guest's access is the first to see it).</summary>
 public enum InjectionPath { Protection, Kernel }
 
-public static class KernelFaultInjector
+public static class KernelErrorInjector
 {
     /// <summary>What this process can use, each with the reason where not.</summary>
     public static KernelInjectors Available => KernelErrors.Injectors;
