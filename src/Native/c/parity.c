@@ -115,17 +115,32 @@ void leave_group(struct pl_region *r, uint64_t g)
 /* Replaces page g's frame with `fresh` (already the VM's) holding its recovered content (parity first,
  * then the disk copy), verified against the recorded hash, mapped read-only (TRACKED). The bad frame is
  * retired; it goes to *old. PL_ELOST if no copy passes the hash check. */
+/* A copy of page g read from its recorded disk location. A read that fails is not a copy that fails the
+ * hash check: asked again a few times (a shortage that passes), so a page with a good copy is never
+ * declared lost for it. */
+static int from_disk(struct pl_region *r, uint64_t g, uint8_t *dst)
+{
+    if (r->disk_off[g] < 0 || r->disk < 0) return PL_ELOST;
+    int rc = os_read_file(r->disk, dst, page_size, r->disk_off[g]);
+    for (int tries = 0; rc != 0 && tries < 16; tries++) rc = os_read_file(r->disk, dst, page_size, r->disk_off[g]);
+    return rc;
+}
+
+/* Where a protected page's content can be found again, in the order recovery tries them: a protection
+ * kind is one entry here (and its ProtectionPolicy category on the C# side). A source writes its copy
+ * into dst or says it has none; whether the copy is the page's is recovery's check (the recorded hash),
+ * never the source's, so a stale parity or a rewritten disk block is passed over for the next source. */
+static int (*const copy_sources[])(struct pl_region *r, uint64_t g, uint8_t *dst) = {
+    rebuild_from_parity, /* Protection.Parity: the group's parity XOR the other covered members */
+    from_disk,           /* Protection.DiskCopy: a clean page's recorded disk location (page-cache pages too) */
+};
+
 int recover_locked(struct pl_region *r, uint64_t g, uint32_t fresh, uint32_t *old)
 {
     uint8_t *dst = frame_bytes(r->arena, fresh);
-    int ok = r->hash[g] != 0 && rebuild_from_parity(r, g, dst) == 0 && page_hash(dst, page_size) == r->hash[g];
-    if (!ok && r->hash[g] != 0 && r->disk_off[g] >= 0 && r->disk >= 0) {
-        /* A read that fails is not a copy that fails the hash check: asked again a few times (a shortage
-         * that passes), so a page with a good copy is never declared lost for it. */
-        int rc = os_read_file(r->disk, dst, page_size, r->disk_off[g]);
-        for (int tries = 0; rc != 0 && tries < 16; tries++) rc = os_read_file(r->disk, dst, page_size, r->disk_off[g]);
-        ok = rc == 0 && page_hash(dst, page_size) == r->hash[g];
-    }
+    int ok = 0;
+    for (size_t i = 0; r->hash[g] != 0 && !ok && i < sizeof copy_sources / sizeof copy_sources[0]; i++)
+        ok = copy_sources[i](r, g, dst) == 0 && page_hash(dst, page_size) == r->hash[g];
     if (!ok) return PL_ELOST;
     int rc = fault_map(r, g, PL_TRACKED, &fresh, 0); /* the caller's frame, never another */
     if (rc != 0) return rc;
