@@ -101,4 +101,35 @@ public class BalloonProgressTests(ITestOutputHelper output)
         Assert.Equal(0UL, vm.Counters.HostSwapOuts);
         Assert.Empty(FrameAccounting.Check(t.Arena, [vm]));
     }
+
+    // A VM that grew within its ceiling between two steps and whose ceiling then falls (pages lent to it called
+    // back) is measured from the start of the step, not from the previous one: its balloon, taking free pages,
+    // is progress although the VM still costs more than it did at the previous step.
+    [Fact]
+    public void A_vm_newly_over_its_ceiling_whose_balloon_takes_frames_is_not_host_swapped_for_its_growth_before()
+    {
+        using var t = new TestArena(2048);
+        MemoryScheduler s = Scheduler(t, Reclamation.Balloon | Reclamation.HostSwap);
+        GuestVm vm = t.Vm("web", GuestPages, pool: 64);
+        using var os = new GuestOperatingSystem(vm);
+        ScheduledVm v = s.Add(os, new BalloonApplication(os, vm.Id), 1000, 0, GuestPages, 900);
+        GuestProcess p = os.Spawn("web", 850);
+        for (ulong vpn = 0; vpn < 600; vpn++) os.Vm.Page(new GuestPage(os.EnsureResident(p, vpn)))[0] = 1;
+        s.Step();
+        long atStep = v.ChargedFrames;
+        Assert.True(atStep <= 900, $"web holds {atStep} frames, its ceiling is 900");
+        // Between steps it grows within its ceiling, frees some of it, and then its allocation falls to 600.
+        for (ulong vpn = 600; vpn < 850; vpn++) os.Vm.Page(new GuestPage(os.EnsureResident(p, vpn)))[0] = 1;
+        for (ulong vpn = 500; vpn < 850; vpn++) os.Release(p, vpn);
+        long grown = v.ChargedFrames;
+        Assert.True(grown > atStep + 64, $"web grew from {atStep} to only {grown} frames");
+        v.AllocationPages = Allocation;
+        StepReport r = s.Step();
+        output.WriteLine($"charged {atStep} at the step, {grown} before the next, {v.ChargedFrames} after it; ceiling {v.CeilingPages}; " +
+                         $"inflated {r.Inflated.GetValueOrDefault("web")}, host-swapped {r.HostSwapped.GetValueOrDefault("web")}");
+        Assert.True(r.Inflated.GetValueOrDefault("web") > 0 && v.ChargedFrames < grown, "the balloon took nothing");
+        Assert.Equal(0, r.HostSwapped.GetValueOrDefault("web"));
+        Assert.Equal(0UL, vm.Counters.HostSwapOuts);
+        Assert.Empty(FrameAccounting.Check(t.Arena, [vm]));
+    }
 }
