@@ -414,15 +414,14 @@ public sealed partial class MemoryScheduler
 
     // Host swap, the last mechanism: a VM that still costs more than its ceiling after sharing and its balloon
     // had their turn, and whose balloon made no progress (out of puff, unresponsive, at target, or none), has
-    // pages swapped out by the host, a batch per step. Progress is what the host got back: the VM costs fewer
-    // frames than at the end of the previous step. Pages the balloon reports are not: a guest with nothing left
-    // to give but pinned pages pages the balloon's own pages out to back the next ones it reserves, and the
-    // frame the host takes for the one page reported is the frame the guest got back to reserve it (measured
-    // on examples/sqlite.json with a fixed cache: 1 page "inflated" a step, 255 guest page-outs, the VM 65
-    // frames over its ceiling for 100 ticks). A VM already over its ceiling at the previous step must cost less
-    // than then (frames the guest took back between steps count against its balloon); one newly over (it grew
-    // within its ceiling, or the ceiling fell as lent pages were called back) must have come down in this step.
-    // ESX falls back to host swap when ballooning does not bring a VM down in time; so does this.
+    // pages swapped out by the host, a batch per step. Progress is what the host got back, not pages the balloon
+    // reported: a guest with nothing left to give but pinned pages pages the balloon's own pages out to back the
+    // next ones it reserves, and the frame the host takes for the one page reported is the frame the guest got
+    // back to reserve it (measured on examples/sqlite.json with a fixed cache: 1 page "inflated" a step, 255
+    // guest page-outs, the VM 65 frames over its ceiling for 100 ticks). So a VM already over its ceiling at the
+    // previous step must cost fewer frames than then (frames the guest took back between steps count against its
+    // balloon); one newly over (it grew within its ceiling, or lent pages were just called back) must have come
+    // down in this step. ESX falls back to host swap when ballooning does not bring a VM down in time.
     private Dictionary<string, int> HostSwapExcess()
     {
         var swapped = new Dictionary<string, int>();

@@ -16,8 +16,8 @@ public enum Reclamation
     /// <summary>Host swap: pages of a VM still over its ceiling (its balloon made no progress in the step,
     /// or there is none) are swapped out by the host, a batch per step. Progress is what the host got back
     /// (the VM costs fewer frames than at the previous step, or than at the start of this one if it was within
-    /// its ceiling then), not pages the balloon reported: a guest that pages
-    /// the balloon's pages out as fast as it reserves them gives the host nothing.</summary>
+    /// its ceiling then), not pages the balloon reported: a guest that pages the balloon's pages out as fast as
+    /// it reserves them gives the host nothing.</summary>
     HostSwap = 4,
 }
 
