@@ -1,6 +1,5 @@
-// Balloon progress measured by what the host gets back, on real memory: a guest that pages the balloon's
-// pages out as fast as it reserves them (all it has left is pinned) gives the host nothing, and the scheduler
-// falls back to host swap as ESX does; a balloon that does bring the VM down keeps host swap off.
+// Balloon progress is what the host gets back, on real memory: a balloon its guest pages out as fast as it
+// inflates gives nothing and the scheduler host-swaps (as ESX does); one that brings its VM down keeps it off.
 using PageLab.Core;
 using PageLab.Core.Balloon;
 using PageLab.Core.Guest;
