@@ -52,6 +52,11 @@ public sealed class ScheduledVm
 
     // Guest paging and host stalls at the previous step and sampling period (pressure and period deltas).
     internal ulong PagingAtStep, StallsAtStep, SwapInsAtPeriod, SwapOutsAtPeriod;
+    // What the VM cost the host at the end of the previous step (when it was added, before the first), whether
+    // that was over its ceiling then, and at the start of this step: the balloon's progress is measured against
+    // them (MemoryScheduler.HostSwapExcess).
+    internal long ChargedAtStep, ChargedAtStepStart;
+    internal bool OverAtStep;
 
     public GuestOperatingSystem Os { get; }
     public GuestVm Vm => Os.Vm;
@@ -164,6 +169,8 @@ public sealed partial class MemoryScheduler
         // Work-conserving, a VM starts with all it may have: nothing is reclaimed before a VM needs it (ESX
         // balloons only when the host runs short), so a boot inflates no balloon.
         if (Options.WorkConserving) vm.CeilingPages = maxPages;
+        vm.ChargedAtStep = vm.ChargedFrames;
+        vm.OverAtStep = vm.ChargedAtStep > (long)vm.CeilingPages;
         _vms.Add(vm);
         try
         {
@@ -335,6 +342,7 @@ public sealed partial class MemoryScheduler
         // Where the frames in `frames` came from, front to back (a VM's name, or null for the arena).
         var sources = FramesMoved is null ? null : new List<(string? Vm, int Frames)>();
         int refused = 0;
+        foreach (ScheduledVm v in _vms) v.ChargedAtStepStart = v.ChargedFrames;
         // 1. Share: the scanner runs first, and what it saves counts before any balloon inflates.
         (int scanned, int merged) = Share();
         UpdateCeilings();
@@ -382,8 +390,13 @@ public sealed partial class MemoryScheduler
                 reclaimed = Math.Max(0, reclaimed - used);
             }
             if (sources is not null) RaiseMoves(sources, frames.Count, to: null);
-            Dictionary<string, int> swapped = HostSwapExcess(inflated);
+            Dictionary<string, int> swapped = HostSwapExcess();
             UpdateSharingCredits(endOfStep: true);
+            foreach (ScheduledVm v in _vms)
+            {
+                v.ChargedAtStep = v.ChargedFrames;
+                v.OverAtStep = v.ChargedAtStep > (long)v.CeilingPages;
+            }
             SetNativeLimits();      // the step moved frames: the host's free pages until the next step
             return new StepReport(inflated, deflated, deflated.Values.Sum(), refused)
             {
@@ -400,15 +413,22 @@ public sealed partial class MemoryScheduler
     }
 
     // Host swap, the last mechanism: a VM that still costs more than its ceiling after sharing and its balloon
-    // had their turn, and whose balloon made no progress in this step (out of puff, unresponsive, at target,
-    // or none), has pages swapped out by the host, a batch per step.
-    private Dictionary<string, int> HostSwapExcess(Dictionary<string, int> inflated)
+    // had their turn, and whose balloon made no progress (out of puff, unresponsive, at target, or none), has
+    // pages swapped out by the host, a batch per step. Progress is what the host got back, not pages the balloon
+    // reported: a guest with nothing left to give but pinned pages pages the balloon's own pages out to back the
+    // next ones it reserves, and the frame the host takes for the one page reported is the frame the guest got
+    // back to reserve it (measured on examples/sqlite.json with a fixed cache: 1 page "inflated" a step, 255
+    // guest page-outs, the VM 65 frames over its ceiling for 100 ticks). So a VM already over its ceiling at the
+    // previous step must cost fewer frames than then (frames the guest took back between steps count against its
+    // balloon); one newly over (it grew within its ceiling, or lent pages were just called back) must have come
+    // down in this step. ESX falls back to host swap when ballooning does not bring a VM down in time.
+    private Dictionary<string, int> HostSwapExcess()
     {
         var swapped = new Dictionary<string, int>();
         if (!Options.Reclamation.HasFlag(Reclamation.HostSwap)) return swapped;
         foreach (ScheduledVm v in _vms)
         {
-            if (v.Ballooning && inflated.GetValueOrDefault(v.Vm.Name) > 0) continue;
+            if (v.Ballooning && v.ChargedFrames < (v.OverAtStep ? v.ChargedAtStep : v.ChargedAtStepStart)) continue;
             long excess = v.ChargedFrames - (long)v.CeilingPages;
             if (excess <= 0) continue;
             int n = v.Vm.HostSwapOut((int)Math.Min(excess, Options.BatchPages));

@@ -14,7 +14,10 @@ public enum Reclamation
     /// <summary>Ballooning: the balloon application in the guest gives pages it reserved.</summary>
     Balloon = 2,
     /// <summary>Host swap: pages of a VM still over its ceiling (its balloon made no progress in the step,
-    /// or there is none) are swapped out by the host, a batch per step.</summary>
+    /// or there is none) are swapped out by the host, a batch per step. Progress is what the host got back
+    /// (the VM costs fewer frames than at the previous step, or than at the start of this one if it was within
+    /// its ceiling then), not pages the balloon reported: a guest that pages the balloon's pages out as fast as
+    /// it reserves them gives the host nothing.</summary>
     HostSwap = 4,
 }
 
