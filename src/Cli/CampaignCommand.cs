@@ -6,6 +6,7 @@ using PageLab.Core.Guest;
 using PageLab.Core.Host;
 using PageLab.Core.Recovery;
 using Spectre.Console;
+using PageLab.Lab.Campaigns;
 
 namespace PageLab.Cli;
 

@@ -2,10 +2,11 @@
 // is given) with a live table of every VM's memory, then a summary, a PNG timeline and an optional trace.
 using System.CommandLine;
 using System.Diagnostics;
-using PageLab.Core.Scenarios;
 using PageLab.Report;
 using Spectre.Console;
 using Spectre.Console.Rendering;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Cli;
 

@@ -6,7 +6,8 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Parquet;
 using Parquet.Schema;
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Cli;
 

@@ -2,8 +2,8 @@
 // compared with ballooning on the same scenario (memory returned, how fast, guest paging).
 using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
-using PageLab.Core.Scenarios;
 using Xunit;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

@@ -1,7 +1,8 @@
 // The "PageLab" meter as a listener (dotnet-counters, OpenTelemetry) sees it: every documented instrument
 // publishes during a run, per VM where it should, and the transfer counter agrees with the scheduler.
 using System.Diagnostics.Metrics;
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

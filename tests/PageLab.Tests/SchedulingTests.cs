@@ -4,8 +4,8 @@ using CsCheck;
 using PageLab.Core;
 using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
-using PageLab.Core.Scenarios;
 using PageLab.Core.Scheduling;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 
