@@ -4,6 +4,7 @@ using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
 using Xunit;
 using PageLab.Lab.Scenarios;
+using PageLab.Lab.Observation;
 
 namespace PageLab.Tests;
 

@@ -9,6 +9,7 @@ using PageLab.Core.Scheduling;
 using PageLab.Lab.Workloads;
 using Xunit;
 using PageLab.Lab.Scenarios;
+using PageLab.Lab.Observation;
 
 namespace PageLab.Tests;
 

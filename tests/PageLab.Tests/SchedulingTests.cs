@@ -6,6 +6,7 @@ using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Scheduling;
 using PageLab.Lab.Scenarios;
+using PageLab.Lab.Observation;
 
 namespace PageLab.Tests;
 

@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using PageLab.Core.GuestOs;
 using PageLab.Lab.Workloads;
 using PageLab.Lab.Scenarios;
+using PageLab.Lab.Observation;
 
 namespace PageLab.Tests;
 
