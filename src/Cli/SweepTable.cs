@@ -23,9 +23,6 @@ internal sealed class SweepTable
     // them for the totals and given per VM as vm_<name>_<figure>.
     private static readonly VmMeasure[] VmFigures = VmMeasures.All.Where(m => m.InSummary).ToArray();
 
-    /// <summary>Columns whose values are wall-clock times: they differ between runs of the same point.</summary>
-    public static readonly string[] TimingColumns = ["bootSeconds", "ticksSeconds", "meanTickMilliseconds", "totalSeconds"];
-
     private SweepTable(List<SweepColumn> columns) => Columns = columns;
 
     public List<SweepColumn> Columns { get; }

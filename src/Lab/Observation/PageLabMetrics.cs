@@ -38,8 +38,6 @@ public static class PageLabMetrics
         "Errors injected into guest memory (reported to the runner with kind injection)");
     internal static readonly Counter<long> Recoveries = Meter.CreateCounter<long>("pagelab.recoveries", "{recovery}",
         "Recoveries from memory errors (reported to the runner with kind recovery)");
-    internal static readonly Histogram<double> RecoveryDuration = Meter.CreateHistogram<double>("pagelab.recovery.duration", "ms",
-        "Time from an error's report to its handling (recovered, contained or lost)");
     internal static readonly Histogram<double> TickDuration = Meter.CreateHistogram<double>("pagelab.tick.duration", "ms",
         "Wall time of one tick: workloads, sampling, one balloon step, condition");
     internal static readonly Histogram<double> StepDuration = Meter.CreateHistogram<double>("pagelab.scheduler.step.duration", "ms",
@@ -71,21 +69,6 @@ public static class PageLabMetrics
         }
         Observables.Add(Meter.CreateObservableCounter("pagelab.vm.faults", Faults, "{fault}",
             "Faults by kind: demand, sample_touch, pool_empty, map_failure (fault engine), guest_major, guest_minor (guest OS), host_stall"));
-    }
-
-    /// <summary>For layers outside a scenario run (e.g. an error-injection campaign): one error injected into
-    /// <paramref name="vm"/> (null: a host frame no VM owns), of <paramref name="kind"/>.</summary>
-    public static void CountInjection(string? vm, string kind) =>
-        Injections.Add(1, new KeyValuePair<string, object?>(VmTag, vm), new KeyValuePair<string, object?>(KindTag, kind));
-
-    /// <summary>For layers outside a scenario run: one error handled with <paramref name="outcome"/>
-    /// (e.g. recovered, contained, lost) after <paramref name="latency"/> from its report.</summary>
-    public static void CountRecovery(string? vm, string outcome, TimeSpan latency)
-    {
-        var vmTag = new KeyValuePair<string, object?>(VmTag, vm);
-        var outcomeTag = new KeyValuePair<string, object?>(KindTag, outcome);
-        Recoveries.Add(1, vmTag, outcomeTag);
-        RecoveryDuration.Record(latency.TotalMilliseconds, vmTag, outcomeTag);
     }
 
     /// <summary>True while a listener (dotnet-counters, OpenTelemetry, a MeterListener) observes a gauge, so
