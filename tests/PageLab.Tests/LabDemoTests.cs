@@ -1,5 +1,5 @@
-// `pagelab inject`'s setup (Lab's InjectDemo): one real memory error into each target of a small protected VM
-// ends as the protection says, with the page's bytes checked and the frame retired.
+// Lab's demo setups. `pagelab inject` (InjectDemo): a real memory error in each target of a small protected VM ends
+// as its protection says, bytes checked, frame retired. `pagelab demo` (MoveDemo): the faults, the move and its checks.
 using PageLab.Core.Host;
 using PageLab.Core.Recovery;
 using PageLab.Lab.Demos;
@@ -30,5 +30,22 @@ public class InjectDemoTests
     {
         Assert.Throws<ArgumentException>(() => InjectDemo.Run(ErrorKind.MultiBit, "free-frame", 1, InjectionPath.Kernel));
         Assert.Throws<ArgumentException>(() => InjectDemo.Run(ErrorKind.MultiBit, "nowhere", 1, InjectionPath.Protection));
+    }
+}
+
+public class MoveDemoTests
+{
+    [Fact]
+    public void The_demo_faults_every_first_touch_moves_the_run_scrubbed_and_every_check_holds()
+    {
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsWindows()) Assert.Skip("the fault engine runs on Linux and Windows");
+        MoveDemoResult r = MoveDemo.Run(pages: 40, run: 10);
+        Assert.Empty(r.Failed);
+        Assert.Equal(6, r.Checks.Count);
+        Assert.Equal(40UL, r.Faults);
+        Assert.Equal(["vm-a", "vm-b"], r.Vms.Select(v => v.Name));
+        Assert.Equal(40UL - 10 + 1, r.Vms[0].BackedPages);   // vm-a gave up the run, then re-touched one page of it
+        Assert.Equal(10UL, r.Vms[1].BackedPages);
+        Assert.Equal(r.ArenaFrames, (uint)r.Arena.Total);
     }
 }
