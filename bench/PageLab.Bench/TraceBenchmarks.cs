@@ -6,7 +6,7 @@ using BenchmarkDotNet.Attributes;
 using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
-using PageLab.Core.Workloads.Traces;
+using PageLab.Lab.Workloads.Traces;
 
 namespace PageLab.Bench;
 

@@ -1,11 +1,13 @@
 // `pagelab campaign` and `pagelab inject`: memory errors injected into a VM whose guests keep running,
-// with recovered / contained / lost counts and latency percentiles.
+// with recovered / contained / lost counts and latency percentiles; one error's setup is Lab's InjectDemo.
 using System.CommandLine;
 using PageLab.Core;
 using PageLab.Core.Guest;
 using PageLab.Core.Host;
 using PageLab.Core.Recovery;
 using Spectre.Console;
+using PageLab.Lab.Campaigns;
+using PageLab.Lab.Demos;
 
 namespace PageLab.Cli;
 
@@ -13,8 +15,6 @@ internal static class CampaignCommand
 {
     /// <summary>Most errors one campaign injects: each takes a frame of the campaign's arena (4 GiB at this count).</summary>
     internal const int MaxInjections = 1_000_000;
-
-    private static readonly string[] Targets = ["parity-page", "disk-page", "unprotected-page", "parity-frame", "free-frame"];
 
     /// <summary>`--via`: protection (the engine poisons the page and is told at once) or kernel (the kernel
     /// poisons the page, nobody is told, and the guest's access takes the SIGBUS).</summary>
@@ -136,7 +136,7 @@ internal static class CampaignCommand
     public static Command CreateInject()
     {
         var kind = CliOptions.Enum("--kind", "The error pattern", ErrorKind.MultiBit);
-        var target = CliOptions.Choice("--target", "Where the error hits", Targets, "parity-page");
+        var target = CliOptions.Choice("--target", "Where the error hits", InjectDemo.Targets, "parity-page");
         var seed = CliOptions.Int("--seed", "Seed of the error pattern", int.MinValue, int.MaxValue, 1);
         var via = Via("the error is");
         var command = new Command("inject", "Inject one memory error into a small protected VM and show how it is handled.");
@@ -150,78 +150,33 @@ internal static class CampaignCommand
             InjectionPath injection = PathOf(parse.GetValue(via)!);
             if (injection == InjectionPath.Kernel && where is "parity-frame" or "free-frame")
                 throw new UsageException($"--via kernel --target {where}: the kernel poisons a guest mapping; choose parity-page, disk-page or unprotected-page");
-            using var arena = HostArena.Create(256, "pagelab-inject");
-            using var vm = GuestVm.Create(arena, "vm", 48, 16);
-            vm.RefillPool();
-            vm.Back(new GuestPage(0), 48);
-            for (ulong g = 0; g < 48; g++) vm.Page(new GuestPage(g)).Fill((byte)(g + 1));
-            string path = Path.Combine(Path.GetTempPath(), $"pagelab-inject-{Environment.ProcessId}");
-            using var disk = new FileStream(path, FileMode.Create, FileAccess.ReadWrite, FileShare.Read, 4096, FileOptions.DeleteOnClose);
-            for (ulong g = 16; g < 32; g++) disk.Write(vm.Page(new GuestPage(g)));
-            disk.Flush();
-            var engine = new RecoveryEngine(vm);
-            engine.UseDiskFile(disk.SafeFileHandle);
-            engine.Unrecoverable = g => $"the context using {g}";
-            engine.Protect(Enumerable.Range(0, 16).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.ReadMostly);
-            engine.Protect(Enumerable.Range(16, 16).Select(i => new GuestPage((ulong)i)).ToArray(), PageCategory.CleanWithDiskCopy,
-                g => ((long)g.Value - 16) * arena.PageSize);
-            (int offset, byte[] mask) = MemoryErrorInjector.Pattern(parse.GetValue(kind), arena.PageSize, new Random(parse.GetValue(seed)));
-            GuestPage? page = where switch { "parity-page" => new GuestPage(5), "disk-page" => new GuestPage(20), "unprotected-page" => new GuestPage(40), _ => null };
-            if (injection == InjectionPath.Kernel) return InjectViaKernel(vm, engine, page!.Value, offset, mask, parse.GetValue(kind), where);
-            HostFrame frame = where switch
+            InjectResult r = InjectDemo.Run(parse.GetValue(kind), where, parse.GetValue(seed), injection);
+            string error = $"{r.Kind} error ({r.MaskBytes} mask bytes at offset {r.Offset}) in {where} {r.Frame}";
+            if (r.ViaKernel)
             {
-                "parity-frame" => new HostFrame(engine.ParityFrames.Keys.First()),
-                "free-frame" => arena.Allocate(1) is var f ? Release(arena, f[0]) : default,
-                _ => MemoryErrorInjector.IntoPage(vm, page!.Value, offset, mask)!.Value,
-            };
-            if (page is null) MemoryErrorInjector.IntoFrame(arena, frame, offset, mask);
-            ErrorReport r = engine.Report(frame);
-            bool intact = page is not GuestPage p || r.Outcome != ErrorOutcome.Recovered || vm.Page(p).IndexOfAnyExcept((byte)(p.Value + 1)) < 0;
-            AnsiConsole.MarkupLine($"{parse.GetValue(kind)} error ({mask.Length} mask bytes at offset {offset}) in {where} {frame}" +
-                                   (page is GuestPage pg ? $" (guest {pg})" : ""));
+                bool lost = r.Outcome == ErrorOutcome.Contained;
+                AnsiConsole.MarkupLine($"{error} (guest {r.Page}) " +
+                                       $"behind a kernel poison marker ({KernelErrorInjector.Available.Preferred}); the engine was not told (page still {r.StateBefore})");
+                AnsiConsole.MarkupLine($"guest read: SIGBUS ({r.Resolved} resolved in the handler), read {r.FirstRead}; " +
+                                       $"outcome: [bold]{r.Outcome}[/] in {r.Latency.TotalMicroseconds:0.0} µs; " +
+                                       $"{(lost ? (r.Intact ? "page reads zeros (contained), context ended" : "[red]page shows bad bytes[/]") : (r.Intact ? "content bit-exact" : "[red]content differs[/]"))}; " +
+                                       $"frame now {r.FrameNow}");
+                return r.Passed ? 0 : 1;
+            }
+            AnsiConsole.MarkupLine(error + (r.Page is GuestPage pg ? $" (guest {pg})" : ""));
             AnsiConsole.MarkupLine($"outcome: [bold]{r.Outcome}[/] in {r.Latency.TotalMicroseconds:0.0} µs; " +
-                                   $"{(r.Outcome == ErrorOutcome.Recovered ? (intact ? "content bit-exact" : "[red]content differs[/]") : "")}; " +
-                                   $"frame now {arena.StateOf(frame)}");
-            return intact ? 0 : 1;
+                                   $"{(r.Outcome == ErrorOutcome.Recovered ? (r.Intact ? "content bit-exact" : "[red]content differs[/]") : "")}; " +
+                                   $"frame now {r.FrameNow}");
+            return r.Passed ? 0 : 1;
         }));
         return command;
     }
 
-    // The kernel poisons the page and nobody is told; a guest read is the first to see it (the kernel's
-    // SIGBUS), and the fault engine recovers or contains the page inside that fault.
-    private static int InjectViaKernel(GuestVm vm, RecoveryEngine engine, GuestPage page, int offset, byte[] mask, ErrorKind kind, string where)
-    {
-        PageLab.Core.Faults.KernelErrorCounters before = PageLab.Core.Faults.KernelErrors.Counters;
-        HostFrame bad = KernelErrorInjector.IntoPage(vm, page, offset, mask)!.Value;
-        GuestPageState stateBefore = vm.StateOf(page);
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        byte first = System.Threading.Volatile.Read(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(vm.Page(page)));
-        TimeSpan took = clock.Elapsed;
-        engine.CollectHandlerEvents();
-        bool lost = vm.IsLost(page);
-        bool intact = lost ? vm.Page(page).IndexOfAnyExcept((byte)0) < 0 : vm.Page(page).IndexOfAnyExcept((byte)(page.Value + 1)) < 0;
-        PageLab.Core.Faults.KernelErrorCounters after = PageLab.Core.Faults.KernelErrors.Counters;
-        AnsiConsole.MarkupLine($"{kind} error ({mask.Length} mask bytes at offset {offset}) in {where} {bad} (guest {page}) " +
-                               $"behind a kernel poison marker ({KernelErrorInjector.Available.Preferred}); the engine was not told (page still {stateBefore})");
-        AnsiConsole.MarkupLine($"guest read: SIGBUS ({after.Resolved - before.Resolved} resolved in the handler), read {first}; " +
-                               $"outcome: [bold]{(lost ? ErrorOutcome.Contained : ErrorOutcome.Recovered)}[/] in {took.TotalMicroseconds:0.0} µs; " +
-                               $"{(lost ? (intact ? "page reads zeros (contained), context ended" : "[red]page shows bad bytes[/]") : (intact ? "content bit-exact" : "[red]content differs[/]"))}; " +
-                               $"frame now {vm.Arena.StateOf(bad)}");
-        return intact && after.Resolved == before.Resolved + 1 ? 0 : 1;
-    }
-
-    // The campaign's result, or null when a signal stopped it part way (Step threw).
     // The campaign's disk file (RecoveryCampaign: pagelab-campaign-PID-SEED in the temporary directory), for a
     // process exiting at once, whose open handle would otherwise never delete it.
     private static void RemoveCampaignFiles()
     {
         foreach (string f in Directory.GetFiles(Path.GetTempPath(), $"pagelab-campaign-{Environment.ProcessId}-*")) File.Delete(f);
-    }
-
-    private static HostFrame Release(HostArena arena, HostFrame f)
-    {
-        arena.Release([f]);
-        return f;
     }
 
     // Progress reported on the reporting thread itself (Progress<T> posts to the thread pool, so a bar fed by

@@ -3,6 +3,7 @@
 using System.CommandLine;
 using PageLab.Core.Condition;
 using Spectre.Console;
+using PageLab.Lab.Experiments;
 
 namespace PageLab.Cli;
 

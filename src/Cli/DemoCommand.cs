@@ -1,12 +1,10 @@
 // `pagelab demo`: two VMs on one arena. vm-a fills its pages through real demand-zero faults, then a
-// run of its pages moves, scrubbed, to vm-b; the checks, tables and timings show what happened.
-using System.Buffers.Binary;
+// run of its pages moves, scrubbed, to vm-b; the checks, tables and timings show what happened (the setup is
+// Lab's MoveDemo; this file parses and prints).
 using System.CommandLine;
-using System.Diagnostics;
 using PageLab.Core;
-using PageLab.Core.Guest;
 using PageLab.Core.Host;
-using PageLab.Native;
+using PageLab.Lab.Demos;
 using Spectre.Console;
 
 namespace PageLab.Cli;
@@ -15,12 +13,6 @@ internal static class DemoCommand
 {
     /// <summary>Upper bound on --pages: vm-a writes every page, so this bounds the demo's memory (1 GiB at 4 KiB pages).</summary>
     private const int MaxPages = 262_144;
-
-    /// <summary>Where the moved run starts in vm-a, when the VM is large enough.</summary>
-    private const ulong PreferredRunStart = 8;
-
-    /// <summary>The arena holds this many frames per guest page of one VM: both pools, vm-a's refill, and spare.</summary>
-    private const uint FramesPerPage = 4;
 
     /// <summary>Longest p2m listing per VM before the rest is summarised.</summary>
     private const int MaxRunsShown = 16;
@@ -48,178 +40,33 @@ internal static class DemoCommand
     {
         if (Validate(pages, run) is string invalid) return Program.Usage(invalid);
 
-        ulong count = (ulong)pages, length = (ulong)run;
-        var from = new GuestPage(count >= PreferredRunStart + length ? PreferredRunStart : 0);
-        var to = new GuestPage(0);
-        var checks = new List<Check>();
+        MoveDemoResult r = MoveDemo.Run(pages, run);
+        AnsiConsole.MarkupLineInterpolated($"[bold]Arena[/] {r.ArenaFrames} frames of {r.PageSize} bytes; [bold]vm-a[/] and [bold]vm-b[/] {pages} guest pages each, demand pools of {pages} frames.");
+        AnsiConsole.MarkupLineInterpolated($"vm-a wrote {pages} pages: [bold]{r.Faults} demand-zero faults[/], median {r.MedianFaultMicros:0.00} µs per page (fault + {r.PageSize}-byte write; the median leaves out the first touch's JIT compilation).");
+        AnsiConsole.MarkupLineInterpolated($"Moved vm-a {r.From} to vm-b {r.To}: {r.MoveMicros:0.0} µs, [bold]{r.MoveMicros / run:0.00} µs per page[/] (unmap {r.UnmapMicros:0.0} + scrub {r.ScrubMicros:0.0} + map {r.MapMicros:0.0} µs, after a one-page warm-up).");
+        AnsiConsole.WriteLine();
+        AnsiConsole.Write(ChecksTable(r.Checks));
+        AnsiConsole.Write(VmTable(r.Vms));
+        AnsiConsole.Write(MappingsTable(r.Vms));
+        AnsiConsole.Write(ArenaTable(r.Arena));
+        AnsiConsole.MarkupLineInterpolated($"Process RSS: {Program.Bytes(r.ResidentBytes)} (arena pages included).");
+        AnsiConsole.MarkupLineInterpolated($"Disposed vm-b, vm-a, then the arena; process RSS now {Program.Bytes(r.ResidentBytesAfterDispose)}.");
 
-        using (HostArena arena = HostArena.Create((uint)pages * FramesPerPage, "pagelab-demo"))
-        {
-            using (GuestVm vmA = GuestVm.Create(arena, "vm-a", count, poolCapacity: (uint)pages),
-                           vmB = GuestVm.Create(arena, "vm-b", count, poolCapacity: (uint)pages))
-            {
-                vmA.RefillPool();
-                vmB.RefillPool();
-                AnsiConsole.MarkupLineInterpolated($"[bold]Arena[/] {arena.FrameCount} frames of {arena.PageSize} bytes; [bold]vm-a[/] and [bold]vm-b[/] {pages} guest pages each, demand pools of {pages} frames.");
-
-                // 1. Every first touch of an unbacked page is a real SIGSEGV, resolved by the native handler.
-                var perPage = new double[count];
-                for (ulong g = 0; g < count; g++)
-                {
-                    long start = Stopwatch.GetTimestamp();
-                    WritePattern(vmA.Page(new GuestPage(g)), g);
-                    perPage[g] = Stopwatch.GetElapsedTime(start).TotalMicroseconds;
-                }
-                ulong faults = vmA.Counters.DemandFaults;
-                AnsiConsole.MarkupLineInterpolated($"vm-a wrote {pages} pages: [bold]{faults} demand-zero faults[/], median {Median(perPage):0.00} µs per page (fault + {arena.PageSize}-byte write; the median leaves out the first touch's JIT compilation).");
-                checks.Add(new("every first touch faulted", faults == count, $"{faults} faults for {pages} pages"));
-
-                // 2. Move the run: unmap (frames come back Held with content), scrub, map into vm-b.
-                WarmUpMovePath(arena, vmB);
-                long moveStart = Stopwatch.GetTimestamp();
-                HostFrame[] frames = vmA.Unmap(from, length);
-                long unmapped = Stopwatch.GetTimestamp();
-                arena.ZeroInPlace(frames); // a page moving between VMs must never carry the source's data
-                long scrubbed = Stopwatch.GetTimestamp();
-                HostFrame[] displaced = MapOrRelease(arena, vmB, to, frames);
-                long mapped = Stopwatch.GetTimestamp();
-                arena.Release(displaced); // vm-b's target pages were never touched, so this is empty
-                var fromRun = new PageRun(from, length);
-                var toRun = new PageRun(to, length);
-                double totalUs = Micros(moveStart, mapped);
-                AnsiConsole.MarkupLineInterpolated($"Moved vm-a {fromRun} to vm-b {toRun}: {totalUs:0.0} µs, [bold]{totalUs / length:0.00} µs per page[/] (unmap {Micros(moveStart, unmapped):0.0} + scrub {Micros(unmapped, scrubbed):0.0} + map {Micros(scrubbed, mapped):0.0} µs, after a one-page warm-up).");
-
-                // 3. What the move must have done.
-                checks.Add(CheckMovedPagesReadZero(vmB, toRun));
-                checks.Add(CheckFramesOwnedBy(arena, vmB, toRun, frames));
-                checks.Add(CheckUnbacked(vmA, fromRun));
-                checks.Add(CheckOthersKeepPattern(vmA, fromRun));
-                int refilled = vmA.RefillPool(); // the first touches emptied vm-a's pool
-                checks.Add(CheckRetouchFaults(vmA, from, frames, refilled));
-
-                AnsiConsole.WriteLine();
-                AnsiConsole.Write(ChecksTable(checks));
-                AnsiConsole.Write(VmTable(vmA, vmB));
-                AnsiConsole.Write(MappingsTable(vmA, vmB));
-                AnsiConsole.Write(ArenaTable(arena.Counts));
-                AnsiConsole.MarkupLineInterpolated($"Process RSS: {Program.Bytes(arena.ResidentBytes())} (arena pages included).");
-            }
-            // The VMs are gone; the arena is disposed last, since their guest views mapped it.
-        }
-
-        AnsiConsole.MarkupLineInterpolated($"Disposed vm-b, vm-a, then the arena; process RSS now {Program.Bytes(IHostOs.Current.ResidentBytes())}.");
-
-        List<Check> failed = checks.Where(c => !c.Passed).ToList();
+        List<DemoCheck> failed = r.Failed;
         return failed.Count == 0
             ? 0
             : Program.Fail($"{failed.Count} demo check(s) failed: {string.Join("; ", failed.Select(c => $"{c.Name} ({c.Detail})"))}");
     }
 
-    /// <summary>Maps Held frames into a VM; if the map fails they are released, so no frame is lost.</summary>
-    private static HostFrame[] MapOrRelease(HostArena arena, GuestVm vm, GuestPage at, HostFrame[] frames)
-    {
-        try
-        {
-            return vm.Map(at, frames);
-        }
-        catch
-        {
-            arena.Release(frames); // Map is all or nothing: on failure the frames are still Held
-            throw;
-        }
-    }
-
-    /// <summary>Runs the move path once on vm-b's last page (back, unmap, scrub, map back, unback) so the timed
-    /// move measures memory operations rather than JIT compilation. Leaves the VM and the arena as they were.</summary>
-    private static void WarmUpMovePath(HostArena arena, GuestVm vm)
-    {
-        var page = new GuestPage(vm.PageCount - 1);
-        vm.Back(page, 1);
-        HostFrame[] frames = vm.Unmap(page, 1);
-        arena.ZeroInPlace(frames);
-        arena.Release(MapOrRelease(arena, vm, page, frames));
-        vm.Unback(page, 1);
-    }
-
-    private static double Median(double[] values)
-    {
-        double[] sorted = [.. values];
-        Array.Sort(sorted);
-        int mid = sorted.Length / 2;
-        return sorted.Length % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-    }
-
-    /// <summary>A page's pattern: its page number in the first 8 bytes, then a non-zero byte derived from it.</summary>
-    private static void WritePattern(Span<byte> page, ulong g)
-    {
-        page.Fill(PatternByte(g));
-        BinaryPrimitives.WriteUInt64LittleEndian(page, g);
-    }
-
-    private static bool HasPattern(ReadOnlySpan<byte> page, ulong g) =>
-        BinaryPrimitives.ReadUInt64LittleEndian(page) == g && page[8..].IndexOfAnyExcept(PatternByte(g)) < 0;
-
-    private static byte PatternByte(ulong g) => (byte)(1 + g % 255);
-
-    private static bool IsZero(ReadOnlySpan<byte> page) => page.IndexOfAnyExcept((byte)0) < 0;
-
-    private static double Micros(long fromTimestamp, long toTimestamp) =>
-        Stopwatch.GetElapsedTime(fromTimestamp, toTimestamp).TotalMicroseconds;
-
-    private static IEnumerable<GuestPage> PagesOf(PageRun run)
-    {
-        for (ulong g = run.Start.Value; g <= run.Last.Value; g++) yield return new GuestPage(g);
-    }
-
-    private static Check CheckMovedPagesReadZero(GuestVm vm, PageRun run)
-    {
-        int dirty = PagesOf(run).Count(g => !IsZero(vm.Page(g)));
-        return new($"{vm.Name} reads zeros on the moved pages", dirty == 0, $"{dirty} of {run.Length} pages hold data");
-    }
-
-    private static Check CheckFramesOwnedBy(HostArena arena, GuestVm vm, PageRun run, HostFrame[] frames)
-    {
-        bool owned = frames.All(f => arena.OwnerOf(f) == vm.Id);
-        bool translated = frames.Length == (int)run.Length && PagesOf(run).Select(vm.Translate).SequenceEqual(frames.Select(f => (HostFrame?)f));
-        string runs = string.Join(", ", PageRuns.Coalesce(frames));
-        return new($"moved frames belong to {vm.Name}", owned && translated, $"{runs} owned by VM {vm.Id}, p2m {(translated ? "matches" : "differs")}");
-    }
-
-    private static Check CheckUnbacked(GuestVm vm, PageRun run)
-    {
-        int backed = PagesOf(run).Count(g => vm.StateOf(g) != GuestPageState.Unbacked);
-        return new($"{vm.Name}'s moved pages are Unbacked", backed == 0, $"{backed} of {run.Length} still backed");
-    }
-
-    private static Check CheckOthersKeepPattern(GuestVm vm, PageRun moved)
-    {
-        var kept = new List<GuestPage>();
-        for (ulong g = 0; g < vm.PageCount; g++)
-            if (g < moved.Start.Value || g > moved.Last.Value) kept.Add(new GuestPage(g));
-        int wrong = kept.Count(g => !HasPattern(vm.Page(g), g.Value));
-        return new($"{vm.Name}'s other pages keep their data", wrong == 0, $"{kept.Count - wrong} of {kept.Count} intact");
-    }
-
-    private static Check CheckRetouchFaults(GuestVm vm, GuestPage page, HostFrame[] movedFrames, int refilled)
-    {
-        ulong before = vm.Counters.DemandFaults;
-        bool zero = IsZero(vm.Page(page)); // a read of an unbacked page is a demand-zero fault too
-        ulong after = vm.Counters.DemandFaults;
-        HostFrame? frame = vm.Translate(page);
-        bool fresh = frame is HostFrame f && !movedFrames.Contains(f);
-        return new($"re-touching {vm.Name} {page} gives a fresh zero page", zero && fresh && after == before + 1,
-            $"faults {before} -> {after}, now on {frame?.ToString() ?? "no frame"}, reads {(zero ? "zeros" : "data")} (pool refilled with {refilled})");
-    }
-
-    private static Table ChecksTable(List<Check> checks)
+    private static Table ChecksTable(List<DemoCheck> checks)
     {
         var table = new Table().Title("Checks").AddColumn("Check").AddColumn("Result").AddColumn("Detail");
-        foreach (Check c in checks)
+        foreach (DemoCheck c in checks)
             table.AddRow(Markup.Escape(c.Name), c.Passed ? "[green]ok[/]" : "[red]FAILED[/]", Markup.Escape(c.Detail));
         return table;
     }
 
-    private static Table VmTable(params GuestVm[] vms)
+    private static Table VmTable(List<DemoVm> vms)
     {
         var table = new Table().Title("VMs").AddColumn("VM").AddColumn("Id")
             .AddColumn(new TableColumn("Pages").RightAligned())
@@ -228,21 +75,18 @@ internal static class DemoCommand
             .AddColumn(new TableColumn("Pool").RightAligned())
             .AddColumn(new TableColumn("Mappings").RightAligned())
             .AddColumn(new TableColumn("Demand faults").RightAligned());
-        foreach (GuestVm vm in vms)
-        {
-            ulong backed = vm.Mappings().Aggregate(0UL, (sum, m) => sum + m.Pages.Length);
-            table.AddRow(Markup.Escape(vm.Name), $"{vm.Id}", $"{vm.PageCount}", $"{backed}", $"{vm.HeldFrames}",
-                $"{vm.PoolCount}", $"{vm.MappingCount}", $"{vm.Counters.DemandFaults}");
-        }
+        foreach (DemoVm vm in vms)
+            table.AddRow(Markup.Escape(vm.Name), $"{vm.Id}", $"{vm.Pages}", $"{vm.BackedPages}", $"{vm.HeldFrames}",
+                $"{vm.PoolCount}", $"{vm.MappingCount}", $"{vm.DemandFaults}");
         return table;
     }
 
-    private static Table MappingsTable(params GuestVm[] vms)
+    private static Table MappingsTable(List<DemoVm> vms)
     {
         var table = new Table().Title("p2m runs").AddColumn("VM").AddColumn("Guest pages -> host frames");
-        foreach (GuestVm vm in vms)
+        foreach (DemoVm vm in vms)
         {
-            List<(PageRun Pages, FrameRun Frames)> runs = vm.Mappings();
+            List<(PageRun Pages, FrameRun Frames)> runs = vm.Mappings;
             foreach ((PageRun pages, FrameRun frames) in runs.Take(MaxRunsShown))
                 table.AddRow(Markup.Escape(vm.Name), Markup.Escape($"{pages} -> {frames}"));
             if (runs.Count > MaxRunsShown)
@@ -261,7 +105,4 @@ internal static class DemoCommand
         table.AddRow($"{counts.Free}", $"{counts.Held}", $"{counts.Guest}", $"{counts.Parity}", $"{counts.Retired}", $"{counts.Total}");
         return table;
     }
-
-    /// <summary>One verified claim of the demo.</summary>
-    private sealed record Check(string Name, bool Passed, string Detail);
 }

@@ -6,6 +6,7 @@ using System.CommandLine;
 using PageLab.Core.Faults;
 using PageLab.Core.Recovery;
 using Spectre.Console;
+using PageLab.Lab.Campaigns;
 
 namespace PageLab.Cli;
 

@@ -2,7 +2,7 @@
 // command the same failure convention (one or two plain lines on stderr, exit codes in ExitCodes).
 using System.CommandLine;
 using System.Globalization;
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Cli;
 

@@ -2,7 +2,7 @@
 // unreadable, then loaded and checked by Scenario.Load (which names the key and value of any mistake).
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Cli;
 

@@ -4,6 +4,7 @@
 using System.CommandLine;
 using PageLab.Core.Sharing;
 using Spectre.Console;
+using PageLab.Lab.Experiments;
 
 namespace PageLab.Cli;
 

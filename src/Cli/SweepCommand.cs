@@ -4,8 +4,9 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json.Nodes;
-using PageLab.Core.Scenarios;
 using Spectre.Console;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Cli;
 

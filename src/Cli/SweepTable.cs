@@ -6,7 +6,8 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Parquet;
 using Parquet.Schema;
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Cli;
 
@@ -21,9 +22,6 @@ internal sealed class SweepTable
     // Per-VM figures: those of the per-VM record (VmMeasures) the run summary has, summed over the VMs that have
     // them for the totals and given per VM as vm_<name>_<figure>.
     private static readonly VmMeasure[] VmFigures = VmMeasures.All.Where(m => m.InSummary).ToArray();
-
-    /// <summary>Columns whose values are wall-clock times: they differ between runs of the same point.</summary>
-    public static readonly string[] TimingColumns = ["bootSeconds", "ticksSeconds", "meanTickMilliseconds", "totalSeconds"];
 
     private SweepTable(List<SweepColumn> columns) => Columns = columns;
 

@@ -2,7 +2,7 @@
 // may be '-', a pipe from Valgrind); `pagelab trace info FILE`: what a page-epoch file's header says.
 using System.CommandLine;
 using System.Diagnostics;
-using PageLab.Core.Workloads.Traces;
+using PageLab.Lab.Workloads.Traces;
 
 namespace PageLab.Cli;
 

@@ -1,7 +1,7 @@
 // `pagelab validate FILE`: checks a scenario file as `run` would, without running it: "ok" and exit 0,
 // or the first mistake (file, key, value) and exit 2.
 using System.CommandLine;
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Cli;
 

@@ -2,6 +2,7 @@
 // the injections, and how long each report took to handle.
 using PageLab.Core.Recovery;
 using ScottPlot;
+using PageLab.Lab.Campaigns;
 
 namespace PageLab.Report;
 

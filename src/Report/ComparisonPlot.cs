@@ -1,7 +1,8 @@
 // Renders `run --compare` to PNG with ScottPlot: the same scenario and seed under several allocation
 // policies, side by side (guest paging, host swapping, ticks in low or critical condition, allocations).
-using PageLab.Core.Scenarios;
 using ScottPlot;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Report;
 

@@ -1,6 +1,6 @@
 // Labels of a timeline's event markers (injections, recoveries): a short text per marker and rows to put
 // them in so no two overlap; a label that finds no free row is left out (the trace has every detail).
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Observation;
 
 namespace PageLab.Report;
 

@@ -1,8 +1,9 @@
 // Renders a run's timeline to PNG with ScottPlot: one panel per VM over ticks (host frames held, allocation,
 // balloon target and actual, working set, guest page-outs, condition level shading, event markers).
 using PageLab.Core.Condition;
-using PageLab.Core.Scenarios;
 using ScottPlot;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Report;
 

@@ -1,6 +1,7 @@
 // The recovery campaign: 100k injected errors of every kind while guest threads read and write and a
 // GC-stress thread forces collections. Nothing lost, nothing silent, no deadlock, accounting intact.
 using PageLab.Core.Recovery;
+using PageLab.Lab.Campaigns;
 
 namespace PageLab.Tests;
 

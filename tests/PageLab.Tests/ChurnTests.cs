@@ -1,7 +1,8 @@
 // Churn, the frames a run takes from VMs per tick: the summary's figure is the balloons' inflations and
 // the scheduler's host swaps after boot, counted from the run's own events, and the CSV carries it per tick.
-using PageLab.Core.Scenarios;
 using Xunit;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

@@ -1,6 +1,7 @@
 // Inputs that are not scenarios or sweeps as such: empty files, devices that never end, grids with a value
 // given twice, run summaries of another format. Each is refused (or redone) in plain words.
 using System.Text.Json.Nodes;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 
@@ -81,7 +82,7 @@ public class CliInputLimitsTests
     {
         using var dir = new TempDir();
         string s = Path.Combine(dir.Path, "s.json"), sweep = Path.Combine(dir.Path, "sweep.json");
-        PageLab.Core.Scenarios.Scenario short_ = RunOutputTests.Short(ticks: 3);
+        PageLab.Lab.Scenarios.Scenario short_ = RunOutputTests.Short(ticks: 3);
         short_ = short_ with { Vms = [short_.Vms[0] with { Name = "p.q" }, short_.Vms[1] with { Name = "p_q" }] };
         File.WriteAllText(s, short_.ToJson());
         File.WriteAllText(sweep, """{ "scenario": "s.json", "grid": { "idleTax": [0] } }""");

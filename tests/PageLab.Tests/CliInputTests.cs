@@ -1,6 +1,6 @@
 // Bad input to the `pagelab` command, one test per case: each is refused before anything runs, in one or
 // two plain lines naming the option or key, the value and what is accepted, with exit code 2.
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

@@ -2,7 +2,8 @@
 // trace, with every key documented in docs/run-summary.md; on stdout it is the only thing there.
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

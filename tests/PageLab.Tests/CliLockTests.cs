@@ -1,6 +1,7 @@
 // Output files are locked while a run writes them: a second `pagelab` process given the same file is
 // refused (exit 2, naming the option and file) and the first one's output stays whole.
 using System.Text.Json;
+using PageLab.Lab.Observation;
 
 namespace PageLab.Tests;
 
@@ -54,6 +55,6 @@ public class CliLockTests
         Assert.Contains($"--json {json}: another PageLab process is writing this file", second.Err);
         first.Signal("INT");
         Assert.Equal(130, first.WaitForExit(Patience));
-        Assert.Equal("SIGINT", PageLab.Core.Scenarios.RunSummary.FromJson(File.ReadAllText(json)).Interrupted);
+        Assert.Equal("SIGINT", PageLab.Lab.Observation.RunSummary.FromJson(File.ReadAllText(json)).Interrupted);
     }
 }

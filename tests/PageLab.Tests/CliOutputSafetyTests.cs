@@ -1,5 +1,6 @@
 // Output options never destroy an input: an output that is the scenario or sweep file (by its path, a hard
 // link or a symlink) is refused naming the option, and two outputs that are one file are named as such.
+using PageLab.Lab.Scenarios;
 namespace PageLab.Tests;
 
 public class CliOutputSafetyTests

@@ -1,6 +1,8 @@
 // What `pagelab run` prints and writes besides the trace: tables that fit COLUMNS (every column with
 // --wide), the per-tick timeline as CSV (--csv), and scenario keys set on the command line (--set).
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Campaigns;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 
@@ -248,7 +250,7 @@ public class CliOutputTests
     {
         foreach (PageLab.Core.Recovery.ErrorOutcome o in Enum.GetValues<PageLab.Core.Recovery.ErrorOutcome>())
             Assert.Matches("^[a-z][a-z ()-]+$", PageLab.Report.CampaignPlot.Words(o));
-        foreach (PageLab.Core.Recovery.CampaignTarget t in Enum.GetValues<PageLab.Core.Recovery.CampaignTarget>())
+        foreach (PageLab.Lab.Campaigns.CampaignTarget t in Enum.GetValues<PageLab.Lab.Campaigns.CampaignTarget>())
             Assert.Matches("^[a-z][a-z ()-]+$", PageLab.Report.CampaignPlot.Words(t));
     }
 

@@ -3,7 +3,7 @@
 // files, exit 130 / 143; a second SIGINT exits at once and still leaves only whole lines.
 using System.Diagnostics;
 using System.Text.Json;
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Observation;
 
 namespace PageLab.Tests;
 

@@ -4,7 +4,8 @@
 using System.Diagnostics;
 using Parquet;
 using Parquet.Schema;
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

@@ -1,6 +1,7 @@
 // `pagelab run --ticks N` shorter than the scenario's injections: the built-in scenario drops (and names)
 // the injections past N and runs; a scenario file is refused with the way out named.
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

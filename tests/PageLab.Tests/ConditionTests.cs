@@ -3,6 +3,7 @@
 using PageLab.Core.Condition;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Scheduling;
+using PageLab.Lab.Experiments;
 
 namespace PageLab.Tests;
 

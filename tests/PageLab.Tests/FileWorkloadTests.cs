@@ -1,6 +1,7 @@
 // The `file` workload kind through `pagelab run`: its keys' checks, the four page-cache counters per VM in the
 // JSON summary, the CSV and the plot, and the example where the page cache changes the answer.
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 
@@ -27,7 +28,7 @@ public class FileWorkloadTests
     public void A_bad_file_workload_is_refused_naming_the_key_and_its_value(string workload, string expected)
     {
         if (Environment.SystemPageSize != 4096) Assert.Skip("the messages give page counts of 4 KiB pages");
-        var e = Assert.Throws<ScenarioException>(() => Core.Scenarios.Scenario.Parse(Scenario(workload), "f.json"));
+        var e = Assert.Throws<ScenarioException>(() => Lab.Scenarios.Scenario.Parse(Scenario(workload), "f.json"));
         Assert.Equal($"f.json: vms[0].workload.{expected}", e.Message);
     }
 

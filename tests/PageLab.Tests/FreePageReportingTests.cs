@@ -2,8 +2,9 @@
 // compared with ballooning on the same scenario (memory returned, how fast, guest paging).
 using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
-using PageLab.Core.Scenarios;
 using Xunit;
+using PageLab.Lab.Scenarios;
+using PageLab.Lab.Observation;
 
 namespace PageLab.Tests;
 

@@ -2,6 +2,7 @@
 // from three threads in random orders, checked against the shadow after every round. Seeds are fixed so a
 // failure names one that reproduces it; the long form is `pagelab campaign model`.
 using PageLab.Core.Recovery;
+using PageLab.Lab.Campaigns;
 
 namespace PageLab.Tests;
 

@@ -9,6 +9,7 @@ using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
 using PageLab.Core.Recovery;
+using PageLab.Lab.Campaigns;
 
 namespace PageLab.Tests;
 

@@ -7,7 +7,7 @@ using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
 using PageLab.Core.Recovery;
-using PageLab.Core.Workloads;
+using PageLab.Lab.Workloads;
 
 namespace PageLab.Tests;
 

@@ -1,8 +1,8 @@
 // The phases workload kind: phases follow each other at the ticks they say, each touches only its region, a
 // scan walks its pages in order, a Zipf phase favours its first pages as 1/rank^s says; and the examples run.
 using PageLab.Core.GuestOs;
-using PageLab.Core.Scenarios;
-using PageLab.Core.Workloads;
+using PageLab.Lab.Workloads;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

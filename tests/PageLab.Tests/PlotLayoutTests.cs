@@ -2,8 +2,9 @@
 // out; the trace has its text), and more than six VMs drawn as an overview over a grid of small panels.
 using System.Buffers.Binary;
 using CsCheck;
-using PageLab.Core.Scenarios;
 using PageLab.Report;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

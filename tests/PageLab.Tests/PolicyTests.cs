@@ -5,10 +5,11 @@ using PageLab.Core.Balloon;
 using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
-using PageLab.Core.Scenarios;
 using PageLab.Core.Scheduling;
-using PageLab.Core.Workloads;
+using PageLab.Lab.Workloads;
 using Xunit;
+using PageLab.Lab.Scenarios;
+using PageLab.Lab.Observation;
 
 namespace PageLab.Tests;
 

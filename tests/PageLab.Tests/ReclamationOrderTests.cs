@@ -8,9 +8,10 @@ using PageLab.Core.Balloon;
 using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
-using PageLab.Core.Scenarios;
 using PageLab.Core.Scheduling;
 using PageLab.Core.Sharing;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

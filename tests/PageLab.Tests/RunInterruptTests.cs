@@ -1,6 +1,7 @@
 // A run stopped between ticks: its last event is `interrupted` at that tick, and a trace writer that is
 // abandoned on the way out leaves whole lines only and takes no event after.
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

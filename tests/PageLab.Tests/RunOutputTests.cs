@@ -1,8 +1,9 @@
 // What a run leaves behind: the timeline PNG at its expected size, a trace that is the same byte for byte
 // for the same seed, frame moves that add up to the scheduler's count, and events other layers report.
 using System.Buffers.Binary;
-using PageLab.Core.Scenarios;
 using PageLab.Report;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

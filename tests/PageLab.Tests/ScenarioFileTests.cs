@@ -1,6 +1,6 @@
 // Bad scenario files, one test per class of mistake: each is refused with the file, the key and the value
 // named in one clear message, and `pagelab run` stops before running anything or writing any output.
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

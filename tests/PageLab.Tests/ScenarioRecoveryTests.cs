@@ -1,6 +1,7 @@
 // Errors injected into a running scenario: kernel pages are rebuilt bit-exact by parity while the
 // scheduler keeps ballooning, a user-page error ends only the process using it, accounting holds.
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

@@ -1,5 +1,5 @@
 // Scenario files: each class of mistake is refused with the file, key and value named, before anything runs.
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

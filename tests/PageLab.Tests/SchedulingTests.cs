@@ -4,8 +4,9 @@ using CsCheck;
 using PageLab.Core;
 using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
-using PageLab.Core.Scenarios;
 using PageLab.Core.Scheduling;
+using PageLab.Lab.Scenarios;
+using PageLab.Lab.Observation;
 
 namespace PageLab.Tests;
 

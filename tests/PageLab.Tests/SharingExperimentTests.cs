@@ -1,6 +1,7 @@
 // The same-image experiment (Core/Sharing/ReclamationExperiment.cs), small: sharing takes back the
 // image's duplicate frames, ESX's order tops it up with the balloon, and no read ever sees wrong bytes.
 using PageLab.Core.Sharing;
+using PageLab.Lab.Experiments;
 
 namespace PageLab.Tests;
 

@@ -11,8 +11,9 @@ using PageLab.Core.Guest;
 using PageLab.Core.GuestOs;
 using PageLab.Core.Host;
 using PageLab.Core.Recovery;
-using PageLab.Core.Scenarios;
-using PageLab.Core.Workloads;
+using PageLab.Lab.Workloads;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

@@ -3,8 +3,9 @@
 // and an application panel in the timeline plot; VMs without an application have none of them.
 using System.Text.Json.Nodes;
 using PageLab.Core.Applications;
-using PageLab.Core.Scenarios;
-using PageLab.Core.Workloads;
+using PageLab.Lab.Workloads;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

@@ -4,8 +4,9 @@
 using System.Diagnostics;
 using System.Text.RegularExpressions;
 using PageLab.Core.GuestOs;
-using PageLab.Core.Scenarios;
-using PageLab.Core.Workloads.Traces;
+using PageLab.Lab.Workloads.Traces;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

@@ -4,7 +4,8 @@
 using System.Diagnostics.Metrics;
 using System.Text.Json.Nodes;
 using PageLab.Cli;
-using PageLab.Core.Scenarios;
+using PageLab.Lab.Observation;
+using PageLab.Lab.Scenarios;
 
 namespace PageLab.Tests;
 

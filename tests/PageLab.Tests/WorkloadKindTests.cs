@@ -2,8 +2,9 @@
 // by its own keys, built by the runner and run on real guest memory; every registered kind is in the docs.
 using System.Text.Json.Nodes;
 using PageLab.Core.GuestOs;
-using PageLab.Core.Scenarios;
-using PageLab.Core.Workloads;
+using PageLab.Lab.Workloads;
+using PageLab.Lab.Scenarios;
+using PageLab.Lab.Observation;
 
 namespace PageLab.Tests;
 

@@ -111,12 +111,6 @@ public sealed class ConditionService
         }
     }
 
-    public void Unsubscribe(ConditionSubscription sub)
-    {
-        lock (_gate)
-            if (State(sub.Vm).Subscriptions.Remove(sub)) sub.Channel.Writer.TryComplete();
-    }
-
     /// <summary>Called once per scheduler tick: records each VM's stall, recomputes its condition and
     /// fires due triggers (a non-blocking write per notification).</summary>
     public void Tick(int tick)
