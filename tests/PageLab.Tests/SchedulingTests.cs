@@ -48,17 +48,17 @@ public class SchedulingTests
         {
             var vms = shares.Select((s, i) => new VmDemand(s, fractions[i], (ulong)(i * 10), 50_000)).ToList();
             ulong mins = vms.Aggregate(0UL, (a, v) => a + v.MinPages);
-            ulong[] t = AllocationPolicy.Targets(vms, host);
+            ulong[] t = ShareAllocation.Targets(vms, host);
             ulong sum = t.Aggregate(0UL, (a, x) => a + x);
             bool bounds = t.Select((x, i) => x >= vms[i].MinPages && x <= vms[i].MaxPages).All(b => b);
             ulong maxTotal = vms.Aggregate(0UL, (a, v) => a + v.MaxPages);
             return bounds && sum <= Math.Max(host, mins) && (sum == Math.Min(host, maxTotal) || host < mins);
         });
 
-        ulong[] two = AllocationPolicy.Targets([new VmDemand(1000, 0.0, 0, 10_000), new VmDemand(1000, 1.0, 0, 10_000)], 5000);
+        ulong[] two = ShareAllocation.Targets([new VmDemand(1000, 0.0, 0, 10_000), new VmDemand(1000, 1.0, 0, 10_000)], 5000);
         Assert.Equal(1000UL, two[0], 1UL);                                     // idle pays k = 4 times the shares
         Assert.Equal(4000UL, two[1], 1UL);
-        var e = Assert.Throws<ArgumentException>(() => AllocationPolicy.Targets([new VmDemand(1, 0, 10, 5)], 100));
+        var e = Assert.Throws<ArgumentException>(() => ShareAllocation.Targets([new VmDemand(1, 0, 10, 5)], 100));
         Assert.Contains("min 10 pages > max 5", e.Message);
     }
 
@@ -117,13 +117,13 @@ public class EsxAllocationTests
     {
         // Shares 2:1, min 1024 each, 4096 pages, equally active: ESX gives 2731 / 1365 (the share of each
         // is above its min, so the mins do not bind). Before this rule PageLab gave 2390 / 1706.
-        ulong[] t = AllocationPolicy.Targets([new VmDemand(2000, 0.5, 1024, 4096), new VmDemand(1000, 0.5, 1024, 4096)], 4096);
+        ulong[] t = ShareAllocation.Targets([new VmDemand(2000, 0.5, 1024, 4096), new VmDemand(1000, 0.5, 1024, 4096)], 4096);
         Assert.Equal([2731UL, 1365UL], t);
         // A min binds only when the share falls below it; the rest is shared by the others' claims.
-        ulong[] floor = AllocationPolicy.Targets([new VmDemand(9000, 0.5, 0, 4096), new VmDemand(1000, 0.5, 1024, 4096)], 4096);
+        ulong[] floor = ShareAllocation.Targets([new VmDemand(9000, 0.5, 0, 4096), new VmDemand(1000, 0.5, 1024, 4096)], 4096);
         Assert.Equal([3072UL, 1024UL], floor);
         // A max caps the share; the excess goes to the others.
-        ulong[] cap = AllocationPolicy.Targets([new VmDemand(1000, 0.5, 0, 1000), new VmDemand(1000, 0.5, 0, 8192)], 4096);
+        ulong[] cap = ShareAllocation.Targets([new VmDemand(1000, 0.5, 0, 1000), new VmDemand(1000, 0.5, 0, 8192)], 4096);
         Assert.Equal([1000UL, 3096UL], cap);
     }
 
@@ -134,8 +134,8 @@ public class EsxAllocationTests
             .Sample((shares, f, host) =>
             {
                 var vms = shares.Select((s, i) => new VmDemand(s, f[i], 0, host)).ToList();
-                ulong[] t = AllocationPolicy.Targets(vms, host);
-                double k = 1 / (1 - AllocationPolicy.DefaultIdleTax);
+                ulong[] t = ShareAllocation.Targets(vms, host);
+                double k = 1 / (1 - ShareAllocation.DefaultIdleTax);
                 double[] w = vms.Select(v => v.Shares / (v.ActiveFraction + k * (1 - v.ActiveFraction))).ToArray();
                 double sum = w.Sum();
                 // No bound binds: each VM gets S·w_i/Σw, within a page of rounding and 1%.

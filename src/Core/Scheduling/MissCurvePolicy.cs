@@ -219,7 +219,7 @@ public sealed class MissCurvePolicy : IAllocationPolicy
         int n = vms.Count;
         var x = new double[n];
         // Floors first, then each VM's base (it cannot run below it): by shares if the bases pass the host.
-        ulong[] bases = AllocationPolicy.Targets(
+        ulong[] bases = ShareAllocation.Targets(
             vms.Select((v, i) => new VmDemand(v.Shares, 1, v.MinPages, Math.Clamp((ulong)Math.Ceiling(curves[i].BasePages), v.MinPages, v.MaxPages))).ToList(),
             request.HostPages, request.IdleTax);
         for (int i = 0; i < n; i++) x[i] = bases[i];
@@ -265,7 +265,7 @@ public sealed class MissCurvePolicy : IAllocationPolicy
         ulong sum = target.Aggregate(0UL, (s, t) => s + t);
         if (sum >= request.HostPages) return target;
         // What no curve claims: ESX's rule, with what the curves claimed as each VM's floor.
-        return AllocationPolicy.Targets(
+        return ShareAllocation.Targets(
             vms.Select((v, i) => new VmDemand(v.Shares, target[i] == 0 ? 0 : Math.Min(1, curves[i].FootprintPages / Math.Max(target[i], v.AllocationPages)), target[i], v.MaxPages)).ToList(),
             request.HostPages, request.IdleTax);
     }

@@ -13,13 +13,13 @@ public sealed class StaticPolicy : IAllocationPolicy
 /// <summary>ESX as the paper describes it, from sampling only: f is the sampled active fraction of the
 /// pages the VM holds, charged over its whole allocation (<see cref="VmSignals.ActiveOverAllocation"/>),
 /// and host pages are shared by shares / (f + k(1 - f)) with min and max as floor and cap
-/// (<see cref="AllocationPolicy.Targets"/>). Kept faithful on purpose: it is the reference.</summary>
+/// (<see cref="ShareAllocation.Targets"/>). Kept faithful on purpose: it is the reference.</summary>
 public sealed class EsxPolicy : IAllocationPolicy
 {
     public string Name => "esx";
 
     public ulong[] Allocate(AllocationRequest request) =>
-        AllocationPolicy.Targets(request.Vms.Select(v => new VmDemand(v.Shares, FractionOf(v), v.MinPages, v.MaxPages)).ToList(),
+        ShareAllocation.Targets(request.Vms.Select(v => new VmDemand(v.Shares, FractionOf(v), v.MinPages, v.MaxPages)).ToList(),
             request.HostPages, request.IdleTax);
 
     /// <summary>The f the paper's formula is given for this VM.</summary>
@@ -52,11 +52,11 @@ public sealed class PageLabPolicy : IAllocationPolicy
         IReadOnlyList<VmSignals> vms = request.Vms;
         var demand = vms.Select(Demand).ToArray();
         // Demand first: every VM's allocation up to its demand, by shares with no idle tax (all of it is used).
-        ulong[] covered = AllocationPolicy.Targets(
+        ulong[] covered = ShareAllocation.Targets(
             vms.Select((v, i) => new VmDemand(v.Shares, 1, v.MinPages, Math.Clamp(demand[i], v.MinPages, v.MaxPages))).ToList(),
             request.HostPages, request.IdleTax);
         // The rest by the ESX rule: of the VM's allocation, its demand is active and the rest idle.
-        return AllocationPolicy.Targets(
+        return ShareAllocation.Targets(
             vms.Select((v, i) => new VmDemand(v.Shares, ActiveFraction(demand[i], v.AllocationPages), covered[i], v.MaxPages)).ToList(),
             request.HostPages, request.IdleTax);
     }

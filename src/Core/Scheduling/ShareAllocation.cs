@@ -1,10 +1,10 @@
-// The allocation policy as a pure function: host pages shared out by shares with an idle memory tax
+// ESX's share-based allocation as a pure function: host pages shared out by shares with an idle memory tax
 // (Waldspurger, OSDI 2002), within each VM's min and max, by water-filling.
 namespace PageLab.Core.Scheduling;
 
 public readonly record struct VmDemand(int Shares, double ActiveFraction, ulong MinPages, ulong MaxPages);
 
-public static class AllocationPolicy
+public static class ShareAllocation
 {
     /// <summary>ESX's default idle memory tax.</summary>
     public const double DefaultIdleTax = 0.75;
