@@ -269,11 +269,15 @@ public static partial class InterleavingModel
             extra.Back(new GuestPage(0), 8);
             for (int p = 0; p < 16; p++) Fill(extra, p, (ulong)p + 1); // pages 8..15: demand faults
             for (int p = 0; p < 16; p++)
-                if (MemoryMarshal.Cast<byte, ulong>(extra.Page(new GuestPage((ulong)p))).IndexOfAnyExcept((ulong)p + 1) >= 0)
-                {
-                    Interlocked.Increment(ref anomalies.WrongBytes);
-                    problems.Add($"round {round}: cycled VM page {p} reads wrong bytes");
-                }
+            {
+                Span<ulong> words = MemoryMarshal.Cast<byte, ulong>(extra.Page(new GuestPage((ulong)p)));
+                int at = words.IndexOfAnyExcept((ulong)p + 1);
+                if (at < 0) continue;
+                Interlocked.Increment(ref anomalies.WrongBytes);
+                problems.Add($"round {round}: cycled VM page {p} reads wrong bytes (word {at} of {words.Length}: 0x{words[at]:x}, " +
+                             $"{words.Length - words.Count((ulong)p + 1)} words wrong; state {extra.StateOf(new GuestPage((ulong)p))}, " +
+                             $"frame {extra.Translate(new GuestPage((ulong)p))?.ToString() ?? "none"})");
+            }
         }
         finally
         {
