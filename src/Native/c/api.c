@@ -8,7 +8,8 @@ static _Atomic int installed;
 #define PL_MAP_BACK 1u            /* pl_map: every page must be unbacked (checked under the lock) */
 
 /* Gives back the frames of pages [from, to) and runs of frames: a poisoned frame is retired, any other
- * frame is punched and freed (runs of consecutive frames in one call). The guest views are gone. */
+ * frame is made zero (frame_zero: punched, or zeroed if the punch fails) and freed, runs of consecutive
+ * frames in one call; if the guest views could not be made to go, retired instead. */
 static void free_frames(struct pl_region *r, const uint32_t *frames, uint64_t n, const _Atomic uint32_t *states,
                         int views_gone)
 {
